@@ -1,0 +1,720 @@
+//! The object codec: every object in a repository is
+//!
+//! ```text
+//! header  (16 bytes, plain)  "BACKSTOP" | format version u16 | compression u8 | encryption u8 | reserved u32
+//! body    (streamed)         plain bytes -> zstd (optional) -> age (optional)
+//! trailer (88 bytes, plain)  sha256(plain) | sha256(body) | plain length u64 | body length u64 | "BKSTPEND"
+//! ```
+//!
+//! The checksums sit in a trailer because they are only known once a stream ends, and a multi-GB
+//! object must never be held in memory to compute them first. They are stored in the clear on purpose:
+//! the server holds only age recipients (public keys), so it cannot decrypt an existing object, yet it
+//! must tell "already stored with the same bytes" from "different bytes" (design rule 2). The body
+//! checksum lets `verify` prove an encrypted object intact without the identity.
+
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::Error;
+
+pub const HEADER_LEN: usize = 16;
+pub const TRAILER_LEN: usize = 88;
+pub const FORMAT_VERSION: u16 = 1;
+const MAGIC: &[u8; 8] = b"BACKSTOP";
+const TRAILER_MAGIC: &[u8; 8] = b"BKSTPEND";
+const COMPRESSION_NONE: u8 = 0;
+const COMPRESSION_ZSTD: u8 = 1;
+const ENCRYPTION_NONE: u8 = 0;
+const ENCRYPTION_AGE: u8 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    None,
+    Zstd { level: i32 },
+}
+
+impl Compression {
+    pub const DEFAULT_ZSTD_LEVEL: i32 = 3;
+
+    pub fn zstd(level: i32) -> Result<Self, Error> {
+        let range = zstd::compression_level_range();
+        if range.contains(&level) && level != 0 {
+            Ok(Compression::Zstd { level })
+        } else {
+            Err(Error::InvalidSetting {
+                setting: "compression_level",
+                reason: format!("{level} is outside zstd's levels 1 to {}", range.end()),
+            })
+        }
+    }
+}
+
+/// How objects are written. Reading needs no settings: the header says how an object was written.
+#[derive(Clone)]
+pub struct CodecSettings {
+    pub compression: Compression,
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+impl std::fmt::Debug for CodecSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CodecSettings")
+            .field("compression", &self.compression)
+            .field("recipients", &self.recipients.len())
+            .finish()
+    }
+}
+
+impl CodecSettings {
+    pub fn plain() -> Self {
+        CodecSettings { compression: Compression::None, recipients: Vec::new() }
+    }
+
+    pub fn new(compression: Compression, recipients: Vec<age::x25519::Recipient>) -> Self {
+        CodecSettings { compression, recipients }
+    }
+
+    /// The same settings without encryption: for metadata (cluster.json, manifests) that the server
+    /// itself must read back while it holds only public keys.
+    pub fn without_encryption(&self) -> Self {
+        CodecSettings { compression: self.compression, recipients: Vec::new() }
+    }
+}
+
+/// Parses a list of age X25519 recipients separated by commas, spaces or newlines.
+pub fn parse_recipients(text: &str) -> Result<Vec<age::x25519::Recipient>, Error> {
+    text.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|part| !part.is_empty())
+        .map(|part| {
+            part.parse::<age::x25519::Recipient>().map_err(|_| Error::InvalidSetting {
+                setting: "encryption_recipients",
+                reason: format!(
+                    "\"{}\" is not an age X25519 recipient (expected a public key like age1qyqszqgp..., as printed by age-keygen -y)",
+                    truncate_for_message(part)
+                ),
+            })
+        })
+        .collect()
+}
+
+/// Parses age X25519 identities (secret keys), one per line, comments allowed, as age-keygen writes them.
+pub fn parse_identities(text: &str) -> Result<Vec<age::x25519::Identity>, Error> {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            line.parse::<age::x25519::Identity>().map_err(|_| Error::InvalidSetting {
+                setting: "identity",
+                reason: "a line is not an age X25519 identity (expected AGE-SECRET-KEY-1..., as written by age-keygen)"
+                    .into(),
+            })
+        })
+        .collect()
+}
+
+fn truncate_for_message(text: &str) -> String {
+    let mut short: String = text.chars().take(24).collect();
+    if short.len() < text.len() {
+        short.push_str("...");
+    }
+    short
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub format_version: u16,
+    pub compressed: bool,
+    pub encrypted: bool,
+}
+
+impl Header {
+    fn encode(settings: &CodecSettings) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[..8].copy_from_slice(MAGIC);
+        bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[10] = match settings.compression {
+            Compression::None => COMPRESSION_NONE,
+            Compression::Zstd { .. } => COMPRESSION_ZSTD,
+        };
+        bytes[11] = if settings.recipients.is_empty() { ENCRYPTION_NONE } else { ENCRYPTION_AGE };
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+            return Err("it does not start with a backstop object header".into());
+        }
+        let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
+        if format_version != FORMAT_VERSION {
+            return Err(format!(
+                "its format version {format_version} is not one this build reads (reads {FORMAT_VERSION}); upgrade backstop"
+            ));
+        }
+        let compressed = match bytes[10] {
+            COMPRESSION_NONE => false,
+            COMPRESSION_ZSTD => true,
+            other => return Err(format!("unknown compression code {other}")),
+        };
+        let encrypted = match bytes[11] {
+            ENCRYPTION_NONE => false,
+            ENCRYPTION_AGE => true,
+            other => return Err(format!("unknown encryption code {other}")),
+        };
+        Ok(Header { format_version, compressed, encrypted })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trailer {
+    pub plain_sha256: [u8; 32],
+    pub body_sha256: [u8; 32],
+    pub plain_len: u64,
+    pub body_len: u64,
+}
+
+impl Trailer {
+    fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut bytes = [0u8; TRAILER_LEN];
+        bytes[..32].copy_from_slice(&self.plain_sha256);
+        bytes[32..64].copy_from_slice(&self.body_sha256);
+        bytes[64..72].copy_from_slice(&self.plain_len.to_le_bytes());
+        bytes[72..80].copy_from_slice(&self.body_len.to_le_bytes());
+        bytes[80..].copy_from_slice(TRAILER_MAGIC);
+        bytes
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() != TRAILER_LEN || &bytes[80..] != TRAILER_MAGIC {
+            return Err("its trailer is missing (the object is truncated or not a backstop object)".into());
+        }
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        Ok(Trailer {
+            plain_sha256: bytes[..32].try_into().expect("32 bytes"),
+            body_sha256: bytes[32..64].try_into().expect("32 bytes"),
+            plain_len: u64_at(64),
+            body_len: u64_at(72),
+        })
+    }
+
+    pub fn plain_sha256_hex(&self) -> String {
+        hex::encode(self.plain_sha256)
+    }
+
+    /// Size of the whole stored object this trailer closes.
+    pub fn object_len(&self) -> u64 {
+        (HEADER_LEN + TRAILER_LEN) as u64 + self.body_len
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding
+
+#[derive(Default)]
+struct SinkState {
+    out: Vec<u8>,
+    body_hasher: Sha256,
+    body_len: u64,
+}
+
+/// The innermost writer of the encoding chain: collects encoded body bytes and hashes them.
+/// Shared with the encoder so output can be drained while the compressor and cipher keep state.
+#[derive(Clone, Default)]
+struct BodySink(Arc<Mutex<SinkState>>);
+
+impl Write for BodySink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let mut state = self.0.lock().expect("sink lock");
+        state.body_hasher.update(data);
+        state.body_len += data.len() as u64;
+        state.out.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Stage {
+    Raw(BodySink),
+    Zstd(zstd::stream::write::Encoder<'static, BodySink>),
+    Age(age::stream::StreamWriter<BodySink>),
+    ZstdAge(zstd::stream::write::Encoder<'static, age::stream::StreamWriter<BodySink>>),
+}
+
+fn zstd_encoder<W: Write>(level: i32, inner: W) -> Result<zstd::stream::write::Encoder<'static, W>, Error> {
+    zstd::stream::write::Encoder::new(inner, level).map_err(|e| Error::Encryption(format!("cannot start zstd: {e}")))
+}
+
+/// Encodes one object incrementally: feed plain bytes with [`Encoder::write`], drain encoded bytes
+/// with [`Encoder::take_output`] whenever convenient, close with [`Encoder::finish`]. Memory is bounded
+/// by what the caller leaves undrained plus the compressor's window.
+pub struct Encoder {
+    stage: Stage,
+    sink: BodySink,
+    plain_hasher: Sha256,
+    plain_len: u64,
+}
+
+impl Encoder {
+    pub fn new(settings: &CodecSettings) -> Result<Self, Error> {
+        let sink = BodySink::default();
+        sink.0.lock().expect("sink lock").out.extend_from_slice(&Header::encode(settings));
+        let encrypt = |sink: BodySink| -> Result<age::stream::StreamWriter<BodySink>, Error> {
+            let recipients = settings.recipients.iter().map(|r| r as &dyn age::Recipient);
+            age::Encryptor::with_recipients(recipients)
+                .map_err(|e| Error::Encryption(e.to_string()))?
+                .wrap_output(sink)
+                .map_err(|e| Error::Encryption(e.to_string()))
+        };
+        let stage = match (settings.compression, settings.recipients.is_empty()) {
+            (Compression::None, true) => Stage::Raw(sink.clone()),
+            (Compression::Zstd { level }, true) => Stage::Zstd(zstd_encoder(level, sink.clone())?),
+            (Compression::None, false) => Stage::Age(encrypt(sink.clone())?),
+            (Compression::Zstd { level }, false) => Stage::ZstdAge(zstd_encoder(level, encrypt(sink.clone())?)?),
+        };
+        Ok(Encoder { stage, sink, plain_hasher: Sha256::new(), plain_len: 0 })
+    }
+
+    pub fn write(&mut self, plain: &[u8]) -> io::Result<()> {
+        self.plain_hasher.update(plain);
+        self.plain_len += plain.len() as u64;
+        match &mut self.stage {
+            Stage::Raw(w) => w.write_all(plain),
+            Stage::Zstd(w) => w.write_all(plain),
+            Stage::Age(w) => w.write_all(plain),
+            Stage::ZstdAge(w) => w.write_all(plain),
+        }
+    }
+
+    /// Encoded bytes produced so far and not yet taken.
+    pub fn pending(&self) -> usize {
+        self.sink.0.lock().expect("sink lock").out.len()
+    }
+
+    pub fn take_output(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.sink.0.lock().expect("sink lock").out)
+    }
+
+    /// Flushes the compressor and cipher and appends the trailer. Returns the remaining encoded bytes
+    /// and the trailer that describes the whole object.
+    pub fn finish(self) -> io::Result<(Vec<u8>, Trailer)> {
+        match self.stage {
+            Stage::Raw(_) => {}
+            Stage::Zstd(w) => {
+                w.finish()?;
+            }
+            Stage::Age(w) => {
+                w.finish()?;
+            }
+            Stage::ZstdAge(w) => {
+                w.finish()?.finish()?;
+            }
+        }
+        let mut state = self.sink.0.lock().expect("sink lock");
+        let trailer = Trailer {
+            plain_sha256: self.plain_hasher.finalize().into(),
+            body_sha256: std::mem::take(&mut state.body_hasher).finalize().into(),
+            plain_len: self.plain_len,
+            body_len: state.body_len,
+        };
+        let mut out = std::mem::take(&mut state.out);
+        out.extend_from_slice(&trailer.encode());
+        Ok((out, trailer))
+    }
+}
+
+/// Encodes a whole in-memory object at once (WAL segments, manifests).
+pub fn encode_to_vec(settings: &CodecSettings, plain: &[u8]) -> Result<(Vec<u8>, Trailer), Error> {
+    let mut encoder = Encoder::new(settings)?;
+    let mut out = Vec::with_capacity(plain.len() / 2 + HEADER_LEN + TRAILER_LEN);
+    for chunk in plain.chunks(1 << 20) {
+        encoder.write(chunk).map_err(|e| Error::Encryption(e.to_string()))?;
+        out.append(&mut encoder.take_output());
+    }
+    let (rest, trailer) = encoder.finish().map_err(|e| Error::Encryption(e.to_string()))?;
+    out.extend_from_slice(&rest);
+    Ok((out, trailer))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding
+
+/// Why a decoded stream was refused; carried inside `io::Error` so it survives `Read` adapters.
+#[derive(Debug)]
+pub struct IntegrityError(pub String);
+
+impl std::fmt::Display for IntegrityError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for IntegrityError {}
+
+fn integrity(reason: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, IntegrityError(reason.into()))
+}
+
+#[derive(Default)]
+struct BodyOutcome {
+    trailer: Option<Trailer>,
+    finished: bool,
+}
+
+/// Yields the body of an object while holding back its last TRAILER_LEN bytes, so that at end of
+/// stream the trailer is known and the body checksum can be compared with it.
+struct BodyReader<R> {
+    inner: R,
+    buffer: Vec<u8>,
+    start: usize,
+    inner_done: bool,
+    hasher: Sha256,
+    len: u64,
+    outcome: Arc<Mutex<BodyOutcome>>,
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+
+impl<R: Read> BodyReader<R> {
+    fn available(&self) -> usize {
+        (self.buffer.len() - self.start).saturating_sub(TRAILER_LEN)
+    }
+
+    fn fill(&mut self) -> io::Result<()> {
+        while !self.inner_done && self.available() == 0 {
+            if self.start > 0 {
+                self.buffer.drain(..self.start);
+                self.start = 0;
+            }
+            let old_len = self.buffer.len();
+            self.buffer.resize(old_len + READ_CHUNK, 0);
+            let read = loop {
+                match self.inner.read(&mut self.buffer[old_len..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        self.buffer.truncate(old_len);
+                        return Err(e);
+                    }
+                }
+            };
+            self.buffer.truncate(old_len + read);
+            if read == 0 {
+                self.inner_done = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self) -> io::Result<()> {
+        let mut outcome = self.outcome.lock().expect("outcome lock");
+        if outcome.finished {
+            return Ok(());
+        }
+        let trailer = Trailer::decode(&self.buffer[self.start..]).map_err(integrity)?;
+        let body_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if trailer.body_len != self.len {
+            return Err(integrity(format!(
+                "its body is {} bytes but its trailer records {} (truncated or spliced)",
+                self.len, trailer.body_len
+            )));
+        }
+        if trailer.body_sha256 != body_sha256 {
+            return Err(integrity(format!(
+                "sha256 of the stored bytes is {} but the object records {}",
+                hex::encode(body_sha256),
+                hex::encode(trailer.body_sha256)
+            )));
+        }
+        outcome.trailer = Some(trailer);
+        outcome.finished = true;
+        Ok(())
+    }
+}
+
+impl<R: Read> Read for BodyReader<R> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() {
+            return Ok(0);
+        }
+        self.fill()?;
+        let n = self.available().min(out.len());
+        if n == 0 {
+            self.close()?;
+            return Ok(0);
+        }
+        out[..n].copy_from_slice(&self.buffer[self.start..self.start + n]);
+        self.hasher.update(&out[..n]);
+        self.len += n as u64;
+        self.start += n;
+        Ok(n)
+    }
+}
+
+/// The plain bytes of an object. Reaching end of stream (`Ok(0)`) means both checksums and both
+/// lengths matched the trailer; any mismatch is an `InvalidData` error carrying [`IntegrityError`].
+pub struct DecodedReader {
+    inner: Box<dyn Read + Send>,
+    outcome: Arc<Mutex<BodyOutcome>>,
+    hasher: Sha256,
+    len: u64,
+    verified: Option<Trailer>,
+    pub header: Header,
+}
+
+impl DecodedReader {
+    /// The trailer, once the whole object has been read and verified.
+    pub fn verified_trailer(&self) -> Option<Trailer> {
+        self.verified
+    }
+}
+
+impl Read for DecodedReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if out.is_empty() || self.verified.is_some() {
+            return Ok(0);
+        }
+        let n = self.inner.read(out)?;
+        if n > 0 {
+            self.hasher.update(&out[..n]);
+            self.len += n as u64;
+            return Ok(n);
+        }
+        // The decoders stop at the end of their own framing; make sure the body really ended there.
+        let mut rest = [0u8; 1];
+        if self.inner.read(&mut rest)? != 0 {
+            return Err(integrity("it has data after the end of its compressed or encrypted stream"));
+        }
+        let outcome = self.outcome.lock().expect("outcome lock");
+        let Some(trailer) = outcome.trailer.filter(|_| outcome.finished) else {
+            return Err(integrity("its body ended before the end of the stored object"));
+        };
+        let plain_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        if trailer.plain_len != self.len {
+            return Err(integrity(format!(
+                "it decodes to {} bytes but records {}",
+                self.len, trailer.plain_len
+            )));
+        }
+        if trailer.plain_sha256 != plain_sha256 {
+            return Err(integrity(format!(
+                "sha256 of its contents is {} but the object records {}",
+                hex::encode(plain_sha256),
+                trailer.plain_sha256_hex()
+            )));
+        }
+        drop(outcome);
+        self.verified = Some(trailer);
+        Ok(0)
+    }
+}
+
+/// Why decoding could not even start.
+#[derive(Debug)]
+pub enum DecodeStartError {
+    Corrupt(String),
+    NoIdentity,
+    WrongIdentity,
+    Io(io::Error),
+}
+
+/// Starts decoding a stored object. `identities` are needed only for encrypted objects.
+pub fn decode<R: Read + Send + 'static>(
+    mut raw: R,
+    identities: &[age::x25519::Identity],
+) -> Result<DecodedReader, DecodeStartError> {
+    let mut header_bytes = [0u8; HEADER_LEN];
+    if let Err(e) = raw.read_exact(&mut header_bytes) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            DecodeStartError::Corrupt("it is shorter than an object header".into())
+        } else {
+            DecodeStartError::Io(e)
+        });
+    }
+    let header = Header::decode(&header_bytes).map_err(DecodeStartError::Corrupt)?;
+    let outcome = Arc::new(Mutex::new(BodyOutcome::default()));
+    let body = BodyReader {
+        inner: raw,
+        buffer: Vec::new(),
+        start: 0,
+        inner_done: false,
+        hasher: Sha256::new(),
+        len: 0,
+        outcome: outcome.clone(),
+    };
+    let decrypted: Box<dyn Read + Send> = if header.encrypted {
+        if identities.is_empty() {
+            return Err(DecodeStartError::NoIdentity);
+        }
+        let decryptor = age::Decryptor::new(body).map_err(|e| match e {
+            age::DecryptError::Io(io) => DecodeStartError::Io(io),
+            other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
+        })?;
+        let identities = identities.iter().map(|i| i as &dyn age::Identity);
+        Box::new(decryptor.decrypt(identities).map_err(|e| match e {
+            age::DecryptError::NoMatchingKeys => DecodeStartError::WrongIdentity,
+            age::DecryptError::Io(io) => DecodeStartError::Io(io),
+            other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
+        })?)
+    } else {
+        Box::new(body)
+    };
+    let plain: Box<dyn Read + Send> = if header.compressed {
+        Box::new(zstd::stream::read::Decoder::new(decrypted).map_err(DecodeStartError::Io)?)
+    } else {
+        decrypted
+    };
+    Ok(DecodedReader { inner: plain, outcome, hasher: Sha256::new(), len: 0, verified: None, header })
+}
+
+/// Returns the integrity reason if this I/O error came from a failed verification.
+pub fn integrity_reason(error: &io::Error) -> Option<String> {
+    error.get_ref().and_then(|inner| inner.downcast_ref::<IntegrityError>()).map(|e| e.0.clone())
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(len: usize) -> Vec<u8> {
+        // Half compressible, half pseudo-random, so both compressor paths see real work.
+        let mut state = 0x9E3779B97F4A7C15u64;
+        (0..len)
+            .map(|i| {
+                if i % 2 == 0 {
+                    (i / 7) as u8
+                } else {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                }
+            })
+            .collect()
+    }
+
+    fn all_settings() -> Vec<(CodecSettings, Vec<age::x25519::Identity>)> {
+        let identity = age::x25519::Identity::generate();
+        vec![
+            (CodecSettings::plain(), vec![]),
+            (CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), vec![]),
+            (CodecSettings::new(Compression::None, vec![identity.to_public()]), vec![identity.clone()]),
+            (CodecSettings::new(Compression::zstd(1).unwrap(), vec![identity.to_public()]), vec![identity]),
+        ]
+    }
+
+    fn decode_all(bytes: Vec<u8>, identities: &[age::x25519::Identity]) -> io::Result<Vec<u8>> {
+        let mut reader = decode(io::Cursor::new(bytes), identities).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out)?;
+        assert!(reader.verified_trailer().is_some());
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trips_every_setting_and_awkward_size() {
+        // Sizes around age's 64 KiB chunks and the reader's buffer, where off-by-one bugs live.
+        for (settings, identities) in all_settings() {
+            for len in [0usize, 1, 87, 88, 89, 65_535, 65_536, 65_537, 131_072, 262_144, 1_000_003] {
+                let plain = sample(len);
+                let (encoded, trailer) = encode_to_vec(&settings, &plain).unwrap();
+                assert_eq!(trailer.plain_len, len as u64);
+                assert_eq!(trailer.object_len(), encoded.len() as u64);
+                assert_eq!(trailer.plain_sha256_hex(), sha256_hex(&plain));
+                let decoded = decode_all(encoded, &identities).unwrap();
+                assert!(decoded == plain, "{settings:?} len {len}");
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_actually_compresses() {
+        let plain = vec![7u8; 4 << 20];
+        let (encoded, _) = encode_to_vec(&CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), &plain).unwrap();
+        assert!(encoded.len() < plain.len() / 100, "{}", encoded.len());
+    }
+
+    #[test]
+    fn every_flipped_byte_is_refused() {
+        for (settings, identities) in all_settings() {
+            let plain = sample(5000);
+            let (encoded, _) = encode_to_vec(&settings, &plain).unwrap();
+            for position in (0..encoded.len()).step_by(97).chain([encoded.len() - 1, HEADER_LEN]) {
+                let mut corrupt = encoded.clone();
+                corrupt[position] ^= 0x20;
+                let result = decode(io::Cursor::new(corrupt), &identities)
+                    .map_err(|e| format!("{e:?}"))
+                    .and_then(|mut r| {
+                        let mut out = Vec::new();
+                        r.read_to_end(&mut out).map(|_| out).map_err(|e| e.to_string())
+                    });
+                assert!(result.is_err(), "{settings:?}: flipping byte {position} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn truncation_is_refused() {
+        for (settings, identities) in all_settings() {
+            let (encoded, _) = encode_to_vec(&settings, &sample(200_000)).unwrap();
+            for cut in [1usize, TRAILER_LEN, TRAILER_LEN + 1, 70_000, encoded.len() - HEADER_LEN] {
+                let truncated = encoded[..encoded.len() - cut].to_vec();
+                assert!(decode_all(truncated, &identities).is_err(), "{settings:?} cut {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn integrity_failures_are_recognisable() {
+        let (mut encoded, _) = encode_to_vec(&CodecSettings::plain(), b"hello world").unwrap();
+        encoded[HEADER_LEN] ^= 1;
+        let error = decode_all(encoded, &[]).unwrap_err();
+        let reason = integrity_reason(&error).expect("integrity error");
+        assert!(reason.contains("sha256"), "{reason}");
+    }
+
+    #[test]
+    fn wrong_or_missing_identity_is_named() {
+        let identity = age::x25519::Identity::generate();
+        let settings = CodecSettings::new(Compression::None, vec![identity.to_public()]);
+        let (encoded, _) = encode_to_vec(&settings, b"secret").unwrap();
+        let other = age::x25519::Identity::generate();
+        assert!(matches!(decode(io::Cursor::new(encoded.clone()), &[other]), Err(DecodeStartError::WrongIdentity)));
+        assert!(matches!(decode(io::Cursor::new(encoded), &[]), Err(DecodeStartError::NoIdentity)));
+    }
+
+    #[test]
+    fn encrypted_body_does_not_contain_the_plaintext() {
+        let identity = age::x25519::Identity::generate();
+        let settings = CodecSettings::new(Compression::None, vec![identity.to_public()]);
+        let secret = b"credit card 4111 1111 1111 1111";
+        let (encoded, _) = encode_to_vec(&settings, secret).unwrap();
+        assert!(!encoded.windows(secret.len()).any(|w| w == secret));
+    }
+
+    #[test]
+    fn recipients_are_validated_with_a_useful_message() {
+        let identity = age::x25519::Identity::generate();
+        let public = identity.to_public().to_string();
+        assert_eq!(parse_recipients(&format!("{public}, {public}\n")).unwrap().len(), 2);
+        let message = parse_recipients("age1notakey").unwrap_err().to_string();
+        assert!(message.contains("encryption_recipients") && message.contains("age-keygen"), "{message}");
+    }
+
+    #[test]
+    fn unknown_format_version_is_refused_with_upgrade_hint() {
+        let (mut encoded, _) = encode_to_vec(&CodecSettings::plain(), b"x").unwrap();
+        encoded[8] = 9;
+        match decode(io::Cursor::new(encoded), &[]) {
+            Err(DecodeStartError::Corrupt(reason)) => assert!(reason.contains("upgrade backstop"), "{reason}"),
+            other => panic!("unexpected {:?}", other.err()),
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! backstop's core: everything that does not need a PostgreSQL backend.
+//!
+//! The extension and the `backstop` CLI both read and write repositories through this crate, so a
+//! repository written by one is always readable by the other.
+
+pub mod codec;
+pub mod error;
+pub mod location;
+pub mod repository;
+pub mod runtime;
+pub mod store;
+
+pub use error::{Error, Result};
+pub use location::Location;
+pub use repository::{ClusterIdentity, PutResult, Repository};
+pub use store::{ObjectInfo, ObjectStore, WriteMode, WriteOutcome};

@@ -1,0 +1,269 @@
+//! `file://` store: objects are files under a root directory.
+//!
+//! Publishing follows PostgreSQL's `basic_archive`: write a temporary file in the target directory,
+//! fsync it, then make it visible in one step and fsync the directory. `CreateNew` publishes with
+//! `link(2)`, which fails if the name exists, so two writers can never replace each other's object.
+
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{validate_key, ObjectInfo, ObjectReader, ObjectStore, Upload, WriteMode, WriteOutcome};
+use crate::error::{Error, Result};
+
+const TEMP_MARKER: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    root: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(root: PathBuf) -> Self {
+        FileStore { root }
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    fn not_found(&self, key: &str) -> Error {
+        Error::NotFound { store: self.describe(), key: key.to_string() }
+    }
+}
+
+fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(TEMP_MARKER)
+}
+
+fn temp_path_for(target: &Path) -> PathBuf {
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+    let unique: u64 = rand::random();
+    target.with_file_name(format!(".{name}{TEMP_MARKER}{}-{unique:016x}", std::process::id()))
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+fn create_parent(path: &Path) -> Result<()> {
+    let parent = path.parent().expect("object paths have a parent");
+    fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))
+}
+
+/// Makes a fully written and fsynced temporary file visible under `target`.
+fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> {
+    let outcome = match mode {
+        WriteMode::Overwrite => {
+            fs::rename(temp, target).map_err(|e| Error::io("rename into place", target, e))?;
+            WriteOutcome::Written
+        }
+        WriteMode::CreateNew => {
+            let linked = fs::hard_link(temp, target);
+            let _ = fs::remove_file(temp);
+            match linked {
+                Ok(()) => WriteOutcome::Written,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(WriteOutcome::AlreadyExists),
+                Err(e) => return Err(Error::io("link into place", target, e)),
+            }
+        }
+    };
+    sync_dir(target.parent().expect("object paths have a parent"))?;
+    Ok(outcome)
+}
+
+fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
+    async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(Error::Backend {
+                store: "file".into(),
+                operation: "blocking task",
+                key: String::new(),
+                message: e.to_string(),
+            }))
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FileStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<WriteOutcome> {
+        let target = self.path(key)?;
+        blocking(move || {
+            if mode == WriteMode::CreateNew && target.exists() {
+                return Ok(WriteOutcome::AlreadyExists);
+            }
+            create_parent(&target)?;
+            let temp = temp_path_for(&target);
+            let written = File::create(&temp)
+                .and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()))
+                .map_err(|e| Error::io("write", &temp, e));
+            if let Err(e) = written {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+            publish(&temp, &target, mode)
+        })
+        .await
+    }
+
+    async fn start_upload(&self, key: &str, mode: WriteMode) -> Result<Box<dyn Upload>> {
+        let target = self.path(key)?;
+        let temp = temp_path_for(&target);
+        let (target, temp, file) = blocking(move || {
+            create_parent(&target)?;
+            let file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
+            Ok((target, temp, file))
+        })
+        .await?;
+        Ok(Box::new(FileUpload { target, temp, file: Some(file), mode }))
+    }
+
+    async fn get(&self, key: &str) -> Result<ObjectReader> {
+        let path = self.path(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(file) => Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(key)),
+            Err(e) => Err(Error::io("open", path, e)),
+        }
+    }
+
+    async fn get_range(&self, key: &str, offset: u64, len: u64) -> Result<Bytes> {
+        let path = self.path(key)?;
+        let mut file = match tokio::fs::File::open(&path).await {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(key)),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        file.seek(io::SeekFrom::Start(offset)).await.map_err(|e| Error::io("seek", &path, e))?;
+        let mut buffer = Vec::with_capacity(len as usize);
+        file.take(len).read_to_end(&mut buffer).await.map_err(|e| Error::io("read", &path, e))?;
+        Ok(buffer.into())
+    }
+
+    async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
+        let path = self.path(key)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) if meta.is_file() => {
+                Ok(Some(ObjectInfo { key: key.to_string(), size: meta.len(), last_modified: meta.modified().ok() }))
+            }
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", path, e)),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        blocking(move || {
+            // Walk only the deepest directory the prefix names, then filter by the full prefix.
+            let dir_part = prefix.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
+            if !dir_part.is_empty() {
+                validate_key(dir_part)?;
+            }
+            let mut found = Vec::new();
+            walk(&root, &root.join(dir_part), &prefix, &mut found)?;
+            found.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> Result<()> {
+        let path = self.path(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io("delete", path, e)),
+        }
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if is_temp_name(name) {
+            continue;
+        }
+        let path = entry.path();
+        let key = path
+            .strip_prefix(root)
+            .expect("walked paths are under the root")
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
+        if file_type.is_dir() {
+            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
+                walk(root, &path, prefix, found)?;
+            }
+        } else if file_type.is_file() && key.starts_with(prefix) {
+            let meta = entry.metadata().map_err(|e| Error::io("stat", &path, e))?;
+            found.push(ObjectInfo { key, size: meta.len(), last_modified: meta.modified().ok() });
+        }
+    }
+    Ok(())
+}
+
+struct FileUpload {
+    target: PathBuf,
+    temp: PathBuf,
+    file: Option<File>,
+    mode: WriteMode,
+}
+
+#[async_trait]
+impl Upload for FileUpload {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let mut file = self.file.take().expect("upload used after finish");
+        let temp = self.temp.clone();
+        let file = blocking(move || {
+            file.write_all(&data).map_err(|e| Error::io("write", &temp, e))?;
+            Ok(file)
+        })
+        .await?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<WriteOutcome> {
+        let file = self.file.take().expect("upload used after finish");
+        let (temp, target, mode) = (self.temp.clone(), self.target.clone(), self.mode);
+        blocking(move || {
+            let synced = file.sync_all().map_err(|e| Error::io("fsync", &temp, e));
+            drop(file);
+            if let Err(e) = synced {
+                let _ = fs::remove_file(&temp);
+                return Err(e);
+            }
+            publish(&temp, &target, mode)
+        })
+        .await
+    }
+
+    async fn abort(self: Box<Self>) {}
+}
+
+impl Drop for FileUpload {
+    fn drop(&mut self) {
+        // Runs on every path that did not publish: abort, error, or a dropped future. After a
+        // successful publish the temporary name is already gone and this is a no-op.
+        let _ = fs::remove_file(&self.temp);
+    }
+}
