@@ -1,1 +1,56 @@
+//! backstop: PostgreSQL backups you can prove will restore.
+//!
+//! This crate is PostgreSQL glue only: settings, SQL functions and (later) the archive module and
+//! background worker. Storage, codecs and repository layout live in `backstop-core`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pgrx::prelude::*;
+
+mod doctor;
+mod errors;
+mod gucs;
+mod io;
+mod repo;
+
+#[cfg(any(test, feature = "pg_test"))]
+mod pgrx_tests;
+
+::pgrx::pg_module_magic!(name, version);
+
+/// Set when `_PG_init` ran during `shared_preload_libraries` processing in the postmaster; every
+/// process forked from it inherits the flag.
+static LOADED_AT_STARTUP: AtomicBool = AtomicBool::new(false);
+
+pub fn loaded_at_startup() -> bool {
+    LOADED_AT_STARTUP.load(Ordering::Relaxed)
+}
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    // Runs in the postmaster when preloaded: register settings only. No thread, runtime or
+    // connection may be created here, or every forked process would inherit a broken copy.
+    gucs::init();
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        LOADED_AT_STARTUP.store(true, Ordering::Relaxed);
+    }
+}
+
+extension_sql_file!("../sql/privileges.sql", name = "privileges", finalize);
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    #[must_use]
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![
+            "shared_preload_libraries = 'backstop'",
+            "backstop.repository = 'file:///tmp/backstop-pgrx-test-repo'",
+            "wal_level = replica",
+            "archive_mode = on",
+            "archive_command = '/bin/true'",
+        ]
+    }
+}

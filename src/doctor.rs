@@ -1,0 +1,242 @@
+//! `backstop.doctor()` and `backstop.doctor_report()`: is this cluster ready to be backed up and
+//! restored? Every check looks at the real thing; one that cannot look says why and fails.
+
+use std::ffi::{CStr, CString};
+use std::time::Duration;
+
+use backstop_core::doctor::{self, Check};
+use backstop_core::Error;
+use pgrx::prelude::*;
+
+use crate::{gucs, io, repo};
+
+type DoctorRow = (String, String, String, Option<String>);
+
+/// One row per check: check, status (ok / warn / fail), detail, hint.
+#[pg_extern(volatile, parallel_unsafe)]
+fn doctor() -> TableIterator<
+    'static,
+    (name!(check, String), name!(status, String), name!(detail, String), name!(hint, Option<String>)),
+> {
+    let rows: Vec<DoctorRow> = run_checks()
+        .into_iter()
+        .map(|c| (c.check.to_string(), c.status.as_str().to_string(), c.detail, c.hint))
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The verdict (ready / degraded / not_ready), a reason and every check, for automation.
+#[pg_extern(volatile, parallel_unsafe)]
+fn doctor_report() -> pgrx::JsonB {
+    pgrx::JsonB(doctor::report(&run_checks()))
+}
+
+pub fn run_checks() -> Vec<Check> {
+    let mut checks = vec![preload_check(), wal_level_check(), archive_mode_check(), archive_library_check(), archive_timeout_check()];
+    checks.extend(repository_checks());
+    checks.push(encryption_check());
+    checks.push(archiver_failures_check());
+    checks
+}
+
+fn setting(name: &str) -> Option<String> {
+    let name = CString::new(name).expect("setting names have no NUL");
+    unsafe {
+        let value = pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        (!value.is_null()).then(|| CStr::from_ptr(value).to_string_lossy().into_owned())
+    }
+}
+
+fn preload_check() -> Check {
+    if crate::loaded_at_startup() {
+        Check::ok("shared_preload_libraries", "backstop was loaded at server start")
+    } else {
+        Check::fail(
+            "shared_preload_libraries",
+            format!(
+                "backstop was loaded on demand, not at server start (shared_preload_libraries = '{}')",
+                setting("shared_preload_libraries").unwrap_or_default()
+            ),
+            "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
+        )
+    }
+}
+
+fn wal_level_check() -> Check {
+    match setting("wal_level").as_deref() {
+        Some(level @ ("replica" | "logical")) => Check::ok("wal_level", format!("wal_level = {level}")),
+        Some(level) => Check::fail(
+            "wal_level",
+            format!("wal_level = {level}: WAL does not carry enough to restore a base backup"),
+            "Set wal_level = replica in postgresql.conf and restart the server.",
+        ),
+        None => Check::fail("wal_level", "could not read wal_level", "Check the server configuration."),
+    }
+}
+
+fn archive_mode_check() -> Check {
+    match setting("archive_mode").as_deref() {
+        Some(mode @ ("on" | "always")) => Check::ok("archive_mode", format!("archive_mode = {mode}")),
+        Some(mode) => Check::fail(
+            "archive_mode",
+            format!("archive_mode = {mode}: no WAL is archived, so point-in-time recovery is impossible"),
+            "Set archive_mode = on in postgresql.conf and restart the server.",
+        ),
+        None => Check::fail("archive_mode", "could not read archive_mode", "Check the server configuration."),
+    }
+}
+
+fn archive_library_check() -> Check {
+    let library = setting("archive_library").unwrap_or_default();
+    let command = setting("archive_command").unwrap_or_default();
+    if library == "backstop" {
+        Check::ok("archive_library", "archive_library = 'backstop'")
+    } else if library.is_empty() && command.contains("backstop wal push") {
+        Check::ok("archive_library", "archive_command runs backstop wal push")
+    } else {
+        let current = if library.is_empty() {
+            format!("archive_library is not set and archive_command = '{command}'")
+        } else {
+            format!("archive_library = '{library}'")
+        };
+        Check::fail(
+            "archive_library",
+            format!("{current}: WAL is not shipped by backstop"),
+            "Set archive_library = 'backstop' (and archive_command = '') in postgresql.conf and reload.",
+        )
+    }
+}
+
+fn archive_timeout_check() -> Check {
+    let seconds = unsafe { pg_sys::XLogArchiveTimeout };
+    let hint = "Set archive_timeout = '60s' so a quiet server still ships its WAL at least every minute.";
+    match seconds {
+        0 => Check::warn(
+            "archive_timeout",
+            "archive_timeout = 0: on a quiet server the last changes may wait indefinitely in an unfinished segment",
+            hint,
+        ),
+        s if s > 3600 => Check::warn(
+            "archive_timeout",
+            format!("archive_timeout = {s}s: up to {} minutes of changes can be lost with the server", s / 60),
+            hint,
+        ),
+        s => Check::ok("archive_timeout", format!("archive_timeout = {s}s bounds unarchived changes to {s} seconds")),
+    }
+}
+
+const REPOSITORY_CHECK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Reachability (a real write / read / list / delete round trip) and ownership (cluster.json).
+fn repository_checks() -> Vec<Check> {
+    let unreachable = |detail: String, hint: &str| {
+        vec![
+            Check::fail("repository_reachable", detail, hint),
+            Check::fail(
+                "repository_owner",
+                "not checked: the repository is not reachable",
+                "Fix repository_reachable first.",
+            ),
+        ]
+    };
+    let repository = match repo::open() {
+        Ok(repository) => repository,
+        Err(e) => return unreachable(e.to_string(), e.hint()),
+    };
+    let outcome = io::block_on(async {
+        tokio::time::timeout(REPOSITORY_CHECK_TIMEOUT, async {
+            let elapsed = repository.round_trip_check().await?;
+            let owner = repository.cluster_file().await;
+            Ok::<_, Error>((elapsed, owner))
+        })
+        .await
+    });
+    let (elapsed, owner) = match outcome {
+        Err(_) => {
+            return unreachable(
+                format!("no answer from {} within {}s", repository.describe(), REPOSITORY_CHECK_TIMEOUT.as_secs()),
+                "Check the network path and endpoint of the repository.",
+            )
+        }
+        Ok(Err(e)) => return unreachable(e.to_string(), e.hint()),
+        Ok(Ok(result)) => result,
+    };
+    let reachable = Check::ok(
+        "repository_reachable",
+        format!("write, read back, list and delete on {} took {} ms", repository.describe(), elapsed.as_millis()),
+    );
+    let me = repo::system_identifier().to_string();
+    let owner = match owner {
+        Ok(Some(file)) if file.system_identifier == me => {
+            Check::ok("repository_owner", format!("{} belongs to this cluster (system identifier {me})", repository.describe()))
+        }
+        Ok(Some(file)) => Check::fail(
+            "repository_owner",
+            format!(
+                "{} belongs to system identifier {}, this server is {me}: archiving into it would mix two clusters",
+                repository.describe(),
+                file.system_identifier
+            ),
+            Error::ForeignCluster { store: String::new(), expected: String::new(), found: String::new() }.hint(),
+        ),
+        Ok(None) => Check::warn(
+            "repository_owner",
+            format!("{} is not claimed yet (no cluster.json)", repository.describe()),
+            "It is claimed by the first archived WAL segment; run SELECT pg_switch_wal() once archiving is configured.",
+        ),
+        Err(e) => Check::fail("repository_owner", format!("could not read cluster.json: {e}"), e.hint()),
+    };
+    vec![reachable, owner]
+}
+
+fn encryption_check() -> Check {
+    match gucs::codec_settings() {
+        Ok(codec) if !codec.recipients.is_empty() => Check::ok(
+            "encryption",
+            format!("objects are encrypted with age to {} recipient(s)", codec.recipients.len()),
+        ),
+        Ok(_) => Check::warn(
+            "encryption",
+            "objects are stored unencrypted: anyone who can read the repository can read the data",
+            "Set backstop.encryption_recipients to an age public key (age-keygen -y) and keep the identity off this server.",
+        ),
+        Err(e) => Check::fail("encryption", e.to_string(), e.hint()),
+    }
+}
+
+fn archiver_failures_check() -> Check {
+    let query = "SELECT failed_count, last_failed_wal, last_failed_time::text, \
+                 coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false) \
+                 FROM pg_stat_archiver";
+    let row = Spi::connect(|client| {
+        let table = client.select(query, Some(1), &[])?.first();
+        Ok::<_, pgrx::spi::Error>((
+            table.get::<i64>(1)?.unwrap_or(0),
+            table.get::<String>(2)?,
+            table.get::<String>(3)?,
+            table.get::<bool>(4)?.unwrap_or(false),
+        ))
+    });
+    match row {
+        Err(e) => Check::fail("archiver_failures", format!("could not read pg_stat_archiver: {e}"), "Check the server log."),
+        Ok((0, _, _, _)) => Check::ok("archiver_failures", "no failed archive attempts since statistics were reset"),
+        Ok((failed, wal, at, true)) => Check::fail(
+            "archiver_failures",
+            format!(
+                "archiving is failing: {failed} failed attempts, the latest for {} at {}, none succeeded since",
+                wal.unwrap_or_default(),
+                at.unwrap_or_default()
+            ),
+            "Read the WARNINGs in the server log; pg_wal keeps growing until archiving succeeds again.",
+        ),
+        Ok((failed, wal, at, false)) => Check::warn(
+            "archiver_failures",
+            format!(
+                "{failed} failed archive attempts since statistics were reset (latest for {} at {}); archiving has succeeded since",
+                wal.unwrap_or_default(),
+                at.unwrap_or_default()
+            ),
+            "Read the WARNINGs in the server log for the cause; SELECT pg_stat_reset_shared('archiver') clears the count.",
+        ),
+    }
+}

@@ -1,0 +1,43 @@
+//! The SQL boundary: typed core errors become ERRORs with a specific SQLSTATE and a hint.
+
+use backstop_core::Error;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+
+pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
+    use PgSqlErrorCode::*;
+    match error {
+        Error::InvalidLocation { .. } | Error::InvalidSetting { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::NotConfigured(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::InvalidKey(_) | Error::Encryption(_) => ERRCODE_INTERNAL_ERROR,
+        Error::NotFound { .. } => ERRCODE_UNDEFINED_OBJECT,
+        Error::Conflict { .. } => ERRCODE_DUPLICATE_OBJECT,
+        Error::Backend { .. } | Error::Probe { .. } => ERRCODE_CONNECTION_FAILURE,
+        Error::Io { .. } => ERRCODE_IO_ERROR,
+        Error::Corrupt { .. } => ERRCODE_DATA_CORRUPTED,
+        Error::Decryption { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+        Error::ForeignCluster { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::Cancelled => ERRCODE_QUERY_CANCELED,
+    }
+}
+
+/// Raises `error` as a PostgreSQL ERROR. Never returns.
+#[track_caller]
+pub fn raise(error: Error) -> ! {
+    ErrorReport::new(sqlstate(&error), error.to_string(), "backstop")
+        .set_hint(error.hint())
+        .report(PgLogLevel::ERROR);
+    unreachable!("ERROR does not return")
+}
+
+pub trait OrRaise<T> {
+    fn or_raise(self) -> T;
+}
+
+impl<T> OrRaise<T> for Result<T, Error> {
+    #[track_caller]
+    fn or_raise(self) -> T {
+        self.unwrap_or_else(|e| raise(e))
+    }
+}

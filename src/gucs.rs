@@ -1,0 +1,284 @@
+//! Every `backstop.*` setting, with typed getters and check hooks that reject a bad value with a
+//! message naming the setting and the accepted form. Secret-bearing settings are superuser-only,
+//! hidden from SHOW ALL and pg_settings, and SHOW prints a mask instead of the value.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+
+use backstop_core::codec::{self, CodecSettings, Compression};
+use backstop_core::store::S3Options;
+use backstop_core::Location;
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::prelude::*;
+use pgrx::PostgresGucEnum;
+
+#[derive(PostgresGucEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CompressionSetting {
+    #[name = c"none"]
+    None,
+    #[name = c"zstd"]
+    Zstd,
+}
+
+static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static COMPRESSION: GucSetting<CompressionSetting> = GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
+static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(Compression::DEFAULT_ZSTD_LEVEL);
+static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static S3_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+const SECRET_FLAGS: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
+
+pub fn init() {
+    // Superuser-settable (SUSET): postgresql.conf, ALTER SYSTEM, or SET by a superuser in a session.
+    let context = || GucContext::Suset;
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"backstop.repository",
+            c"Where backups are stored: file:///absolute/path or s3://bucket/prefix.",
+            c"The repository holds WAL, snapshots and base backups under a namespace per cluster.",
+            &REPOSITORY,
+            context(),
+            GucFlags::default(),
+            Some(check_repository),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"backstop.cluster_name",
+            c"This cluster's namespace in the repository; empty means the database system identifier.",
+            c"",
+            &CLUSTER_NAME,
+            context(),
+            GucFlags::default(),
+            Some(check_cluster_name),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"backstop.encryption_recipients",
+            c"age X25519 public keys (age1...) that objects are encrypted to; empty stores objects unencrypted.",
+            c"The server holds only public keys; restoring needs the matching identity (secret key).",
+            &ENCRYPTION_RECIPIENTS,
+            context(),
+            GucFlags::default(),
+            Some(check_recipients),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"backstop.s3_endpoint",
+            c"S3 endpoint URL (http:// or https://); empty means AWS.",
+            c"",
+            &S3_ENDPOINT,
+            context(),
+            GucFlags::default(),
+            Some(check_endpoint),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_enum_guc(
+        c"backstop.compression",
+        c"Compression of stored objects: zstd or none.",
+        c"",
+        &COMPRESSION,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.compression_level",
+        c"zstd compression level (1 fastest to 19 smallest).",
+        c"",
+        &COMPRESSION_LEVEL,
+        1,
+        19,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"backstop.s3_region",
+        c"S3 region; empty means us-east-1.",
+        c"",
+        &S3_REGION,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"backstop.s3_force_path_style",
+        c"Address buckets as endpoint/bucket instead of bucket.endpoint (needed by most self-hosted stores).",
+        c"",
+        &S3_FORCE_PATH_STYLE,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.s3_max_attempts",
+        c"Attempts per S3 request, with exponential backoff between them.",
+        c"",
+        &S3_MAX_ATTEMPTS,
+        1,
+        20,
+        context(),
+        GucFlags::default(),
+    );
+    unsafe {
+        for (name, description, setting, show) in [
+            (
+                c"backstop.s3_access_key_id",
+                c"S3 access key id; empty uses the server OS user's AWS credential chain.",
+                &S3_ACCESS_KEY_ID,
+                show_access_key_id as unsafe extern "C-unwind" fn() -> *const c_char,
+            ),
+            (
+                c"backstop.s3_secret_access_key",
+                c"S3 secret access key (superuser-only, never shown).",
+                &S3_SECRET_ACCESS_KEY,
+                show_secret_access_key,
+            ),
+            (c"backstop.s3_session_token", c"S3 session token (superuser-only, never shown).", &S3_SESSION_TOKEN, show_session_token),
+        ] {
+            GucRegistry::define_string_guc_with_hooks(
+                name,
+                description,
+                c"",
+                setting,
+                context(),
+                SECRET_FLAGS,
+                None,
+                None,
+                Some(show),
+            );
+        }
+    }
+    unsafe {
+        pg_sys::MarkGUCPrefixReserved(c"backstop".as_ptr());
+    }
+}
+
+fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting.get().map(|value| value.to_string_lossy().trim().to_string()).filter(|value| !value.is_empty())
+}
+
+/// The configured repository, or None when backstop.repository is unset.
+pub fn repository() -> Option<String> {
+    string_setting(&REPOSITORY)
+}
+
+pub fn cluster_name() -> Option<String> {
+    string_setting(&CLUSTER_NAME)
+}
+
+pub fn encryption_recipients() -> Option<String> {
+    string_setting(&ENCRYPTION_RECIPIENTS)
+}
+
+pub fn codec_settings() -> Result<CodecSettings, backstop_core::Error> {
+    let compression = match COMPRESSION.get() {
+        CompressionSetting::None => Compression::None,
+        CompressionSetting::Zstd => Compression::zstd(COMPRESSION_LEVEL.get())?,
+    };
+    let recipients = match encryption_recipients() {
+        Some(text) => codec::parse_recipients(&text)?,
+        None => Vec::new(),
+    };
+    Ok(CodecSettings::new(compression, recipients))
+}
+
+pub fn s3_options() -> S3Options {
+    S3Options {
+        endpoint: string_setting(&S3_ENDPOINT),
+        region: string_setting(&S3_REGION),
+        force_path_style: S3_FORCE_PATH_STYLE.get(),
+        access_key_id: string_setting(&S3_ACCESS_KEY_ID),
+        secret_access_key: string_setting(&S3_SECRET_ACCESS_KEY),
+        session_token: string_setting(&S3_SESSION_TOKEN),
+        max_attempts: S3_MAX_ATTEMPTS.get().max(1) as u32,
+        ..S3Options::default()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Check and show hooks
+
+/// Shared body of the string check hooks: NULL or empty is always accepted (unset).
+unsafe fn check_string(newval: *mut *mut c_char, validate: impl Fn(&str) -> Result<(), String>) -> bool {
+    if newval.is_null() || (*newval).is_null() {
+        return true;
+    }
+    let text = CStr::from_ptr(*newval).to_string_lossy().into_owned();
+    if text.trim().is_empty() {
+        return true;
+    }
+    match validate(text.trim()) {
+        Ok(()) => true,
+        Err(reason) => {
+            let detail = CString::new(reason.replace('\0', "")).expect("no NUL bytes");
+            pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+            false
+        }
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| text.parse::<Location>().map(|_| ()).map_err(|e| e.to_string()))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_cluster_name(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| {
+        let valid = text.len() <= 128
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && !text.starts_with('.');
+        if valid {
+            Ok(())
+        } else {
+            Err("backstop.cluster_name takes up to 128 letters, digits, '-', '_' or '.', not starting with '.'".into())
+        }
+    })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_recipients(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| codec::parse_recipients(text).map(|_| ()).map_err(|e| e.to_string()))
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| {
+        let has_host = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"))
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if has_host {
+            Ok(())
+        } else {
+            Err("backstop.s3_endpoint must be a URL starting with http:// or https://, e.g. https://s3.example.com:9000".into())
+        }
+    })
+}
+
+fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {
+    if string_setting(setting).is_some() { c"(hidden)".as_ptr() } else { c"".as_ptr() }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_access_key_id() -> *const c_char {
+    mask(&S3_ACCESS_KEY_ID)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_secret_access_key() -> *const c_char {
+    mask(&S3_SECRET_ACCESS_KEY)
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn show_session_token() -> *const c_char {
+    mask(&S3_SESSION_TOKEN)
+}

@@ -1,0 +1,41 @@
+//! Tests that run inside a real PostgreSQL 15 started by `cargo pgrx test`.
+
+// The test server's repository is file:///tmp/backstop-pgrx-test-repo (see pg_test in lib.rs). Tests
+// run concurrently in one server and across runs, so each claims namespaces of its own that include
+// the system identifier of this run's server.
+
+mod doctor;
+mod privileges;
+mod settings;
+
+use pgrx::prelude::*;
+
+/// Runs `sql` (as `role` when given) and returns "SQLSTATE: message | detail | hint" if it failed,
+/// None if it succeeded. The statement runs in a subtransaction, so a failure leaves no trace.
+pub fn error_of(role: Option<&str>, sql: &str) -> Option<String> {
+    Spi::run(
+        r#"CREATE OR REPLACE FUNCTION public.backstop_test_error_of(run_as text, statement text) RETURNS text
+           LANGUAGE plpgsql AS $$
+           DECLARE message text; detail text; hint text; state text;
+           BEGIN
+               IF run_as IS NOT NULL THEN EXECUTE format('SET LOCAL ROLE %I', run_as); END IF;
+               EXECUTE statement;
+               RESET ROLE;
+               RETURN NULL;
+           EXCEPTION WHEN OTHERS THEN
+               GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, detail = PG_EXCEPTION_DETAIL,
+                                       hint = PG_EXCEPTION_HINT, state = RETURNED_SQLSTATE;
+               RETURN state || ': ' || message || ' | ' || coalesce(detail, '') || ' | ' || coalesce(hint, '');
+           END $$"#,
+    )
+    .expect("helper function");
+    Spi::get_one_with_args::<String>(
+        "SELECT public.backstop_test_error_of($1, $2)",
+        &[role.map(str::to_string).into(), sql.into()],
+    )
+    .expect("helper call")
+}
+
+pub fn one_text(sql: &str) -> String {
+    Spi::get_one::<String>(sql).expect("query runs").unwrap_or_default()
+}

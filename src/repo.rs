@@ -1,0 +1,32 @@
+//! Opening this cluster's repository from the settings.
+
+use backstop_core::store::{self};
+use backstop_core::{ClusterIdentity, Error, Location, Repository};
+use pgrx::prelude::*;
+
+use crate::{gucs, io};
+
+pub fn system_identifier() -> u64 {
+    unsafe { pg_sys::GetSystemIdentifier() }
+}
+
+pub fn cluster_identity() -> ClusterIdentity {
+    ClusterIdentity { system_identifier: system_identifier(), pg_version_num: pg_sys::PG_VERSION_NUM }
+}
+
+/// This cluster's namespace: backstop.cluster_name, or the system identifier.
+pub fn cluster_namespace() -> String {
+    gucs::cluster_name().unwrap_or_else(|| system_identifier().to_string())
+}
+
+pub fn location() -> Result<Location, Error> {
+    gucs::repository().ok_or(Error::NotConfigured("backstop.repository"))?.parse()
+}
+
+pub fn open() -> Result<Repository, Error> {
+    let location = location()?;
+    let codec = gucs::codec_settings()?;
+    let s3 = gucs::s3_options();
+    let store = io::block_on(store::open(&location, &s3))?;
+    Repository::new(store, &cluster_namespace(), codec)
+}
