@@ -151,8 +151,8 @@ impl S3Store {
 
     fn error<E, R>(&self, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
     where
-        E: std::error::Error + Send + Sync + 'static,
-        R: std::fmt::Debug,
+        E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+        R: std::fmt::Debug + HttpStatus,
     {
         backend_error(&self.describe(), operation, key, err)
     }
@@ -160,15 +160,57 @@ impl S3Store {
 
 fn backend_error<E, R>(store: &str, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
 where
-    E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
 {
-    Error::Backend {
-        store: store.to_string(),
-        operation,
-        key: key.to_string(),
-        message: DisplayErrorContext(&err).to_string(),
+    Error::Backend { store: store.to_string(), operation, key: key.to_string(), message: describe_sdk_error(&err) }
+}
+
+/// A one-line account of an SDK failure: status, code and message for answers from the server,
+/// the underlying cause for requests that never got one. Never includes request headers.
+fn describe_sdk_error<E, R>(err: &SdkError<E, R>) -> String
+where
+    E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    match err {
+        SdkError::ServiceError(service) => {
+            let status = service.raw().status_code();
+            let meaning = match status {
+                401 | 403 => " (access denied: check the credentials and the bucket's permissions)",
+                404 => " (no such bucket or key)",
+                412 => " (precondition failed)",
+                500..=599 => " (server error)",
+                _ => "",
+            };
+            match (service.err().code(), service.err().message()) {
+                (Some(code), Some(message)) => format!("HTTP {status} {code}: {message}"),
+                (Some(code), None) => format!("HTTP {status} {code}{meaning}"),
+                _ => format!("HTTP {status}{meaning}"),
+            }
+        }
+        SdkError::TimeoutError(_) => "the request timed out".to_string(),
+        SdkError::DispatchFailure(failure) => {
+            let mut deepest: &dyn std::error::Error = err;
+            while let Some(next) = deepest.source() {
+                deepest = next;
+            }
+            let cause = deepest.to_string();
+            if failure.is_io() || failure.is_timeout() {
+                format!("could not reach the server: {cause}")
+            } else {
+                format!("request failed: {cause}")
+            }
+        }
+        other => DisplayErrorContext(other).to_string(),
     }
+}
+
+/// Content-MD5 makes the server verify the bytes it received before it stores them, so "stored" is
+/// never acknowledged for bytes damaged on the way (design rule 1).
+fn content_md5(body: &[u8]) -> String {
+    use md5::Digest;
+    aws_smithy_types::base64::encode(md5::Md5::digest(body))
 }
 
 fn http_status<E, R: HttpStatus>(err: &SdkError<E, R>) -> Option<u16> {
@@ -204,7 +246,13 @@ impl ObjectStore for S3Store {
         if mode == WriteMode::CreateNew && self.head(key).await?.is_some() {
             return Ok(WriteOutcome::AlreadyExists);
         }
-        let mut request = self.client.put_object().bucket(&self.bucket).key(&full).body(ByteStream::from(body));
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&full)
+            .content_md5(content_md5(&body))
+            .body(ByteStream::from(body));
         if mode == WriteMode::CreateNew {
             request = request.if_none_match("*");
         }
@@ -379,6 +427,7 @@ impl S3Upload {
                 .key(full_key)
                 .upload_id(upload_id)
                 .part_number(part_number)
+                .content_md5(content_md5(&data))
                 .body(ByteStream::from(data))
                 .send()
                 .await
