@@ -17,27 +17,14 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::Io { .. } => ERRCODE_IO_ERROR,
         Error::Corrupt { .. } => ERRCODE_DATA_CORRUPTED,
         Error::Decryption { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        Error::ForeignCluster { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::ForeignCluster { .. } | Error::ForeignWal { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         Error::Cancelled => ERRCODE_QUERY_CANCELED,
     }
 }
 
-/// Raises `error` as a PostgreSQL ERROR. Never returns.
-#[track_caller]
-pub fn raise(error: Error) -> ! {
-    ErrorReport::new(sqlstate(&error), error.to_string(), "backstop")
+/// Logs `error` as a WARNING with its hint, for callers that must not raise (the archiver).
+pub fn warn(context: &str, error: &Error) {
+    ErrorReport::new(sqlstate(error), format!("{context}: {error}"), "backstop")
         .set_hint(error.hint())
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
-
-pub trait OrRaise<T> {
-    fn or_raise(self) -> T;
-}
-
-impl<T> OrRaise<T> for Result<T, Error> {
-    #[track_caller]
-    fn or_raise(self) -> T {
-        self.unwrap_or_else(|e| raise(e))
-    }
+        .report(PgLogLevel::WARNING);
 }

@@ -203,6 +203,27 @@ pub fn s3_options() -> S3Options {
     }
 }
 
+/// Every setting that shapes where and how objects are written, as one string to notice changes
+/// after a reload. Contains secrets: compare it, never print it.
+pub fn fingerprint() -> String {
+    let s3 = s3_options();
+    format!(
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        repository(),
+        cluster_name(),
+        COMPRESSION.get(),
+        COMPRESSION_LEVEL.get(),
+        encryption_recipients(),
+        s3.endpoint,
+        s3.region,
+        s3.force_path_style,
+        s3.access_key_id,
+        s3.secret_access_key,
+        s3.session_token,
+        s3.max_attempts
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Check and show hooks
 

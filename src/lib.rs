@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 
+mod archive;
 mod doctor;
 mod errors;
 mod gucs;

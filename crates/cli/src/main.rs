@@ -1,1 +1,80 @@
-fn main(){}
+//! `backstop`: the parts of backstop that run while the server is down or outside it.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod config;
+
+use config::RepositoryArgs;
+
+#[derive(Parser)]
+#[command(name = "backstop", version, about = "PostgreSQL backups you can prove will restore")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check that a repository is usable: write, read back, list and delete a probe object.
+    Check(CheckArgs),
+    /// Generate an age identity for encrypting backups; prints the secret identity and its public key.
+    Keygen,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    repository: RepositoryArgs,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => check(args),
+        Command::Keygen => keygen(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("backstop: {error}");
+            eprintln!("hint: {}", error.hint());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: CheckArgs) -> Result<(), backstop_core::Error> {
+    let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
+    let repository = runtime.block_on(args.repository.open())?;
+    let elapsed = runtime.block_on(repository.round_trip_check())?;
+    let cluster = runtime.block_on(repository.cluster_file())?;
+    if args.json {
+        let report = serde_json::json!({
+            "repository": repository.describe(),
+            "round_trip_ms": elapsed.as_millis() as u64,
+            "cluster": cluster,
+        });
+        println!("{report}");
+    } else {
+        println!("{}: write, read back, list and delete took {} ms", repository.describe(), elapsed.as_millis());
+        match cluster {
+            Some(file) => println!("namespace owned by system identifier {}", file.system_identifier),
+            None => println!("namespace not claimed yet (no cluster.json)"),
+        }
+    }
+    Ok(())
+}
+
+fn keygen() -> Result<(), backstop_core::Error> {
+    let (identity, recipient) = backstop_core::codec::generate_identity();
+    println!("# public key: {recipient}");
+    println!("# set backstop.encryption_recipients = '{recipient}' on the server;");
+    println!("# keep this identity off the server: restores need it.");
+    println!("{identity}");
+    Ok(())
+}

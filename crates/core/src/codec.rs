@@ -114,6 +114,13 @@ pub fn parse_identities(text: &str) -> Result<Vec<age::x25519::Identity>, Error>
         .collect()
 }
 
+/// A new age X25519 identity (secret, as text) and its recipient (public key).
+pub fn generate_identity() -> (String, String) {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    (identity.to_string().expose_secret().to_string(), identity.to_public().to_string())
+}
+
 fn truncate_for_message(text: &str) -> String {
     let mut short: String = text.chars().take(24).collect();
     if short.len() < text.len() {

@@ -57,6 +57,12 @@ pub enum Error {
     #[error("repository check of {store} failed at {step}: {reason}")]
     Probe { store: String, step: &'static str, reason: String },
 
+    #[error(
+        "WAL file {file} was written by the cluster with system identifier {found}, this server is {expected}; \
+         refusing to archive it"
+    )]
+    ForeignWal { file: String, expected: String, found: String },
+
     #[error("operation cancelled")]
     Cancelled,
 }
@@ -94,6 +100,10 @@ impl Error {
             Error::Encryption(_) => "Check backstop.encryption_recipients and backstop.compression settings.",
             Error::ForeignCluster { .. } => {
                 "Point backstop.repository elsewhere or give this cluster its own namespace with                  backstop.cluster_name; never mix two clusters in one namespace."
+            }
+            Error::ForeignWal { .. } => {
+                "A WAL file of another cluster is in this server's pg_wal (copied data directory?). Remove it \
+                 from pg_wal/archive_status after checking; backstop will not mix it into this cluster's archive."
             }
             Error::Cancelled => "The operation was cancelled on request; nothing was published.",
         }

@@ -10,6 +10,7 @@ pub mod location;
 pub mod repository;
 pub mod runtime;
 pub mod store;
+pub mod wal;
 
 pub use error::{Error, Result};
 pub use location::Location;

@@ -1,0 +1,193 @@
+//! WAL file names, their place in the repository, and the segment page header.
+//!
+//! ```text
+//! wal/<timeline><log>/<segment>            000000010000000A000000FE
+//! wal/<timeline><log>/<segment>.partial    end of a timeline, promoted standby
+//! wal/<timeline><log>/<segment>.<off>.backup
+//! wal/<timeline>.history
+//! ```
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WalFileKind {
+    Segment,
+    Partial,
+    Backup,
+    History,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalFileName {
+    pub name: String,
+    pub kind: WalFileKind,
+    pub timeline: u32,
+}
+
+fn is_upper_hex(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+}
+
+impl WalFileName {
+    /// Parses a file name PostgreSQL hands to archive_library / archive_command / restore_command.
+    pub fn parse(name: &str) -> Result<Self, Error> {
+        let invalid = || Error::InvalidSetting {
+            setting: "WAL file name",
+            reason: format!(
+                "\"{name}\" is not a WAL segment, .partial, .backup or .history file name"
+            ),
+        };
+        let (kind, stem) = if let Some(stem) = name.strip_suffix(".history") {
+            (WalFileKind::History, stem)
+        } else if let Some(stem) = name.strip_suffix(".partial") {
+            (WalFileKind::Partial, stem)
+        } else if let Some(rest) = name.strip_suffix(".backup") {
+            let (stem, offset) = rest.split_once('.').ok_or_else(invalid)?;
+            if offset.len() != 8 || !is_upper_hex(offset) {
+                return Err(invalid());
+            }
+            (WalFileKind::Backup, stem)
+        } else {
+            (WalFileKind::Segment, name)
+        };
+        let expected_len = if kind == WalFileKind::History { 8 } else { 24 };
+        if stem.len() != expected_len || !is_upper_hex(stem) {
+            return Err(invalid());
+        }
+        let timeline = u32::from_str_radix(&stem[..8], 16).map_err(|_| invalid())?;
+        Ok(WalFileName { name: name.to_string(), kind, timeline })
+    }
+
+    /// Path of this file's object, relative to the cluster's namespace.
+    pub fn object_path(&self) -> String {
+        match self.kind {
+            WalFileKind::History => format!("wal/{}", self.name),
+            _ => format!("wal/{}/{}", &self.name[..16], self.name),
+        }
+    }
+}
+
+/// The fields of a segment's first (long) page header that identify where it comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalPageHeader {
+    pub magic: u16,
+    pub timeline: u32,
+    pub page_address: u64,
+    pub system_identifier: u64,
+    pub segment_size: u32,
+    pub block_size: u32,
+}
+
+const XLP_LONG_HEADER: u16 = 0x0002;
+
+/// Reads XLogLongPageHeaderData from the start of a segment (little-endian, as on every platform
+/// this runs on). None when the bytes do not start with a long page header.
+pub fn parse_long_page_header(bytes: &[u8]) -> Option<WalPageHeader> {
+    if bytes.len() < 40 {
+        return None;
+    }
+    let u16_at = |at: usize| u16::from_le_bytes(bytes[at..at + 2].try_into().unwrap());
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap());
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
+    let info = u16_at(2);
+    if info & XLP_LONG_HEADER == 0 {
+        return None;
+    }
+    Some(WalPageHeader {
+        magic: u16_at(0),
+        timeline: u32_at(4),
+        page_address: u64_at(8),
+        system_identifier: u64_at(24),
+        segment_size: u32_at(32),
+        block_size: u32_at(36),
+    })
+}
+
+/// Checks a file about to be archived: a valid WAL file name, and for segments a page header that
+/// names this cluster. Returns the parsed name.
+pub fn check_before_archiving(file_name: &str, contents: &[u8], system_identifier: u64) -> Result<WalFileName, Error> {
+    let name = WalFileName::parse(file_name)?;
+    if matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
+        if let Some(header) = parse_long_page_header(contents) {
+            if header.system_identifier != system_identifier {
+                return Err(Error::ForeignWal {
+                    file: file_name.to_string(),
+                    expected: system_identifier.to_string(),
+                    found: header.system_identifier.to_string(),
+                });
+            }
+        }
+    }
+    Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_map_to_their_objects() {
+        let cases = [
+            ("000000010000000A000000FE", WalFileKind::Segment, "wal/000000010000000A/000000010000000A000000FE"),
+            ("000000020000000000000003.partial", WalFileKind::Partial, "wal/0000000200000000/000000020000000000000003.partial"),
+            (
+                "000000010000000000000002.00000028.backup",
+                WalFileKind::Backup,
+                "wal/0000000100000000/000000010000000000000002.00000028.backup",
+            ),
+            ("00000002.history", WalFileKind::History, "wal/00000002.history"),
+        ];
+        for (name, kind, path) in cases {
+            let parsed = WalFileName::parse(name).unwrap();
+            assert_eq!(parsed.kind, kind, "{name}");
+            assert_eq!(parsed.object_path(), path);
+        }
+        assert_eq!(WalFileName::parse("0000000A0000000000000001").unwrap().timeline, 10);
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        for bad in [
+            "",
+            "00000001000000000000001",
+            "000000010000000000000001x",
+            "000000010000000a00000001",
+            "../../etc/passwd",
+            "0000000100000000000000010.partial",
+            "000000010000000000000002.backup",
+            "00000002.History",
+            "archive_status",
+        ] {
+            assert!(WalFileName::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_segment_of_another_cluster_is_refused() {
+        let mut page = vec![0u8; 64];
+        page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        page[24..32].copy_from_slice(&111u64.to_le_bytes());
+        check_before_archiving("000000010000000000000001", &page, 111).unwrap();
+        let error = check_before_archiving("000000010000000000000001", &page, 222).unwrap_err();
+        assert!(error.to_string().contains("system identifier 111, this server is 222"), "{error}");
+        check_before_archiving("00000002.history", b"1\t0/3000000\tno recovery target", 222).unwrap();
+    }
+
+    #[test]
+    fn long_page_header_fields_are_read_at_their_offsets() {
+        let mut page = vec![0u8; 8192];
+        page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+        page[2..4].copy_from_slice(&0x0006u16.to_le_bytes());
+        page[4..8].copy_from_slice(&1u32.to_le_bytes());
+        page[8..16].copy_from_slice(&0x0000_0001_0000_0000u64.to_le_bytes());
+        page[24..32].copy_from_slice(&7_301_234_567_890_123_456u64.to_le_bytes());
+        page[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        page[36..40].copy_from_slice(&8192u32.to_le_bytes());
+        let header = parse_long_page_header(&page).unwrap();
+        assert_eq!(header.system_identifier, 7_301_234_567_890_123_456);
+        assert_eq!(header.segment_size, 16 << 20);
+        assert_eq!(header.timeline, 1);
+        page[2] = 0;
+        assert!(parse_long_page_header(&page).is_none(), "a short page header carries no system identifier");
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Runs every DBA story in pg_test/scenarios/*.sql with psql against a fresh PostgreSQL 15 cluster
+# with backstop preloaded and a file:// repository, and compares the output with
+# pg_test/expected/<name>.out. Scenarios reach Garage through the psql variables s3_endpoint,
+# s3_bucket, s3_access_key_id and s3_secret_access_key (never echoed: psql prints the variable
+# names). Prints "N passed, N failed"; exits non-zero when any scenario differs.
+#   pg_test/run.sh [NAME_FILTER]
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+SCENARIO_DIR=${BACKSTOP_SCENARIO_DIR:-/var/lib/backstop-test/scenario}
+SCENARIO_PORT=${BACKSTOP_SCENARIO_PORT:-5434}
+RESULTS=pg_test/results
+filter=${1:-}
+
+scripts/cluster.sh stop "$SCENARIO_DIR" 2>/dev/null || true
+rm -rf "$SCENARIO_DIR"
+mkdir -p "$SCENARIO_DIR" "$RESULTS"
+scripts/cluster.sh start "$SCENARIO_DIR" "$SCENARIO_PORT" "file://$SCENARIO_DIR/repository" \
+  "archive_library = 'backstop'" "lc_messages = 'C'" || { echo "could not start the scenario cluster"; exit 1; }
+
+passed=0
+failed=0
+for scenario in pg_test/scenarios/*.sql; do
+  name=$(basename "$scenario" .sql)
+  [[ -n $filter && $name != *$filter* ]] && continue
+  actual=$RESULTS/$name.out
+  expected=pg_test/expected/$name.out
+  # Each scenario gets a database of its own; the output carries no timings or identifiers.
+  PGOPTIONS='-c client_min_messages=warning' scripts/cluster.sh psql "$SCENARIO_DIR" "$SCENARIO_PORT" -d postgres -q \
+    -c "DROP DATABASE IF EXISTS \"$name\"" -c "CREATE DATABASE \"$name\"" >/dev/null
+  scripts/cluster.sh psql "$SCENARIO_DIR" "$SCENARIO_PORT" -d "$name" -a -v VERBOSITY=default \
+    -v s3_endpoint="${BACKSTOP_TEST_S3_ENDPOINT:-}" -v s3_bucket="${BACKSTOP_TEST_S3_BUCKET:-}" \
+    -v s3_access_key_id="${BACKSTOP_TEST_S3_ACCESS_KEY_ID:-}" -v s3_secret_access_key="${BACKSTOP_TEST_S3_SECRET_ACCESS_KEY:-}" \
+    -f - < "$scenario" > "$actual" 2>&1
+  if [[ ! -f $expected ]]; then
+    echo "FAIL $name: no expected output (pg_test/expected/$name.out); got $actual"
+    failed=$((failed + 1))
+  elif diff -u "$expected" "$actual" > "$RESULTS/$name.diff"; then
+    echo "ok   $name"
+    passed=$((passed + 1))
+    rm -f "$RESULTS/$name.diff"
+  else
+    echo "FAIL $name"
+    cat "$RESULTS/$name.diff"
+    failed=$((failed + 1))
+  fi
+done
+scripts/cluster.sh stop "$SCENARIO_DIR"
+echo "scenarios: $passed passed, $failed failed"
+((failed == 0))

@@ -1,0 +1,37 @@
+-- A DBA installs backstop on a cluster configured for it and asks whether it is ready.
+CREATE EXTENSION backstop;
+SELECT extversion, nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE extname = 'backstop';
+-- Ship one segment so the archive module claims the repository namespace.
+SELECT pg_switch_wal() IS NOT NULL AS switched;
+DO $$
+BEGIN
+    FOR attempt IN 1..200 LOOP
+        EXIT WHEN (SELECT archived_count > 0 FROM pg_stat_archiver);
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END
+$$;
+SELECT archived_count > 0 AS archived, failed_count FROM pg_stat_archiver;
+SELECT "check", status FROM backstop.doctor();
+-- Every check that is not ok says what to do.
+SELECT "check" FROM backstop.doctor() WHERE status <> 'ok' AND coalesce(hint, '') = '';
+SELECT r ->> 'verdict' AS verdict, r ->> 'reason' AS reason, jsonb_array_length(r -> 'checks') AS checks
+FROM backstop.doctor_report() AS r;
+-- With encryption configured, the cluster is ready.
+SET backstop.encryption_recipients = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
+SELECT backstop.doctor_report() ->> 'verdict' AS verdict;
+-- The same checks against an S3 repository (Garage on loopback).
+SELECT set_config('backstop.repository', 's3://' || :'s3_bucket' || '/scenario-doctor', false) AS repository;
+SET backstop.s3_endpoint = :'s3_endpoint';
+SET backstop.s3_region = 'garage';
+SET backstop.s3_force_path_style = on;
+SET backstop.s3_access_key_id = :'s3_access_key_id';
+SET backstop.s3_secret_access_key = :'s3_secret_access_key';
+SELECT "check", status FROM backstop.doctor() WHERE "check" LIKE 'repository%';
+-- Wrong credentials: not reachable, and the detail says why without showing any secret.
+SET backstop.s3_secret_access_key = 'not-the-right-secret';
+SELECT "check", status, detail LIKE '%access denied%' AS says_access_denied,
+       detail LIKE '%not-the-right-secret%' AS leaks_secret
+FROM backstop.doctor() WHERE "check" = 'repository_reachable';
+-- A bad setting is refused with the accepted form.
+SET backstop.repository = 'ftp://backups.example.com/pg';

@@ -1,0 +1,24 @@
+-- Nothing in backstop is open to PUBLIC, and secrets stay with superusers.
+CREATE EXTENSION backstop;
+CREATE ROLE scenario_plain LOGIN;
+CREATE ROLE scenario_operator LOGIN IN ROLE backstop_admin;
+ALTER SYSTEM SET backstop.s3_secret_access_key = 'scenario-secret-do-not-show';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
+\c - scenario_plain
+SELECT * FROM backstop.doctor();
+SELECT backstop.doctor_report();
+SHOW backstop.s3_secret_access_key;
+SELECT current_setting('backstop.s3_secret_access_key');
+SELECT name FROM pg_settings WHERE name LIKE 'backstop.%' ORDER BY name;
+SET backstop.repository = 'file:///tmp/elsewhere';
+\c - scenario_operator
+SELECT count(*) AS checks FROM backstop.doctor();
+SHOW backstop.s3_secret_access_key;
+\c - postgres
+SHOW backstop.s3_secret_access_key;
+SELECT count(*) AS secret_in_pg_settings FROM pg_settings WHERE setting LIKE '%scenario-secret%';
+ALTER SYSTEM RESET backstop.s3_secret_access_key;
+SELECT pg_reload_conf();
+DROP ROLE scenario_plain;
+DROP ROLE scenario_operator;

@@ -1,0 +1,63 @@
+# Shared by setup.sh and test.sh: idempotent installation of everything backstop needs.
+# Installs only what is missing; a second run does nothing but check.
+
+PG_MAJOR=15
+PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
+PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+PGRX_VERSION=0.18.0
+GARAGE_VERSION=2.5.0
+DEBIAN_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR sudo libclang-dev clang pkg-config build-essential)
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+ensure_debian_packages() {
+  local missing=()
+  for package in "${DEBIAN_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  if ((${#missing[@]})); then
+    step "installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_rust() {
+  command -v cargo >/dev/null || { echo "cargo is missing: this machine kind ships a Rust toolchain; nothing can install one here" >&2; exit 1; }
+}
+
+ensure_cargo_pgrx() {
+  if [[ $(cargo pgrx --version 2>/dev/null) != "cargo-pgrx $PGRX_VERSION" ]]; then
+    step "installing cargo-pgrx $PGRX_VERSION"
+    cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+  fi
+  # Only ever against the system's PostgreSQL: a plain `cargo pgrx init` downloads and builds its own.
+  if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
+    step "pointing pgrx at PostgreSQL $PG_MAJOR"
+    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+  fi
+}
+
+ensure_garage() {
+  if [[ $(garage --version 2>/dev/null | awk '{print $2}') != "v$GARAGE_VERSION" ]]; then
+    step "building Garage $GARAGE_VERSION (an S3-compatible object store for the tests; takes several minutes)"
+    cargo install garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,sqlite
+  fi
+}
+
+ensure_everything() {
+  ensure_debian_packages
+  ensure_rust
+  ensure_cargo_pgrx
+  ensure_garage
+}
+
+# Builds the extension and installs it into the system PostgreSQL, and the CLI into /usr/local/bin.
+install_backstop() {
+  step "building and installing the backstop extension and CLI"
+  cargo pgrx install --pg-config "$PG_CONFIG"
+  cargo build -p backstop-cli
+  install -m 0755 target/debug/backstop /usr/local/bin/backstop
+}

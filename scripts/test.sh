@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine or a warm one: installs what is missing, starts Garage,
+# then runs the core and CLI tests (file:// and S3), the pgrx tests inside PostgreSQL 15, and the
+# psql scenarios in pg_test/.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+ensure_everything
+
+step "starting Garage (S3) on loopback"
+scripts/garage.sh start >/dev/null
+source "${BACKSTOP_GARAGE_DIR:-/var/lib/backstop-test/garage}/env"
+
+step "core and CLI tests (file:// and Garage)"
+cargo test -p backstop-core -p backstop-cli
+
+step "extension tests inside PostgreSQL $PG_MAJOR"
+PGRX_TEST_DATA=/var/lib/backstop-test/pgrx
+mkdir -p "$PGRX_TEST_DATA"
+chown postgres:postgres /var/lib/backstop-test "$PGRX_TEST_DATA"
+cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$PGRX_TEST_DATA"
+
+# pgrx test installs a build with test functions; scenarios run against the real one.
+install_backstop
+
+step "DBA scenarios (pg_test/)"
+pg_test/run.sh

@@ -1,0 +1,141 @@
+//! The archive module: `archive_library = 'backstop'`.
+//!
+//! PostgreSQL's archiver calls `archive_file` once per WAL file, serially. We return true only once
+//! the object is durably stored and verified (design rule 1): on a file system after fsync, rename
+//! and directory fsync; on S3 after the server accepted it against its Content-MD5. Any failure is a
+//! WARNING and `false`, never an ERROR: in PG 15/16 an ERROR here is FATAL for the archiver, which
+//! would restart in a loop.
+
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+use std::path::Path;
+
+use backstop_core::repository::{ObjectClass, PutResult};
+use backstop_core::{wal, Error, Repository, WriteMode};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+
+use crate::{errors, gucs, io, repo};
+
+/// The repository the archiver writes to, rebuilt when the settings change (SIGHUP). Opening it
+/// also checks cluster.json, so a namespace owned by another cluster is refused before any write.
+struct ArchiveTarget {
+    settings: String,
+    repository: Repository,
+}
+
+thread_local! {
+    static TARGET: RefCell<Option<ArchiveTarget>> = const { RefCell::new(None) };
+}
+
+fn archive_target() -> Result<Repository, Error> {
+    let settings = gucs::fingerprint();
+    TARGET.with(|cell| {
+        let mut target = cell.borrow_mut();
+        if target.as_ref().is_none_or(|t| t.settings != settings) {
+            *target = None;
+            let repository = repo::open()?;
+            io::block_on(repository.ensure_cluster(&repo::cluster_identity()))?;
+            *target = Some(ArchiveTarget { settings, repository });
+        }
+        Ok(target.as_ref().expect("just set").repository.clone())
+    })
+}
+
+/// Archives one WAL file. `path` is relative to the data directory, the archiver's working directory.
+pub fn archive_wal_file(file: &str, path: &Path) -> Result<PutResult, Error> {
+    let contents = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    let name = wal::check_before_archiving(file, &contents, repo::system_identifier())?;
+    let repository = archive_target()?;
+    io::block_on(repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew))
+}
+
+unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
+    let file = CStr::from_ptr(file).to_string_lossy().into_owned();
+    let path = CStr::from_ptr(path).to_string_lossy().into_owned();
+    let attempt = || match archive_wal_file(&file, Path::new(&path)) {
+        Ok(PutResult::Stored { trailer }) => {
+            debug1!("backstop archived {file} ({} bytes)", trailer.plain_len);
+            true
+        }
+        Ok(PutResult::AlreadyIdentical { .. }) => {
+            log!("backstop: {file} was already archived with identical contents; acknowledging it");
+            true
+        }
+        Err(error) => {
+            errors::warn(&format!("backstop could not archive {file}"), &error);
+            false
+        }
+    };
+    PgTryBuilder::new(attempt)
+        .catch_others(|caught| {
+            let message = match &caught {
+                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report.message().to_string(),
+                CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
+            };
+            warning!("backstop could not archive {file}: {message}");
+            false
+        })
+        .execute()
+}
+
+unsafe fn check_configured() -> bool {
+    gucs::repository().is_some()
+}
+
+#[cfg(feature = "pg15")]
+mod callbacks {
+    use super::*;
+
+    #[pg_guard]
+    #[no_mangle]
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init(callbacks: *mut pg_sys::ArchiveModuleCallbacks) {
+        (*callbacks).check_configured_cb = Some(check_configured_cb);
+        (*callbacks).archive_file_cb = Some(archive_file_cb);
+        (*callbacks).shutdown_cb = None;
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn check_configured_cb() -> bool {
+        check_configured()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn archive_file_cb(file: *const c_char, path: *const c_char) -> bool {
+        archive_callback(file, path)
+    }
+}
+
+/// PostgreSQL 16 changed the module API: the init function returns the callbacks and each callback
+/// receives a state pointer. Not built on this machine (Debian ships PostgreSQL 15 only).
+#[cfg(any(feature = "pg16", feature = "pg17"))]
+mod callbacks {
+    use super::*;
+
+    static CALLBACKS: pg_sys::ArchiveModuleCallbacks = pg_sys::ArchiveModuleCallbacks {
+        startup_cb: None,
+        check_configured_cb: Some(check_configured_cb),
+        archive_file_cb: Some(archive_file_cb),
+        shutdown_cb: None,
+    };
+
+    #[pg_guard]
+    #[no_mangle]
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init() -> *const pg_sys::ArchiveModuleCallbacks {
+        &CALLBACKS
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn check_configured_cb(_state: *mut pg_sys::ArchiveModuleState) -> bool {
+        check_configured()
+    }
+
+    #[pg_guard]
+    unsafe extern "C-unwind" fn archive_file_cb(
+        _state: *mut pg_sys::ArchiveModuleState,
+        file: *const c_char,
+        path: *const c_char,
+    ) -> bool {
+        archive_callback(file, path)
+    }
+}
