@@ -18,7 +18,7 @@ scripts/cluster.sh stop "$SCENARIO_DIR" 2>/dev/null || true
 rm -rf "$SCENARIO_DIR"
 mkdir -p "$SCENARIO_DIR" "$RESULTS"
 scripts/cluster.sh start "$SCENARIO_DIR" "$SCENARIO_PORT" "file://$SCENARIO_DIR/repository" \
-  "archive_library = 'backstop'" "lc_messages = 'C'" || { echo "could not start the scenario cluster"; exit 1; }
+  "lc_messages = 'C'" || { echo "could not start the scenario cluster"; exit 1; }
 
 passed=0
 failed=0

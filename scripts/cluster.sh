@@ -21,21 +21,9 @@ start() {
     mkdir -p "${repository#file://}"
     chown postgres:postgres "${repository#file://}"
   fi
-  {
-    echo "# written by scripts/cluster.sh"
-    echo "port = $port"
-    echo "listen_addresses = '127.0.0.1'"
-    echo "unix_socket_directories = '$dir/run'"
-    echo "shared_preload_libraries = 'backstop'"
-    echo "wal_level = replica"
-    echo "archive_mode = on"
-    echo "archive_timeout = '60s'"
-    echo "backstop.repository = '$repository'"
-    for setting in "$@"; do echo "$setting"; done
-  } > "$data/backstop.conf"
-  chown postgres:postgres "$data/backstop.conf"
-  grep -q "^include_if_exists = 'backstop.conf'" "$data/postgresql.conf" ||
-    echo "include_if_exists = 'backstop.conf'" >> "$data/postgresql.conf"
+  write_backstop_conf "$data" "$repository" "port = $port" "listen_addresses = '127.0.0.1'" \
+    "unix_socket_directories = '$dir/run'" "$@"
+  chown postgres:postgres "$data/backstop.conf" "$data/postgresql.conf"
   if as_postgres "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$dir/server.log" -w restart -m fast >/dev/null
   else

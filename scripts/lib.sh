@@ -55,9 +55,36 @@ ensure_everything() {
 }
 
 # Builds the extension and installs it into the system PostgreSQL, and the CLI into /usr/local/bin.
+# BACKSTOP_PROFILE=release builds optimised binaries (the container image); the default debug
+# build is quicker for development and tests.
 install_backstop() {
-  step "building and installing the backstop extension and CLI"
-  cargo pgrx install --pg-config "$PG_CONFIG"
-  cargo build -p backstop-cli
-  install -m 0755 target/debug/backstop /usr/local/bin/backstop
+  local profile=${BACKSTOP_PROFILE:-debug}
+  step "building and installing the backstop extension and CLI ($profile)"
+  if [[ $profile == release ]]; then
+    cargo pgrx install --release --pg-config "$PG_CONFIG"
+    cargo build --release -p backstop-cli
+  else
+    cargo pgrx install --pg-config "$PG_CONFIG"
+    cargo build -p backstop-cli
+  fi
+  install -m 0755 "target/$profile/backstop" /usr/local/bin/backstop
+}
+
+# Writes DATA/backstop.conf (included from postgresql.conf): what backstop needs from the server,
+# the repository, and any extra "name = value" lines.
+write_backstop_conf() {
+  local data=$1 repository=$2
+  shift 2
+  {
+    echo "# written by backstop's scripts/lib.sh"
+    echo "shared_preload_libraries = 'backstop'"
+    echo "wal_level = replica"
+    echo "archive_mode = on"
+    echo "archive_library = 'backstop'"
+    echo "archive_timeout = '60s'"
+    echo "backstop.repository = '$repository'"
+    for setting in "$@"; do echo "$setting"; done
+  } > "$data/backstop.conf"
+  grep -q "^include_if_exists = 'backstop.conf'" "$data/postgresql.conf" ||
+    echo "include_if_exists = 'backstop.conf'" >> "$data/postgresql.conf"
 }

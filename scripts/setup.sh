@@ -24,8 +24,7 @@ fi
 RECIPIENT=$(sed -n 's/^# public key: //p' "$IDENTITY_FILE")
 
 step "starting PostgreSQL $PG_MAJOR with backstop (port $DEMO_PORT, data in $DEMO_DIR/pgdata)"
-scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" \
-  "archive_library = 'backstop'" "backstop.encryption_recipients = '$RECIPIENT'"
+scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'"
 
 step "main job: CREATE EXTENSION backstop, then doctor"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
