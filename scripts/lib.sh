@@ -41,7 +41,8 @@ ensure_cargo_pgrx() {
 }
 
 ensure_garage() {
-  if [[ $(garage --version 2>/dev/null | awk '{print $2}') != "v$GARAGE_VERSION" ]]; then
+  # `garage --version` prints "garage cargo:2.5.0 [features: ...]" for a cargo-installed build.
+  if [[ $(garage --version 2>/dev/null | awk '{print $2}') != *"$GARAGE_VERSION" ]]; then
     step "building Garage $GARAGE_VERSION (an S3-compatible object store for the tests; takes several minutes)"
     cargo install garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,sqlite
   fi
