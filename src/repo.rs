@@ -11,7 +11,11 @@ pub fn system_identifier() -> u64 {
 }
 
 pub fn cluster_identity() -> ClusterIdentity {
-    ClusterIdentity { system_identifier: system_identifier(), pg_version_num: pg_sys::PG_VERSION_NUM }
+    ClusterIdentity {
+        system_identifier: system_identifier(),
+        pg_version_num: pg_sys::PG_VERSION_NUM,
+        wal_segment_size: unsafe { pg_sys::wal_segment_size } as u32,
+    }
 }
 
 /// This cluster's namespace: backstop.cluster_name, or the system identifier.

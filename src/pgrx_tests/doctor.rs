@@ -84,7 +84,7 @@ mod tests {
     fn doctor_checks_who_owns_the_repository() {
         Spi::run("SET backstop.cluster_name = 'owned-by-someone-else'").unwrap();
         let repository = repo::open().unwrap();
-        io::block_on(repository.ensure_cluster(&ClusterIdentity { system_identifier: 42, pg_version_num: 150000 })).unwrap();
+        io::block_on(repository.ensure_cluster(&ClusterIdentity { system_identifier: 42, pg_version_num: 150000, wal_segment_size: 16 << 20 })).unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_owner"), "fail");
         assert!(checks["repository_owner"].1.contains("system identifier 42"), "{checks:?}");

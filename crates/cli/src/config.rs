@@ -1,15 +1,24 @@
-//! Where the repository is, from flags or the environment (flags win).
+//! Where the repository is and how to read it: from flags, environment variables or a config file,
+//! in that order. The config file (`--config`, `BACKSTOP_CONFIG`, or /etc/backstop/backstop.conf
+//! when it exists) holds `key = value` lines with the flag names (`repository`, `cluster`,
+//! `s3_endpoint`, `s3_region`, `s3_force_path_style`, `identity_file`, `encryption_recipients`, ...).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use backstop_core::codec::{self, CodecSettings, Compression};
 use backstop_core::store::{self, S3Options};
-use backstop_core::{codec, Error, Location, Repository};
+use backstop_core::{Error, Location, ObjectStore, Repository};
 
-#[derive(Args, Debug, Clone)]
+const DEFAULT_CONFIG: &str = "/etc/backstop/backstop.conf";
+
+#[derive(Args, Debug, Clone, Default)]
 pub struct RepositoryArgs {
     /// Repository URL: file:///path or s3://bucket/prefix.
     #[arg(long, env = "BACKSTOP_REPOSITORY")]
-    pub repository: String,
+    pub repository: Option<String>,
     /// The cluster's namespace in the repository (the server's backstop.cluster_name, by default its
     /// system identifier). Found by itself when the repository holds exactly one cluster.
     #[arg(long, env = "BACKSTOP_CLUSTER")]
@@ -22,27 +31,124 @@ pub struct RepositoryArgs {
     pub s3_region: Option<String>,
     /// Address buckets by path (endpoint/bucket), as most self-hosted stores need.
     #[arg(long, env = "BACKSTOP_S3_FORCE_PATH_STYLE")]
-    pub s3_force_path_style: bool,
-    /// File with age identities (AGE-SECRET-KEY-1...) to decrypt encrypted repositories.
+    pub s3_force_path_style: Option<bool>,
+    /// File with age identities (AGE-SECRET-KEY-1...) to decrypt encrypted objects.
     #[arg(long, env = "BACKSTOP_IDENTITY_FILE")]
-    pub identity_file: Option<std::path::PathBuf>,
+    pub identity_file: Option<PathBuf>,
+    /// Config file with defaults for these options.
+    #[arg(long, env = "BACKSTOP_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// Options of commands that write (wal push).
+#[derive(Args, Debug, Clone, Default)]
+pub struct WriteArgs {
+    /// age public keys to encrypt to (comma separated), as the server's backstop.encryption_recipients.
+    #[arg(long, env = "BACKSTOP_ENCRYPTION_RECIPIENTS")]
+    pub encryption_recipients: Option<String>,
+    /// zstd level (1-19); 0 stores uncompressed.
+    #[arg(long, env = "BACKSTOP_COMPRESSION_LEVEL")]
+    pub compression_level: Option<i32>,
+}
+
+pub struct ConfigFile {
+    values: HashMap<String, String>,
+    path: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    pub fn load(explicit: Option<&Path>) -> Result<Self, Error> {
+        let path = match explicit {
+            Some(path) => Some(path.to_path_buf()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
+        };
+        let Some(path) = path else { return Ok(ConfigFile { values: HashMap::new(), path: None }) };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read config file", &path, e))?;
+        Ok(ConfigFile { values: parse_config(&text, &path)?, path: Some(path) })
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.values.get(key).cloned()
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, Error> {
+        self.get(key)
+            .map(|value| match value.to_ascii_lowercase().as_str() {
+                "true" | "on" | "yes" | "1" => Ok(true),
+                "false" | "off" | "no" | "0" => Ok(false),
+                _ => Err(Error::InvalidSetting {
+                    setting: "config file",
+                    reason: format!("{key} = {value} in {} is not a boolean", self.describe()),
+                }),
+            })
+            .transpose()
+    }
+
+    fn describe(&self) -> String {
+        self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+    }
+}
+
+fn parse_config(text: &str, path: &Path) -> Result<HashMap<String, String>, Error> {
+    let mut values = HashMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Error::InvalidSetting {
+                setting: "config file",
+                reason: format!("{}:{}: expected key = value", path.display(), number + 1),
+            });
+        };
+        let value = value.trim().trim_matches(|c| c == '\'' || c == '"');
+        values.insert(key.trim().replace('-', "_"), value.to_string());
+    }
+    Ok(values)
 }
 
 impl RepositoryArgs {
+    /// Flags and environment win; the config file fills in what they left unset.
+    pub fn resolve(&self) -> Result<(Self, ConfigFile), Error> {
+        let config = ConfigFile::load(self.config.as_deref())?;
+        let resolved = RepositoryArgs {
+            repository: self.repository.clone().or_else(|| config.get("repository")),
+            cluster: self.cluster.clone().or_else(|| config.get("cluster")),
+            s3_endpoint: self.s3_endpoint.clone().or_else(|| config.get("s3_endpoint")),
+            s3_region: self.s3_region.clone().or_else(|| config.get("s3_region")),
+            s3_force_path_style: match self.s3_force_path_style {
+                Some(value) => Some(value),
+                None => config.bool("s3_force_path_style")?,
+            },
+            identity_file: self.identity_file.clone().or_else(|| config.get("identity_file").map(PathBuf::from)),
+            config: self.config.clone(),
+        };
+        Ok((resolved, config))
+    }
+
     /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
     /// ~/.aws), never from flags, so they do not show up in `ps` or shell history.
     pub fn s3_options(&self) -> S3Options {
         S3Options {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
-            force_path_style: self.s3_force_path_style,
+            force_path_style: self.s3_force_path_style.unwrap_or(false),
             ..S3Options::default()
         }
     }
 
-    pub async fn open(&self) -> Result<Repository, Error> {
-        let location: Location = self.repository.parse()?;
-        let store = store::open(&location, &self.s3_options()).await?;
+    pub async fn open_store(&self) -> Result<std::sync::Arc<dyn ObjectStore>, Error> {
+        let repository = self.repository.as_deref().ok_or(Error::NotConfigured(
+            "the repository (--repository, BACKSTOP_REPOSITORY or repository = in the config file)",
+        ))?;
+        let location: Location = repository.parse()?;
+        store::open(&location, &self.s3_options()).await
+    }
+
+    /// Opens the repository for reading; `cluster` overrides discovery when the caller knows better.
+    pub async fn open(&self, codec: CodecSettings) -> Result<Repository, Error> {
+        let store = self.open_store().await?;
         let cluster = match &self.cluster {
             Some(cluster) => cluster.clone(),
             None => discover_cluster(store.as_ref()).await?,
@@ -54,19 +160,42 @@ impl RepositoryArgs {
             }
             None => Vec::new(),
         };
-        Ok(Repository::new(store, &cluster, codec::CodecSettings::plain())?.with_identities(identities))
+        Ok(Repository::new(store, &cluster, codec)?.with_identities(identities))
+    }
+}
+
+impl WriteArgs {
+    pub fn codec(&self, config: &ConfigFile) -> Result<CodecSettings, Error> {
+        let level = match self.compression_level {
+            Some(level) => level,
+            None => config
+                .get("compression_level")
+                .map(|v| {
+                    v.parse().map_err(|_| Error::InvalidSetting {
+                        setting: "compression_level",
+                        reason: format!("\"{v}\" is not a number"),
+                    })
+                })
+                .transpose()?
+                .unwrap_or(Compression::DEFAULT_ZSTD_LEVEL),
+        };
+        let compression = if level == 0 { Compression::None } else { Compression::zstd(level)? };
+        let recipients = match self.encryption_recipients.clone().or_else(|| config.get("encryption_recipients")) {
+            Some(text) => codec::parse_recipients(&text)?,
+            None => Vec::new(),
+        };
+        Ok(CodecSettings::new(compression, recipients))
     }
 }
 
 /// The only namespace holding a cluster.json, if there is exactly one.
-async fn discover_cluster(store: &dyn backstop_core::ObjectStore) -> Result<String, Error> {
-    let clusters: Vec<String> = store
-        .list("")
-        .await?
-        .into_iter()
-        .filter_map(|object| object.key.strip_suffix("/cluster.json").map(str::to_string))
-        .filter(|cluster| !cluster.contains('/'))
-        .collect();
+pub async fn discover_cluster(store: &dyn ObjectStore) -> Result<String, Error> {
+    let mut clusters = Vec::new();
+    for namespace in store.list_prefixes("").await? {
+        if store.head(&format!("{namespace}/{}", backstop_core::repository::CLUSTER_FILE)).await?.is_some() {
+            clusters.push(namespace);
+        }
+    }
     match clusters.as_slice() {
         [only] => Ok(only.clone()),
         [] => Err(Error::InvalidSetting {
@@ -77,5 +206,39 @@ async fn discover_cluster(store: &dyn backstop_core::ObjectStore) -> Result<Stri
             setting: "cluster",
             reason: format!("{} holds several clusters ({}); pass --cluster", store.describe(), many.join(", ")),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_file_lines_are_parsed_with_comments_and_quotes() {
+        let values = parse_config(
+            "# backstop\nrepository = 's3://bucket/prod'\n s3-endpoint=http://127.0.0.1:3900 \n\ncluster = \"db1\"\n",
+            Path::new("test.conf"),
+        )
+        .unwrap();
+        assert_eq!(values["repository"], "s3://bucket/prod");
+        assert_eq!(values["s3_endpoint"], "http://127.0.0.1:3900");
+        assert_eq!(values["cluster"], "db1");
+        assert!(parse_config("just words", Path::new("x.conf")).unwrap_err().to_string().contains("x.conf:1"));
+    }
+
+    #[test]
+    fn flags_win_over_the_config_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("backstop.conf");
+        std::fs::write(&path, "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n").unwrap();
+        let args = RepositoryArgs {
+            repository: Some("file:///from/flag".into()),
+            config: Some(path),
+            ..RepositoryArgs::default()
+        };
+        let (resolved, _) = args.resolve().unwrap();
+        assert_eq!(resolved.repository.as_deref(), Some("file:///from/flag"));
+        assert_eq!(resolved.cluster.as_deref(), Some("from-config"));
+        assert_eq!(resolved.s3_force_path_style, Some(true));
     }
 }

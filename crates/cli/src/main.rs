@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod wal;
 
 use config::RepositoryArgs;
 
@@ -21,6 +22,9 @@ enum Command {
     Check(CheckArgs),
     /// Generate an age identity for encrypting backups; prints the secret identity and its public key.
     Keygen,
+    /// WAL archive: fetch (restore_command), push (archive_command), list, verify.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
 }
 
 #[derive(Args)]
@@ -35,11 +39,12 @@ struct CheckArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Check(args) => check(args),
-        Command::Keygen => keygen(),
+        Command::Check(args) => check(args).map(|()| ExitCode::SUCCESS),
+        Command::Keygen => keygen().map(|()| ExitCode::SUCCESS),
+        Command::Wal(command) => wal::run(command),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("backstop: {error}");
             eprintln!("hint: {}", error.hint());
@@ -50,7 +55,8 @@ fn main() -> ExitCode {
 
 fn check(args: CheckArgs) -> Result<(), backstop_core::Error> {
     let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
-    let repository = runtime.block_on(args.repository.open())?;
+    let (repository_args, _) = args.repository.resolve()?;
+    let repository = runtime.block_on(repository_args.open(backstop_core::codec::CodecSettings::plain()))?;
     let elapsed = runtime.block_on(repository.round_trip_check())?;
     let cluster = runtime.block_on(repository.cluster_file())?;
     if args.json {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::codec::{self, CodecSettings, DecodeStartError, Encoder, Trailer, TRAILER_LEN};
@@ -49,6 +50,7 @@ impl PutResult {
 pub struct ClusterIdentity {
     pub system_identifier: u64,
     pub pg_version_num: u32,
+    pub wal_segment_size: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,8 +60,14 @@ pub struct ClusterFile {
     /// As a string: JSON numbers lose precision above 2^53 in many readers.
     pub system_identifier: String,
     pub pg_version_num: u32,
+    #[serde(default = "default_segment_size")]
+    pub wal_segment_size: u32,
     pub created_at_unix: u64,
     pub created_by: String,
+}
+
+fn default_segment_size() -> u32 {
+    crate::wal::DEFAULT_SEGMENT_SIZE
 }
 
 #[derive(Clone)]
@@ -217,6 +225,12 @@ impl Repository {
     /// Reads, decodes and verifies a whole object into memory. For objects of bounded size only
     /// (WAL segments, manifests); large objects are read with [`Repository::open`].
     pub async fn get_bytes(&self, relative: &str) -> Result<Vec<u8>> {
+        let raw = self.get_raw(relative).await?;
+        self.decode(relative, raw).await
+    }
+
+    /// The stored bytes of an object, unverified: for spooling, to be checked by [`Repository::decode`].
+    pub async fn get_raw(&self, relative: &str) -> Result<Vec<u8>> {
         let key = self.key(relative);
         let mut reader = self.store.get(&key).await?;
         let mut raw = Vec::new();
@@ -226,6 +240,12 @@ impl Repository {
             key: key.clone(),
             message: e.to_string(),
         })?;
+        Ok(raw)
+    }
+
+    /// Decodes stored bytes and verifies every checksum; an error means the bytes must not be used.
+    pub async fn decode(&self, relative: &str, raw: Vec<u8>) -> Result<Vec<u8>> {
+        let key = self.key(relative);
         let identities = self.identities.clone();
         tokio::task::spawn_blocking(move || {
             let mut plain = Vec::new();
@@ -245,6 +265,17 @@ impl Repository {
         let reader = handle.block_on(self.store.get(&key))?;
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
         Ok(VerifiedReader { decoded: start_decoding(&key, bridge, &self.identities)?, key })
+    }
+
+    /// Reads a whole object and checks it: header, stored-bytes checksum and length always; the
+    /// plain checksum too when the object can be decoded (not encrypted, or an identity is given).
+    pub async fn verify(&self, relative: &str) -> Result<Verified> {
+        let key = self.key(relative);
+        let raw = self.get_raw(relative).await?;
+        let identities = self.identities.clone();
+        tokio::task::spawn_blocking(move || verify_raw(&key, raw, &identities))
+            .await
+            .map_err(|e| Error::Encryption(e.to_string()))?
     }
 
     pub async fn cluster_file(&self) -> Result<Option<ClusterFile>> {
@@ -269,6 +300,7 @@ impl Repository {
             cluster: self.cluster.clone(),
             system_identifier: identity.system_identifier.to_string(),
             pg_version_num: identity.pg_version_num,
+            wal_segment_size: identity.wal_segment_size,
             created_at_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             created_by: format!("backstop {}", env!("CARGO_PKG_VERSION")),
         };
@@ -332,6 +364,50 @@ impl Repository {
             Ok(None) => Ok(started.elapsed()),
         }
     }
+}
+
+/// How thoroughly an object was verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verified {
+    /// Decoded completely: stored bytes and plain contents match their checksums.
+    Contents(Trailer),
+    /// Encrypted and no identity given: the stored bytes match their checksum.
+    StoredBytes(Trailer),
+}
+
+impl Verified {
+    pub fn trailer(&self) -> Trailer {
+        match self {
+            Verified::Contents(t) | Verified::StoredBytes(t) => *t,
+        }
+    }
+}
+
+fn verify_raw(key: &str, raw: Vec<u8>, identities: &[age::x25519::Identity]) -> Result<Verified> {
+    let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
+    let header = codec::Header::decode(&raw).map_err(&corrupt)?;
+    if raw.len() < codec::HEADER_LEN + TRAILER_LEN {
+        return Err(corrupt("it is shorter than an empty object".into()));
+    }
+    let trailer = Trailer::decode(&raw[raw.len() - TRAILER_LEN..]).map_err(&corrupt)?;
+    let body = &raw[codec::HEADER_LEN..raw.len() - TRAILER_LEN];
+    if trailer.body_len != body.len() as u64 {
+        return Err(corrupt(format!("its body is {} bytes but its trailer records {}", body.len(), trailer.body_len)));
+    }
+    let body_sha256: [u8; 32] = sha2::Sha256::digest(body).into();
+    if body_sha256 != trailer.body_sha256 {
+        return Err(corrupt(format!(
+            "sha256 of the stored bytes is {} but the object records {}",
+            hex::encode(body_sha256),
+            hex::encode(trailer.body_sha256)
+        )));
+    }
+    if header.encrypted && identities.is_empty() {
+        return Ok(Verified::StoredBytes(trailer));
+    }
+    let mut decoded = start_decoding(key, Cursor::new(raw), identities)?;
+    std::io::copy(&mut decoded, &mut std::io::sink()).map_err(|e| read_error(key, e))?;
+    Ok(Verified::Contents(trailer))
 }
 
 fn start_decoding<R: Read + Send + 'static>(

@@ -67,6 +67,74 @@ impl WalFileName {
     }
 }
 
+pub const DEFAULT_SEGMENT_SIZE: u32 = 16 << 20;
+
+impl WalFileName {
+    /// (timeline, segment number) of a segment or .partial file.
+    pub fn position(&self, segment_size: u32) -> Option<(u32, u64)> {
+        if matches!(self.kind, WalFileKind::History) {
+            return None;
+        }
+        let log = u64::from_str_radix(&self.name[8..16], 16).ok()?;
+        let seg = u64::from_str_radix(&self.name[16..24], 16).ok()?;
+        Some((self.timeline, log * segments_per_log(segment_size) + seg))
+    }
+
+    /// The segment that follows this one on the same timeline.
+    pub fn next_segment(&self, segment_size: u32) -> Option<WalFileName> {
+        let (timeline, number) = self.position(segment_size)?;
+        let name = segment_name(timeline, number + 1, segment_size);
+        Some(WalFileName { name, kind: WalFileKind::Segment, timeline })
+    }
+}
+
+fn segments_per_log(segment_size: u32) -> u64 {
+    0x1_0000_0000u64 / segment_size.max(1) as u64
+}
+
+pub fn segment_name(timeline: u32, number: u64, segment_size: u32) -> String {
+    let per_log = segments_per_log(segment_size);
+    format!("{:08X}{:08X}{:08X}", timeline, number / per_log, number % per_log)
+}
+
+/// A run of missing segments on one timeline, between two archived ones.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Gap {
+    pub timeline: u32,
+    pub first_missing: String,
+    pub last_missing: String,
+    pub count: u64,
+}
+
+/// Missing segments between the first and last archived segment of each timeline. `.partial`
+/// files do not fill a gap: they are the unfinished end of a timeline.
+pub fn find_gaps<'a>(names: impl IntoIterator<Item = &'a WalFileName>, segment_size: u32) -> Vec<Gap> {
+    let mut per_timeline: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
+    for name in names {
+        if name.kind == WalFileKind::Segment {
+            if let Some((timeline, number)) = name.position(segment_size) {
+                per_timeline.entry(timeline).or_default().push(number);
+            }
+        }
+    }
+    let mut gaps = Vec::new();
+    for (timeline, mut numbers) in per_timeline {
+        numbers.sort_unstable();
+        numbers.dedup();
+        for pair in numbers.windows(2) {
+            if pair[1] > pair[0] + 1 {
+                gaps.push(Gap {
+                    timeline,
+                    first_missing: segment_name(timeline, pair[0] + 1, segment_size),
+                    last_missing: segment_name(timeline, pair[1] - 1, segment_size),
+                    count: pair[1] - pair[0] - 1,
+                });
+            }
+        }
+    }
+    gaps
+}
+
 /// The fields of a segment's first (long) page header that identify where it comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WalPageHeader {
@@ -160,6 +228,46 @@ mod tests {
         ] {
             assert!(WalFileName::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn segments_follow_each_other_across_log_boundaries() {
+        let name = WalFileName::parse("0000000100000003000000FF").unwrap();
+        assert_eq!(name.next_segment(16 << 20).unwrap().name, "000000010000000400000000");
+        let name = WalFileName::parse("000000020000000000000001").unwrap();
+        assert_eq!(name.next_segment(64 << 20).unwrap().name, "000000020000000000000002");
+        assert_eq!(segment_name(1, 0x3FF, 64 << 20), "000000010000000F0000003F");
+        assert!(WalFileName::parse("00000002.history").unwrap().next_segment(16 << 20).is_none());
+    }
+
+    #[test]
+    fn gaps_are_found_per_timeline() {
+        let names: Vec<WalFileName> = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000005",
+            "0000000100000000000000FF",
+            "000000010000000100000000",
+            "000000020000000100000000.partial",
+            "000000020000000100000003",
+            "000000020000000100000004",
+            "00000002.history",
+        ]
+        .iter()
+        .map(|n| WalFileName::parse(n).unwrap())
+        .collect();
+        let gaps = find_gaps(&names, 16 << 20);
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert_eq!(
+            gaps[0],
+            Gap {
+                timeline: 1,
+                first_missing: "000000010000000000000003".into(),
+                last_missing: "000000010000000000000004".into(),
+                count: 2
+            }
+        );
+        assert_eq!((gaps[1].first_missing.as_str(), gaps[1].count), ("000000010000000000000006", 249));
     }
 
     #[test]

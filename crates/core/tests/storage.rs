@@ -197,12 +197,12 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 async fn cluster_file_guards_the_namespace(backend: Backend) {
     let repo = repository(&backend.store, zstd());
-    let ours = ClusterIdentity { system_identifier: 7_345_678_901_234_567_890, pg_version_num: 150018 };
+    let ours = ClusterIdentity { system_identifier: 7_345_678_901_234_567_890, pg_version_num: 150018, wal_segment_size: 16 << 20 };
     assert!(repo.cluster_file().await.unwrap().is_none());
     let created = repo.ensure_cluster(&ours).await.unwrap();
     assert_eq!(created.system_identifier, "7345678901234567890");
     assert_eq!(repo.ensure_cluster(&ours).await.unwrap(), created, "a second call reads the same file");
-    let theirs = ClusterIdentity { system_identifier: 1, pg_version_num: 150018 };
+    let theirs = ClusterIdentity { system_identifier: 1, pg_version_num: 150018, wal_segment_size: 16 << 20 };
     let error = repo.ensure_cluster(&theirs).await.unwrap_err();
     assert!(matches!(error, Error::ForeignCluster { .. }), "{error}");
     assert!(error.to_string().contains("7345678901234567890"), "{error}");

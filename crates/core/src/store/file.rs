@@ -179,6 +179,28 @@ impl ObjectStore for FileStore {
         .await
     }
 
+    async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
+        let dir = if prefix.is_empty() { self.root.clone() } else { self.path(prefix.trim_end_matches('/'))? };
+        blocking(move || {
+            let mut names = Vec::new();
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(names),
+                Err(e) => return Err(Error::io("list", &dir, e)),
+            };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    if let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
+                        names.push(name.to_string());
+                    }
+                }
+            }
+            names.sort();
+            Ok(names)
+        })
+        .await
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let path = self.path(key)?;
         match tokio::fs::remove_file(&path).await {
@@ -187,6 +209,25 @@ impl ObjectStore for FileStore {
             Err(e) => Err(Error::io("delete", path, e)),
         }
     }
+}
+
+/// Writes a local file the way objects are published: temporary name in the same directory, fsync,
+/// rename over the target, directory fsync. A reader sees the old file or the whole new one.
+pub fn write_file_atomically(target: &Path, contents: &[u8]) -> Result<()> {
+    let temp = temp_path_for(target);
+    let written = File::create(&temp)
+        .and_then(|mut f| f.write_all(contents).and_then(|_| f.sync_all()))
+        .map_err(|e| Error::io("write", &temp, e));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&temp);
+        return Err(e);
+    }
+    if let Err(e) = fs::rename(&temp, target) {
+        let _ = fs::remove_file(&temp);
+        return Err(Error::io("rename into place", target, e));
+    }
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    sync_dir(parent)
 }
 
 fn walk(root: &Path, dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> Result<()> {

@@ -65,6 +65,9 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Every object whose key starts with `prefix`, sorted by key, across all result pages.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
 
+    /// The names one level below `prefix` that have objects under them ("directories"), sorted.
+    async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>>;
+
     /// Deletes an object; deleting an absent object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
 }

@@ -352,6 +352,30 @@ impl ObjectStore for S3Store {
         Ok(found)
     }
 
+    async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
+        let relative = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        let full_prefix = if self.prefix.is_empty() { relative.clone() } else { format!("{}/{relative}", self.prefix) };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&full_prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut names = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error("list", prefix, e))?;
+            for common in page.common_prefixes() {
+                if let Some(name) = common.prefix().and_then(|p| p.strip_prefix(&full_prefix)) {
+                    names.push(name.trim_end_matches('/').to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
     async fn delete(&self, key: &str) -> Result<()> {
         let full = self.full_key(key)?;
         self.client

@@ -1,0 +1,363 @@
+//! `backstop wal ...`: fetch for restore_command, push for archive_command, list and verify.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+
+use backstop_core::codec::CodecSettings;
+use backstop_core::repository::{ClusterIdentity, PutResult, Verified};
+use backstop_core::spool::Spool;
+use backstop_core::store::file::write_file_atomically;
+use backstop_core::wal::{self, WalFileKind, WalFileName};
+use backstop_core::{Error, Repository};
+
+use crate::config::{RepositoryArgs, WriteArgs};
+
+/// restore_command exit codes. PostgreSQL takes 1 as "not in the archive" (end of recovery or
+/// keep waiting); above 125 it aborts recovery instead of ending it early at the wrong point.
+const EXIT_NOT_FOUND: u8 = 1;
+const EXIT_ABORT_RECOVERY: u8 = 255;
+
+#[derive(Subcommand)]
+pub enum WalCommand {
+    /// Fetch a WAL file for restore_command: `backstop wal fetch %f %p`. Verifies every checksum,
+    /// writes the file atomically, and prefetches the following segments into a spool directory.
+    /// Exit 0: fetched; 1: not in the archive; 255: error (recovery stops rather than ending early).
+    Fetch(FetchArgs),
+    /// Archive a WAL file for archive_command: `backstop wal push %p`. Exit 0 only once stored.
+    Push(PushArgs),
+    /// List the archived WAL files.
+    List(ListArgs),
+    /// Check every archived WAL object's checksums and look for gaps in each timeline.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    /// WAL file name (%f).
+    pub file: String,
+    /// Where PostgreSQL wants it (%p), relative to the data directory.
+    pub destination: PathBuf,
+    /// How many following segments to fetch ahead, in parallel.
+    #[arg(long, env = "BACKSTOP_PREFETCH", default_value_t = 8)]
+    pub prefetch: usize,
+    /// Spool directory for prefetched segments (default: backstop-spool next to the destination).
+    #[arg(long, env = "BACKSTOP_SPOOL_DIR")]
+    pub spool_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+}
+
+#[derive(Args)]
+pub struct PushArgs {
+    /// Path of the WAL file (%p); its name is the file name.
+    pub path: PathBuf,
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    #[command(flatten)]
+    pub write: WriteArgs,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub repository: RepositoryArgs,
+    /// Print a JSON report.
+    #[arg(long)]
+    pub json: bool,
+    /// Objects checked at once.
+    #[arg(long, default_value_t = 8)]
+    pub parallel: usize,
+}
+
+pub fn run(command: WalCommand) -> Result<ExitCode, Error> {
+    let runtime = backstop_core::runtime::build(4, "backstop-io").map_err(|e| Error::io("start", "runtime", e))?;
+    match command {
+        WalCommand::Fetch(args) => fetch(&runtime, args),
+        WalCommand::Push(args) => runtime.block_on(push(args)),
+        WalCommand::List(args) => runtime.block_on(list(args)),
+        WalCommand::Verify(args) => runtime.block_on(verify(args)),
+    }
+}
+
+async fn segment_size(repository: &Repository) -> u32 {
+    match repository.cluster_file().await {
+        Ok(Some(file)) => file.wal_segment_size,
+        _ => wal::DEFAULT_SEGMENT_SIZE,
+    }
+}
+
+fn fetch(runtime: &tokio::runtime::Runtime, args: FetchArgs) -> Result<ExitCode, Error> {
+    // restore_command must tell "not there" from "could not look": only the first may end recovery.
+    match fetch_inner(runtime, &args) {
+        Ok(true) => Ok(ExitCode::SUCCESS),
+        Ok(false) => {
+            eprintln!("backstop: {} is not in the archive", args.file);
+            Ok(ExitCode::from(EXIT_NOT_FOUND))
+        }
+        Err(error) => {
+            eprintln!("backstop: could not fetch {}: {error}", args.file);
+            eprintln!("hint: {}", error.hint());
+            Ok(ExitCode::from(EXIT_ABORT_RECOVERY))
+        }
+    }
+}
+
+fn default_spool_dir(destination: &Path) -> PathBuf {
+    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    parent.join("backstop-spool")
+}
+
+/// Ok(false) when the file is not archived.
+fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bool, Error> {
+    let name = WalFileName::parse(&args.file)?;
+    let (repository_args, _) = args.repository.resolve()?;
+    let repository = runtime.block_on(repository_args.open(CodecSettings::plain()))?;
+    let spool = Spool::open(args.spool_dir.clone().unwrap_or_else(|| default_spool_dir(&args.destination)))?;
+    let _ = spool.prune_before(&name);
+
+    if let Some(raw) = spool.take(&name)? {
+        match runtime.block_on(repository.decode(&name.object_path(), raw)) {
+            Ok(plain) => {
+                write_file_atomically(&args.destination, &plain)?;
+                return Ok(true);
+            }
+            // A damaged spool file is only a cache miss: fetch it again from the repository.
+            Err(error) => eprintln!("backstop: spooled copy of {} refused ({error}); fetching it again", name.name),
+        }
+    }
+
+    runtime.block_on(async {
+        let segment_size = segment_size(&repository).await;
+        let mut upcoming = Vec::new();
+        if name.kind == WalFileKind::Segment {
+            let mut next = name.next_segment(segment_size);
+            while let Some(segment) = next.filter(|_| upcoming.len() < args.prefetch) {
+                next = segment.next_segment(segment_size);
+                if !spool.contains(&segment) {
+                    upcoming.push(segment);
+                }
+            }
+        }
+        let requested_path = name.object_path();
+        let requested = repository.get_raw(&requested_path);
+        let ahead = futures::stream::iter(upcoming)
+            .map(|segment| {
+                let repository = &repository;
+                async move { (repository.get_raw(&segment.object_path()).await, segment) }
+            })
+            .buffered(args.prefetch.max(1))
+            .collect::<Vec<_>>();
+        let (requested, ahead) = futures::join!(requested, ahead);
+        for (fetched, segment) in ahead {
+            match fetched {
+                Ok(raw) => {
+                    if let Err(error) = spool.put(&segment, &raw) {
+                        eprintln!("backstop: could not spool {}: {error}", segment.name);
+                    }
+                }
+                // The end of the archive, or a problem the request for that segment will report.
+                Err(_) => break,
+            }
+        }
+        let raw = match requested {
+            Ok(raw) => raw,
+            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(error) => return Err(error),
+        };
+        let plain = repository.decode(&name.object_path(), raw).await?;
+        write_file_atomically(&args.destination, &plain)?;
+        Ok(true)
+    })
+}
+
+async fn push(args: PushArgs) -> Result<ExitCode, Error> {
+    let (mut repository_args, config) = args.repository.resolve()?;
+    let codec = args.write.codec(&config)?;
+    let file = args
+        .path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::InvalidSetting { setting: "path", reason: format!("{} has no file name", args.path.display()) })?
+        .to_string();
+    let contents = std::fs::read(&args.path).map_err(|e| Error::io("read", &args.path, e))?;
+    let header = wal::parse_long_page_header(&contents);
+    // The server's default namespace is its system identifier, which a segment's header carries.
+    if repository_args.cluster.is_none() {
+        repository_args.cluster = header.map(|h| h.system_identifier.to_string());
+    }
+    let repository = repository_args.open(codec).await?;
+    let system_identifier = match header {
+        Some(header) => {
+            let identity = ClusterIdentity {
+                system_identifier: header.system_identifier,
+                pg_version_num: 0,
+                wal_segment_size: header.segment_size,
+            };
+            repository.ensure_cluster(&identity).await?;
+            header.system_identifier
+        }
+        None => {
+            let owner = repository.cluster_file().await?.ok_or_else(|| Error::InvalidSetting {
+                setting: "cluster",
+                reason: format!("{} is not claimed yet: archive a WAL segment before {file}", repository.describe()),
+            })?;
+            owner.system_identifier.parse().unwrap_or_default()
+        }
+    };
+    let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
+    match repository.put_bytes(&name.object_path(), contents.into(), backstop_core::repository::ObjectClass::Data, backstop_core::WriteMode::CreateNew).await {
+        Ok(PutResult::Stored { .. }) => Ok(ExitCode::SUCCESS),
+        Ok(PutResult::AlreadyIdentical { .. }) => {
+            eprintln!("backstop: {file} was already archived with identical contents");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+struct Archived {
+    name: WalFileName,
+    stored_bytes: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+async fn archived(repository: &Repository) -> Result<Vec<Archived>, Error> {
+    let prefix = repository.key("wal/");
+    Ok(repository
+        .store()
+        .list(&prefix)
+        .await?
+        .into_iter()
+        .filter_map(|object| {
+            let file = object.key.rsplit('/').next()?;
+            Some(Archived { name: WalFileName::parse(file).ok()?, stored_bytes: object.size, modified: object.last_modified })
+        })
+        .collect())
+}
+
+fn kind_label(kind: WalFileKind) -> &'static str {
+    match kind {
+        WalFileKind::Segment => "segment",
+        WalFileKind::Partial => "partial",
+        WalFileKind::Backup => "backup",
+        WalFileKind::History => "history",
+    }
+}
+
+async fn list(args: ListArgs) -> Result<ExitCode, Error> {
+    let (repository_args, _) = args.repository.resolve()?;
+    let repository = repository_args.open(CodecSettings::plain()).await?;
+    let mut files = archived(&repository).await?;
+    files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
+    let segment_size = segment_size(&repository).await;
+    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size);
+    if args.json {
+        let files: Vec<_> = files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "name": f.name.name,
+                    "kind": kind_label(f.name.kind),
+                    "timeline": f.name.timeline,
+                    "stored_bytes": f.stored_bytes,
+                    "modified": f.modified.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "repository": repository.describe(), "files": files, "gaps": gaps }));
+    } else {
+        for f in &files {
+            let modified = f.modified.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default();
+            println!("{:<42} {:<8} {:>12} {}", f.name.name, kind_label(f.name.kind), f.stored_bytes, modified);
+        }
+        println!("{} files in {}", files.len(), repository.describe());
+        for gap in &gaps {
+            println!("gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
+    let (repository_args, _) = args.repository.resolve()?;
+    let repository = repository_args.open(CodecSettings::plain()).await?;
+    let mut files = archived(&repository).await?;
+    files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
+    let segment_size = segment_size(&repository).await;
+    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size);
+
+    let progress = if !args.json && std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} verifying {pos}/{len} [{bar:40}] {per_sec} {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let results: Vec<(String, Result<Verified, Error>)> = futures::stream::iter(files.iter())
+        .map(|f| {
+            let repository = &repository;
+            let progress = &progress;
+            async move {
+                let result = repository.verify(&f.name.object_path()).await;
+                progress.inc(1);
+                progress.set_message(f.name.name.clone());
+                (f.name.name.clone(), result)
+            }
+        })
+        .buffered(args.parallel.max(1))
+        .collect()
+        .await;
+    progress.finish_and_clear();
+
+    let contents = results.iter().filter(|(_, r)| matches!(r, Ok(Verified::Contents(_)))).count();
+    let stored_only = results.iter().filter(|(_, r)| matches!(r, Ok(Verified::StoredBytes(_)))).count();
+    let failures: Vec<(String, String)> =
+        results.iter().filter_map(|(name, r)| r.as_ref().err().map(|e| (name.clone(), e.to_string()))).collect();
+    let ok = failures.is_empty() && gaps.is_empty();
+    if args.json {
+        let failures: Vec<_> = failures.iter().map(|(n, e)| serde_json::json!({ "name": n, "error": e })).collect();
+        println!(
+            "{}",
+            serde_json::json!({
+                "repository": repository.describe(),
+                "ok": ok,
+                "objects": results.len(),
+                "verified_contents": contents,
+                "verified_stored_bytes_only": stored_only,
+                "failures": failures,
+                "gaps": gaps,
+            })
+        );
+    } else {
+        println!("{}: {} WAL objects", repository.describe(), results.len());
+        println!("  {contents} verified completely");
+        if stored_only > 0 {
+            println!("  {stored_only} encrypted: stored bytes verified; pass --identity-file to verify their contents too");
+        }
+        for (name, error) in &failures {
+            println!("  FAILED {name}: {error}");
+        }
+        for gap in &gaps {
+            println!("  gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count);
+        }
+        println!("{}", if ok { "archive OK" } else { "archive has problems" });
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
