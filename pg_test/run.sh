@@ -14,11 +14,23 @@ SCENARIO_PORT=${BACKSTOP_SCENARIO_PORT:-5434}
 RESULTS=pg_test/results
 filter=${1:-}
 
-scripts/cluster.sh stop "$SCENARIO_DIR" 2>/dev/null || true
-rm -rf "$SCENARIO_DIR"
-mkdir -p "$SCENARIO_DIR" "$RESULTS"
-scripts/cluster.sh start "$SCENARIO_DIR" "$SCENARIO_PORT" "file://$SCENARIO_DIR/repository" \
-  "lc_messages = 'C'" || { echo "could not start the scenario cluster"; exit 1; }
+mkdir -p "$RESULTS"
+
+# Every scenario gets a cluster of its own: its own system identifier (so its own repository
+# namespace), statistics and configuration.
+fresh_cluster() {
+  scripts/cluster.sh stop "$SCENARIO_DIR" 2>/dev/null || true
+  rm -rf "$SCENARIO_DIR"
+  mkdir -p "$SCENARIO_DIR"
+  scripts/cluster.sh start "$SCENARIO_DIR" "$SCENARIO_PORT" "file://$SCENARIO_DIR/repository" \
+    "lc_messages = 'C'" "wal_keep_size = '4GB'" "max_wal_size = '4GB'"
+}
+
+# For the shell side of scenarios (pg_test/bin/*.sh, run by psql's \! as the postgres user).
+export PGDATA=$SCENARIO_DIR/pgdata PGHOST=$SCENARIO_DIR/run PGPORT=$SCENARIO_PORT
+export BACKSTOP_REPOSITORY=file://$SCENARIO_DIR/repository
+export AWS_EC2_METADATA_DISABLED=true
+export PATH="$PWD/pg_test/bin:$PATH"
 
 passed=0
 failed=0
@@ -27,9 +39,13 @@ for scenario in pg_test/scenarios/*.sql; do
   [[ -n $filter && $name != *$filter* ]] && continue
   actual=$RESULTS/$name.out
   expected=pg_test/expected/$name.out
-  # Each scenario gets a database of its own; the output carries no timings or identifiers.
-  PGOPTIONS='-c client_min_messages=warning' scripts/cluster.sh psql "$SCENARIO_DIR" "$SCENARIO_PORT" -d postgres -q \
-    -c "DROP DATABASE IF EXISTS \"$name\"" -c "CREATE DATABASE \"$name\"" >/dev/null
+  if ! fresh_cluster; then
+    echo "FAIL $name: could not start a cluster (see $SCENARIO_DIR/server.log)"
+    failed=$((failed + 1))
+    continue
+  fi
+  # The scenario runs in a database named after it; its output carries no timings or identifiers.
+  scripts/cluster.sh psql "$SCENARIO_DIR" "$SCENARIO_PORT" -d postgres -q -c "CREATE DATABASE \"$name\"" >/dev/null
   scripts/cluster.sh psql "$SCENARIO_DIR" "$SCENARIO_PORT" -d "$name" -a -v VERBOSITY=default \
     -v s3_endpoint="${BACKSTOP_TEST_S3_ENDPOINT:-}" -v s3_bucket="${BACKSTOP_TEST_S3_BUCKET:-}" \
     -v s3_access_key_id="${BACKSTOP_TEST_S3_ACCESS_KEY_ID:-}" -v s3_secret_access_key="${BACKSTOP_TEST_S3_SECRET_ACCESS_KEY:-}" \

@@ -7,7 +7,10 @@
 set -euo pipefail
 
 GARAGE_DIR=${BACKSTOP_GARAGE_DIR:-/var/lib/backstop-test/garage}
-GARAGE_BIN=${GARAGE_BIN:-$(command -v garage || echo "$HOME/.cargo/bin/garage")}
+GARAGE_BIN=${GARAGE_BIN:-/usr/local/bin/garage}
+# Run as the postgres OS user when started by root, so that scenarios (run as postgres) can stop
+# and start it too.
+GARAGE_USER=${BACKSTOP_GARAGE_USER:-postgres}
 S3_PORT=${BACKSTOP_GARAGE_S3_PORT:-3900}
 RPC_PORT=${BACKSTOP_GARAGE_RPC_PORT:-3901}
 ADMIN_PORT=${BACKSTOP_GARAGE_ADMIN_PORT:-3903}
@@ -19,7 +22,11 @@ CONFIG=$GARAGE_DIR/garage.toml
 PIDFILE=$GARAGE_DIR/garage.pid
 LOG=$GARAGE_DIR/garage.log
 
-garage() { "$GARAGE_BIN" -c "$CONFIG" "$@"; }
+as_owner() {
+  if [[ $(id -u) == 0 ]] && id "$GARAGE_USER" >/dev/null 2>&1; then runuser -u "$GARAGE_USER" -- "$@"; else "$@"; fi
+}
+
+garage() { as_owner "$GARAGE_BIN" -c "$CONFIG" "$@"; }
 
 running() { [[ -f $PIDFILE ]] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
@@ -44,6 +51,10 @@ root_domain = ".s3.garage.localhost"
 api_bind_addr = "127.0.0.1:$ADMIN_PORT"
 TOML
   chmod 600 "$CONFIG"
+  if [[ $(id -u) == 0 ]] && id "$GARAGE_USER" >/dev/null 2>&1; then
+    chown "$GARAGE_USER" "$(dirname "$GARAGE_DIR")"
+    chown -R "$GARAGE_USER" "$GARAGE_DIR"
+  fi
 }
 
 wait_for_port() {
@@ -59,8 +70,7 @@ start() {
   [[ -x $GARAGE_BIN ]] || { echo "garage is not installed (scripts/setup.sh installs it)" >&2; exit 1; }
   write_config
   if ! running; then
-    nohup "$GARAGE_BIN" -c "$CONFIG" server >>"$LOG" 2>&1 &
-    echo $! > "$PIDFILE"
+    as_owner bash -c 'nohup "$1" -c "$2" server >>"$3" 2>&1 & echo $! > "$4"' _ "$GARAGE_BIN" "$CONFIG" "$LOG" "$PIDFILE"
   fi
   wait_for_port "$RPC_PORT"
   wait_for_port "$S3_PORT"
@@ -80,7 +90,7 @@ start() {
   done
   garage key info "$KEY_ID" >/dev/null 2>&1 || garage key import --yes -n backstop-test "$KEY_ID" "$SECRET" >/dev/null
   garage bucket allow --read --write --owner "$BUCKET" --key "$KEY_ID" >/dev/null
-  env_file > "$GARAGE_DIR/env"
+  env_file > "$GARAGE_DIR/env.tmp" && mv "$GARAGE_DIR/env.tmp" "$GARAGE_DIR/env"
   echo "$GARAGE_DIR/env"
 }
 

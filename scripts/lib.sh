@@ -46,6 +46,9 @@ ensure_garage() {
     step "building Garage $GARAGE_VERSION (an S3-compatible object store for the tests; takes several minutes)"
     cargo install garage --version "$GARAGE_VERSION" --locked --no-default-features --features bundled-libs,sqlite
   fi
+  # The test server runs as the postgres OS user (scenarios stop and start it from psql), which
+  # cannot reach ~/.cargo/bin under a private home directory.
+  cmp -s "$(command -v garage)" /usr/local/bin/garage || install -m 0755 "$(command -v garage)" /usr/local/bin/garage
 }
 
 ensure_everything() {

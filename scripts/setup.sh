@@ -28,13 +28,16 @@ scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.e
 
 step "main job: CREATE EXTENSION backstop, then doctor"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
-CREATE EXTENSION IF NOT EXISTS backstop;
-ALTER EXTENSION backstop UPDATE;
+-- Before the first release the extension version stays 0.1.0 and holds no data of its own, so the
+-- demo recreates it to pick up new SQL objects from a rebuild.
+DROP EXTENSION IF EXISTS backstop;
+CREATE EXTENSION backstop;
 SELECT pg_switch_wal() IS NOT NULL AS switched_wal;
 SELECT pg_sleep(2);
 \x auto
 SELECT "check", status, detail, hint FROM backstop.doctor();
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict, backstop.doctor_report() ->> 'reason' AS reason;
+SELECT * FROM backstop.archive_status;
 SQL
 
 cat <<EOF

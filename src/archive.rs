@@ -7,6 +7,7 @@
 //! would restart in a loop.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 use std::path::Path;
 
@@ -15,7 +16,7 @@ use backstop_core::{wal, Error, Repository, WriteMode};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::{errors, gucs, io, repo};
+use crate::{archive_stats, errors, gucs, io, repo};
 
 /// The repository the archiver writes to, rebuilt when the settings change (SIGHUP). Opening it
 /// also checks cluster.json, so a namespace owned by another cluster is refused before any write.
@@ -42,28 +43,88 @@ fn archive_target() -> Result<Repository, Error> {
     })
 }
 
-/// Archives one WAL file. `path` is relative to the data directory, the archiver's working directory.
-pub fn archive_wal_file(file: &str, path: &Path) -> Result<PutResult, Error> {
-    let contents = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
-    let name = wal::check_before_archiving(file, &contents, repo::system_identifier())?;
+/// An upload started ahead of the archiver's request, with the settings it was started under.
+struct InFlight {
+    settings: String,
+    upload: tokio::task::JoinHandle<Result<PutResult, Error>>,
+}
+
+thread_local! {
+    static LOOKAHEAD: RefCell<HashMap<String, InFlight>> = RefCell::new(HashMap::new());
+}
+
+async fn upload_wal_file(repository: Repository, file: String, path: String, system_identifier: u64) -> Result<PutResult, Error> {
+    let contents = tokio::fs::read(&path).await.map_err(|e| Error::io("read", &path, e))?;
+    let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
+    repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await
+}
+
+/// Starts uploading the next `.ready` files (up to backstop.archive_lookahead at once) while the
+/// archiver is still busy with `current`. Nothing is acknowledged here: each result waits for the
+/// archiver to ask for its file.
+fn start_lookahead(current: &str, repository: &Repository, settings: &str) {
+    let limit = gucs::archive_lookahead();
+    let upcoming = if limit == 0 { Vec::new() } else { wal::archive_order(archive_stats::ready_files()) };
+    LOOKAHEAD.with(|cell| {
+        let mut in_flight = cell.borrow_mut();
+        // Files no longer .ready were archived some other way; their uploads are of no use.
+        in_flight.retain(|name, _| name == current || upcoming.contains(name));
+        for name in upcoming.iter().filter(|name| name.as_str() != current) {
+            if in_flight.len() >= limit {
+                break;
+            }
+            if in_flight.contains_key(name) {
+                continue;
+            }
+            let upload = io::runtime().spawn(upload_wal_file(
+                repository.clone(),
+                name.clone(),
+                format!("pg_wal/{name}"),
+                repo::system_identifier(),
+            ));
+            in_flight.insert(name.clone(), InFlight { settings: settings.to_string(), upload });
+        }
+        archive_stats::record_in_flight(in_flight.len());
+    });
+}
+
+/// Archives one WAL file. `path` is relative to the data directory, the archiver's working
+/// directory. Returns the result and whether it came from a look-ahead upload.
+pub fn archive_wal_file(file: &str, path: &Path) -> Result<(PutResult, bool), Error> {
+    let settings = gucs::fingerprint();
     let repository = archive_target()?;
-    io::block_on(repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew))
+    start_lookahead(file, &repository, &settings);
+    if let Some(started) = LOOKAHEAD.with(|cell| cell.borrow_mut().remove(file)) {
+        // Under other settings (a reload since) it went to the wrong place: upload again.
+        if started.settings == settings {
+            if let Ok(Ok(result)) = io::block_on(started.upload) {
+                return Ok((result, true));
+            }
+            // A failed look-ahead is retried now, so the error reported is a fresh one.
+        }
+    }
+    let path = path.to_string_lossy().into_owned();
+    let result = io::block_on(upload_wal_file(repository, file.to_string(), path, repo::system_identifier()))?;
+    Ok((result, false))
 }
 
 unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
     let file = CStr::from_ptr(file).to_string_lossy().into_owned();
     let path = CStr::from_ptr(path).to_string_lossy().into_owned();
     let attempt = || match archive_wal_file(&file, Path::new(&path)) {
-        Ok(PutResult::Stored { trailer }) => {
-            debug1!("backstop archived {file} ({} bytes)", trailer.plain_len);
+        Ok((PutResult::Stored { trailer }, from_lookahead)) => {
+            debug1!("backstop archived {file} ({} bytes, {} stored)", trailer.plain_len, trailer.object_len());
+            archive_stats::record_archived(&file, trailer.plain_len, trailer.object_len(), false, from_lookahead);
             true
         }
-        Ok(PutResult::AlreadyIdentical { .. }) => {
+        Ok((PutResult::AlreadyIdentical { .. }, from_lookahead)) => {
             log!("backstop: {file} was already archived with identical contents; acknowledging it");
+            archive_stats::record_archived(&file, 0, 0, true, from_lookahead);
             true
         }
         Err(error) => {
             errors::warn(&format!("backstop could not archive {file}"), &error);
+            archive_stats::record_failure(&file, &error.to_string());
             false
         }
     };
@@ -74,6 +135,7 @@ unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
                 CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
             };
             warning!("backstop could not archive {file}: {message}");
+            archive_stats::record_failure(&file, &message);
             false
         })
         .execute()

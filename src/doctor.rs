@@ -36,6 +36,7 @@ pub fn run_checks() -> Vec<Check> {
     checks.extend(repository_checks());
     checks.push(encryption_check());
     checks.push(archiver_failures_check());
+    checks.push(archive_backlog_check());
     checks
 }
 
@@ -238,5 +239,46 @@ fn archiver_failures_check() -> Check {
             ),
             "Read the WARNINGs in the server log for the cause; SELECT pg_stat_reset_shared('archiver') clears the count.",
         ),
+    }
+}
+
+/// How far archiving is behind: WAL files waiting in pg_wal, and how long since the last success.
+fn archive_backlog_check() -> Check {
+    let waiting = crate::archive_stats::ready_files().len();
+    let query = "SELECT extract(epoch FROM now() - last_archived_time)::bigint, last_archived_wal FROM pg_stat_archiver";
+    let last = Spi::connect(|client| {
+        let row = client.select(query, Some(1), &[])?.first();
+        Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?, row.get::<String>(2)?))
+    });
+    let (age, wal) = match last {
+        Ok(found) => found,
+        Err(e) => return Check::fail("archive_backlog", format!("could not read pg_stat_archiver: {e}"), "Check the server log."),
+    };
+    let timeout = unsafe { pg_sys::XLogArchiveTimeout } as i64;
+    let stalled_after = (2 * timeout).max(300);
+    let hint = "Read the backstop WARNINGs in the server log and SELECT * FROM backstop.archive_status; \
+                pg_wal keeps every unarchived segment, so a long stall fills the disk.";
+    match (waiting, age) {
+        (0, Some(age)) => Check::ok(
+            "archive_backlog",
+            format!("nothing waiting; last archived {} {age}s ago", wal.unwrap_or_default()),
+        ),
+        (0, None) => Check::ok("archive_backlog", "nothing waiting to be archived"),
+        (n, Some(age)) if age > stalled_after => Check::fail(
+            "archive_backlog",
+            format!("{n} WAL files wait in pg_wal and nothing was archived for {age}s"),
+            hint,
+        ),
+        (n, None) if n > 1 => Check::fail(
+            "archive_backlog",
+            format!("{n} WAL files wait in pg_wal and none has been archived since statistics were reset"),
+            hint,
+        ),
+        (n, _) if n > 16 => Check::warn(
+            "archive_backlog",
+            format!("{n} WAL files wait in pg_wal: archiving is behind the write rate"),
+            "Raise backstop.archive_lookahead to upload more segments in parallel, or check the repository's throughput.",
+        ),
+        (n, _) => Check::ok("archive_backlog", format!("{n} WAL file(s) waiting, archiving keeps up")),
     }
 }

@@ -28,6 +28,7 @@ static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>:
 static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -118,6 +119,16 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"backstop.archive_lookahead",
+        c"WAL files the archive module uploads ahead of the archiver's request, in parallel (0 = none).",
+        c"Each is acknowledged only when the archiver asks for it and its upload is durable. Costs up to two segments of memory each.",
+        &ARCHIVE_LOOKAHEAD,
+        0,
+        64,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"backstop.s3_max_attempts",
         c"Attempts per S3 request, with exponential backoff between them.",
         c"",
@@ -172,6 +183,10 @@ pub fn repository() -> Option<String> {
 
 pub fn cluster_name() -> Option<String> {
     string_setting(&CLUSTER_NAME)
+}
+
+pub fn archive_lookahead() -> usize {
+    ARCHIVE_LOOKAHEAD.get().max(0) as usize
 }
 
 pub fn encryption_recipients() -> Option<String> {

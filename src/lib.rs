@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use pgrx::prelude::*;
 
 mod archive;
+mod archive_stats;
 mod doctor;
 mod errors;
 mod gucs;
@@ -34,6 +35,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         LOADED_AT_STARTUP.store(true, Ordering::Relaxed);
+        archive_stats::init();
     }
 }
 

@@ -8,6 +8,7 @@ BEGIN
     FOR attempt IN 1..200 LOOP
         EXIT WHEN (SELECT archived_count > 0 FROM pg_stat_archiver);
         PERFORM pg_sleep(0.05);
+        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
     END LOOP;
 END
 $$;

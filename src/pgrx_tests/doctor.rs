@@ -30,7 +30,7 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 9, "{checks:?}");
+        assert_eq!(checks.len(), 10, "{checks:?}");
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
@@ -47,7 +47,7 @@ mod tests {
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 9);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 10);
     }
 
     #[pg_test]

@@ -97,6 +97,14 @@ pub fn segment_name(timeline: u32, number: u64, segment_size: u32) -> String {
     format!("{:08X}{:08X}{:08X}", timeline, number / per_log, number % per_log)
 }
 
+/// The WAL files waiting in `archive_status` (names of `.ready` files without the suffix), in the
+/// order PostgreSQL's archiver asks for them: timeline history files first, then oldest first.
+pub fn archive_order(ready: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut files: Vec<String> = ready.into_iter().filter(|name| WalFileName::parse(name).is_ok()).collect();
+    files.sort_by(|a, b| (!a.ends_with(".history"), a).cmp(&(!b.ends_with(".history"), b)));
+    files
+}
+
 /// A run of missing segments on one timeline, between two archived ones.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Gap {
@@ -238,6 +246,15 @@ mod tests {
         assert_eq!(name.next_segment(64 << 20).unwrap().name, "000000020000000000000002");
         assert_eq!(segment_name(1, 0x3FF, 64 << 20), "000000010000000F0000003F");
         assert!(WalFileName::parse("00000002.history").unwrap().next_segment(16 << 20).is_none());
+    }
+
+    #[test]
+    fn archive_order_puts_history_first_then_oldest() {
+        let ready = ["000000020000000000000004", "00000002.history", "000000010000000000000009", "junk", "000000020000000000000003.partial"];
+        assert_eq!(
+            archive_order(ready.iter().map(|s| s.to_string())),
+            ["00000002.history", "000000010000000000000009", "000000020000000000000003.partial", "000000020000000000000004"]
+        );
     }
 
     #[test]

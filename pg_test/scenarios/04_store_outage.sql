@@ -1,0 +1,62 @@
+-- The object store goes away during a write burst: archiving fails loudly, pg_wal keeps every
+-- segment, and when the store is back the archive catches up with no gap.
+CREATE EXTENSION backstop;
+-- Each scenario cluster has a new system identifier, hence a namespace of its own in the bucket.
+\set s3_repository 's3://' :s3_bucket '/scenario-outage'
+ALTER SYSTEM SET backstop.repository = :'s3_repository';
+ALTER SYSTEM SET backstop.s3_endpoint = :'s3_endpoint';
+ALTER SYSTEM SET backstop.s3_region = 'garage';
+ALTER SYSTEM SET backstop.s3_force_path_style = on;
+ALTER SYSTEM SET backstop.s3_max_attempts = 2;
+ALTER SYSTEM SET backstop.s3_access_key_id = :'s3_access_key_id';
+ALTER SYSTEM SET backstop.s3_secret_access_key = :'s3_secret_access_key';
+SELECT pg_reload_conf();
+SELECT pg_sleep(1);
+CREATE TABLE burst (id bigint, payload text);
+CREATE FUNCTION write_segments(n int) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    FOR i IN 1..n LOOP
+        INSERT INTO burst SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
+        PERFORM pg_switch_wal();
+    END LOOP;
+END $$;
+CREATE FUNCTION wait_for_archive(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR attempt IN 1..900 LOOP
+        IF (SELECT last_archived_wal >= segment FROM pg_stat_archiver) THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.1);
+        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT write_segments(3);
+SELECT pg_walfile_name(pg_current_wal_lsn()) AS before_outage \gset
+SELECT pg_switch_wal() IS NOT NULL AS switched;
+SELECT wait_for_archive(:'before_outage') AS archived_before_outage;
+SELECT failed_count AS failures_before FROM backstop.archive_status;
+\! wal.sh garage stop
+SELECT write_segments(5);
+SELECT pg_walfile_name(pg_current_wal_lsn()) AS during_outage \gset
+SELECT pg_switch_wal() IS NOT NULL AS switched;
+DO $$
+BEGIN
+    FOR attempt IN 1..300 LOOP
+        EXIT WHEN (SELECT failed_count > 0 FROM backstop.archive_status);
+        PERFORM pg_sleep(0.1);
+        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
+    END LOOP;
+END
+$$;
+SELECT failed_count > 0 AS archiving_fails, last_error LIKE '%could not reach the server%' AS says_why
+FROM backstop.archive_status;
+SELECT last_archived_wal < :'during_outage' AS nothing_acknowledged_while_down FROM pg_stat_archiver;
+\! wal.sh ready-waiting
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('repository_reachable', 'archiver_failures');
+\! wal.sh garage start
+SELECT write_segments(1);
+SELECT wait_for_archive(:'during_outage') AS caught_up_after_outage;
+\! wal.sh ready-count
+\! wal.sh s3 verify
+\! wal.sh s3 compare-all 8
+ALTER SYSTEM RESET ALL;
+SELECT pg_reload_conf();
