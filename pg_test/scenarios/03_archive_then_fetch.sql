@@ -1,5 +1,10 @@
 -- WAL written under load reaches the archive and comes back byte for byte.
 CREATE EXTENSION backstop;
+\set ECHO none
+\o /dev/null
+\i pg_test/lib/helpers.sql
+\o
+\set ECHO all
 \setenv PGDATABASE :DBNAME
 \! pgbench -i -s 10 -q > /dev/null 2>&1 && pgbench -c 4 -j 2 -T 8 > /dev/null 2>&1 && echo "pgbench done"
 -- And a burst of segment switches.
@@ -15,15 +20,6 @@ $$;
 INSERT INTO pgbench_history SELECT 1, 1, 1, 0, now(), 'last' FROM generate_series(1, 1000);
 SELECT pg_walfile_name(pg_current_wal_lsn()) AS current_segment \gset
 SELECT pg_switch_wal() IS NOT NULL AS switched;
-CREATE FUNCTION wait_for_archive(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    FOR attempt IN 1..900 LOOP
-        IF (SELECT last_archived_wal >= segment FROM pg_stat_archiver) THEN RETURN true; END IF;
-        PERFORM pg_sleep(0.1);
-        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
-    END LOOP;
-    RETURN false;
-END $$;
 SELECT wait_for_archive(:'current_segment') AS caught_up;
 SELECT failed_count FROM pg_stat_archiver;
 SELECT archived_count >= 20 AS archived_20_or_more, failed_count, compression_ratio > 1.5 AS compressed,

@@ -1,6 +1,11 @@
 -- The object store goes away during a write burst: archiving fails loudly, pg_wal keeps every
 -- segment, and when the store is back the archive catches up with no gap.
 CREATE EXTENSION backstop;
+\set ECHO none
+\o /dev/null
+\i pg_test/lib/helpers.sql
+\o
+\set ECHO all
 -- Each scenario cluster has a new system identifier, hence a namespace of its own in the bucket.
 \set s3_repository 's3://' :s3_bucket '/scenario-outage'
 ALTER SYSTEM SET backstop.repository = :'s3_repository';
@@ -19,15 +24,6 @@ BEGIN
         INSERT INTO burst SELECT g, repeat('x', 200) FROM generate_series(1, 20000) g;
         PERFORM pg_switch_wal();
     END LOOP;
-END $$;
-CREATE FUNCTION wait_for_archive(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    FOR attempt IN 1..900 LOOP
-        IF (SELECT last_archived_wal >= segment FROM pg_stat_archiver) THEN RETURN true; END IF;
-        PERFORM pg_sleep(0.1);
-        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
-    END LOOP;
-    RETURN false;
 END $$;
 SELECT write_segments(3);
 SELECT pg_walfile_name(pg_current_wal_lsn()) AS before_outage \gset

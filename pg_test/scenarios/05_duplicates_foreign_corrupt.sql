@@ -1,37 +1,10 @@
 -- The archive never overwrites, never mixes clusters, and never hands out damaged WAL.
 CREATE EXTENSION backstop;
-CREATE TABLE t (v text);
-CREATE FUNCTION next_segment() RETURNS text LANGUAGE plpgsql AS $$
-DECLARE segment text;
-BEGIN
-    INSERT INTO t SELECT repeat('y', 100) FROM generate_series(1, 1000);
-    segment := pg_walfile_name(pg_current_wal_lsn());
-    PERFORM pg_switch_wal();
-    FOR attempt IN 1..600 LOOP
-        EXIT WHEN (SELECT last_archived_wal >= segment FROM pg_stat_archiver);
-        PERFORM pg_sleep(0.1);
-        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
-    END LOOP;
-    RETURN segment;
-END $$;
-CREATE FUNCTION wait_for_failures(n bigint) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    FOR attempt IN 1..600 LOOP
-        IF (SELECT failed_count >= n FROM backstop.archive_status) THEN RETURN true; END IF;
-        PERFORM pg_sleep(0.1);
-        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
-    END LOOP;
-    RETURN false;
-END $$;
-CREATE FUNCTION wait_for_done(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
-BEGIN
-    FOR attempt IN 1..900 LOOP
-        IF NOT EXISTS (SELECT 1 FROM pg_ls_archive_statusdir() WHERE name = segment || '.ready') THEN RETURN true; END IF;
-        PERFORM pg_sleep(0.1);
-        PERFORM pg_stat_clear_snapshot();  -- statistics are cached per transaction
-    END LOOP;
-    RETURN false;
-END $$;
+\set ECHO none
+\o /dev/null
+\i pg_test/lib/helpers.sql
+\o
+\set ECHO all
 SELECT next_segment() AS first \gset
 SELECT next_segment() AS second \gset
 SELECT next_segment() AS third \gset

@@ -199,8 +199,10 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
         repository_args.cluster = header.map(|h| h.system_identifier.to_string());
     }
     let repository = repository_args.open(codec).await?;
-    let system_identifier = match header {
-        Some(header) => {
+    // The namespace's owner is authoritative; an unclaimed namespace is claimed by a segment's header.
+    let system_identifier = match (repository.cluster_file().await?, header) {
+        (Some(owner), _) => owner.system_identifier.parse().unwrap_or_default(),
+        (None, Some(header)) => {
             let identity = ClusterIdentity {
                 system_identifier: header.system_identifier,
                 pg_version_num: 0,
@@ -209,12 +211,11 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
             repository.ensure_cluster(&identity).await?;
             header.system_identifier
         }
-        None => {
-            let owner = repository.cluster_file().await?.ok_or_else(|| Error::InvalidSetting {
+        (None, None) => {
+            return Err(Error::InvalidSetting {
                 setting: "cluster",
                 reason: format!("{} is not claimed yet: archive a WAL segment before {file}", repository.describe()),
-            })?;
-            owner.system_identifier.parse().unwrap_or_default()
+            })
         }
     };
     let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
@@ -257,13 +258,22 @@ fn kind_label(kind: WalFileKind) -> &'static str {
     }
 }
 
-async fn list(args: ListArgs) -> Result<ExitCode, Error> {
-    let (repository_args, _) = args.repository.resolve()?;
+/// The repository, its archived WAL files in order, and the gaps between them.
+async fn archive_contents(args: &RepositoryArgs) -> Result<(Repository, Vec<Archived>, Vec<wal::Gap>), Error> {
+    let (repository_args, _) = args.resolve()?;
     let repository = repository_args.open(CodecSettings::plain()).await?;
     let mut files = archived(&repository).await?;
     files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
-    let segment_size = segment_size(&repository).await;
-    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size);
+    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size(&repository).await);
+    Ok((repository, files, gaps))
+}
+
+fn describe_gap(gap: &wal::Gap) -> String {
+    format!("gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count)
+}
+
+async fn list(args: ListArgs) -> Result<ExitCode, Error> {
+    let (repository, files, gaps) = archive_contents(&args.repository).await?;
     if args.json {
         let files: Vec<_> = files
             .iter()
@@ -285,19 +295,14 @@ async fn list(args: ListArgs) -> Result<ExitCode, Error> {
         }
         println!("{} files in {}", files.len(), repository.describe());
         for gap in &gaps {
-            println!("gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count);
+            println!("{}", describe_gap(gap));
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
-    let (repository_args, _) = args.repository.resolve()?;
-    let repository = repository_args.open(CodecSettings::plain()).await?;
-    let mut files = archived(&repository).await?;
-    files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
-    let segment_size = segment_size(&repository).await;
-    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size);
+    let (repository, files, gaps) = archive_contents(&args.repository).await?;
 
     let progress = if !args.json && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
@@ -355,7 +360,7 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
             println!("  FAILED {name}: {error}");
         }
         for gap in &gaps {
-            println!("  gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count);
+            println!("  {}", describe_gap(gap));
         }
         println!("{}", if ok { "archive OK" } else { "archive has problems" });
     }

@@ -58,7 +58,7 @@ pub enum Error {
     Probe { store: String, step: &'static str, reason: String },
 
     #[error(
-        "WAL file {file} was written by the cluster with system identifier {found}, this server is {expected}; \
+        "WAL file {file} was written by the cluster with system identifier {found}, not by {expected}; \
          refusing to archive it"
     )]
     ForeignWal { file: String, expected: String, found: String },

@@ -429,15 +429,15 @@ fn start_decoding<R: Read + Send + 'static>(
     })
 }
 
+/// Sorts a failed read into "the bytes are bad" (corrupt: checksum mismatch, or they do not
+/// decode) and "the bytes could not be read" (the store or the network).
 fn read_error(key: &str, error: std::io::Error) -> Error {
-    match codec::integrity_reason(&error) {
-        Some(reason) => Error::Corrupt { key: key.to_string(), reason },
-        None => Error::Backend {
-            store: String::new(),
-            operation: "read",
-            key: key.to_string(),
-            message: error.to_string(),
-        },
+    if let Some(reason) = codec::integrity_reason(&error) {
+        Error::Corrupt { key: key.to_string(), reason }
+    } else if codec::is_source_error(&error) {
+        Error::Backend { store: "the repository".into(), operation: "read", key: key.to_string(), message: error.to_string() }
+    } else {
+        Error::Corrupt { key: key.to_string(), reason: format!("it does not decode ({error})") }
     }
 }
 

@@ -294,7 +294,7 @@ mod tests {
         page[24..32].copy_from_slice(&111u64.to_le_bytes());
         check_before_archiving("000000010000000000000001", &page, 111).unwrap();
         let error = check_before_archiving("000000010000000000000001", &page, 222).unwrap_err();
-        assert!(error.to_string().contains("system identifier 111, this server is 222"), "{error}");
+        assert!(error.to_string().contains("system identifier 111, not by 222"), "{error}");
         check_before_archiving("00000002.history", b"1\t0/3000000\tno recovery target", 222).unwrap();
     }
 

@@ -82,28 +82,37 @@ async fn tamper(store: &Arc<dyn ObjectStore>, key: &str, damage: impl FnOnce(&mu
 
 async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
     let repo = repository(&backend.store, zstd());
+    // Incompressible bytes (zstd stores them raw: the checksum catches the damage) and compressible
+    // ones (zstd itself trips over the damage first): both must be reported as corruption.
     let mut noise = vec![0u8; 300_000];
     common::NoiseSource::new(7).fill(&mut noise);
-    for (relative, damage) in [
-        ("flipped-body", Box::new(|raw: &mut Vec<u8>| raw[1000] ^= 0x01) as Box<dyn FnOnce(&mut Vec<u8>)>),
-        ("flipped-checksum", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() - 60; raw[at] ^= 0x80 })),
-        ("truncated", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000))),
-        ("tail-cut", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1))),
-    ] {
-        repo.put_bytes(relative, Bytes::from(noise.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
-        tamper(&backend.store, &repo.key(relative), damage).await;
-        let error = repo.get_bytes(relative).await.unwrap_err();
-        assert!(matches!(error, Error::Corrupt { .. }), "{relative}: {error}");
-        // The streaming reader refuses it too, and says so only at the end: nothing it produced may be used.
-        let handle = tokio::runtime::Handle::current();
-        let streamed = {
-            let repo = repo.clone();
-            let relative = relative.to_string();
-            tokio::task::spawn_blocking(move || repo.open(&handle, &relative)?.copy_to(&mut std::io::sink()))
-                .await
-                .unwrap()
-        };
-        assert!(matches!(streamed, Err(Error::Corrupt { .. })), "{relative}: {streamed:?}");
+    let text: Vec<u8> = (0..300_000u32).flat_map(|i| format!("row {i} value {}\n", i % 97).into_bytes()).collect();
+    for (kind, payload) in [("noise", noise), ("text", text)] {
+        for (damage_name, damage) in [
+            ("flipped-body", Box::new(|raw: &mut Vec<u8>| raw[1000] ^= 0x01) as Box<dyn FnOnce(&mut Vec<u8>)>),
+            ("flipped-middle", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() / 2; raw[at] ^= 0x10 })),
+            ("flipped-checksum", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() - 60; raw[at] ^= 0x80 })),
+            ("truncated", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000))),
+            ("tail-cut", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1))),
+        ] {
+            let relative = format!("{kind}-{damage_name}");
+            repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+            tamper(&backend.store, &repo.key(&relative), damage).await;
+            let error = repo.get_bytes(&relative).await.unwrap_err();
+            assert!(matches!(error, Error::Corrupt { .. }), "{relative}: {error}");
+            // The streaming reader refuses it too: nothing it produced may be used.
+            let handle = tokio::runtime::Handle::current();
+            let streamed = {
+                let repo = repo.clone();
+                let relative = relative.clone();
+                tokio::task::spawn_blocking(move || repo.open(&handle, &relative)?.copy_to(&mut std::io::sink()))
+                    .await
+                    .unwrap()
+            };
+            assert!(matches!(streamed, Err(Error::Corrupt { .. })), "{relative}: {streamed:?}");
+            let verified = repo.verify(&relative).await;
+            assert!(matches!(verified, Err(Error::Corrupt { .. })), "{relative}: {verified:?}");
+        }
     }
 }
 

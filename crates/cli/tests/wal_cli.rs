@@ -1,0 +1,222 @@
+//! The `backstop wal` commands as PostgreSQL runs them: real binary, real repository directory.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+const SYSTEM_IDENTIFIER: u64 = 7_400_000_000_000_000_001;
+const SEGMENT: usize = 16 << 20;
+
+/// A 16 MiB segment with a long page header naming our test cluster, and content that varies.
+fn segment(seed: u8) -> Vec<u8> {
+    let mut page = vec![0u8; SEGMENT];
+    page[0..2].copy_from_slice(&0xD110u16.to_le_bytes());
+    page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+    page[4..8].copy_from_slice(&1u32.to_le_bytes());
+    page[24..32].copy_from_slice(&SYSTEM_IDENTIFIER.to_le_bytes());
+    page[32..36].copy_from_slice(&(SEGMENT as u32).to_le_bytes());
+    page[36..40].copy_from_slice(&8192u32.to_le_bytes());
+    for (i, byte) in page.iter_mut().enumerate().skip(40) {
+        *byte = (i as u8).wrapping_mul(seed).wrapping_add((i >> 12) as u8);
+    }
+    page
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("repo")).unwrap();
+        std::fs::create_dir_all(dir.path().join("pgdata/pg_wal")).unwrap();
+        Setup { dir }
+    }
+
+    fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    fn backstop(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(args)
+            .current_dir(self.path("pgdata"))
+            .env("BACKSTOP_REPOSITORY", format!("file://{}", self.path("repo").display()))
+            .env_remove("BACKSTOP_CLUSTER")
+            .env_remove("BACKSTOP_CONFIG")
+            .env_remove("BACKSTOP_IDENTITY_FILE")
+            .env_remove("BACKSTOP_ENCRYPTION_RECIPIENTS")
+            .output()
+            .unwrap()
+    }
+
+    /// Writes segment `name` into a scratch directory and pushes it.
+    fn push(&self, name: &str, contents: &[u8], extra: &[&str]) -> Output {
+        let source = self.path(&format!("source/{name}"));
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, contents).unwrap();
+        let mut args = vec!["wal", "push", source.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.backstop(&args)
+    }
+
+    fn object(&self, name: &str) -> PathBuf {
+        self.path(&format!("repo/{SYSTEM_IDENTIFIER}/wal/{}/{name}", &name[..16]))
+    }
+}
+
+fn name(n: u64) -> String {
+    format!("{:08X}{:08X}{:08X}", 1, 0, n)
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exited")
+}
+
+#[test]
+fn fetch_is_byte_identical_prefetches_and_serves_from_the_spool() {
+    let setup = Setup::new();
+    for n in 1..=6 {
+        assert_eq!(code(&setup.push(&name(n), &segment(n as u8), &[])), 0);
+    }
+    let fetched = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--prefetch", "3"]);
+    assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
+    assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(1));
+    let spool = setup.path("pgdata/pg_wal/backstop-spool");
+    for n in 2..=4 {
+        assert!(spool.join(name(n)).is_file(), "segment {n} prefetched");
+    }
+    assert!(!spool.join(name(5)).exists(), "no more than --prefetch ahead");
+
+    // The repository copy is gone: segment 2 can only come from the spool.
+    std::fs::remove_file(setup.object(&name(2))).unwrap();
+    let fetched = setup.backstop(&["wal", "fetch", &name(2), "pg_wal/RECOVERYXLOG", "--prefetch", "3"]);
+    assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
+    assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(2));
+    assert!(!spool.join(name(2)).exists(), "a spooled segment is handed out once");
+
+    // A damaged spool file is a cache miss, never a wrong answer.
+    let spooled = spool.join(name(3));
+    let mut bytes = std::fs::read(&spooled).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&spooled, bytes).unwrap();
+    let fetched = setup.backstop(&["wal", "fetch", &name(3), "pg_wal/RECOVERYXLOG", "--prefetch", "0"]);
+    assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
+    assert!(stderr(&fetched).contains("spooled copy"), "{}", stderr(&fetched));
+    assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(3));
+}
+
+#[test]
+fn fetch_exit_codes_follow_restore_command_conventions() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    let missing = setup.backstop(&["wal", "fetch", &name(9), "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(code(&missing), 1, "not in the archive: {}", stderr(&missing));
+    assert!(!setup.path("pgdata/pg_wal/RECOVERYXLOG").exists());
+
+    let object = setup.object(&name(1));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let corrupt = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(code(&corrupt), 255, "an error must stop recovery, not end it: {}", stderr(&corrupt));
+    assert!(stderr(&corrupt).contains("is corrupt"), "{}", stderr(&corrupt));
+    assert!(!setup.path("pgdata/pg_wal/RECOVERYXLOG").exists(), "nothing written for PostgreSQL to replay");
+
+    let unreachable = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--repository", "ftp://nowhere"])
+        .current_dir(setup.path("pgdata"))
+        .output()
+        .unwrap();
+    assert_eq!(code(&unreachable), 255, "{}", stderr(&unreachable));
+}
+
+#[test]
+fn push_accepts_the_same_bytes_again_and_refuses_different_ones() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    let again = setup.push(&name(1), &segment(1), &[]);
+    assert_eq!(code(&again), 0, "{}", stderr(&again));
+    assert!(stderr(&again).contains("already archived with identical contents"));
+    let before = std::fs::read(setup.object(&name(1))).unwrap();
+    let different = setup.push(&name(1), &segment(2), &[]);
+    assert_eq!(code(&different), 1, "{}", stderr(&different));
+    let message = stderr(&different);
+    assert!(message.contains("different contents") && message.matches("sha256 ").count() == 2, "{message}");
+    assert_eq!(std::fs::read(setup.object(&name(1))).unwrap(), before, "nothing overwritten");
+
+    let mut foreign = segment(3);
+    foreign[24..32].copy_from_slice(&42u64.to_le_bytes());
+    let refused = setup.push(&name(2), &foreign, &["--cluster", &SYSTEM_IDENTIFIER.to_string()]);
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("system identifier 42"), "{}", stderr(&refused));
+}
+
+#[test]
+fn encrypted_archives_need_the_identity_to_fetch_but_not_to_verify() {
+    let setup = Setup::new();
+    let keygen = setup.backstop(&["keygen"]);
+    let key_text = String::from_utf8(keygen.stdout).unwrap();
+    let recipient = key_text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
+    let identity_file = setup.path("identity.txt");
+    std::fs::write(&identity_file, &key_text).unwrap();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &["--encryption-recipients", &recipient])), 0);
+
+    let without = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG"]);
+    assert_eq!(code(&without), 255);
+    assert!(stderr(&without).contains("no age identity"), "{}", stderr(&without));
+    let with = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--identity-file", identity_file.to_str().unwrap()]);
+    assert_eq!(code(&with), 0, "{}", stderr(&with));
+    assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(1));
+
+    let verify = setup.backstop(&["wal", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&verify.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(report["verified_stored_bytes_only"], 1);
+}
+
+#[test]
+fn verify_and_list_report_gaps_and_damage() {
+    let setup = Setup::new();
+    for n in [1, 2, 5] {
+        assert_eq!(code(&setup.push(&name(n), &segment(n as u8), &[])), 0);
+    }
+    let list = setup.backstop(&["wal", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(listed["files"].as_array().unwrap().len(), 3);
+    assert_eq!(listed["gaps"][0]["first_missing"], name(3));
+    assert_eq!(listed["gaps"][0]["count"], 2);
+
+    let clean = setup.backstop(&["wal", "verify", "--json"]);
+    assert_eq!(code(&clean), 1, "a gap is a problem");
+    let object = setup.object(&name(2));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let damaged = setup.backstop(&["wal", "verify", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&damaged.stdout).unwrap();
+    assert_eq!(code(&damaged), 1);
+    assert_eq!(report["failures"][0]["name"], name(2), "{report}");
+    assert_eq!(report["verified_contents"], 2);
+}
+
+#[test]
+fn the_cluster_is_found_when_the_repository_holds_one_and_asked_for_otherwise() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    assert_eq!(code(&setup.backstop(&["wal", "list"])), 0);
+    std::fs::create_dir_all(setup.path("repo/other")).unwrap();
+    let mut other = segment(1);
+    other[24..32].copy_from_slice(&99u64.to_le_bytes());
+    assert_eq!(code(&setup.push(&name(1), &other, &["--cluster", "other"])), 0);
+    let ambiguous = setup.backstop(&["wal", "list"]);
+    assert_ne!(code(&ambiguous), 0);
+    assert!(stderr(&ambiguous).contains("several clusters"), "{}", stderr(&ambiguous));
+}

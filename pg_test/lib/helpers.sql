@@ -1,0 +1,45 @@
+-- Helpers shared by the scenarios (included with \i, not echoed). Cumulative statistics are cached
+-- for the length of a transaction, so every wait loop clears that snapshot.
+
+-- Waits until pg_stat_archiver reports `segment` (or a later one) archived.
+CREATE FUNCTION wait_for_archive(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR attempt IN 1..900 LOOP
+        IF (SELECT last_archived_wal >= segment FROM pg_stat_archiver) THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.1);
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+    RETURN false;
+END $$;
+
+-- Writes a little WAL, finishes the segment, waits until it is archived, returns its name.
+CREATE FUNCTION next_segment() RETURNS text LANGUAGE plpgsql AS $$
+DECLARE segment text;
+BEGIN
+    CREATE TABLE IF NOT EXISTS filler (v text);
+    INSERT INTO filler SELECT repeat('y', 100) FROM generate_series(1, 1000);
+    segment := pg_walfile_name(pg_current_wal_lsn());
+    PERFORM pg_switch_wal();
+    PERFORM wait_for_archive(segment);
+    RETURN segment;
+END $$;
+
+-- Waits until backstop.archive_status counts at least `n` failures.
+CREATE FUNCTION wait_for_failures(n bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR attempt IN 1..600 LOOP
+        IF (SELECT failed_count >= n FROM backstop.archive_status) THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RETURN false;
+END $$;
+
+-- Waits until `segment` is no longer waiting in archive_status.
+CREATE FUNCTION wait_for_done(segment text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR attempt IN 1..900 LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_ls_archive_statusdir() WHERE name = segment || '.ready') THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RETURN false;
+END $$;
