@@ -12,16 +12,18 @@ BEGIN
     RETURN false;
 END $$;
 
--- Writes a little WAL, finishes the segment, waits until it is archived, returns its name.
+CREATE TABLE filler (v text);
+
+-- Writes a little WAL, finishes the segment, waits until it is archived; returns its name, or NULL
+-- if it was not archived in time.
 CREATE FUNCTION next_segment() RETURNS text LANGUAGE plpgsql AS $$
 DECLARE segment text;
 BEGIN
-    CREATE TABLE IF NOT EXISTS filler (v text);
     INSERT INTO filler SELECT repeat('y', 100) FROM generate_series(1, 1000);
     segment := pg_walfile_name(pg_current_wal_lsn());
     PERFORM pg_switch_wal();
-    PERFORM wait_for_archive(segment);
-    RETURN segment;
+    IF wait_for_archive(segment) THEN RETURN segment; END IF;
+    RETURN NULL;
 END $$;
 
 -- Waits until backstop.archive_status counts at least `n` failures.

@@ -50,13 +50,20 @@ impl Spool {
         write_file_atomically(&self.path(name), raw)
     }
 
-    /// Drops spooled files PostgreSQL will not ask for any more: everything before `current`.
+    /// Drops spooled segments PostgreSQL will not ask for any more: those before the segment
+    /// `current`. Requests for history or backup files (a standby polls for new timelines) prune
+    /// nothing.
     pub fn prune_before(&self, current: &WalFileName) -> Result<usize> {
+        use crate::wal::WalFileKind::{Partial, Segment};
+        if current.kind != Segment {
+            return Ok(0);
+        }
         let mut removed = 0;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list spool", &self.dir, e))?;
         for entry in entries.flatten() {
             let Some(file) = entry.file_name().to_str().map(str::to_string) else { continue };
-            let stale_wal = WalFileName::parse(&file).is_ok_and(|n| n.name < current.name);
+            let stale_wal =
+                WalFileName::parse(&file).is_ok_and(|n| matches!(n.kind, Segment | Partial) && n.name < current.name);
             let stale_temp = file.starts_with('.') && file.contains(".tmp-");
             if stale_wal || stale_temp {
                 let _ = fs::remove_file(entry.path());
@@ -86,6 +93,10 @@ mod tests {
         assert_eq!(spool.take(&names[1]).unwrap(), None);
         assert_eq!(spool.prune_before(&names[2]).unwrap(), 1);
         assert!(!spool.contains(&names[0]));
+        assert!(spool.contains(&names[2]));
+        // A standby asking for a newer timeline's history must not empty the spool.
+        let history = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(spool.prune_before(&history).unwrap(), 0);
         assert!(spool.contains(&names[2]));
     }
 }
