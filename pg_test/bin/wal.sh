@@ -38,6 +38,10 @@ case $1 in
     echo "every archived segment still in pg_wal compared: $([[ $compared -ge $((total - 2)) && $compared -gt 0 ]] && echo yes || echo "no ($compared of $total)")"
     echo "segments that differ: $differ"
     ;;
+  kinds)
+    # Which kinds of WAL file the archive holds.
+    backstop wal list --cluster "$(cluster)" | awk '$2 ~ /^(segment|partial|backup|history)$/ {print $2}' | sort -u | tr '\n' ' ' | sed 's/ $/\n/;s/^/kinds archived: /'
+    ;;
   verify)
     if backstop wal verify --cluster "$(cluster)" > "$work/out"; then echo "wal verify: archive OK"; else
       echo "wal verify: problems"; grep -E "FAILED|gap" "$work/out" | sed -E "s/[0-9a-f]{64}/<sha256>/g; s/$(cluster)/<cluster>/g"; fi

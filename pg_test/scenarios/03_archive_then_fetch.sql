@@ -25,6 +25,10 @@ SELECT failed_count FROM pg_stat_archiver;
 SELECT archived_count >= 20 AS archived_20_or_more, failed_count, compression_ratio > 1.5 AS compressed,
        last_error IS NULL AS no_error
 FROM backstop.archive_status;
+-- A base backup's .backup file is archived too: pg_backup_stop waits until it is.
+SELECT pg_backup_start('scenario', true) IS NOT NULL AS backup_started;
+SELECT labelfile LIKE '%LABEL: scenario%' AS backup_stopped_after_archiving FROM pg_backup_stop(true);
+\! wal.sh kinds
 \! wal.sh compare-all 20
 \! wal.sh verify
 SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('archiver_failures', 'archive_backlog');
