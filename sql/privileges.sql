@@ -14,3 +14,5 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA @extschema@ TO backstop_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO backstop_admin;
+-- restore_table and restore_validate run as the operator and record what they did.
+GRANT INSERT, UPDATE ON @extschema@.restores TO backstop_admin;

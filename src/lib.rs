@@ -14,6 +14,8 @@ mod errors;
 mod gucs;
 mod io;
 mod repo;
+mod restore;
+mod snapshot;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;

@@ -24,7 +24,9 @@ pub fn cluster_namespace() -> String {
 }
 
 pub fn location() -> Result<Location, Error> {
-    gucs::repository().ok_or(Error::NotConfigured("backstop.repository"))?.parse()
+    gucs::repository()
+        .ok_or(Error::NotConfigured("backstop.repository"))?
+        .parse()
 }
 
 pub fn open() -> Result<Repository, Error> {
@@ -33,4 +35,12 @@ pub fn open() -> Result<Repository, Error> {
     let s3 = gucs::s3_options();
     let store = io::block_on(store::open(&location, &s3))?;
     Repository::new(store, &cluster_namespace(), codec)
+}
+
+/// The repository with this cluster's ownership checked, and the identities that let it read
+/// encrypted objects back: for snapshot and restore functions.
+pub fn open_checked() -> Result<Repository, Error> {
+    let repository = open()?.with_identities(gucs::encryption_identities()?);
+    io::block_on(repository.ensure_cluster(&cluster_identity()))?;
+    Ok(repository)
 }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod location;
 pub mod repository;
 pub mod runtime;
+pub mod snapshot;
 pub mod spool;
 pub mod store;
 pub mod wal;

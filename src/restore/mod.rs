@@ -1,0 +1,684 @@
+//! Guided table recovery: `restore_table` (verify, then recreate and bulk-load a snapshot into a
+//! new table), `restore_validate` (compare it with the manifest), `copyback_plan` (the SQL to bring
+//! rows back, only after validation passed) and `recover` (all of it, step by step).
+
+mod load;
+
+use std::io::Seek;
+
+use backstop_core::snapshot::content::ContentDigest;
+use backstop_core::snapshot::copyback::{self, CopybackPlan};
+use backstop_core::snapshot::manifest::{CreateOptions, SnapshotManifest};
+use backstop_core::snapshot::parquet_file::read_batches;
+use backstop_core::snapshot::stored::{self, StoredSnapshot};
+use backstop_core::snapshot::{self as layout, qualified_name, SnapshotId};
+use backstop_core::{Error, Repository};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
+use pgrx::prelude::*;
+
+use crate::errors::{notice, raise, raise_with, OrRaise};
+use crate::snapshot::{
+    catalog, fetch_verified, list_with_manifests, megabytes, reader, resolve_table_name, Listed,
+};
+use crate::{io, repo};
+
+const NAMEDATALEN: usize = 64;
+const RECOVERED_SUFFIX: &str = "_recovered";
+const LOAD_BATCH_ROWS: usize = 8192;
+
+extension_sql!(
+    r#"
+-- One row per table restore_table created: where its rows came from and whether
+-- restore_validate found them equal to the snapshot. copyback_plan reads it.
+CREATE TABLE restores (
+    target_oid oid NOT NULL,
+    target_table text NOT NULL,
+    source_table text NOT NULL,
+    snapshot_id text NOT NULL,
+    rows bigint NOT NULL,
+    restored_at timestamptz NOT NULL DEFAULT now(),
+    restored_by name NOT NULL DEFAULT current_user,
+    validated_at timestamptz,
+    validation_passed boolean
+);
+CREATE INDEX restores_target ON restores (target_oid, restored_at DESC);
+"#,
+    name = "restores_table",
+);
+
+type PlanRow = (String, String, String);
+
+fn spi_failed(e: pgrx::spi::Error) -> ! {
+    raise_with(
+        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+        &e.to_string(),
+        "This is a bug in backstop.",
+    )
+}
+
+fn regclass_of(qualified: &str) -> Option<pg_sys::Oid> {
+    Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[qualified.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e))
+}
+
+fn parse_name(text: &str, default_schema: &str) -> (String, String) {
+    let parts: Vec<String> =
+        Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[text.into()])
+            .unwrap_or_else(|e| {
+                raise_with(
+                    PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                    &e.to_string(),
+                    "Name the table as [schema.]table, quoting names as in SQL.",
+                )
+            })
+            .unwrap_or_default();
+    match parts.as_slice() {
+        [table] => (default_schema.to_string(), table.clone()),
+        [schema, table] => (schema.clone(), table.clone()),
+        _ => raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_NAME,
+            &format!("\"{text}\" is not a table name"),
+            "Name the table as [schema.]table, quoting names as in SQL.",
+        ),
+    }
+}
+
+/// `<table>_recovered`, shortened so PostgreSQL does not truncate the suffix away.
+fn default_target_name(table: &str) -> String {
+    let mut base = table.to_string();
+    while base.len() + RECOVERED_SUFFIX.len() > NAMEDATALEN - 1 {
+        base.pop();
+    }
+    format!("{base}{RECOVERED_SUFFIX}")
+}
+
+struct Target {
+    schema: String,
+    name: String,
+    replace: bool,
+}
+
+impl Target {
+    fn qualified(&self) -> String {
+        qualified_name(&self.schema, &self.name)
+    }
+}
+
+fn resolve_target(
+    source: (&str, &str),
+    target_table: Option<&str>,
+    replace_target: Option<&str>,
+) -> Target {
+    let (schema, name) = match target_table {
+        Some(text) => parse_name(text, source.0),
+        None => (source.0.to_string(), default_target_name(source.1)),
+    };
+    let qualified = qualified_name(&schema, &name);
+    let exists = regclass_of(&qualified).is_some();
+    let replace = replace_target.map(|text| parse_name(text, source.0))
+        == Some((schema.clone(), name.clone()));
+    if exists && !replace {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
+            &format!("restore target {qualified} already exists; refusing to touch it"),
+            &format!("Pick another target_table, or replace it by naming it: replace_target => '{qualified}'."),
+        );
+    }
+    Target {
+        schema,
+        name,
+        replace: exists && replace,
+    }
+}
+
+/// The snapshots to try, newest first: the one asked for, or every one with a readable manifest.
+fn candidates(
+    repository: &Repository,
+    schema: &str,
+    table: &str,
+    snapshot_id: Option<&str>,
+) -> Vec<(StoredSnapshot, SnapshotManifest)> {
+    let qualified = qualified_name(schema, table);
+    if let Some(text) = snapshot_id {
+        let id = SnapshotId::parse(text).or_raise();
+        let snapshot = StoredSnapshot {
+            schema: schema.to_string(),
+            table: table.to_string(),
+            id,
+        };
+        return match io::block_on(stored::read_manifest(repository, &snapshot)) {
+            Ok(manifest) => vec![(snapshot, manifest)],
+            Err(Error::NotFound { .. }) => raise_with(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+                &format!(
+                    "snapshot {text} of {qualified} does not exist in {}",
+                    repository.describe()
+                ),
+                &format!(
+                    "SELECT * FROM backstop.snapshots('{}') lists the snapshots there are.",
+                    qualified.replace('\'', "''")
+                ),
+            ),
+            Err(e) => raise(&e),
+        };
+    }
+    let mut found = Vec::new();
+    for Listed { snapshot, manifest } in list_with_manifests(repository, Some((schema, table))) {
+        match manifest {
+            Ok(manifest) => found.push((snapshot, manifest)),
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => pgrx::warning!("skipping snapshot {}: {e}", snapshot.id),
+        }
+    }
+    if found.is_empty() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            &format!("the repository {} has no usable snapshot of {qualified}", repository.describe()),
+            "Take snapshots with backstop.snapshot_table(); backstop.snapshots() lists what there is.",
+        );
+    }
+    found
+}
+
+/// A snapshot whose data was read completely and matched every checksum, spooled to an unlinked
+/// temporary file and opened as Parquet: nothing in the database was touched yet.
+struct Verified {
+    reader: ParquetRecordBatchReader,
+    key: String,
+}
+
+fn temp_dir() -> std::path::PathBuf {
+    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
+        .to_string_lossy()
+        .into_owned();
+    std::path::Path::new(&data_dir)
+        .join("base")
+        .join("pgsql_tmp")
+}
+
+fn verify_snapshot(
+    repository: &Repository,
+    snapshot: &StoredSnapshot,
+    manifest: &SnapshotManifest,
+) -> Result<Verified, Error> {
+    let dir = temp_dir();
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    let mut file = tempfile::tempfile_in(&dir)
+        .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
+    let total = manifest.data.bytes;
+    let mut last = std::time::Instant::now();
+    fetch_verified(repository, snapshot, manifest, &mut file, |copied| {
+        pgrx::check_for_interrupts!();
+        if last.elapsed() >= crate::snapshot::PROGRESS_INTERVAL {
+            last = std::time::Instant::now();
+            notice(&format!(
+                "snapshot {}: {} of {} read and verified",
+                snapshot.id,
+                megabytes(copied),
+                megabytes(total)
+            ));
+        }
+    })?;
+    file.rewind().map_err(|e| Error::io("rewind", &dir, e))?;
+    let key = repository.key(&layout::data_path(
+        &snapshot.schema,
+        &snapshot.table,
+        &snapshot.id,
+    ));
+    let (reader, rows) = read_batches(&key, file, &manifest.table, LOAD_BATCH_ROWS)?;
+    if rows != manifest.rows {
+        return Err(Error::Corrupt {
+            key,
+            reason: format!(
+                "it holds {rows} rows but its manifest records {}",
+                manifest.rows
+            ),
+        });
+    }
+    Ok(Verified { reader, key })
+}
+
+fn run(sql: &str) {
+    Spi::run(sql).unwrap_or_else(|e| spi_failed(e));
+}
+
+/// The statements that create the target: table, then (after the load) its constraints.
+fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<String>) {
+    let keep_default = |column: &backstop_core::snapshot::ColumnDef| {
+        column
+            .default_sequence
+            .as_deref()
+            .is_none_or(|sequence| regclass_of(sequence).is_some())
+    };
+    let options = CreateOptions {
+        schema: &target.schema,
+        table: &target.name,
+        keep_constraint_names: false,
+        keep_default: &keep_default,
+    };
+    let create = manifest.table.create_table_sql(&options);
+    // Foreign keys are left out: they would check the restored rows against today's parents.
+    (
+        create,
+        manifest
+            .table
+            .constraint_sql(&options, &["p", "u", "c", "x"]),
+    )
+}
+
+/// Creates the target and loads the verified rows into it; returns the rows loaded.
+fn load(
+    manifest: &SnapshotManifest,
+    snapshot: &StoredSnapshot,
+    verified: Verified,
+    target: &Target,
+) -> u64 {
+    let qualified = target.qualified();
+    if target.replace {
+        notice(&format!("dropping {qualified}, as replace_target asked"));
+        run(&format!("DROP TABLE {qualified}"));
+    }
+    let (create, constraints) = target_ddl(manifest, target);
+    run(&create);
+    let relid = regclass_of(&qualified).expect("the target was just created");
+    let columns: Vec<String> = manifest
+        .table
+        .loaded_columns()
+        .map(|(_, c)| c.name.clone())
+        .collect();
+    let indexes: Vec<usize> = manifest.table.loaded_columns().map(|(i, _)| i).collect();
+    let label = format!("restore of {} into {qualified}", snapshot.id);
+    let source = load::LoadSource::new(
+        verified.reader,
+        verified.key.clone(),
+        indexes,
+        manifest.rows,
+        label,
+    );
+    let rows = load::copy_into(relid, &columns, source);
+    if rows != manifest.rows {
+        raise(&Error::Corrupt {
+            key: verified.key,
+            reason: format!(
+                "{rows} rows were loaded but its manifest records {}",
+                manifest.rows
+            ),
+        });
+    }
+    for statement in constraints {
+        run(&statement);
+    }
+    Spi::run_with_args(
+        "INSERT INTO @extschema@.restores (target_oid, target_table, source_table, snapshot_id, rows) VALUES ($1, $2, $3, $4, $5)"
+            .replace("@extschema@", "backstop")
+            .as_str(),
+        &[
+            relid.into(),
+            qualified.clone().into(),
+            manifest.table.qualified_name().into(),
+            snapshot.id.to_string().into(),
+            (rows as i64).into(),
+        ],
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+    rows
+}
+
+fn describe_snapshot(snapshot: &StoredSnapshot, manifest: &SnapshotManifest) -> String {
+    format!(
+        "snapshot {} of {} taken {} ({} rows, LSN {})",
+        snapshot.id,
+        manifest.table.qualified_name(),
+        manifest.taken_at,
+        manifest.rows,
+        manifest.lsn
+    )
+}
+
+/// Restores a snapshot into a new table (by default `<table>_recovered`) and returns the rows
+/// restored. Everything is verified before anything is written; any failure leaves nothing behind.
+#[pg_extern(volatile, parallel_unsafe)]
+fn restore_table(
+    table_name: &str,
+    snapshot_id: default!(Option<&str>, "NULL"),
+    target_table: default!(Option<&str>, "NULL"),
+    dry_run: default!(bool, false),
+    replace_target: default!(Option<&str>, "NULL"),
+) -> i64 {
+    let repository = repo::open_checked().or_raise();
+    let (schema, table) = resolve_table_name(&repository, table_name);
+    let target = resolve_target((&schema, &table), target_table, replace_target);
+    let (snapshot, manifest) = candidates(&repository, &schema, &table, snapshot_id).remove(0);
+    notice(&format!(
+        "verifying {}",
+        describe_snapshot(&snapshot, &manifest)
+    ));
+    let verified = verify_snapshot(&repository, &snapshot, &manifest).or_raise();
+    if dry_run {
+        let (create, constraints) = target_ddl(&manifest, &target);
+        let replacing = if target.replace {
+            format!("drop {} and ", target.qualified())
+        } else {
+            String::new()
+        };
+        notice(&format!(
+            "dry run: the snapshot verified; a restore would {replacing}create {} and load {} rows:\n{create};\n{}",
+            target.qualified(),
+            manifest.rows,
+            constraints.iter().map(|c| format!("{c};")).collect::<Vec<_>>().join("\n")
+        ));
+        notice("dry run: nothing was written");
+        return manifest.rows as i64;
+    }
+    let rows = load(&manifest, &snapshot, verified, &target);
+    notice(&format!(
+        "restored {rows} rows into {}; next: SELECT * FROM backstop.restore_validate('{}')",
+        target.qualified(),
+        target.qualified().replace('\'', "''")
+    ));
+    rows as i64
+}
+
+struct RestoreRecord {
+    relid: pg_sys::Oid,
+    target: String,
+    source: (String, String),
+    snapshot_id: String,
+    validation_passed: Option<bool>,
+}
+
+fn restore_record(target_table: &str) -> RestoreRecord {
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::oid",
+        &[target_table.into()],
+    )
+    .unwrap_or_else(|e| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_NAME,
+            &e.to_string(),
+            "Name the restored table as [schema.]table.",
+        )
+    })
+    .unwrap_or_else(|| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+            &format!("table {target_table} does not exist"),
+            "Name the table restore_table created, e.g. public.orders_recovered.",
+        )
+    });
+    let row = Spi::connect(|client| {
+        let rows = client.select(
+            "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed
+               FROM backstop.restores r WHERE r.target_oid = $1 ORDER BY r.restored_at DESC LIMIT 1",
+            Some(1),
+            &[relid.into()],
+        )?;
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let row = rows.first();
+        Ok::<_, pgrx::spi::Error>(Some((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+            row.get::<String>(3)?.unwrap_or_default(),
+            row.get::<bool>(4)?,
+        )))
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    let Some((target, source, snapshot_id, validation_passed)) = row else {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            &format!("{target_table} was not created by backstop.restore_table"),
+            "Validation and copy-back plans are for tables restore_table created; restore one first.",
+        )
+    };
+    RestoreRecord {
+        relid,
+        target,
+        source: parse_name(&source, "public"),
+        snapshot_id,
+        validation_passed,
+    }
+}
+
+type CheckRow = (String, String, String, bool);
+
+/// Compares a restored table with its snapshot's manifest; records the verdict.
+fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
+    // Nobody may change the rows while they are compared.
+    run(&format!("LOCK TABLE {} IN SHARE MODE", record.target));
+    let snapshot = StoredSnapshot {
+        schema: record.source.0.clone(),
+        table: record.source.1.clone(),
+        id: SnapshotId::parse(&record.snapshot_id).or_raise(),
+    };
+    let manifest = io::block_on(stored::read_manifest(repository, &snapshot)).or_raise();
+    let described = catalog::describe(record.relid);
+    let shape = |columns: &[backstop_core::snapshot::ColumnDef]| {
+        columns
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.type_name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let expected_shape = shape(&manifest.table.columns);
+    let found_shape = shape(&described.def.columns);
+    let same_encodings = described.def.columns.iter().map(|c| c.encoding).eq(manifest
+        .table
+        .columns
+        .iter()
+        .map(|c| c.encoding));
+    let mut checks: Vec<CheckRow> = vec![(
+        "columns".into(),
+        expected_shape.clone(),
+        found_shape.clone(),
+        expected_shape == found_shape && same_encodings,
+    )];
+    if checks[0].3 {
+        let mut digest = ContentDigest::default();
+        reader::scan(&described.def, &described.type_oids, |batch| {
+            digest.add_batch(batch).or_raise()
+        });
+        checks.push((
+            "rows".into(),
+            manifest.rows.to_string(),
+            digest.rows().to_string(),
+            digest.rows() == manifest.rows,
+        ));
+        checks.push((
+            "content_checksum".into(),
+            manifest.content_checksum.clone(),
+            digest.checksum(),
+            digest.checksum() == manifest.content_checksum,
+        ));
+    }
+    let passed = checks.iter().all(|c| c.3);
+    Spi::run_with_args(
+        "UPDATE backstop.restores SET validated_at = now(), validation_passed = $2
+          WHERE target_oid = $1 AND restored_at = (SELECT max(restored_at) FROM backstop.restores WHERE target_oid = $1)",
+        &[record.relid.into(), passed.into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e));
+    checks
+}
+
+/// Checks a table restore_table created against the snapshot's manifest: columns, row count and an
+/// order-independent checksum of every value.
+#[pg_extern(volatile, parallel_unsafe)]
+fn restore_validate(
+    target_table: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(check, String),
+        name!(expected, String),
+        name!(found, String),
+        name!(passed, bool),
+    ),
+> {
+    let repository = repo::open_checked().or_raise();
+    let record = restore_record(target_table);
+    let checks = validate(&repository, &record);
+    if checks.iter().all(|c| c.3) {
+        notice(&format!(
+            "{} matches snapshot {}; next: SELECT * FROM backstop.copyback_plan('{}')",
+            record.target,
+            record.snapshot_id,
+            record.target.replace('\'', "''")
+        ));
+    } else {
+        pgrx::warning!(
+            "{} does not match snapshot {}: do not copy its rows back",
+            record.target,
+            record.snapshot_id
+        );
+    }
+    TableIterator::new(checks)
+}
+
+fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPlan> {
+    if record.validation_passed != Some(true) {
+        let quoted = record.target.replace('\'', "''");
+        raise_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            &format!(
+                "{} has {} validation; no copy-back plan until it passes",
+                record.target,
+                if record.validation_passed == Some(false) { "failed" } else { "not passed" }
+            ),
+            &format!("Run SELECT * FROM backstop.restore_validate('{quoted}') and check that every row says passed."),
+        );
+    }
+    let snapshot = StoredSnapshot {
+        schema: record.source.0.clone(),
+        table: record.source.1.clone(),
+        id: SnapshotId::parse(&record.snapshot_id).or_raise(),
+    };
+    let manifest = io::block_on(stored::read_manifest(repository, &snapshot)).or_raise();
+    let target = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                Some(1),
+                &[record.relid.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+        ))
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    let original_exists = regclass_of(&manifest.table.qualified_name()).is_some();
+    copyback::plans(&manifest.table, (&target.0, &target.1), original_exists)
+}
+
+fn plan_rows(plans: Vec<CopybackPlan>) -> TableIterator<'static, PlanRow> {
+    TableIterator::new(
+        plans
+            .into_iter()
+            .map(|p| (p.strategy.to_string(), p.description, p.sql)),
+    )
+}
+
+/// The SQL to bring a validated restore's rows back: replace all rows, insert the missing ones, or
+/// upsert by primary key (or, if the original was dropped, put the restored table in its place).
+#[pg_extern(volatile, parallel_unsafe)]
+fn copyback_plan(
+    target_table: &str,
+) -> TableIterator<
+    'static,
+    (
+        name!(strategy, String),
+        name!(description, String),
+        name!(sql, String),
+    ),
+> {
+    let repository = repo::open_checked().or_raise();
+    let record = restore_record(target_table);
+    plan_rows(plans_for(&repository, &record))
+}
+
+/// The 3am path: finds the newest snapshot of a table that verifies, restores it next to the
+/// original, validates it, and returns the copy-back SQL to review and run.
+#[pg_extern(volatile, parallel_unsafe)]
+fn recover(
+    table_name: &str,
+    snapshot_id: default!(Option<&str>, "NULL"),
+    target_table: default!(Option<&str>, "NULL"),
+    replace_target: default!(Option<&str>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(strategy, String),
+        name!(description, String),
+        name!(sql, String),
+    ),
+> {
+    let repository = repo::open_checked().or_raise();
+    let (schema, table) = resolve_table_name(&repository, table_name);
+    let source = qualified_name(&schema, &table);
+    let target = resolve_target((&schema, &table), target_table, replace_target);
+    notice(&format!(
+        "step 1/4: finding the newest snapshot of {source} that verifies"
+    ));
+    let mut chosen = None;
+    for (snapshot, manifest) in candidates(&repository, &schema, &table, snapshot_id) {
+        notice(&format!(
+            "verifying {}",
+            describe_snapshot(&snapshot, &manifest)
+        ));
+        match verify_snapshot(&repository, &snapshot, &manifest) {
+            Ok(verified) => {
+                chosen = Some((snapshot, manifest, verified));
+                break;
+            }
+            Err(e)
+                if snapshot_id.is_none()
+                    && !matches!(e, Error::Decryption { .. } | Error::Backend { .. }) =>
+            {
+                pgrx::warning!(
+                    "snapshot {} does not verify, trying an older one: {e}",
+                    snapshot.id
+                );
+            }
+            Err(e) => raise(&e),
+        }
+    }
+    let Some((snapshot, manifest, verified)) = chosen else {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            &format!("no snapshot of {source} verifies"),
+            "Every snapshot of this table failed its checksums (see the warnings above); restore from a base backup with point-in-time recovery instead.",
+        )
+    };
+    notice(&format!(
+        "step 2/4: restoring {} into {}",
+        snapshot.id,
+        target.qualified()
+    ));
+    let rows = load(&manifest, &snapshot, verified, &target);
+    notice(&format!(
+        "step 3/4: validating {rows} restored rows against the manifest"
+    ));
+    let record = restore_record(&target.qualified());
+    let checks = validate(&repository, &record);
+    if let Some(failed) = checks.iter().find(|c| !c.3) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            &format!("the restored rows do not match snapshot {}: {} expected {}, found {}", snapshot.id, failed.0, failed.1, failed.2),
+            "Nothing was kept. Try an older snapshot with snapshot_id => '...', and report this as a backstop bug.",
+        );
+    }
+    notice(&format!(
+        "step 4/4: {} holds the {rows} rows of {source} as of {}; review one of the plans below and run it to bring them back",
+        target.qualified(),
+        manifest.taken_at
+    ));
+    let record = restore_record(&target.qualified());
+    plan_rows(plans_for(&repository, &record))
+}

@@ -1,0 +1,393 @@
+//! `backstop.snapshot_table()` and `backstop.snapshots()`: a table's rows as Parquet in the
+//! repository, committed by a manifest written last.
+
+pub mod catalog;
+pub mod reader;
+
+use std::time::{Duration, Instant};
+
+use backstop_core::repository::ObjectClass;
+use backstop_core::snapshot::content::ContentDigest;
+use backstop_core::snapshot::manifest::{DataObject, SnapshotManifest, MANIFEST_FORMAT_VERSION};
+use backstop_core::snapshot::parquet_file::ParquetSink;
+use backstop_core::snapshot::stored::{self, StoredSnapshot};
+use backstop_core::snapshot::{self as layout, SnapshotId};
+use backstop_core::store::WriteMode;
+use backstop_core::{Error, Repository};
+use pgrx::prelude::*;
+use pgrx::PgRelation;
+
+use crate::errors::{notice, raise_with, OrRaise};
+use crate::{io, repo};
+
+/// How often long operations report progress.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
+
+pub fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Takes one consistent snapshot of a table and returns its id.
+#[pg_extern(volatile, parallel_unsafe)]
+fn snapshot_table(table: PgRelation) -> String {
+    let relid = table.oid();
+    drop(table);
+    check_can_snapshot(relid);
+    // Held to the end of the transaction: the definition read below stays the one the rows have.
+    unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
+    let described = catalog::describe(relid);
+    let def = &described.def;
+    let repository = repo::open_checked().or_raise();
+    let id = SnapshotId::random();
+    let started = Instant::now();
+    let context = current_context();
+    notice(&format!(
+        "snapshot {id} of {}: reading rows into {}",
+        def.qualified_name(),
+        repository.describe()
+    ));
+
+    let data_path = layout::data_path(&def.schema, &def.name, &id);
+    let mut writer = io::block_on(repository.writer(
+        &data_path,
+        ObjectClass::CompressedData,
+        WriteMode::CreateNew,
+    ))
+    .or_raise();
+    let mut sink = ParquetSink::new(def).or_raise();
+    let mut digest = ContentDigest::default();
+    let mut uploaded = 0u64;
+    let mut last_report = Instant::now();
+    let rows = reader::scan(def, &described.type_oids, |batch| {
+        digest.add_batch(batch).or_raise();
+        sink.write(batch).or_raise();
+        let bytes = sink.take_output();
+        if !bytes.is_empty() {
+            uploaded += bytes.len() as u64;
+            io::block_on(writer.write(&bytes)).or_raise();
+        }
+        if last_report.elapsed() >= PROGRESS_INTERVAL {
+            last_report = Instant::now();
+            notice(&format!(
+                "snapshot {id}: {} rows read, {} written, {:.0} s",
+                digest.rows(),
+                megabytes(uploaded),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+    });
+    let (rest, row_groups) = sink.finish().or_raise();
+    io::block_on(writer.write(&rest)).or_raise();
+    let trailer = io::block_on(writer.finish()).or_raise().trailer();
+
+    let manifest = SnapshotManifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        snapshot_id: id.to_string(),
+        table: def.clone(),
+        rows,
+        content_checksum: digest.checksum(),
+        data: DataObject {
+            path: layout::DATA_FILE.to_string(),
+            sha256: trailer.plain_sha256_hex(),
+            bytes: trailer.plain_len,
+            stored_bytes: trailer.object_len(),
+            row_groups,
+        },
+        lsn: context.lsn,
+        taken_at: context.taken_at,
+        taken_at_unix_ms: context.taken_at_unix_ms,
+        database: context.database,
+        postgres_version: context.version,
+        pg_version_num: pg_sys::PG_VERSION_NUM,
+        system_identifier: repo::system_identifier().to_string(),
+        server_encoding: context.server_encoding,
+        backstop_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    io::block_on(stored::write_manifest(&repository, &manifest)).or_raise();
+    notice(&format!(
+        "snapshot {id} of {} complete: {rows} rows, {} stored in {:.1} s",
+        def.qualified_name(),
+        megabytes(trailer.object_len()),
+        started.elapsed().as_secs_f64()
+    ));
+    id.to_string()
+}
+
+/// A snapshot must hold every row: the caller needs SELECT on the table, and row-level security
+/// must not hide rows from them.
+fn check_can_snapshot(relid: pg_sys::Oid) {
+    let (can_select, rls_active, name) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT pg_catalog.has_table_privilege($1, 'SELECT'), pg_catalog.row_security_active($1), $1::regclass::text",
+                Some(1),
+                &[relid.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((row.get::<bool>(1)?.unwrap_or(false), row.get::<bool>(2)?.unwrap_or(false), row.get::<String>(3)?.unwrap_or_default()))
+    })
+    .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."));
+    if !can_select {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("permission denied: a snapshot of {name} needs SELECT on it"),
+            &format!("Run it as a role with SELECT on the table (GRANT SELECT ON {name} TO ...)."),
+        );
+    }
+    if rls_active {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("row-level security hides rows of {name} from the current role; the snapshot would be incomplete"),
+            "Run the snapshot as the table owner or a role with BYPASSRLS.",
+        );
+    }
+}
+
+struct SnapshotContext {
+    lsn: String,
+    taken_at: String,
+    taken_at_unix_ms: i64,
+    database: String,
+    version: String,
+    server_encoding: String,
+}
+
+fn current_context() -> SnapshotContext {
+    Spi::connect(|client| {
+        let row = client
+            .select(
+                "WITH now AS (SELECT pg_catalog.clock_timestamp() AS at)
+                 SELECT CASE WHEN pg_catalog.pg_is_in_recovery() THEN pg_catalog.pg_last_wal_replay_lsn()
+                             ELSE pg_catalog.pg_current_wal_insert_lsn() END::text,
+                        pg_catalog.to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                        (extract(epoch FROM at) * 1000)::int8,
+                        pg_catalog.current_database()::text,
+                        pg_catalog.version(),
+                        pg_catalog.current_setting('server_encoding')
+                   FROM now",
+                Some(1),
+                &[],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>(SnapshotContext {
+            lsn: row.get(1)?.unwrap_or_default(),
+            taken_at: row.get(2)?.unwrap_or_default(),
+            taken_at_unix_ms: row.get(3)?.unwrap_or_default(),
+            database: row.get(4)?.unwrap_or_default(),
+            version: row.get(5)?.unwrap_or_default(),
+            server_encoding: row.get(6)?.unwrap_or_default(),
+        })
+    })
+    .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."))
+}
+
+/// Resolves a table named as text: an existing table by the usual rules (search_path, quoting);
+/// a dropped one as `schema.table`, or by a bare name that exactly one schema has snapshots of.
+pub fn resolve_table_name(repository: &Repository, name: &str) -> (String, String) {
+    let (existing, parts) = Spi::connect(|client| {
+        let parts: Vec<String> = client
+            .select("SELECT pg_catalog.parse_ident($1)", Some(1), &[name.into()])?
+            .first()
+            .get::<Vec<String>>(1)?
+            .unwrap_or_default();
+        let row = client.select(
+            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = pg_catalog.to_regclass($1)",
+            Some(1),
+            &[name.into()],
+        )?;
+        let existing = if row.is_empty() {
+            None
+        } else {
+            let row = row.first();
+            Some((
+                row.get::<String>(1)?.unwrap_or_default(),
+                row.get::<String>(2)?.unwrap_or_default(),
+            ))
+        };
+        Ok::<_, pgrx::spi::Error>((existing, parts))
+    })
+    .unwrap_or_else(|e| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_NAME,
+            &e.to_string(),
+            "Name the table as [schema.]table, quoting names as in SQL.",
+        )
+    });
+    if let Some(found) = existing {
+        return found;
+    }
+    match parts.as_slice() {
+        [schema, table] => (schema.clone(), table.clone()),
+        [table] => {
+            let listed = io::block_on(stored::list(repository, None)).or_raise();
+            let mut schemas: Vec<&str> = listed
+                .iter()
+                .filter(|s| &s.table == table)
+                .map(|s| s.schema.as_str())
+                .collect();
+            schemas.dedup();
+            match schemas.as_slice() {
+                [schema] => (schema.to_string(), table.clone()),
+                [] => raise_with(
+                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                    &format!("table \"{table}\" does not exist and the repository has no snapshots of a table by that name"),
+                    "backstop.snapshots() lists the tables the repository has snapshots of; name one as schema.table.",
+                ),
+                several => raise_with(
+                    PgSqlErrorCode::ERRCODE_AMBIGUOUS_ALIAS,
+                    &format!("table \"{table}\" does not exist and snapshots of it exist in several schemas ({})", several.join(", ")),
+                    "Name the table with its schema, as schema.table.",
+                ),
+            }
+        }
+        _ => raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_NAME,
+            &format!("\"{name}\" is not a table name"),
+            "Name the table as [schema.]table, quoting names as in SQL.",
+        ),
+    }
+}
+
+/// A listed snapshot with its manifest, or why the manifest could not be used.
+pub struct Listed {
+    pub snapshot: StoredSnapshot,
+    pub manifest: Result<SnapshotManifest, Error>,
+}
+
+/// Snapshots of one table (or all), newest first; unreadable manifests sort last.
+pub fn list_with_manifests(repository: &Repository, table: Option<(&str, &str)>) -> Vec<Listed> {
+    let snapshots = io::block_on(stored::list(repository, table)).or_raise();
+    let mut listed: Vec<Listed> = snapshots
+        .into_iter()
+        .map(|snapshot| {
+            pgrx::check_for_interrupts!();
+            let manifest = io::block_on(stored::read_manifest(repository, &snapshot));
+            Listed { snapshot, manifest }
+        })
+        .collect();
+    listed.sort_by_key(|l| {
+        std::cmp::Reverse(
+            l.manifest
+                .as_ref()
+                .map(|m| m.taken_at_unix_ms)
+                .unwrap_or(i64::MIN),
+        )
+    });
+    listed
+}
+
+/// Reads a snapshot's data object through, checking every checksum and the manifest's record of
+/// it, into `sink`; `progress` is called after every megabyte.
+pub fn fetch_verified(
+    repository: &Repository,
+    snapshot: &StoredSnapshot,
+    manifest: &SnapshotManifest,
+    sink: &mut impl std::io::Write,
+    progress: impl FnMut(u64),
+) -> Result<(), Error> {
+    let path = layout::data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
+    let reader = repository.open(io::runtime().handle(), &path)?;
+    let trailer = reader.copy_to_with_progress(sink, progress)?;
+    stored::check_data(&repository.key(&path), manifest, &trailer)
+}
+
+fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(
+        ms.saturating_mul(1000) - backstop_core::snapshot::time::EPOCH_SHIFT_MICROS,
+    )
+    .ok()
+}
+
+/// Lists snapshots (of one table, or all), newest first, and checks each: the manifest, and with
+/// `verify` the whole data object against its checksums and the manifest.
+#[pg_extern(volatile, parallel_unsafe)]
+fn snapshots(
+    table_name: default!(Option<String>, "NULL"),
+    verify: default!(bool, true),
+) -> TableIterator<
+    'static,
+    (
+        name!(snapshot_id, String),
+        name!(table_name, String),
+        name!(taken_at, Option<TimestampWithTimeZone>),
+        name!(rows, Option<i64>),
+        name!(bytes, Option<i64>),
+        name!(lsn, Option<String>),
+        name!(verified, Option<bool>),
+        name!(problem, Option<String>),
+    ),
+> {
+    let repository = repo::open()
+        .or_raise()
+        .with_identities(crate::gucs::encryption_identities().or_raise());
+    let table = table_name.map(|name| resolve_table_name(&repository, &name));
+    let listed = list_with_manifests(
+        &repository,
+        table.as_ref().map(|(s, t)| (s.as_str(), t.as_str())),
+    );
+    let rows: Vec<_> = listed
+        .into_iter()
+        .map(|Listed { snapshot, manifest }| {
+            let qualified = layout::qualified_name(&snapshot.schema, &snapshot.table);
+            match manifest {
+                Err(Error::NotFound { .. }) => (
+                    snapshot.id.to_string(),
+                    qualified,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(false),
+                    Some(
+                        "incomplete: no manifest (interrupted snapshot; garbage for expire)"
+                            .to_string(),
+                    ),
+                ),
+                Err(e) => (
+                    snapshot.id.to_string(),
+                    qualified,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(false),
+                    Some(e.to_string()),
+                ),
+                Ok(m) => {
+                    let (verified, problem) = if verify {
+                        match fetch_verified(
+                            &repository,
+                            &snapshot,
+                            &m,
+                            &mut std::io::sink(),
+                            |_| {
+                                pgrx::check_for_interrupts!();
+                            },
+                        ) {
+                            Ok(()) => (Some(true), None),
+                            Err(e @ Error::Decryption { .. }) => {
+                                (None, Some(format!("not verified: {e}")))
+                            }
+                            Err(e) => (Some(false), Some(e.to_string())),
+                        }
+                    } else {
+                        (None, None)
+                    };
+                    (
+                        snapshot.id.to_string(),
+                        qualified,
+                        unix_ms_to_timestamptz(m.taken_at_unix_ms),
+                        Some(m.rows as i64),
+                        Some(m.data.stored_bytes as i64),
+                        Some(m.lsn.clone()),
+                        verified,
+                        problem,
+                    )
+                }
+            }
+        })
+        .collect();
+    TableIterator::new(rows)
+}
