@@ -7,6 +7,7 @@
 mod doctor;
 mod privileges;
 mod settings;
+mod snapshots;
 
 use pgrx::prelude::*;
 
