@@ -45,3 +45,30 @@ BEGIN
     END LOOP;
     RETURN false;
 END $$;
+
+-- Runs `statement` and returns "SQLSTATE: message (hint)" if it fails, NULL if it succeeds; in a
+-- subtransaction, so a failure leaves nothing behind. Snapshot ids, cluster identifiers and
+-- checksums, which differ on every run, are replaced by placeholders.
+CREATE FUNCTION error_of(statement text) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE message text; hint text; state text;
+BEGIN
+    EXECUTE statement;
+    RETURN NULL;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS message = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT, state = RETURNED_SQLSTATE;
+    message := state || ': ' || message || coalesce(' (hint: ' || nullif(hint, '') || ')', '');
+    message := regexp_replace(message, 'snap_[0-9a-f]{8}', 'snap_<id>', 'g');
+    message := regexp_replace(message, '[0-9a-f]{64}', '<sha256>', 'g');
+    message := regexp_replace(message, '\m[0-9]{15,20}\M', '<cluster>', 'g');
+    message := regexp_replace(message, 's3://[^/]+/', 's3://<bucket>/', 'g');
+    RETURN regexp_replace(message, 'file://\S+/repository', 'file://<repository>', 'g');
+END $$;
+
+-- The text form of every row of a table, as one checksum: equal for equal contents in any order.
+CREATE FUNCTION contents(tbl regclass) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE result text;
+BEGIN
+    EXECUTE format('SELECT count(*) || '' rows, md5 '' || md5(coalesce(string_agg(r, E''\n'' ORDER BY r), ''''))
+                      FROM (SELECT t::text AS r FROM %s t) s', tbl) INTO result;
+    RETURN result;
+END $$;
