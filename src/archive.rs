@@ -37,10 +37,7 @@ fn archive_target() -> Result<Repository, Error> {
             *target = None;
             let repository = repo::open()?;
             io::block_on(repository.ensure_cluster(&repo::cluster_identity()))?;
-            *target = Some(ArchiveTarget {
-                settings,
-                repository,
-            });
+            *target = Some(ArchiveTarget { settings, repository });
         }
         Ok(target.as_ref().expect("just set").repository.clone())
     })
@@ -56,24 +53,10 @@ thread_local! {
     static LOOKAHEAD: RefCell<HashMap<String, InFlight>> = RefCell::new(HashMap::new());
 }
 
-async fn upload_wal_file(
-    repository: Repository,
-    file: String,
-    path: String,
-    system_identifier: u64,
-) -> Result<PutResult, Error> {
-    let contents = tokio::fs::read(&path)
-        .await
-        .map_err(|e| Error::io("read", &path, e))?;
+async fn upload_wal_file(repository: Repository, file: String, path: String, system_identifier: u64) -> Result<PutResult, Error> {
+    let contents = tokio::fs::read(&path).await.map_err(|e| Error::io("read", &path, e))?;
     let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
-    repository
-        .put_bytes(
-            &name.object_path(),
-            contents.into(),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
-        .await
+    repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await
 }
 
 /// Starts uploading the next `.ready` files (up to backstop.archive_lookahead at once) while the
@@ -81,11 +64,7 @@ async fn upload_wal_file(
 /// archiver to ask for its file.
 fn start_lookahead(current: &str, repository: &Repository, settings: &str) {
     let limit = gucs::archive_lookahead();
-    let upcoming = if limit == 0 {
-        Vec::new()
-    } else {
-        wal::archive_order(archive_stats::ready_files())
-    };
+    let upcoming = if limit == 0 { Vec::new() } else { wal::archive_order(archive_stats::ready_files()) };
     LOOKAHEAD.with(|cell| {
         let mut in_flight = cell.borrow_mut();
         // Files no longer .ready were archived some other way; their uploads are of no use.
@@ -103,13 +82,7 @@ fn start_lookahead(current: &str, repository: &Repository, settings: &str) {
                 format!("pg_wal/{name}"),
                 repo::system_identifier(),
             ));
-            in_flight.insert(
-                name.clone(),
-                InFlight {
-                    settings: settings.to_string(),
-                    upload,
-                },
-            );
+            in_flight.insert(name.clone(), InFlight { settings: settings.to_string(), upload });
         }
         archive_stats::record_in_flight(in_flight.len());
     });
@@ -131,12 +104,7 @@ pub fn archive_wal_file(file: &str, path: &Path) -> Result<(PutResult, bool), Er
         }
     }
     let path = path.to_string_lossy().into_owned();
-    let result = io::block_on(upload_wal_file(
-        repository,
-        file.to_string(),
-        path,
-        repo::system_identifier(),
-    ))?;
+    let result = io::block_on(upload_wal_file(repository, file.to_string(), path, repo::system_identifier()))?;
     Ok((result, false))
 }
 
@@ -145,18 +113,8 @@ unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
     let path = CStr::from_ptr(path).to_string_lossy().into_owned();
     let attempt = || match archive_wal_file(&file, Path::new(&path)) {
         Ok((PutResult::Stored { trailer }, from_lookahead)) => {
-            debug1!(
-                "backstop archived {file} ({} bytes, {} stored)",
-                trailer.plain_len,
-                trailer.object_len()
-            );
-            archive_stats::record_archived(
-                &file,
-                trailer.plain_len,
-                trailer.object_len(),
-                false,
-                from_lookahead,
-            );
+            debug1!("backstop archived {file} ({} bytes, {} stored)", trailer.plain_len, trailer.object_len());
+            archive_stats::record_archived(&file, trailer.plain_len, trailer.object_len(), false, from_lookahead);
             true
         }
         Ok((PutResult::AlreadyIdentical { .. }, from_lookahead)) => {
@@ -173,9 +131,7 @@ unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
     PgTryBuilder::new(attempt)
         .catch_others(|caught| {
             let message = match &caught {
-                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => {
-                    report.message().to_string()
-                }
+                CaughtError::PostgresError(report) | CaughtError::ErrorReport(report) => report.message().to_string(),
                 CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
             };
             warning!("backstop could not archive {file}: {message}");
@@ -195,9 +151,7 @@ mod callbacks {
 
     #[pg_guard]
     #[no_mangle]
-    pub unsafe extern "C-unwind" fn _PG_archive_module_init(
-        callbacks: *mut pg_sys::ArchiveModuleCallbacks,
-    ) {
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init(callbacks: *mut pg_sys::ArchiveModuleCallbacks) {
         (*callbacks).check_configured_cb = Some(check_configured_cb);
         (*callbacks).archive_file_cb = Some(archive_file_cb);
         (*callbacks).shutdown_cb = None;
@@ -229,15 +183,12 @@ mod callbacks {
 
     #[pg_guard]
     #[no_mangle]
-    pub unsafe extern "C-unwind" fn _PG_archive_module_init(
-    ) -> *const pg_sys::ArchiveModuleCallbacks {
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init() -> *const pg_sys::ArchiveModuleCallbacks {
         &CALLBACKS
     }
 
     #[pg_guard]
-    unsafe extern "C-unwind" fn check_configured_cb(
-        _state: *mut pg_sys::ArchiveModuleState,
-    ) -> bool {
+    unsafe extern "C-unwind" fn check_configured_cb(_state: *mut pg_sys::ArchiveModuleState) -> bool {
         check_configured()
     }
 

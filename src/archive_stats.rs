@@ -2,9 +2,9 @@
 //! Only present when backstop is preloaded (shared memory is reserved at server start).
 
 use pgrx::lwlock::PgLwLock;
-use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
+use pgrx::pg_shmem_init;
 
 const NAME_LEN: usize = 64;
 const ERROR_LEN: usize = 1024;
@@ -93,13 +93,7 @@ pub fn snapshot() -> Option<ArchiveStats> {
     available().then(|| *ARCHIVE_STATS.share())
 }
 
-pub fn record_archived(
-    file: &str,
-    plain_bytes: u64,
-    stored_bytes: u64,
-    already_there: bool,
-    from_lookahead: bool,
-) {
+pub fn record_archived(file: &str, plain_bytes: u64, stored_bytes: u64, already_there: bool, from_lookahead: bool) {
     if !available() {
         return;
     }
@@ -144,25 +138,15 @@ pub fn record_in_flight(count: usize) {
 
 /// WAL files PostgreSQL has finished and not yet archived (`.ready` in pg_wal/archive_status).
 pub fn ready_files() -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir("pg_wal/archive_status") else {
-        return Vec::new();
-    };
+    let Ok(entries) = std::fs::read_dir("pg_wal/archive_status") else { return Vec::new() };
     entries
         .flatten()
-        .filter_map(|entry| {
-            entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".ready"))
-                .map(str::to_string)
-        })
+        .filter_map(|entry| entry.file_name().to_str().and_then(|n| n.strip_suffix(".ready")).map(str::to_string))
         .collect()
 }
 
 fn timestamp(value: i64) -> Option<TimestampWithTimeZone> {
-    (value != 0)
-        .then(|| TimestampWithTimeZone::try_from(value).ok())
-        .flatten()
+    (value != 0).then(|| TimestampWithTimeZone::try_from(value).ok()).flatten()
 }
 
 /// One row: what the archive module has done since the server started. Read through the
@@ -194,14 +178,11 @@ fn archive_status_snapshot() -> TableIterator<
             "backstop.archive_status needs backstop in shared_preload_libraries",
             "backstop",
         )
-        .set_hint(
-            "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
-        )
+        .set_hint("Add backstop to shared_preload_libraries in postgresql.conf and restart the server.")
         .report(PgLogLevel::ERROR);
         unreachable!()
     };
-    let ratio =
-        (stats.stored_bytes > 0).then(|| stats.plain_bytes as f64 / stats.stored_bytes as f64);
+    let ratio = (stats.stored_bytes > 0).then(|| stats.plain_bytes as f64 / stats.stored_bytes as f64);
     TableIterator::once((
         stats.last_archived_wal(),
         timestamp(stats.last_archived_time),

@@ -16,23 +16,11 @@ type DoctorRow = (String, String, String, Option<String>);
 #[pg_extern(volatile, parallel_unsafe)]
 fn doctor() -> TableIterator<
     'static,
-    (
-        name!(check, String),
-        name!(status, String),
-        name!(detail, String),
-        name!(hint, Option<String>),
-    ),
+    (name!(check, String), name!(status, String), name!(detail, String), name!(hint, Option<String>)),
 > {
     let rows: Vec<DoctorRow> = run_checks()
         .into_iter()
-        .map(|c| {
-            (
-                c.check.to_string(),
-                c.status.as_str().to_string(),
-                c.detail,
-                c.hint,
-            )
-        })
+        .map(|c| (c.check.to_string(), c.status.as_str().to_string(), c.detail, c.hint))
         .collect();
     TableIterator::new(rows)
 }
@@ -44,13 +32,7 @@ fn doctor_report() -> pgrx::JsonB {
 }
 
 pub fn run_checks() -> Vec<Check> {
-    let mut checks = vec![
-        preload_check(),
-        wal_level_check(),
-        archive_mode_check(),
-        archive_library_check(),
-        archive_timeout_check(),
-    ];
+    let mut checks = vec![preload_check(), wal_level_check(), archive_mode_check(), archive_library_check(), archive_timeout_check()];
     checks.extend(repository_checks());
     checks.push(encryption_check());
     checks.push(archiver_failures_check());
@@ -68,10 +50,7 @@ fn setting(name: &str) -> Option<String> {
 
 fn preload_check() -> Check {
     if crate::loaded_at_startup() {
-        Check::ok(
-            "shared_preload_libraries",
-            "backstop was loaded at server start",
-        )
+        Check::ok("shared_preload_libraries", "backstop was loaded at server start")
     } else {
         Check::fail(
             "shared_preload_libraries",
@@ -86,19 +65,13 @@ fn preload_check() -> Check {
 
 fn wal_level_check() -> Check {
     match setting("wal_level").as_deref() {
-        Some(level @ ("replica" | "logical")) => {
-            Check::ok("wal_level", format!("wal_level = {level}"))
-        }
+        Some(level @ ("replica" | "logical")) => Check::ok("wal_level", format!("wal_level = {level}")),
         Some(level) => Check::fail(
             "wal_level",
             format!("wal_level = {level}: WAL does not carry enough to restore a base backup"),
             "Set wal_level = replica in postgresql.conf and restart the server.",
         ),
-        None => Check::fail(
-            "wal_level",
-            "could not read wal_level",
-            "Check the server configuration.",
-        ),
+        None => Check::fail("wal_level", "could not read wal_level", "Check the server configuration."),
     }
 }
 
@@ -137,8 +110,7 @@ fn archive_library_check() -> Check {
 
 fn archive_timeout_check() -> Check {
     let seconds = unsafe { pg_sys::XLogArchiveTimeout };
-    let hint =
-        "Set archive_timeout = '60s' so a quiet server still ships its WAL at least every minute.";
+    let hint = "Set archive_timeout = '60s' so a quiet server still ships its WAL at least every minute.";
     match seconds {
         0 => Check::warn(
             "archive_timeout",
@@ -183,11 +155,7 @@ fn repository_checks() -> Vec<Check> {
     let (elapsed, owner) = match outcome {
         Err(_) => {
             return unreachable(
-                format!(
-                    "no answer from {} within {}s",
-                    repository.describe(),
-                    REPOSITORY_CHECK_TIMEOUT.as_secs()
-                ),
+                format!("no answer from {} within {}s", repository.describe(), REPOSITORY_CHECK_TIMEOUT.as_secs()),
                 "Check the network path and endpoint of the repository.",
             )
         }
@@ -196,11 +164,7 @@ fn repository_checks() -> Vec<Check> {
     };
     let reachable = Check::ok(
         "repository_reachable",
-        format!(
-            "write, read back, list and delete on {} took {} ms",
-            repository.describe(),
-            elapsed.as_millis()
-        ),
+        format!("write, read back, list and delete on {} took {} ms", repository.describe(), elapsed.as_millis()),
     );
     let me = repo::system_identifier().to_string();
     let owner = match owner {
@@ -288,18 +252,11 @@ fn archive_backlog_check() -> Check {
     });
     let (age, wal) = match last {
         Ok(found) => found,
-        Err(e) => {
-            return Check::fail(
-                "archive_backlog",
-                format!("could not read pg_stat_archiver: {e}"),
-                "Check the server log.",
-            )
-        }
+        Err(e) => return Check::fail("archive_backlog", format!("could not read pg_stat_archiver: {e}"), "Check the server log."),
     };
     let timeout = unsafe { pg_sys::XLogArchiveTimeout } as i64;
     let stalled_after = (2 * timeout).max(300);
-    let hint =
-        "Read the backstop WARNINGs in the server log and SELECT * FROM backstop.archive_status; \
+    let hint = "Read the backstop WARNINGs in the server log and SELECT * FROM backstop.archive_status; \
                 pg_wal keeps every unarchived segment, so a long stall fills the disk.";
     match (waiting, age) {
         (0, Some(age)) => Check::ok(

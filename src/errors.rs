@@ -8,9 +8,7 @@ use pgrx::PgSqlErrorCode;
 pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
     use PgSqlErrorCode::*;
     match error {
-        Error::InvalidLocation { .. } | Error::InvalidSetting { .. } => {
-            ERRCODE_INVALID_PARAMETER_VALUE
-        }
+        Error::InvalidLocation { .. } | Error::InvalidSetting { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
         Error::NotConfigured(_) => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         Error::InvalidKey(_) | Error::Encryption(_) => ERRCODE_INTERNAL_ERROR,
         Error::NotFound { .. } => ERRCODE_UNDEFINED_OBJECT,
@@ -19,9 +17,7 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::Io { .. } => ERRCODE_IO_ERROR,
         Error::Corrupt { .. } => ERRCODE_DATA_CORRUPTED,
         Error::Decryption { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-        Error::ForeignCluster { .. } | Error::ForeignWal { .. } => {
-            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
-        }
+        Error::ForeignCluster { .. } | Error::ForeignWal { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
         Error::Cancelled => ERRCODE_QUERY_CANCELED,
         Error::InvalidInput(_) => ERRCODE_INVALID_PARAMETER_VALUE,
     }
@@ -41,9 +37,7 @@ pub fn raise(error: &Error) -> ! {
 
 /// Raises an ERROR that is not a core error: bad arguments, missing privileges, catalog state.
 pub fn raise_with(code: PgSqlErrorCode, message: &str, hint: &str) -> ! {
-    ErrorReport::new(code, message.to_string(), "backstop")
-        .set_hint(hint.to_string())
-        .report(PgLogLevel::ERROR);
+    ErrorReport::new(code, message.to_string(), "backstop").set_hint(hint.to_string()).report(PgLogLevel::ERROR);
     unreachable!("an ERROR report does not return")
 }
 
@@ -59,10 +53,5 @@ impl<T> OrRaise<T> for Result<T, Error> {
 
 /// Sends a NOTICE: how long operations tell the person at the psql prompt what is happening.
 pub fn notice(message: &str) {
-    ErrorReport::new(
-        PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION,
-        message.to_string(),
-        "backstop",
-    )
-    .report(PgLogLevel::NOTICE);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message.to_string(), "backstop").report(PgLogLevel::NOTICE);
 }

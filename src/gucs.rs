@@ -21,18 +21,15 @@ pub enum CompressionSetting {
 
 static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static COMPRESSION: GucSetting<CompressionSetting> =
-    GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
+static COMPRESSION: GucSetting<CompressionSetting> = GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(Compression::DEFAULT_ZSTD_LEVEL);
-static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
+static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
-static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(None);
+static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -164,12 +161,7 @@ pub fn init() {
                 &S3_SECRET_ACCESS_KEY,
                 show_secret_access_key,
             ),
-            (
-                c"backstop.s3_session_token",
-                c"S3 session token (superuser-only, never shown).",
-                &S3_SESSION_TOKEN,
-                show_session_token,
-            ),
+            (c"backstop.s3_session_token", c"S3 session token (superuser-only, never shown).", &S3_SESSION_TOKEN, show_session_token),
         ] {
             GucRegistry::define_string_guc_with_hooks(
                 name,
@@ -190,10 +182,7 @@ pub fn init() {
 }
 
 fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
-    setting
-        .get()
-        .map(|value| value.to_string_lossy().trim().to_string())
-        .filter(|value| !value.is_empty())
+    setting.get().map(|value| value.to_string_lossy().trim().to_string()).filter(|value| !value.is_empty())
 }
 
 /// The configured repository, or None when backstop.repository is unset.
@@ -218,9 +207,8 @@ pub fn encryption_identities() -> Result<Vec<codec::Identity>, backstop_core::Er
     match string_setting(&ENCRYPTION_IDENTITY_FILE) {
         None => Ok(Vec::new()),
         Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                backstop_core::Error::io("read backstop.encryption_identity_file", &path, e)
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| backstop_core::Error::io("read backstop.encryption_identity_file", &path, e))?;
             codec::parse_identities(&text)
         }
     }
@@ -276,10 +264,7 @@ pub fn fingerprint() -> String {
 // Check and show hooks
 
 /// Shared body of the string check hooks: NULL or empty is always accepted (unset).
-unsafe fn check_string(
-    newval: *mut *mut c_char,
-    validate: impl Fn(&str) -> Result<(), String>,
-) -> bool {
+unsafe fn check_string(newval: *mut *mut c_char, validate: impl Fn(&str) -> Result<(), String>) -> bool {
     if newval.is_null() || (*newval).is_null() {
         return true;
     }
@@ -298,29 +283,15 @@ unsafe fn check_string(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_repository(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |text| {
-        text.parse::<Location>()
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
+unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| text.parse::<Location>().map(|_| ()).map_err(|e| e.to_string()))
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_cluster_name(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
+unsafe extern "C-unwind" fn check_cluster_name(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
     check_string(newval, |text| {
         let valid = text.len() <= 128
-            && text
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
             && !text.starts_with('.');
         if valid {
             Ok(())
@@ -331,24 +302,12 @@ unsafe extern "C-unwind" fn check_cluster_name(
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_recipients(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
-    check_string(newval, |text| {
-        codec::parse_recipients(text)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    })
+unsafe extern "C-unwind" fn check_recipients(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+    check_string(newval, |text| codec::parse_recipients(text).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_endpoint(
-    newval: *mut *mut c_char,
-    _extra: *mut *mut c_void,
-    _source: pg_sys::GucSource::Type,
-) -> bool {
+unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
     check_string(newval, |text| {
         let has_host = text
             .strip_prefix("http://")
@@ -363,11 +322,7 @@ unsafe extern "C-unwind" fn check_endpoint(
 }
 
 fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {
-    if string_setting(setting).is_some() {
-        c"(hidden)".as_ptr()
-    } else {
-        c"".as_ptr()
-    }
+    if string_setting(setting).is_some() { c"(hidden)".as_ptr() } else { c"".as_ptr() }
 }
 
 #[pg_guard]

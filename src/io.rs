@@ -27,9 +27,7 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
     let runtime = runtime();
     let mut future = std::pin::pin!(future);
     loop {
-        match runtime.block_on(async {
-            tokio::time::timeout(INTERRUPT_CHECK_INTERVAL, future.as_mut()).await
-        }) {
+        match runtime.block_on(async { tokio::time::timeout(INTERRUPT_CHECK_INTERVAL, future.as_mut()).await }) {
             Ok(output) => return output,
             Err(_elapsed) => {
                 pgrx::check_for_interrupts!();

@@ -24,9 +24,7 @@ pub fn cluster_namespace() -> String {
 }
 
 pub fn location() -> Result<Location, Error> {
-    gucs::repository()
-        .ok_or(Error::NotConfigured("backstop.repository"))?
-        .parse()
+    gucs::repository().ok_or(Error::NotConfigured("backstop.repository"))?.parse()
 }
 
 pub fn open() -> Result<Repository, Error> {

@@ -1,28 +1,20 @@
 #[pgrx::pg_schema]
 mod tests {
-    use crate::pgrx_tests::settings::tests::SAMPLE_RECIPIENT;
-    use crate::{io, repo};
+    use std::collections::HashMap;
     use backstop_core::repository::ClusterIdentity;
     use pgrx::prelude::*;
-    use std::collections::HashMap;
+    use crate::pgrx_tests::settings::tests::SAMPLE_RECIPIENT;
+    use crate::{io, repo};
 
     fn doctor_checks() -> HashMap<String, (String, String, Option<String>)> {
         Spi::connect(|client| {
             client
-                .select(
-                    r#"SELECT "check", status, detail, hint FROM backstop.doctor()"#,
-                    None,
-                    &[],
-                )
+                .select(r#"SELECT "check", status, detail, hint FROM backstop.doctor()"#, None, &[])
                 .unwrap()
                 .map(|row| {
                     (
                         row.get::<String>(1).unwrap().unwrap(),
-                        (
-                            row.get::<String>(2).unwrap().unwrap(),
-                            row.get::<String>(3).unwrap().unwrap(),
-                            row.get::<String>(4).unwrap(),
-                        ),
+                        (row.get::<String>(2).unwrap().unwrap(), row.get::<String>(3).unwrap().unwrap(), row.get::<String>(4).unwrap()),
                     )
                 })
                 .collect()
@@ -30,11 +22,7 @@ mod tests {
     }
 
     fn status(checks: &HashMap<String, (String, String, Option<String>)>, name: &str) -> String {
-        checks
-            .get(name)
-            .unwrap_or_else(|| panic!("check {name} missing from {checks:?}"))
-            .0
-            .clone()
+        checks.get(name).unwrap_or_else(|| panic!("check {name} missing from {checks:?}")).0.clone()
     }
 
     #[pg_test]
@@ -47,37 +35,18 @@ mod tests {
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
         assert_eq!(status(&checks, "archive_library"), "fail");
-        assert!(
-            checks["archive_library"].1.contains("/bin/true"),
-            "{:?}",
-            checks["archive_library"]
-        );
+        assert!(checks["archive_library"].1.contains("/bin/true"), "{:?}", checks["archive_library"]);
         assert_eq!(status(&checks, "archive_timeout"), "warn");
         assert_eq!(status(&checks, "repository_reachable"), "ok");
-        assert!(checks["repository_reachable"]
-            .1
-            .contains("file:///tmp/backstop-pgrx-test-repo"));
+        assert!(checks["repository_reachable"].1.contains("file:///tmp/backstop-pgrx-test-repo"));
         assert_eq!(status(&checks, "encryption"), "warn");
         assert_eq!(status(&checks, "archiver_failures"), "ok");
         for (name, (status, _, hint)) in &checks {
-            assert_eq!(
-                status != "ok",
-                hint.is_some(),
-                "{name}: every non-ok check carries a hint"
-            );
+            assert_eq!(status != "ok", hint.is_some(), "{name}: every non-ok check carries a hint");
         }
-        let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()")
-            .unwrap()
-            .unwrap()
-            .0;
+        let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
-        assert!(
-            report["reason"]
-                .as_str()
-                .unwrap()
-                .contains("archive_library"),
-            "{report}"
-        );
+        assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
         assert_eq!(report["checks"].as_array().unwrap().len(), 10);
     }
 
@@ -86,12 +55,7 @@ mod tests {
         Spi::run("SET backstop.repository = ''").unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_reachable"), "fail");
-        assert!(
-            checks["repository_reachable"]
-                .1
-                .contains("backstop.repository is not set"),
-            "{checks:?}"
-        );
+        assert!(checks["repository_reachable"].1.contains("backstop.repository is not set"), "{checks:?}");
         assert_eq!(status(&checks, "repository_owner"), "fail");
         assert!(checks["repository_owner"].1.contains("not checked"));
 
@@ -99,11 +63,7 @@ mod tests {
         Spi::run("SET backstop.repository = 'file:///proc/backstop-cannot-exist'").unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_reachable"), "fail");
-        assert!(
-            checks["repository_reachable"].1.contains("failed at write"),
-            "{:?}",
-            checks["repository_reachable"]
-        );
+        assert!(checks["repository_reachable"].1.contains("failed at write"), "{:?}", checks["repository_reachable"]);
     }
 
     #[pg_test]
@@ -115,11 +75,7 @@ mod tests {
         Spi::run("SET backstop.s3_secret_access_key = 'doctor-test-secret-value'").unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_reachable"), "fail");
-        let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()")
-            .unwrap()
-            .unwrap()
-            .0
-            .to_string();
+        let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0.to_string();
         assert!(!report.contains("doctor-test-secret-value"), "{report}");
         assert!(report.contains("s3://backstop-doctor/test"), "{report}");
     }
@@ -128,47 +84,21 @@ mod tests {
     fn doctor_checks_who_owns_the_repository() {
         Spi::run("SET backstop.cluster_name = 'owned-by-someone-else'").unwrap();
         let repository = repo::open().unwrap();
-        io::block_on(repository.ensure_cluster(&ClusterIdentity {
-            system_identifier: 42,
-            pg_version_num: 150000,
-            wal_segment_size: 16 << 20,
-        }))
-        .unwrap();
+        io::block_on(repository.ensure_cluster(&ClusterIdentity { system_identifier: 42, pg_version_num: 150000, wal_segment_size: 16 << 20 })).unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_owner"), "fail");
-        assert!(
-            checks["repository_owner"]
-                .1
-                .contains("system identifier 42"),
-            "{checks:?}"
-        );
+        assert!(checks["repository_owner"].1.contains("system identifier 42"), "{checks:?}");
 
-        Spi::run(&format!(
-            "SET backstop.cluster_name = 'ours-{}'",
-            repo::system_identifier()
-        ))
-        .unwrap();
+        Spi::run(&format!("SET backstop.cluster_name = 'ours-{}'", repo::system_identifier())).unwrap();
         let checks_before = doctor_checks();
-        assert_eq!(
-            status(&checks_before, "repository_owner"),
-            "warn",
-            "unclaimed namespace"
-        );
-        io::block_on(
-            repo::open()
-                .unwrap()
-                .ensure_cluster(&repo::cluster_identity()),
-        )
-        .unwrap();
+        assert_eq!(status(&checks_before, "repository_owner"), "warn", "unclaimed namespace");
+        io::block_on(repo::open().unwrap().ensure_cluster(&repo::cluster_identity())).unwrap();
         assert_eq!(status(&doctor_checks(), "repository_owner"), "ok");
     }
 
     #[pg_test]
     fn doctor_sees_encryption_configured() {
-        Spi::run(&format!(
-            "SET backstop.encryption_recipients = '{SAMPLE_RECIPIENT}'"
-        ))
-        .unwrap();
+        Spi::run(&format!("SET backstop.encryption_recipients = '{SAMPLE_RECIPIENT}'")).unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "encryption"), "ok");
         assert!(checks["encryption"].1.contains("1 recipient"));

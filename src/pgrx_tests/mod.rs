@@ -38,7 +38,5 @@ pub fn error_of(role: Option<&str>, sql: &str) -> Option<String> {
 }
 
 pub fn one_text(sql: &str) -> String {
-    Spi::get_one::<String>(sql)
-        .expect("query runs")
-        .unwrap_or_default()
+    Spi::get_one::<String>(sql).expect("query runs").unwrap_or_default()
 }

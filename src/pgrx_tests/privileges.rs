@@ -1,7 +1,7 @@
 #[pgrx::pg_schema]
 mod tests {
-    use crate::pgrx_tests::error_of;
     use pgrx::prelude::*;
+    use crate::pgrx_tests::error_of;
 
     fn create_roles() {
         Spi::run(
@@ -15,8 +15,7 @@ mod tests {
              END $$",
         )
         .unwrap();
-        Spi::run("GRANT EXECUTE ON FUNCTION public.backstop_test_error_of(text, text) TO PUBLIC")
-            .unwrap();
+        Spi::run("GRANT EXECUTE ON FUNCTION public.backstop_test_error_of(text, text) TO PUBLIC").unwrap();
     }
 
     #[pg_test]
@@ -28,20 +27,10 @@ mod tests {
              WHERE n.nspname = 'backstop' AND has_function_privilege('backstop_test_plain', p.oid, 'EXECUTE')",
         )
         .unwrap();
-        assert_eq!(
-            functions,
-            Some(0),
-            "no backstop function is executable by a plain user"
-        );
-        for statement in [
-            "SELECT * FROM backstop.doctor()",
-            "SELECT backstop.doctor_report()",
-        ] {
+        assert_eq!(functions, Some(0), "no backstop function is executable by a plain user");
+        for statement in ["SELECT * FROM backstop.doctor()", "SELECT backstop.doctor_report()"] {
             let error = error_of(Some("backstop_test_plain"), statement).expect("refused");
-            assert!(
-                error.starts_with("42501: permission denied for schema backstop"),
-                "{statement}: {error}"
-            );
+            assert!(error.starts_with("42501: permission denied for schema backstop"), "{statement}: {error}");
         }
     }
 
@@ -49,23 +38,13 @@ mod tests {
     fn backstop_admin_members_may_run_doctor() {
         error_of(None, "SELECT 1");
         create_roles();
-        assert_eq!(
-            error_of(
-                Some("backstop_test_operator"),
-                "SELECT * FROM backstop.doctor()"
-            ),
-            None
-        );
+        assert_eq!(error_of(Some("backstop_test_operator"), "SELECT * FROM backstop.doctor()"), None);
         let executable = Spi::get_one::<i64>(
             "SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname = 'backstop' AND NOT has_function_privilege('backstop_admin', p.oid, 'EXECUTE')",
         )
         .unwrap();
-        assert_eq!(
-            executable,
-            Some(0),
-            "backstop_admin can execute every backstop function"
-        );
+        assert_eq!(executable, Some(0), "backstop_admin can execute every backstop function");
     }
 
     #[pg_test]
@@ -78,26 +57,12 @@ mod tests {
             "SELECT current_setting('backstop.s3_secret_access_key')",
         ] {
             let error = error_of(Some("backstop_test_plain"), statement).expect("refused");
-            assert!(
-                error.contains("must be superuser or have privileges of pg_read_all_settings"),
-                "{error}"
-            );
+            assert!(error.contains("must be superuser or have privileges of pg_read_all_settings"), "{error}");
             assert!(!error.contains("very-secret"), "{error}");
         }
-        let error = error_of(
-            Some("backstop_test_plain"),
-            "SET backstop.s3_secret_access_key = 'x'",
-        )
-        .expect("refused");
-        assert!(
-            error.starts_with("42501: permission denied to set parameter"),
-            "{error}"
-        );
-        let error = error_of(
-            Some("backstop_test_plain"),
-            "SET backstop.repository = 'file:///tmp/elsewhere'",
-        )
-        .expect("refused");
+        let error = error_of(Some("backstop_test_plain"), "SET backstop.s3_secret_access_key = 'x'").expect("refused");
+        assert!(error.starts_with("42501: permission denied to set parameter"), "{error}");
+        let error = error_of(Some("backstop_test_plain"), "SET backstop.repository = 'file:///tmp/elsewhere'").expect("refused");
         assert!(error.starts_with("42501"), "{error}");
         // Visible settings stay visible, secret ones do not exist for a plain user.
         Spi::run("GRANT USAGE ON SCHEMA public TO backstop_test_plain").unwrap();
@@ -107,9 +72,6 @@ mod tests {
              THEN RAISE EXCEPTION 'plain user sees: %', \
              (SELECT string_agg(name, ',') FROM pg_settings WHERE name LIKE 'backstop.s3%'); END IF; END $do$",
         );
-        assert_eq!(
-            visible, None,
-            "a plain user sees exactly the 4 non-secret S3 settings"
-        );
+        assert_eq!(visible, None, "a plain user sees exactly the 4 non-secret S3 settings");
     }
 }

@@ -1,11 +1,10 @@
 #[pgrx::pg_schema]
 pub mod tests {
-    use crate::pgrx_tests::{error_of, one_text};
     use pgrx::prelude::*;
+    use crate::pgrx_tests::{error_of, one_text};
 
     /// A valid age X25519 recipient (public key only; its identity is not kept anywhere).
-    pub const SAMPLE_RECIPIENT: &str =
-        "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+    pub const SAMPLE_RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
     #[pg_test]
     fn repository_setting_rejects_unknown_schemes_and_relative_paths() {
@@ -15,56 +14,28 @@ pub mod tests {
             ("/var/lib/backstop", "no scheme"),
             ("s3://Bad_Bucket", "not a valid bucket name"),
         ] {
-            let error =
-                error_of(None, &format!("SET backstop.repository = '{value}'")).expect("rejected");
-            assert!(
-                error.starts_with("22023: invalid value for parameter \"backstop.repository\""),
-                "{error}"
-            );
+            let error = error_of(None, &format!("SET backstop.repository = '{value}'")).expect("rejected");
+            assert!(error.starts_with("22023: invalid value for parameter \"backstop.repository\""), "{error}");
             assert!(error.contains(expected), "{value}: {error}");
-            assert!(
-                error.contains("file:///absolute/path or s3://bucket"),
-                "the accepted form is named: {error}"
-            );
+            assert!(error.contains("file:///absolute/path or s3://bucket"), "the accepted form is named: {error}");
         }
         Spi::run("SET backstop.repository = 's3://backups/prod/db1'").unwrap();
-        assert_eq!(
-            one_text("SHOW backstop.repository"),
-            "s3://backups/prod/db1"
-        );
+        assert_eq!(one_text("SHOW backstop.repository"), "s3://backups/prod/db1");
     }
 
     #[pg_test]
     fn recipients_setting_rejects_malformed_keys() {
-        let error = error_of(
-            None,
-            "SET backstop.encryption_recipients = 'age1notarealkey'",
-        )
-        .expect("rejected");
-        assert!(
-            error.contains("backstop.encryption_recipients") && error.contains("age-keygen"),
-            "{error}"
-        );
-        let error = error_of(
-            None,
-            "SET backstop.encryption_recipients = 'AGE-SECRET-KEY-1XYZ'",
-        )
-        .expect("rejected");
+        let error = error_of(None, "SET backstop.encryption_recipients = 'age1notarealkey'").expect("rejected");
+        assert!(error.contains("backstop.encryption_recipients") && error.contains("age-keygen"), "{error}");
+        let error = error_of(None, "SET backstop.encryption_recipients = 'AGE-SECRET-KEY-1XYZ'").expect("rejected");
         assert!(error.contains("not an age X25519 recipient"), "{error}");
-        Spi::run(&format!(
-            "SET backstop.encryption_recipients = '{SAMPLE_RECIPIENT}'"
-        ))
-        .unwrap();
-        assert_eq!(
-            one_text("SHOW backstop.encryption_recipients"),
-            SAMPLE_RECIPIENT
-        );
+        Spi::run(&format!("SET backstop.encryption_recipients = '{SAMPLE_RECIPIENT}'")).unwrap();
+        assert_eq!(one_text("SHOW backstop.encryption_recipients"), SAMPLE_RECIPIENT);
     }
 
     #[pg_test]
     fn endpoint_cluster_name_and_compression_are_checked() {
-        let error =
-            error_of(None, "SET backstop.s3_endpoint = 'localhost:3900'").expect("rejected");
+        let error = error_of(None, "SET backstop.s3_endpoint = 'localhost:3900'").expect("rejected");
         assert!(error.contains("http:// or https://"), "{error}");
         let error = error_of(None, "SET backstop.cluster_name = 'a/b'").expect("rejected");
         assert!(error.contains("backstop.cluster_name takes"), "{error}");
@@ -73,10 +44,7 @@ pub mod tests {
         let error = error_of(None, "SET backstop.compression_level = 40").expect("rejected");
         assert!(error.contains("40 is outside the valid range"), "{error}");
         let error = error_of(None, "SET backstop.no_such_setting = 1").expect("rejected");
-        assert!(
-            error.contains("backstop"),
-            "the prefix is reserved: {error}"
-        );
+        assert!(error.contains("backstop"), "the prefix is reserved: {error}");
     }
 
     #[pg_test]
@@ -84,10 +52,7 @@ pub mod tests {
         Spi::run("SET backstop.s3_secret_access_key = 'wJalrXUtnFEMI-very-secret'").unwrap();
         Spi::run("SET backstop.s3_access_key_id = 'GK-key-id'").unwrap();
         assert_eq!(one_text("SHOW backstop.s3_secret_access_key"), "(hidden)");
-        assert_eq!(
-            one_text("SELECT current_setting('backstop.s3_access_key_id')"),
-            "(hidden)"
-        );
+        assert_eq!(one_text("SELECT current_setting('backstop.s3_access_key_id')"), "(hidden)");
         let listed = Spi::get_one::<i64>(
             "SELECT count(*) FROM pg_catalog.pg_settings WHERE name IN \
              ('backstop.s3_secret_access_key', 'backstop.s3_access_key_id', 'backstop.s3_session_token')",

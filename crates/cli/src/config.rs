@@ -62,18 +62,9 @@ impl ConfigFile {
             Some(path) => Some(path.to_path_buf()),
             None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
         };
-        let Some(path) = path else {
-            return Ok(ConfigFile {
-                values: HashMap::new(),
-                path: None,
-            });
-        };
-        let text =
-            std::fs::read_to_string(&path).map_err(|e| Error::io("read config file", &path, e))?;
-        Ok(ConfigFile {
-            values: parse_config(&text, &path)?,
-            path: Some(path),
-        })
+        let Some(path) = path else { return Ok(ConfigFile { values: HashMap::new(), path: None }) };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read config file", &path, e))?;
+        Ok(ConfigFile { values: parse_config(&text, &path)?, path: Some(path) })
     }
 
     pub fn get(&self, key: &str) -> Option<String> {
@@ -94,10 +85,7 @@ impl ConfigFile {
     }
 
     fn describe(&self) -> String {
-        self.path
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
+        self.path.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
     }
 }
 
@@ -127,19 +115,13 @@ impl RepositoryArgs {
         let resolved = RepositoryArgs {
             repository: self.repository.clone().or_else(|| config.get("repository")),
             cluster: self.cluster.clone().or_else(|| config.get("cluster")),
-            s3_endpoint: self
-                .s3_endpoint
-                .clone()
-                .or_else(|| config.get("s3_endpoint")),
+            s3_endpoint: self.s3_endpoint.clone().or_else(|| config.get("s3_endpoint")),
             s3_region: self.s3_region.clone().or_else(|| config.get("s3_region")),
             s3_force_path_style: match self.s3_force_path_style {
                 Some(value) => Some(value),
                 None => config.bool("s3_force_path_style")?,
             },
-            identity_file: self
-                .identity_file
-                .clone()
-                .or_else(|| config.get("identity_file").map(PathBuf::from)),
+            identity_file: self.identity_file.clone().or_else(|| config.get("identity_file").map(PathBuf::from)),
             config: self.config.clone(),
         };
         Ok((resolved, config))
@@ -173,8 +155,7 @@ impl RepositoryArgs {
         };
         let identities = match &self.identity_file {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::io("read identity file", path, e))?;
+                let text = std::fs::read_to_string(path).map_err(|e| Error::io("read identity file", path, e))?;
                 codec::parse_identities(&text)?
             }
             None => Vec::new(),
@@ -198,16 +179,8 @@ impl WriteArgs {
                 .transpose()?
                 .unwrap_or(Compression::DEFAULT_ZSTD_LEVEL),
         };
-        let compression = if level == 0 {
-            Compression::None
-        } else {
-            Compression::zstd(level)?
-        };
-        let recipients = match self
-            .encryption_recipients
-            .clone()
-            .or_else(|| config.get("encryption_recipients"))
-        {
+        let compression = if level == 0 { Compression::None } else { Compression::zstd(level)? };
+        let recipients = match self.encryption_recipients.clone().or_else(|| config.get("encryption_recipients")) {
             Some(text) => codec::parse_recipients(&text)?,
             None => Vec::new(),
         };
@@ -219,14 +192,7 @@ impl WriteArgs {
 pub async fn discover_cluster(store: &dyn ObjectStore) -> Result<String, Error> {
     let mut clusters = Vec::new();
     for namespace in store.list_prefixes("").await? {
-        if store
-            .head(&format!(
-                "{namespace}/{}",
-                backstop_core::repository::CLUSTER_FILE
-            ))
-            .await?
-            .is_some()
-        {
+        if store.head(&format!("{namespace}/{}", backstop_core::repository::CLUSTER_FILE)).await?.is_some() {
             clusters.push(namespace);
         }
     }
@@ -234,18 +200,11 @@ pub async fn discover_cluster(store: &dyn ObjectStore) -> Result<String, Error> 
         [only] => Ok(only.clone()),
         [] => Err(Error::InvalidSetting {
             setting: "cluster",
-            reason: format!(
-                "{} holds no cluster yet; pass --cluster to name one",
-                store.describe()
-            ),
+            reason: format!("{} holds no cluster yet; pass --cluster to name one", store.describe()),
         }),
         many => Err(Error::InvalidSetting {
             setting: "cluster",
-            reason: format!(
-                "{} holds several clusters ({}); pass --cluster",
-                store.describe(),
-                many.join(", ")
-            ),
+            reason: format!("{} holds several clusters ({}); pass --cluster", store.describe(), many.join(", ")),
         }),
     }
 }
@@ -264,21 +223,14 @@ mod tests {
         assert_eq!(values["repository"], "s3://bucket/prod");
         assert_eq!(values["s3_endpoint"], "http://127.0.0.1:3900");
         assert_eq!(values["cluster"], "db1");
-        assert!(parse_config("just words", Path::new("x.conf"))
-            .unwrap_err()
-            .to_string()
-            .contains("x.conf:1"));
+        assert!(parse_config("just words", Path::new("x.conf")).unwrap_err().to_string().contains("x.conf:1"));
     }
 
     #[test]
     fn flags_win_over_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backstop.conf");
-        std::fs::write(
-            &path,
-            "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n").unwrap();
         let args = RepositoryArgs {
             repository: Some("file:///from/flag".into()),
             config: Some(path),

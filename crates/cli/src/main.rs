@@ -10,11 +10,7 @@ mod wal;
 use config::RepositoryArgs;
 
 #[derive(Parser)]
-#[command(
-    name = "backstop",
-    version,
-    about = "PostgreSQL backups you can prove will restore"
-)]
+#[command(name = "backstop", version, about = "PostgreSQL backups you can prove will restore")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -58,11 +54,9 @@ fn main() -> ExitCode {
 }
 
 fn check(args: CheckArgs) -> Result<(), backstop_core::Error> {
-    let runtime = backstop_core::runtime::build(2, "backstop-io")
-        .map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
+    let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
     let (repository_args, _) = args.repository.resolve()?;
-    let repository =
-        runtime.block_on(repository_args.open(backstop_core::codec::CodecSettings::plain()))?;
+    let repository = runtime.block_on(repository_args.open(backstop_core::codec::CodecSettings::plain()))?;
     let elapsed = runtime.block_on(repository.round_trip_check())?;
     let cluster = runtime.block_on(repository.cluster_file())?;
     if args.json {
@@ -73,16 +67,9 @@ fn check(args: CheckArgs) -> Result<(), backstop_core::Error> {
         });
         println!("{report}");
     } else {
-        println!(
-            "{}: write, read back, list and delete took {} ms",
-            repository.describe(),
-            elapsed.as_millis()
-        );
+        println!("{}: write, read back, list and delete took {} ms", repository.describe(), elapsed.as_millis());
         match cluster {
-            Some(file) => println!(
-                "namespace owned by system identifier {}",
-                file.system_identifier
-            ),
+            Some(file) => println!("namespace owned by system identifier {}", file.system_identifier),
             None => println!("namespace not claimed yet (no cluster.json)"),
         }
     }

@@ -83,8 +83,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(command: WalCommand) -> Result<ExitCode, Error> {
-    let runtime = backstop_core::runtime::build(4, "backstop-io")
-        .map_err(|e| Error::io("start", "runtime", e))?;
+    let runtime = backstop_core::runtime::build(4, "backstop-io").map_err(|e| Error::io("start", "runtime", e))?;
     match command {
         WalCommand::Fetch(args) => fetch(&runtime, args),
         WalCommand::Push(args) => runtime.block_on(push(args)),
@@ -117,10 +116,7 @@ fn fetch(runtime: &tokio::runtime::Runtime, args: FetchArgs) -> Result<ExitCode,
 }
 
 fn default_spool_dir(destination: &Path) -> PathBuf {
-    let parent = destination
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = destination.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     parent.join("backstop-spool")
 }
 
@@ -129,11 +125,7 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
     let name = WalFileName::parse(&args.file)?;
     let (repository_args, _) = args.repository.resolve()?;
     let repository = runtime.block_on(repository_args.open(CodecSettings::plain()))?;
-    let spool = Spool::open(
-        args.spool_dir
-            .clone()
-            .unwrap_or_else(|| default_spool_dir(&args.destination)),
-    )?;
+    let spool = Spool::open(args.spool_dir.clone().unwrap_or_else(|| default_spool_dir(&args.destination)))?;
     let _ = spool.prune_before(&name);
 
     if let Some(raw) = spool.take(&name)? {
@@ -143,10 +135,7 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
                 return Ok(true);
             }
             // A damaged spool file is only a cache miss: fetch it again from the repository.
-            Err(error) => eprintln!(
-                "backstop: spooled copy of {} refused ({error}); fetching it again",
-                name.name
-            ),
+            Err(error) => eprintln!("backstop: spooled copy of {} refused ({error}); fetching it again", name.name),
         }
     }
 
@@ -201,10 +190,7 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
         .path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::InvalidSetting {
-            setting: "path",
-            reason: format!("{} has no file name", args.path.display()),
-        })?
+        .ok_or_else(|| Error::InvalidSetting { setting: "path", reason: format!("{} has no file name", args.path.display()) })?
         .to_string();
     let contents = std::fs::read(&args.path).map_err(|e| Error::io("read", &args.path, e))?;
     let header = wal::parse_long_page_header(&contents);
@@ -228,23 +214,12 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
         (None, None) => {
             return Err(Error::InvalidSetting {
                 setting: "cluster",
-                reason: format!(
-                    "{} is not claimed yet: archive a WAL segment before {file}",
-                    repository.describe()
-                ),
+                reason: format!("{} is not claimed yet: archive a WAL segment before {file}", repository.describe()),
             })
         }
     };
     let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
-    match repository
-        .put_bytes(
-            &name.object_path(),
-            contents.into(),
-            backstop_core::repository::ObjectClass::Data,
-            backstop_core::WriteMode::CreateNew,
-        )
-        .await
-    {
+    match repository.put_bytes(&name.object_path(), contents.into(), backstop_core::repository::ObjectClass::Data, backstop_core::WriteMode::CreateNew).await {
         Ok(PutResult::Stored { .. }) => Ok(ExitCode::SUCCESS),
         Ok(PutResult::AlreadyIdentical { .. }) => {
             eprintln!("backstop: {file} was already archived with identical contents");
@@ -269,11 +244,7 @@ async fn archived(repository: &Repository) -> Result<Vec<Archived>, Error> {
         .into_iter()
         .filter_map(|object| {
             let file = object.key.rsplit('/').next()?;
-            Some(Archived {
-                name: WalFileName::parse(file).ok()?,
-                stored_bytes: object.size,
-                modified: object.last_modified,
-            })
+            Some(Archived { name: WalFileName::parse(file).ok()?, stored_bytes: object.size, modified: object.last_modified })
         })
         .collect())
 }
@@ -288,25 +259,17 @@ fn kind_label(kind: WalFileKind) -> &'static str {
 }
 
 /// The repository, its archived WAL files in order, and the gaps between them.
-async fn archive_contents(
-    args: &RepositoryArgs,
-) -> Result<(Repository, Vec<Archived>, Vec<wal::Gap>), Error> {
+async fn archive_contents(args: &RepositoryArgs) -> Result<(Repository, Vec<Archived>, Vec<wal::Gap>), Error> {
     let (repository_args, _) = args.resolve()?;
     let repository = repository_args.open(CodecSettings::plain()).await?;
     let mut files = archived(&repository).await?;
     files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
-    let gaps = wal::find_gaps(
-        files.iter().map(|f| &f.name),
-        segment_size(&repository).await,
-    );
+    let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size(&repository).await);
     Ok((repository, files, gaps))
 }
 
 fn describe_gap(gap: &wal::Gap) -> String {
-    format!(
-        "gap on timeline {}: {} to {} ({} segments missing)",
-        gap.timeline, gap.first_missing, gap.last_missing, gap.count
-    )
+    format!("gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count)
 }
 
 async fn list(args: ListArgs) -> Result<ExitCode, Error> {
@@ -324,23 +287,11 @@ async fn list(args: ListArgs) -> Result<ExitCode, Error> {
                 })
             })
             .collect();
-        println!(
-            "{}",
-            serde_json::json!({ "repository": repository.describe(), "files": files, "gaps": gaps })
-        );
+        println!("{}", serde_json::json!({ "repository": repository.describe(), "files": files, "gaps": gaps }));
     } else {
         for f in &files {
-            let modified = f
-                .modified
-                .map(|t| humantime::format_rfc3339_seconds(t).to_string())
-                .unwrap_or_default();
-            println!(
-                "{:<42} {:<8} {:>12} {}",
-                f.name.name,
-                kind_label(f.name.kind),
-                f.stored_bytes,
-                modified
-            );
+            let modified = f.modified.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_default();
+            println!("{:<42} {:<8} {:>12} {}", f.name.name, kind_label(f.name.kind), f.stored_bytes, modified);
         }
         println!("{} files in {}", files.len(), repository.describe());
         for gap in &gaps {
@@ -356,11 +307,9 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
     let progress = if !args.json && std::io::stderr().is_terminal() {
         let bar = indicatif::ProgressBar::new(files.len() as u64);
         bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} verifying {pos}/{len} [{bar:40}] {per_sec} {eta} {msg}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template("{spinner} verifying {pos}/{len} [{bar:40}] {per_sec} {eta} {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar
     } else {
@@ -382,24 +331,13 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         .await;
     progress.finish_and_clear();
 
-    let contents = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(Verified::Contents(_))))
-        .count();
-    let stored_only = results
-        .iter()
-        .filter(|(_, r)| matches!(r, Ok(Verified::StoredBytes(_))))
-        .count();
-    let failures: Vec<(String, String)> = results
-        .iter()
-        .filter_map(|(name, r)| r.as_ref().err().map(|e| (name.clone(), e.to_string())))
-        .collect();
+    let contents = results.iter().filter(|(_, r)| matches!(r, Ok(Verified::Contents(_)))).count();
+    let stored_only = results.iter().filter(|(_, r)| matches!(r, Ok(Verified::StoredBytes(_)))).count();
+    let failures: Vec<(String, String)> =
+        results.iter().filter_map(|(name, r)| r.as_ref().err().map(|e| (name.clone(), e.to_string()))).collect();
     let ok = failures.is_empty() && gaps.is_empty();
     if args.json {
-        let failures: Vec<_> = failures
-            .iter()
-            .map(|(n, e)| serde_json::json!({ "name": n, "error": e }))
-            .collect();
+        let failures: Vec<_> = failures.iter().map(|(n, e)| serde_json::json!({ "name": n, "error": e })).collect();
         println!(
             "{}",
             serde_json::json!({
@@ -424,18 +362,7 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         for gap in &gaps {
             println!("  {}", describe_gap(gap));
         }
-        println!(
-            "{}",
-            if ok {
-                "archive OK"
-            } else {
-                "archive has problems"
-            }
-        );
+        println!("{}", if ok { "archive OK" } else { "archive has problems" });
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

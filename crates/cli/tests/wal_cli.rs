@@ -41,10 +41,7 @@ impl Setup {
         Command::new(env!("CARGO_BIN_EXE_backstop"))
             .args(args)
             .current_dir(self.path("pgdata"))
-            .env(
-                "BACKSTOP_REPOSITORY",
-                format!("file://{}", self.path("repo").display()),
-            )
+            .env("BACKSTOP_REPOSITORY", format!("file://{}", self.path("repo").display()))
             .env_remove("BACKSTOP_CLUSTER")
             .env_remove("BACKSTOP_CONFIG")
             .env_remove("BACKSTOP_IDENTITY_FILE")
@@ -64,10 +61,7 @@ impl Setup {
     }
 
     fn object(&self, name: &str) -> PathBuf {
-        self.path(&format!(
-            "repo/{SYSTEM_IDENTIFIER}/wal/{}/{name}",
-            &name[..16]
-        ))
+        self.path(&format!("repo/{SYSTEM_IDENTIFIER}/wal/{}/{name}", &name[..16]))
     }
 }
 
@@ -89,41 +83,21 @@ fn fetch_is_byte_identical_prefetches_and_serves_from_the_spool() {
     for n in 1..=6 {
         assert_eq!(code(&setup.push(&name(n), &segment(n as u8), &[])), 0);
     }
-    let fetched = setup.backstop(&[
-        "wal",
-        "fetch",
-        &name(1),
-        "pg_wal/RECOVERYXLOG",
-        "--prefetch",
-        "3",
-    ]);
+    let fetched = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--prefetch", "3"]);
     assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
     assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(1));
     let spool = setup.path("pgdata/pg_wal/backstop-spool");
     for n in 2..=4 {
         assert!(spool.join(name(n)).is_file(), "segment {n} prefetched");
     }
-    assert!(
-        !spool.join(name(5)).exists(),
-        "no more than --prefetch ahead"
-    );
+    assert!(!spool.join(name(5)).exists(), "no more than --prefetch ahead");
 
     // The repository copy is gone: segment 2 can only come from the spool.
     std::fs::remove_file(setup.object(&name(2))).unwrap();
-    let fetched = setup.backstop(&[
-        "wal",
-        "fetch",
-        &name(2),
-        "pg_wal/RECOVERYXLOG",
-        "--prefetch",
-        "3",
-    ]);
+    let fetched = setup.backstop(&["wal", "fetch", &name(2), "pg_wal/RECOVERYXLOG", "--prefetch", "3"]);
     assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
     assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(2));
-    assert!(
-        !spool.join(name(2)).exists(),
-        "a spooled segment is handed out once"
-    );
+    assert!(!spool.join(name(2)).exists(), "a spooled segment is handed out once");
 
     // A damaged spool file is a cache miss, never a wrong answer.
     let spooled = spool.join(name(3));
@@ -131,20 +105,9 @@ fn fetch_is_byte_identical_prefetches_and_serves_from_the_spool() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x55;
     std::fs::write(&spooled, bytes).unwrap();
-    let fetched = setup.backstop(&[
-        "wal",
-        "fetch",
-        &name(3),
-        "pg_wal/RECOVERYXLOG",
-        "--prefetch",
-        "0",
-    ]);
+    let fetched = setup.backstop(&["wal", "fetch", &name(3), "pg_wal/RECOVERYXLOG", "--prefetch", "0"]);
     assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
-    assert!(
-        stderr(&fetched).contains("spooled copy"),
-        "{}",
-        stderr(&fetched)
-    );
+    assert!(stderr(&fetched).contains("spooled copy"), "{}", stderr(&fetched));
     assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(3));
 }
 
@@ -153,12 +116,7 @@ fn fetch_exit_codes_follow_restore_command_conventions() {
     let setup = Setup::new();
     assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
     let missing = setup.backstop(&["wal", "fetch", &name(9), "pg_wal/RECOVERYXLOG"]);
-    assert_eq!(
-        code(&missing),
-        1,
-        "not in the archive: {}",
-        stderr(&missing)
-    );
+    assert_eq!(code(&missing), 1, "not in the archive: {}", stderr(&missing));
     assert!(!setup.path("pgdata/pg_wal/RECOVERYXLOG").exists());
 
     let object = setup.object(&name(1));
@@ -167,31 +125,12 @@ fn fetch_exit_codes_follow_restore_command_conventions() {
     bytes[middle] ^= 0x01;
     std::fs::write(&object, bytes).unwrap();
     let corrupt = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG"]);
-    assert_eq!(
-        code(&corrupt),
-        255,
-        "an error must stop recovery, not end it: {}",
-        stderr(&corrupt)
-    );
-    assert!(
-        stderr(&corrupt).contains("is corrupt"),
-        "{}",
-        stderr(&corrupt)
-    );
-    assert!(
-        !setup.path("pgdata/pg_wal/RECOVERYXLOG").exists(),
-        "nothing written for PostgreSQL to replay"
-    );
+    assert_eq!(code(&corrupt), 255, "an error must stop recovery, not end it: {}", stderr(&corrupt));
+    assert!(stderr(&corrupt).contains("is corrupt"), "{}", stderr(&corrupt));
+    assert!(!setup.path("pgdata/pg_wal/RECOVERYXLOG").exists(), "nothing written for PostgreSQL to replay");
 
     let unreachable = Command::new(env!("CARGO_BIN_EXE_backstop"))
-        .args([
-            "wal",
-            "fetch",
-            &name(1),
-            "pg_wal/RECOVERYXLOG",
-            "--repository",
-            "ftp://nowhere",
-        ])
+        .args(["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--repository", "ftp://nowhere"])
         .current_dir(setup.path("pgdata"))
         .output()
         .unwrap();
@@ -209,29 +148,14 @@ fn push_accepts_the_same_bytes_again_and_refuses_different_ones() {
     let different = setup.push(&name(1), &segment(2), &[]);
     assert_eq!(code(&different), 1, "{}", stderr(&different));
     let message = stderr(&different);
-    assert!(
-        message.contains("different contents") && message.matches("sha256 ").count() == 2,
-        "{message}"
-    );
-    assert_eq!(
-        std::fs::read(setup.object(&name(1))).unwrap(),
-        before,
-        "nothing overwritten"
-    );
+    assert!(message.contains("different contents") && message.matches("sha256 ").count() == 2, "{message}");
+    assert_eq!(std::fs::read(setup.object(&name(1))).unwrap(), before, "nothing overwritten");
 
     let mut foreign = segment(3);
     foreign[24..32].copy_from_slice(&42u64.to_le_bytes());
-    let refused = setup.push(
-        &name(2),
-        &foreign,
-        &["--cluster", &SYSTEM_IDENTIFIER.to_string()],
-    );
+    let refused = setup.push(&name(2), &foreign, &["--cluster", &SYSTEM_IDENTIFIER.to_string()]);
     assert_eq!(code(&refused), 1, "{}", stderr(&refused));
-    assert!(
-        stderr(&refused).contains("system identifier 42"),
-        "{}",
-        stderr(&refused)
-    );
+    assert!(stderr(&refused).contains("system identifier 42"), "{}", stderr(&refused));
 }
 
 #[test]
@@ -239,37 +163,15 @@ fn encrypted_archives_need_the_identity_to_fetch_but_not_to_verify() {
     let setup = Setup::new();
     let keygen = setup.backstop(&["keygen"]);
     let key_text = String::from_utf8(keygen.stdout).unwrap();
-    let recipient = key_text
-        .lines()
-        .find_map(|l| l.strip_prefix("# public key: "))
-        .unwrap()
-        .to_string();
+    let recipient = key_text.lines().find_map(|l| l.strip_prefix("# public key: ")).unwrap().to_string();
     let identity_file = setup.path("identity.txt");
     std::fs::write(&identity_file, &key_text).unwrap();
-    assert_eq!(
-        code(&setup.push(
-            &name(1),
-            &segment(1),
-            &["--encryption-recipients", &recipient]
-        )),
-        0
-    );
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &["--encryption-recipients", &recipient])), 0);
 
     let without = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG"]);
     assert_eq!(code(&without), 255);
-    assert!(
-        stderr(&without).contains("no age identity"),
-        "{}",
-        stderr(&without)
-    );
-    let with = setup.backstop(&[
-        "wal",
-        "fetch",
-        &name(1),
-        "pg_wal/RECOVERYXLOG",
-        "--identity-file",
-        identity_file.to_str().unwrap(),
-    ]);
+    assert!(stderr(&without).contains("no age identity"), "{}", stderr(&without));
+    let with = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--identity-file", identity_file.to_str().unwrap()]);
     assert_eq!(code(&with), 0, "{}", stderr(&with));
     assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(1));
 
@@ -313,15 +215,8 @@ fn the_cluster_is_found_when_the_repository_holds_one_and_asked_for_otherwise() 
     std::fs::create_dir_all(setup.path("repo/other")).unwrap();
     let mut other = segment(1);
     other[24..32].copy_from_slice(&99u64.to_le_bytes());
-    assert_eq!(
-        code(&setup.push(&name(1), &other, &["--cluster", "other"])),
-        0
-    );
+    assert_eq!(code(&setup.push(&name(1), &other, &["--cluster", "other"])), 0);
     let ambiguous = setup.backstop(&["wal", "list"]);
     assert_ne!(code(&ambiguous), 0);
-    assert!(
-        stderr(&ambiguous).contains("several clusters"),
-        "{}",
-        stderr(&ambiguous)
-    );
+    assert!(stderr(&ambiguous).contains("several clusters"), "{}", stderr(&ambiguous));
 }

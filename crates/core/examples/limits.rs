@@ -31,11 +31,7 @@ fn rate(label: &str, bytes: usize, rounds: usize, mut work: impl FnMut()) {
         work();
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!(
-        "{label:<34} {:>8.0} MB/s  {:>6.1} ms per 16 MiB segment",
-        (bytes * rounds) as f64 / seconds / 1e6,
-        seconds * 1e3 / rounds as f64
-    );
+    println!("{label:<34} {:>8.0} MB/s  {:>6.1} ms per 16 MiB segment", (bytes * rounds) as f64 / seconds / 1e6, seconds * 1e3 / rounds as f64);
 }
 
 fn main() {
@@ -48,22 +44,14 @@ fn main() {
         std::hint::black_box(zstd::bulk::compress(&segment, 3).unwrap());
     });
     let plain = CodecSettings::new(Compression::zstd(3).unwrap(), vec![]);
-    rate(
-        "backstop encode (zstd 3 + sha256)",
-        segment.len(),
-        rounds,
-        || {
-            std::hint::black_box(codec::encode_to_vec(&plain, &segment).unwrap());
-        },
-    );
+    rate("backstop encode (zstd 3 + sha256)", segment.len(), rounds, || {
+        std::hint::black_box(codec::encode_to_vec(&plain, &segment).unwrap());
+    });
     let identity = age::x25519::Identity::generate();
     let encrypted = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
     rate("backstop encode + age", segment.len(), rounds, || {
         std::hint::black_box(codec::encode_to_vec(&encrypted, &segment).unwrap());
     });
     let (stored, _) = codec::encode_to_vec(&plain, &segment).unwrap();
-    println!(
-        "compressed size: {:.1}% of plain",
-        stored.len() as f64 * 100.0 / segment.len() as f64
-    );
+    println!("compressed size: {:.1}% of plain", stored.len() as f64 * 100.0 / segment.len() as f64);
 }

@@ -69,26 +69,17 @@ impl std::fmt::Debug for CodecSettings {
 
 impl CodecSettings {
     pub fn plain() -> Self {
-        CodecSettings {
-            compression: Compression::None,
-            recipients: Vec::new(),
-        }
+        CodecSettings { compression: Compression::None, recipients: Vec::new() }
     }
 
     pub fn new(compression: Compression, recipients: Vec<age::x25519::Recipient>) -> Self {
-        CodecSettings {
-            compression,
-            recipients,
-        }
+        CodecSettings { compression, recipients }
     }
 
     /// The same settings without encryption: for metadata (cluster.json, manifests) that the server
     /// itself must read back while it holds only public keys.
     pub fn without_encryption(&self) -> Self {
-        CodecSettings {
-            compression: self.compression,
-            recipients: Vec::new(),
-        }
+        CodecSettings { compression: self.compression, recipients: Vec::new() }
     }
 }
 
@@ -130,10 +121,7 @@ pub fn parse_identities(text: &str) -> Result<Vec<age::x25519::Identity>, Error>
 pub fn generate_identity() -> (String, String) {
     use age::secrecy::ExposeSecret;
     let identity = age::x25519::Identity::generate();
-    (
-        identity.to_string().expose_secret().to_string(),
-        identity.to_public().to_string(),
-    )
+    (identity.to_string().expose_secret().to_string(), identity.to_public().to_string())
 }
 
 fn truncate_for_message(text: &str) -> String {
@@ -160,11 +148,7 @@ impl Header {
             Compression::None => COMPRESSION_NONE,
             Compression::Zstd { .. } => COMPRESSION_ZSTD,
         };
-        bytes[11] = if settings.recipients.is_empty() {
-            ENCRYPTION_NONE
-        } else {
-            ENCRYPTION_AGE
-        };
+        bytes[11] = if settings.recipients.is_empty() { ENCRYPTION_NONE } else { ENCRYPTION_AGE };
         bytes
     }
 
@@ -188,11 +172,7 @@ impl Header {
             ENCRYPTION_AGE => true,
             other => return Err(format!("unknown encryption code {other}")),
         };
-        Ok(Header {
-            format_version,
-            compressed,
-            encrypted,
-        })
+        Ok(Header { format_version, compressed, encrypted })
     }
 }
 
@@ -217,9 +197,7 @@ impl Trailer {
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         if bytes.len() != TRAILER_LEN || &bytes[80..] != TRAILER_MAGIC {
-            return Err(
-                "its trailer is missing (the object is truncated or not a backstop object)".into(),
-            );
+            return Err("its trailer is missing (the object is truncated or not a backstop object)".into());
         }
         let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
         Ok(Trailer {
@@ -276,12 +254,8 @@ enum Stage {
     ZstdAge(zstd::stream::write::Encoder<'static, age::stream::StreamWriter<BodySink>>),
 }
 
-fn zstd_encoder<W: Write>(
-    level: i32,
-    inner: W,
-) -> Result<zstd::stream::write::Encoder<'static, W>, Error> {
-    zstd::stream::write::Encoder::new(inner, level)
-        .map_err(|e| Error::Encryption(format!("cannot start zstd: {e}")))
+fn zstd_encoder<W: Write>(level: i32, inner: W) -> Result<zstd::stream::write::Encoder<'static, W>, Error> {
+    zstd::stream::write::Encoder::new(inner, level).map_err(|e| Error::Encryption(format!("cannot start zstd: {e}")))
 }
 
 /// Encodes one object incrementally: feed plain bytes with [`Encoder::write`], drain encoded bytes
@@ -297,11 +271,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn new(settings: &CodecSettings) -> Result<Self, Error> {
         let sink = BodySink::default();
-        sink.0
-            .lock()
-            .expect("sink lock")
-            .out
-            .extend_from_slice(&Header::encode(settings));
+        sink.0.lock().expect("sink lock").out.extend_from_slice(&Header::encode(settings));
         let encrypt = |sink: BodySink| -> Result<age::stream::StreamWriter<BodySink>, Error> {
             let recipients = settings.recipients.iter().map(|r| r as &dyn age::Recipient);
             age::Encryptor::with_recipients(recipients)
@@ -313,16 +283,9 @@ impl Encoder {
             (Compression::None, true) => Stage::Raw(sink.clone()),
             (Compression::Zstd { level }, true) => Stage::Zstd(zstd_encoder(level, sink.clone())?),
             (Compression::None, false) => Stage::Age(encrypt(sink.clone())?),
-            (Compression::Zstd { level }, false) => {
-                Stage::ZstdAge(zstd_encoder(level, encrypt(sink.clone())?)?)
-            }
+            (Compression::Zstd { level }, false) => Stage::ZstdAge(zstd_encoder(level, encrypt(sink.clone())?)?),
         };
-        Ok(Encoder {
-            stage,
-            sink,
-            plain_hasher: Sha256::new(),
-            plain_len: 0,
-        })
+        Ok(Encoder { stage, sink, plain_hasher: Sha256::new(), plain_len: 0 })
     }
 
     pub fn write(&mut self, plain: &[u8]) -> io::Result<()> {
@@ -380,16 +343,13 @@ pub fn encode_to_vec(settings: &CodecSettings, plain: &[u8]) -> Result<(Vec<u8>,
     let failed = |e: io::Error| Error::Encryption(e.to_string());
     let compressed: std::borrow::Cow<[u8]> = match settings.compression {
         Compression::None => std::borrow::Cow::Borrowed(plain),
-        Compression::Zstd { level } => {
-            std::borrow::Cow::Owned(zstd::bulk::compress(plain, level).map_err(failed)?)
-        }
+        Compression::Zstd { level } => std::borrow::Cow::Owned(zstd::bulk::compress(plain, level).map_err(failed)?),
     };
     let body: std::borrow::Cow<[u8]> = if settings.recipients.is_empty() {
         compressed
     } else {
         let recipients = settings.recipients.iter().map(|r| r as &dyn age::Recipient);
-        let encryptor = age::Encryptor::with_recipients(recipients)
-            .map_err(|e| Error::Encryption(e.to_string()))?;
+        let encryptor = age::Encryptor::with_recipients(recipients).map_err(|e| Error::Encryption(e.to_string()))?;
         let mut encrypted = Vec::with_capacity(compressed.len() + compressed.len() / 1000 + 512);
         let mut writer = encryptor.wrap_output(&mut encrypted).map_err(failed)?;
         writer.write_all(&compressed).map_err(failed)?;
@@ -410,22 +370,14 @@ pub fn encode_to_vec(settings: &CodecSettings, plain: &[u8]) -> Result<(Vec<u8>,
 }
 
 /// Encodes through the streaming [`Encoder`], in pieces of `piece` bytes.
-pub fn encode_streaming(
-    settings: &CodecSettings,
-    plain: &[u8],
-    piece: usize,
-) -> Result<(Vec<u8>, Trailer), Error> {
+pub fn encode_streaming(settings: &CodecSettings, plain: &[u8], piece: usize) -> Result<(Vec<u8>, Trailer), Error> {
     let mut encoder = Encoder::new(settings)?;
     let mut out = Vec::new();
     for chunk in plain.chunks(piece.max(1)) {
-        encoder
-            .write(chunk)
-            .map_err(|e| Error::Encryption(e.to_string()))?;
+        encoder.write(chunk).map_err(|e| Error::Encryption(e.to_string()))?;
         out.append(&mut encoder.take_output());
     }
-    let (rest, trailer) = encoder
-        .finish()
-        .map_err(|e| Error::Encryption(e.to_string()))?;
+    let (rest, trailer) = encoder.finish().map_err(|e| Error::Encryption(e.to_string()))?;
     out.extend_from_slice(&rest);
     Ok((out, trailer))
 }
@@ -460,9 +412,7 @@ impl std::error::Error for SourceError {}
 
 /// True when this error came from reading the stored bytes, not from decoding them.
 pub fn is_source_error(error: &io::Error) -> bool {
-    error
-        .get_ref()
-        .is_some_and(|inner| inner.is::<SourceError>())
+    error.get_ref().is_some_and(|inner| inner.is::<SourceError>())
 }
 
 fn integrity(reason: impl Into<String>) -> io::Error {
@@ -597,15 +547,11 @@ impl Read for DecodedReader {
         // The decoders stop at the end of their own framing; make sure the body really ended there.
         let mut rest = [0u8; 1];
         if self.inner.read(&mut rest)? != 0 {
-            return Err(integrity(
-                "it has data after the end of its compressed or encrypted stream",
-            ));
+            return Err(integrity("it has data after the end of its compressed or encrypted stream"));
         }
         let outcome = self.outcome.lock().expect("outcome lock");
         let Some(trailer) = outcome.trailer.filter(|_| outcome.finished) else {
-            return Err(integrity(
-                "its body ended before the end of the stored object",
-            ));
+            return Err(integrity("its body ended before the end of the stored object"));
         };
         let plain_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         if trailer.plain_len != self.len {
@@ -682,22 +628,12 @@ pub fn decode<R: Read + Send + 'static>(
     } else {
         decrypted
     };
-    Ok(DecodedReader {
-        inner: plain,
-        outcome,
-        hasher: Sha256::new(),
-        len: 0,
-        verified: None,
-        header,
-    })
+    Ok(DecodedReader { inner: plain, outcome, hasher: Sha256::new(), len: 0, verified: None, header })
 }
 
 /// Returns the integrity reason if this I/O error came from a failed verification.
 pub fn integrity_reason(error: &io::Error) -> Option<String> {
-    error
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<IntegrityError>())
-        .map(|e| e.0.clone())
+    error.get_ref().and_then(|inner| inner.downcast_ref::<IntegrityError>()).map(|e| e.0.clone())
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -729,24 +665,14 @@ mod tests {
         let identity = age::x25519::Identity::generate();
         vec![
             (CodecSettings::plain(), vec![]),
-            (
-                CodecSettings::new(Compression::zstd(3).unwrap(), vec![]),
-                vec![],
-            ),
-            (
-                CodecSettings::new(Compression::None, vec![identity.to_public()]),
-                vec![identity.clone()],
-            ),
-            (
-                CodecSettings::new(Compression::zstd(1).unwrap(), vec![identity.to_public()]),
-                vec![identity],
-            ),
+            (CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), vec![]),
+            (CodecSettings::new(Compression::None, vec![identity.to_public()]), vec![identity.clone()]),
+            (CodecSettings::new(Compression::zstd(1).unwrap(), vec![identity.to_public()]), vec![identity]),
         ]
     }
 
     fn decode_all(bytes: Vec<u8>, identities: &[age::x25519::Identity]) -> io::Result<Vec<u8>> {
-        let mut reader = decode(io::Cursor::new(bytes), identities)
-            .map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let mut reader = decode(io::Cursor::new(bytes), identities).map_err(|e| io::Error::other(format!("{e:?}")))?;
         let mut out = Vec::new();
         reader.read_to_end(&mut out)?;
         assert!(reader.verified_trailer().is_some());
@@ -757,9 +683,7 @@ mod tests {
     fn round_trips_every_setting_and_awkward_size() {
         // Sizes around age's 64 KiB chunks and the reader's buffer, where off-by-one bugs live.
         for (settings, identities) in all_settings() {
-            for len in [
-                0usize, 1, 87, 88, 89, 65_535, 65_536, 65_537, 131_072, 262_144, 1_000_003,
-            ] {
+            for len in [0usize, 1, 87, 88, 89, 65_535, 65_536, 65_537, 131_072, 262_144, 1_000_003] {
                 let plain = sample(len);
                 let whole = encode_to_vec(&settings, &plain).unwrap();
                 let streamed = encode_streaming(&settings, &plain, 10_000).unwrap();
@@ -777,11 +701,7 @@ mod tests {
     #[test]
     fn zstd_actually_compresses() {
         let plain = vec![7u8; 4 << 20];
-        let (encoded, _) = encode_to_vec(
-            &CodecSettings::new(Compression::zstd(3).unwrap(), vec![]),
-            &plain,
-        )
-        .unwrap();
+        let (encoded, _) = encode_to_vec(&CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), &plain).unwrap();
         assert!(encoded.len() < plain.len() / 100, "{}", encoded.len());
     }
 
@@ -800,24 +720,16 @@ mod tests {
         for (settings, identities) in all_settings() {
             let plain = sample(5000);
             let (encoded, _) = encode_streaming(&settings, &plain, 1000).unwrap();
-            for position in (0..encoded.len())
-                .step_by(97)
-                .chain([encoded.len() - 1, HEADER_LEN])
-            {
+            for position in (0..encoded.len()).step_by(97).chain([encoded.len() - 1, HEADER_LEN]) {
                 let mut corrupt = encoded.clone();
                 corrupt[position] ^= 0x20;
                 let result = decode(io::Cursor::new(corrupt), &identities)
                     .map_err(|e| format!("{e:?}"))
                     .and_then(|mut r| {
                         let mut out = Vec::new();
-                        r.read_to_end(&mut out)
-                            .map(|_| out)
-                            .map_err(|e| e.to_string())
+                        r.read_to_end(&mut out).map(|_| out).map_err(|e| e.to_string())
                     });
-                assert!(
-                    result.is_err(),
-                    "{settings:?}: flipping byte {position} went unnoticed"
-                );
+                assert!(result.is_err(), "{settings:?}: flipping byte {position} went unnoticed");
             }
         }
     }
@@ -826,18 +738,9 @@ mod tests {
     fn truncation_is_refused() {
         for (settings, identities) in all_settings() {
             let (encoded, _) = encode_to_vec(&settings, &sample(200_000)).unwrap();
-            for cut in [
-                1usize,
-                TRAILER_LEN,
-                TRAILER_LEN + 1,
-                70_000,
-                encoded.len() - HEADER_LEN,
-            ] {
+            for cut in [1usize, TRAILER_LEN, TRAILER_LEN + 1, 70_000, encoded.len() - HEADER_LEN] {
                 let truncated = encoded[..encoded.len() - cut].to_vec();
-                assert!(
-                    decode_all(truncated, &identities).is_err(),
-                    "{settings:?} cut {cut}"
-                );
+                assert!(decode_all(truncated, &identities).is_err(), "{settings:?} cut {cut}");
             }
         }
     }
@@ -857,14 +760,8 @@ mod tests {
         let settings = CodecSettings::new(Compression::None, vec![identity.to_public()]);
         let (encoded, _) = encode_to_vec(&settings, b"secret").unwrap();
         let other = age::x25519::Identity::generate();
-        assert!(matches!(
-            decode(io::Cursor::new(encoded.clone()), &[other]),
-            Err(DecodeStartError::WrongIdentity)
-        ));
-        assert!(matches!(
-            decode(io::Cursor::new(encoded), &[]),
-            Err(DecodeStartError::NoIdentity)
-        ));
+        assert!(matches!(decode(io::Cursor::new(encoded.clone()), &[other]), Err(DecodeStartError::WrongIdentity)));
+        assert!(matches!(decode(io::Cursor::new(encoded), &[]), Err(DecodeStartError::NoIdentity)));
     }
 
     #[test]
@@ -880,17 +777,9 @@ mod tests {
     fn recipients_are_validated_with_a_useful_message() {
         let identity = age::x25519::Identity::generate();
         let public = identity.to_public().to_string();
-        assert_eq!(
-            parse_recipients(&format!("{public}, {public}\n"))
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(parse_recipients(&format!("{public}, {public}\n")).unwrap().len(), 2);
         let message = parse_recipients("age1notakey").unwrap_err().to_string();
-        assert!(
-            message.contains("encryption_recipients") && message.contains("age-keygen"),
-            "{message}"
-        );
+        assert!(message.contains("encryption_recipients") && message.contains("age-keygen"), "{message}");
     }
 
     #[test]
@@ -898,9 +787,7 @@ mod tests {
         let (mut encoded, _) = encode_to_vec(&CodecSettings::plain(), b"x").unwrap();
         encoded[8] = 9;
         match decode(io::Cursor::new(encoded), &[]) {
-            Err(DecodeStartError::Corrupt(reason)) => {
-                assert!(reason.contains("upgrade backstop"), "{reason}")
-            }
+            Err(DecodeStartError::Corrupt(reason)) => assert!(reason.contains("upgrade backstop"), "{reason}"),
             other => panic!("unexpected {:?}", other.err()),
         }
     }

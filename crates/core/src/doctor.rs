@@ -31,30 +31,15 @@ pub struct Check {
 
 impl Check {
     pub fn ok(check: &'static str, detail: impl Into<String>) -> Self {
-        Check {
-            check,
-            status: Status::Ok,
-            detail: detail.into(),
-            hint: None,
-        }
+        Check { check, status: Status::Ok, detail: detail.into(), hint: None }
     }
 
     pub fn warn(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        Check {
-            check,
-            status: Status::Warn,
-            detail: detail.into(),
-            hint: Some(hint.into()),
-        }
+        Check { check, status: Status::Warn, detail: detail.into(), hint: Some(hint.into()) }
     }
 
     pub fn fail(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
-        Check {
-            check,
-            status: Status::Fail,
-            detail: detail.into(),
-            hint: Some(hint.into()),
-        }
+        Check { check, status: Status::Fail, detail: detail.into(), hint: Some(hint.into()) }
     }
 }
 
@@ -89,23 +74,14 @@ pub fn verdict(checks: &[Check]) -> Verdict {
 /// The machine-readable report: verdict, a one-line reason, and every check.
 pub fn report(checks: &[Check]) -> serde_json::Value {
     let verdict = verdict(checks);
-    let worst: Vec<&str> = checks
-        .iter()
-        .filter(|c| c.status != Status::Ok)
-        .map(|c| c.check)
-        .collect();
+    let worst: Vec<&str> = checks.iter().filter(|c| c.status != Status::Ok).map(|c| c.check).collect();
     let reason = match verdict {
         Verdict::Ready => "every check passed".to_string(),
         _ if checks.is_empty() => "no check ran".to_string(),
         Verdict::Degraded => format!("warnings from: {}", worst.join(", ")),
         Verdict::NotReady => format!(
             "failed: {}",
-            checks
-                .iter()
-                .filter(|c| c.status == Status::Fail)
-                .map(|c| c.check)
-                .collect::<Vec<_>>()
-                .join(", ")
+            checks.iter().filter(|c| c.status == Status::Fail).map(|c| c.check).collect::<Vec<_>>().join(", ")
         ),
     };
     serde_json::json!({ "verdict": verdict, "reason": reason, "checks": checks })
@@ -122,19 +98,13 @@ mod tests {
         let fail = Check::fail("c", "broken", "do y");
         assert_eq!(verdict(&[ok.clone()]), Verdict::Ready);
         assert_eq!(verdict(&[ok.clone(), warn.clone()]), Verdict::Degraded);
-        assert_eq!(
-            verdict(&[warn.clone(), fail.clone(), ok.clone()]),
-            Verdict::NotReady
-        );
+        assert_eq!(verdict(&[warn.clone(), fail.clone(), ok.clone()]), Verdict::NotReady);
         assert_eq!(verdict(&[]), Verdict::NotReady);
     }
 
     #[test]
     fn report_names_failures_and_serialises_checks() {
-        let report = report(&[
-            Check::ok("a", "fine"),
-            Check::fail("archive_mode", "off", "set it on"),
-        ]);
+        let report = report(&[Check::ok("a", "fine"), Check::fail("archive_mode", "off", "set it on")]);
         assert_eq!(report["verdict"], "not_ready");
         assert_eq!(report["reason"], "failed: archive_mode");
         assert_eq!(report["checks"][1]["status"], "fail");

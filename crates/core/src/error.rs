@@ -14,10 +14,7 @@ pub enum Error {
     NotConfigured(&'static str),
 
     #[error("invalid setting {setting}: {reason}")]
-    InvalidSetting {
-        setting: &'static str,
-        reason: String,
-    },
+    InvalidSetting { setting: &'static str, reason: String },
 
     #[error("invalid object key \"{0}\": keys are relative, '/'-separated and contain no '..' or empty parts")]
     InvalidKey(String),
@@ -29,20 +26,10 @@ pub enum Error {
         "object {key} already exists in {store} with different contents \
          (stored sha256 {existing_sha256}, new sha256 {new_sha256}); refusing to overwrite it"
     )]
-    Conflict {
-        store: String,
-        key: String,
-        existing_sha256: String,
-        new_sha256: String,
-    },
+    Conflict { store: String, key: String, existing_sha256: String, new_sha256: String },
 
     #[error("{operation} of {key} in {store} failed: {message}")]
-    Backend {
-        store: String,
-        operation: &'static str,
-        key: String,
-        message: String,
-    },
+    Backend { store: String, operation: &'static str, key: String, message: String },
 
     #[error("{operation} {path}: {source}")]
     Io {
@@ -65,28 +52,16 @@ pub enum Error {
         "the repository at {store} belongs to another cluster: cluster.json records system identifier \
          {found}, this server is {expected}"
     )]
-    ForeignCluster {
-        store: String,
-        expected: String,
-        found: String,
-    },
+    ForeignCluster { store: String, expected: String, found: String },
 
     #[error("repository check of {store} failed at {step}: {reason}")]
-    Probe {
-        store: String,
-        step: &'static str,
-        reason: String,
-    },
+    Probe { store: String, step: &'static str, reason: String },
 
     #[error(
         "WAL file {file} was written by the cluster with system identifier {found}, not by {expected}; \
          refusing to archive it"
     )]
-    ForeignWal {
-        file: String,
-        expected: String,
-        found: String,
-    },
+    ForeignWal { file: String, expected: String, found: String },
 
     #[error("operation cancelled")]
     Cancelled,
@@ -97,11 +72,7 @@ pub enum Error {
 
 impl Error {
     pub fn io(operation: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            operation,
-            path: path.into(),
-            source,
-        }
+        Error::Io { operation, path: path.into(), source }
     }
 
     /// What the operator should do about this error, in one sentence.
@@ -156,37 +127,13 @@ mod tests {
     #[test]
     fn messages_and_hints_read_as_single_sentences() {
         let samples = [
-            Error::Conflict {
-                store: "s".into(),
-                key: "k".into(),
-                existing_sha256: "a".into(),
-                new_sha256: "b".into(),
-            },
-            Error::Backend {
-                store: "s".into(),
-                operation: "upload",
-                key: "k".into(),
-                message: "m".into(),
-            },
+            Error::Conflict { store: "s".into(), key: "k".into(), existing_sha256: "a".into(), new_sha256: "b".into() },
+            Error::Backend { store: "s".into(), operation: "upload", key: "k".into(), message: "m".into() },
             Error::io("write", "/x", std::io::Error::other("disk full")),
-            Error::Corrupt {
-                key: "k".into(),
-                reason: "r".into(),
-            },
-            Error::Decryption {
-                key: "k".into(),
-                reason: "r".into(),
-            },
-            Error::ForeignCluster {
-                store: "s".into(),
-                expected: "1".into(),
-                found: "2".into(),
-            },
-            Error::ForeignWal {
-                file: "f".into(),
-                expected: "1".into(),
-                found: "2".into(),
-            },
+            Error::Corrupt { key: "k".into(), reason: "r".into() },
+            Error::Decryption { key: "k".into(), reason: "r".into() },
+            Error::ForeignCluster { store: "s".into(), expected: "1".into(), found: "2".into() },
+            Error::ForeignWal { file: "f".into(), expected: "1".into(), found: "2".into() },
             Error::NotConfigured("backstop.repository"),
         ];
         for error in samples {

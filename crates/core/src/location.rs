@@ -18,10 +18,7 @@ impl FromStr for Location {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Error> {
-        let invalid = |reason: String| Error::InvalidLocation {
-            location: text.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| Error::InvalidLocation { location: text.to_string(), reason };
         let text_trimmed = text.trim();
         if text_trimmed.is_empty() {
             return Err(invalid(format!("it is empty; {ACCEPTED}")));
@@ -37,16 +34,11 @@ impl FromStr for Location {
                     )));
                 }
                 let root = PathBuf::from(rest.trim_end_matches('/'));
-                if root
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-                {
+                if root.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
                     return Err(invalid("the path must not contain '..'".into()));
                 }
                 if root.as_os_str().is_empty() {
-                    return Err(invalid(
-                        "the root directory / cannot be a repository".into(),
-                    ));
+                    return Err(invalid("the root directory / cannot be a repository".into()));
                 }
                 Ok(Location::File { root })
             }
@@ -57,10 +49,7 @@ impl FromStr for Location {
                 if prefix.split('/').any(|part| part == "..") {
                     return Err(invalid("the prefix must not contain '..'".into()));
                 }
-                Ok(Location::S3 {
-                    bucket: bucket.to_string(),
-                    prefix: prefix.to_string(),
-                })
+                Ok(Location::S3 { bucket: bucket.to_string(), prefix: prefix.to_string() })
             }
             other => Err(invalid(format!("unknown scheme \"{other}\"; {ACCEPTED}"))),
         }
@@ -103,42 +92,24 @@ mod tests {
     fn accepts_file_and_s3_locations() {
         assert_eq!(
             "file:///var/lib/backstop/".parse::<Location>().unwrap(),
-            Location::File {
-                root: "/var/lib/backstop".into()
-            }
+            Location::File { root: "/var/lib/backstop".into() }
         );
         assert_eq!(
             "s3://my-bucket/prod/db1/".parse::<Location>().unwrap(),
-            Location::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "prod/db1".into()
-            }
+            Location::S3 { bucket: "my-bucket".into(), prefix: "prod/db1".into() }
         );
         assert_eq!(
             "s3://my-bucket".parse::<Location>().unwrap(),
-            Location::S3 {
-                bucket: "my-bucket".into(),
-                prefix: "".into()
-            }
+            Location::S3 { bucket: "my-bucket".into(), prefix: "".into() }
         );
     }
 
     #[test]
     fn rejects_bad_locations_with_the_accepted_form() {
-        for bad in [
-            "",
-            "ftp://x/y",
-            "/var/lib/backstop",
-            "file://relative/path",
-            "s3://A_B",
-            "s3://b/../x",
-            "file:///",
-        ] {
+        for bad in ["", "ftp://x/y", "/var/lib/backstop", "file://relative/path", "s3://A_B", "s3://b/../x", "file:///"]
+        {
             let message = bad.parse::<Location>().unwrap_err().to_string();
-            assert!(
-                message.contains("invalid repository location"),
-                "{bad}: {message}"
-            );
+            assert!(message.contains("invalid repository location"), "{bad}: {message}");
         }
         let message = "gs://bucket".parse::<Location>().unwrap_err().to_string();
         assert!(message.contains("unknown scheme \"gs\""), "{message}");

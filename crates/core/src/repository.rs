@@ -15,9 +15,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::codec::{
-    self, CodecSettings, Compression, DecodeStartError, Encoder, Trailer, TRAILER_LEN,
-};
+use crate::codec::{self, CodecSettings, Compression, DecodeStartError, Encoder, Trailer, TRAILER_LEN};
 use crate::error::{Error, Result};
 use crate::store::{ObjectStore, Upload, WriteMode, WriteOutcome};
 
@@ -37,13 +35,9 @@ pub enum ObjectClass {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutResult {
-    Stored {
-        trailer: Trailer,
-    },
+    Stored { trailer: Trailer },
     /// CreateNew found an object with the same plain bytes already stored: success, nothing written.
-    AlreadyIdentical {
-        trailer: Trailer,
-    },
+    AlreadyIdentical { trailer: Trailer },
 }
 
 impl PutResult {
@@ -108,16 +102,9 @@ impl Repository {
             .filter(|_| !cluster.contains('/'))
             .ok_or_else(|| Error::InvalidSetting {
                 setting: "cluster_name",
-                reason: format!(
-                    "\"{cluster}\" must be a single path segment without '/', '.' or '..'"
-                ),
+                reason: format!("\"{cluster}\" must be a single path segment without '/', '.' or '..'"),
             })?;
-        Ok(Repository {
-            store,
-            cluster: cluster.to_string(),
-            codec,
-            identities: Vec::new(),
-        })
+        Ok(Repository { store, cluster: cluster.to_string(), codec, identities: Vec::new() })
     }
 
     pub fn with_identities(mut self, identities: Vec<age::x25519::Identity>) -> Self {
@@ -145,48 +132,28 @@ impl Repository {
     fn settings_for(&self, class: ObjectClass) -> CodecSettings {
         match class {
             ObjectClass::Data => self.codec.clone(),
-            ObjectClass::CompressedData => CodecSettings {
-                compression: Compression::None,
-                ..self.codec.clone()
-            },
+            ObjectClass::CompressedData => CodecSettings { compression: Compression::None, ..self.codec.clone() },
             ObjectClass::Metadata => self.codec.without_encryption(),
         }
     }
 
     /// Encodes and stores an in-memory object (WAL segments, manifests).
-    pub async fn put_bytes(
-        &self,
-        relative: &str,
-        plain: Bytes,
-        class: ObjectClass,
-        mode: WriteMode,
-    ) -> Result<PutResult> {
+    pub async fn put_bytes(&self, relative: &str, plain: Bytes, class: ObjectClass, mode: WriteMode) -> Result<PutResult> {
         let key = self.key(relative);
         let settings = self.settings_for(class);
         // Compression and encryption are CPU work: keep them off the I/O threads.
-        let (encoded, trailer) =
-            tokio::task::spawn_blocking(move || codec::encode_to_vec(&settings, &plain))
-                .await
-                .map_err(|e| Error::Encryption(e.to_string()))??;
+        let (encoded, trailer) = tokio::task::spawn_blocking(move || codec::encode_to_vec(&settings, &plain))
+            .await
+            .map_err(|e| Error::Encryption(e.to_string()))??;
         let outcome = self.store.put(&key, encoded.into(), mode).await?;
         self.settle(relative, outcome, trailer).await
     }
 
     /// Starts a streamed object; memory stays bounded by the chunk size whatever the object size.
-    pub async fn writer(
-        &self,
-        relative: &str,
-        class: ObjectClass,
-        mode: WriteMode,
-    ) -> Result<ObjectWriter<'_>> {
+    pub async fn writer(&self, relative: &str, class: ObjectClass, mode: WriteMode) -> Result<ObjectWriter<'_>> {
         let encoder = Encoder::new(&self.settings_for(class))?;
         let upload = self.store.start_upload(&self.key(relative), mode).await?;
-        Ok(ObjectWriter {
-            repository: self,
-            relative: relative.to_string(),
-            encoder,
-            upload: Some(upload),
-        })
+        Ok(ObjectWriter { repository: self, relative: relative.to_string(), encoder, upload: Some(upload) })
     }
 
     /// Streams an object from an async reader.
@@ -217,19 +184,12 @@ impl Repository {
 
     /// Turns a store outcome into a repository result: "already there" is success only when the
     /// stored object has the same plain bytes (design rule 2).
-    async fn settle(
-        &self,
-        relative: &str,
-        outcome: WriteOutcome,
-        trailer: Trailer,
-    ) -> Result<PutResult> {
+    async fn settle(&self, relative: &str, outcome: WriteOutcome, trailer: Trailer) -> Result<PutResult> {
         match outcome {
             WriteOutcome::Written => Ok(PutResult::Stored { trailer }),
             WriteOutcome::AlreadyExists => {
                 let existing = self.read_trailer(relative).await?;
-                if existing.plain_sha256 == trailer.plain_sha256
-                    && existing.plain_len == trailer.plain_len
-                {
+                if existing.plain_sha256 == trailer.plain_sha256 && existing.plain_len == trailer.plain_len {
                     Ok(PutResult::AlreadyIdentical { trailer: existing })
                 } else {
                     Err(Error::Conflict {
@@ -246,28 +206,15 @@ impl Repository {
     /// Reads an object's trailer (its checksums and lengths) without reading the object.
     pub async fn read_trailer(&self, relative: &str) -> Result<Trailer> {
         let key = self.key(relative);
-        let info = self
-            .store
-            .head(&key)
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                store: self.store.describe(),
-                key: key.clone(),
-            })?;
-        let corrupt = |reason: String| Error::Corrupt {
+        let info = self.store.head(&key).await?.ok_or_else(|| Error::NotFound {
+            store: self.store.describe(),
             key: key.clone(),
-            reason,
-        };
+        })?;
+        let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
         if info.size < (codec::HEADER_LEN + TRAILER_LEN) as u64 {
-            return Err(corrupt(format!(
-                "it is {} bytes, shorter than an empty object",
-                info.size
-            )));
+            return Err(corrupt(format!("it is {} bytes, shorter than an empty object", info.size)));
         }
-        let bytes = self
-            .store
-            .get_range(&key, info.size - TRAILER_LEN as u64, TRAILER_LEN as u64)
-            .await?;
+        let bytes = self.store.get_range(&key, info.size - TRAILER_LEN as u64, TRAILER_LEN as u64).await?;
         let trailer = Trailer::decode(&bytes).map_err(&corrupt)?;
         if trailer.object_len() != info.size {
             return Err(corrupt(format!(
@@ -291,15 +238,12 @@ impl Repository {
         let key = self.key(relative);
         let mut reader = self.store.get(&key).await?;
         let mut raw = Vec::new();
-        reader
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| Error::Backend {
-                store: self.store.describe(),
-                operation: "download",
-                key: key.clone(),
-                message: e.to_string(),
-            })?;
+        reader.read_to_end(&mut raw).await.map_err(|e| Error::Backend {
+            store: self.store.describe(),
+            operation: "download",
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
         Ok(raw)
     }
 
@@ -310,9 +254,7 @@ impl Repository {
         tokio::task::spawn_blocking(move || {
             let mut plain = Vec::new();
             let mut decoded = start_decoding(&key, Cursor::new(raw), &identities)?;
-            decoded
-                .read_to_end(&mut plain)
-                .map_err(|e| read_error(&key, e))?;
+            decoded.read_to_end(&mut plain).map_err(|e| read_error(&key, e))?;
             Ok(plain)
         })
         .await
@@ -326,10 +268,7 @@ impl Repository {
         let key = self.key(relative);
         let reader = handle.block_on(self.store.get(&key))?;
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
-        Ok(VerifiedReader {
-            decoded: start_decoding(&key, bridge, &self.identities)?,
-            key,
-        })
+        Ok(VerifiedReader { decoded: start_decoding(&key, bridge, &self.identities)?, key })
     }
 
     /// Reads a whole object and checks it: header, stored-bytes checksum and length always; the
@@ -345,12 +284,10 @@ impl Repository {
 
     pub async fn cluster_file(&self) -> Result<Option<ClusterFile>> {
         match self.get_bytes(CLUSTER_FILE).await {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Error::Corrupt {
-                    key: self.key(CLUSTER_FILE),
-                    reason: format!("it is not valid cluster metadata: {e}"),
-                }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| Error::Corrupt {
+                key: self.key(CLUSTER_FILE),
+                reason: format!("it is not valid cluster metadata: {e}"),
+            }),
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
@@ -368,23 +305,12 @@ impl Repository {
             system_identifier: identity.system_identifier.to_string(),
             pg_version_num: identity.pg_version_num,
             wal_segment_size: identity.wal_segment_size,
-            created_at_unix: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            created_at_unix: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
             created_by: format!("backstop {}", env!("CARGO_PKG_VERSION")),
         };
         let json = serde_json::to_vec_pretty(&file).expect("cluster file serializes");
         let (encoded, _) = codec::encode_to_vec(&CodecSettings::plain(), &json)?;
-        match self
-            .store
-            .put(
-                &self.key(CLUSTER_FILE),
-                encoded.into(),
-                WriteMode::CreateNew,
-            )
-            .await?
-        {
+        match self.store.put(&self.key(CLUSTER_FILE), encoded.into(), WriteMode::CreateNew).await? {
             WriteOutcome::Written => Ok(file),
             // Another writer created it between our read and our write: theirs is authoritative.
             WriteOutcome::AlreadyExists => {
@@ -397,11 +323,7 @@ impl Repository {
         }
     }
 
-    fn check_owner(
-        &self,
-        existing: ClusterFile,
-        identity: &ClusterIdentity,
-    ) -> Result<ClusterFile> {
+    fn check_owner(&self, existing: ClusterFile, identity: &ClusterIdentity) -> Result<ClusterFile> {
         if existing.system_identifier == identity.system_identifier.to_string() {
             Ok(existing)
         } else {
@@ -419,47 +341,30 @@ impl Repository {
         let started = Instant::now();
         let relative = format!(".probe/{:016x}", rand::random::<u64>());
         let key = self.key(&relative);
-        let failed = |step: &'static str, reason: String| Error::Probe {
-            store: self.describe(),
-            step,
-            reason,
-        };
+        let failed = |step: &'static str, reason: String| Error::Probe { store: self.describe(), step, reason };
         let payload = Bytes::from(format!("backstop probe {relative}"));
-        self.put_bytes(
-            &relative,
-            payload.clone(),
-            ObjectClass::Metadata,
-            WriteMode::CreateNew,
-        )
-        .await
-        .map_err(|e| failed("write", e.to_string()))?;
+        self.put_bytes(&relative, payload.clone(), ObjectClass::Metadata, WriteMode::CreateNew)
+            .await
+            .map_err(|e| failed("write", e.to_string()))?;
         let read = self.get_bytes(&relative).await;
         let listed = self.store.list(&self.key(".probe/")).await;
         let deleted = self.store.delete(&key).await;
         match read {
             Err(e) => return Err(failed("read back", e.to_string())),
-            Ok(bytes) if bytes != payload => {
-                return Err(failed("read back", "different bytes came back".into()))
-            }
+            Ok(bytes) if bytes != payload => return Err(failed("read back", "different bytes came back".into())),
             Ok(_) => {}
         }
         match listed {
             Err(e) => return Err(failed("list", e.to_string())),
             Ok(objects) if !objects.iter().any(|o| o.key == key) => {
-                return Err(failed(
-                    "list",
-                    "the object just written was not listed".into(),
-                ))
+                return Err(failed("list", "the object just written was not listed".into()))
             }
             Ok(_) => {}
         }
         deleted.map_err(|e| failed("delete", e.to_string()))?;
         match self.store.head(&key).await {
             Err(e) => Err(failed("delete", e.to_string())),
-            Ok(Some(_)) => Err(failed(
-                "delete",
-                "the object is still there after delete".into(),
-            )),
+            Ok(Some(_)) => Err(failed("delete", "the object is still there after delete".into())),
             Ok(None) => Ok(started.elapsed()),
         }
     }
@@ -483,10 +388,7 @@ impl Verified {
 }
 
 fn verify_raw(key: &str, raw: Vec<u8>, identities: &[age::x25519::Identity]) -> Result<Verified> {
-    let corrupt = |reason: String| Error::Corrupt {
-        key: key.to_string(),
-        reason,
-    };
+    let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
     let header = codec::Header::decode(&raw).map_err(&corrupt)?;
     if raw.len() < codec::HEADER_LEN + TRAILER_LEN {
         return Err(corrupt("it is shorter than an empty object".into()));
@@ -494,11 +396,7 @@ fn verify_raw(key: &str, raw: Vec<u8>, identities: &[age::x25519::Identity]) -> 
     let trailer = Trailer::decode(&raw[raw.len() - TRAILER_LEN..]).map_err(&corrupt)?;
     let body = &raw[codec::HEADER_LEN..raw.len() - TRAILER_LEN];
     if trailer.body_len != body.len() as u64 {
-        return Err(corrupt(format!(
-            "its body is {} bytes but its trailer records {}",
-            body.len(),
-            trailer.body_len
-        )));
+        return Err(corrupt(format!("its body is {} bytes but its trailer records {}", body.len(), trailer.body_len)));
     }
     let body_sha256: [u8; 32] = sha2::Sha256::digest(body).into();
     if body_sha256 != trailer.body_sha256 {
@@ -522,10 +420,7 @@ fn start_decoding<R: Read + Send + 'static>(
     identities: &[age::x25519::Identity],
 ) -> Result<codec::DecodedReader> {
     codec::decode(raw, identities).map_err(|e| match e {
-        DecodeStartError::Corrupt(reason) => Error::Corrupt {
-            key: key.to_string(),
-            reason,
-        },
+        DecodeStartError::Corrupt(reason) => Error::Corrupt { key: key.to_string(), reason },
         DecodeStartError::NoIdentity => Error::Decryption {
             key: key.to_string(),
             reason: "no age identity was given to decrypt it".into(),
@@ -542,22 +437,11 @@ fn start_decoding<R: Read + Send + 'static>(
 /// decode) and "the bytes could not be read" (the store or the network).
 fn read_error(key: &str, error: std::io::Error) -> Error {
     if let Some(reason) = codec::integrity_reason(&error) {
-        Error::Corrupt {
-            key: key.to_string(),
-            reason,
-        }
+        Error::Corrupt { key: key.to_string(), reason }
     } else if codec::is_source_error(&error) {
-        Error::Backend {
-            store: "the repository".into(),
-            operation: "read",
-            key: key.to_string(),
-            message: error.to_string(),
-        }
+        Error::Backend { store: "the repository".into(), operation: "read", key: key.to_string(), message: error.to_string() }
     } else {
-        Error::Corrupt {
-            key: key.to_string(),
-            reason: format!("it does not decode ({error})"),
-        }
+        Error::Corrupt { key: key.to_string(), reason: format!("it does not decode ({error})") }
     }
 }
 
@@ -583,30 +467,19 @@ impl VerifiedReader {
 
     /// [`VerifiedReader::copy_to`], calling `progress` with the plain bytes copied so far after
     /// every megabyte: the place for a caller to report progress or honour a cancel.
-    pub fn copy_to_with_progress(
-        mut self,
-        sink: &mut impl std::io::Write,
-        mut progress: impl FnMut(u64),
-    ) -> Result<Trailer> {
+    pub fn copy_to_with_progress(mut self, sink: &mut impl std::io::Write, mut progress: impl FnMut(u64)) -> Result<Trailer> {
         let mut buffer = vec![0u8; 1 << 20];
         let mut copied = 0u64;
         loop {
-            let n = self
-                .decoded
-                .read(&mut buffer)
-                .map_err(|e| read_error(&self.key, e))?;
+            let n = self.decoded.read(&mut buffer).map_err(|e| read_error(&self.key, e))?;
             if n == 0 {
                 break;
             }
-            sink.write_all(&buffer[..n])
-                .map_err(|e| Error::io("write", &self.key, e))?;
+            sink.write_all(&buffer[..n]).map_err(|e| Error::io("write", &self.key, e))?;
             copied += n as u64;
             progress(copied);
         }
-        Ok(self
-            .decoded
-            .verified_trailer()
-            .expect("end of stream implies verified"))
+        Ok(self.decoded.verified_trailer().expect("end of stream implies verified"))
     }
 }
 
@@ -622,9 +495,7 @@ pub struct ObjectWriter<'a> {
 impl ObjectWriter<'_> {
     pub async fn write(&mut self, plain: &[u8]) -> Result<()> {
         for piece in plain.chunks(STREAM_CHUNK) {
-            self.encoder
-                .write(piece)
-                .map_err(|e| Error::Encryption(e.to_string()))?;
+            self.encoder.write(piece).map_err(|e| Error::Encryption(e.to_string()))?;
             if self.encoder.pending() >= STREAM_CHUNK {
                 let chunk = Bytes::from(self.encoder.take_output());
                 let upload = self.upload.as_mut().expect("writer used after finish");
@@ -652,9 +523,7 @@ impl ObjectWriter<'_> {
             return Err(e);
         }
         let outcome = upload.finish().await?;
-        self.repository
-            .settle(&self.relative, outcome, trailer)
-            .await
+        self.repository.settle(&self.relative, outcome, trailer).await
     }
 
     pub async fn abort(&mut self) {

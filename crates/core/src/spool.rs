@@ -61,11 +61,9 @@ impl Spool {
         let mut removed = 0;
         let entries = fs::read_dir(&self.dir).map_err(|e| Error::io("list spool", &self.dir, e))?;
         for entry in entries.flatten() {
-            let Some(file) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            let stale_wal = WalFileName::parse(&file)
-                .is_ok_and(|n| matches!(n.kind, Segment | Partial) && n.name < current.name);
+            let Some(file) = entry.file_name().to_str().map(str::to_string) else { continue };
+            let stale_wal =
+                WalFileName::parse(&file).is_ok_and(|n| matches!(n.kind, Segment | Partial) && n.name < current.name);
             let stale_temp = file.starts_with('.') && file.contains(".tmp-");
             if stale_wal || stale_temp {
                 let _ = fs::remove_file(entry.path());
@@ -84,21 +82,14 @@ mod tests {
     fn spooled_objects_are_taken_once_and_pruned_when_passed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path().join("spool")).unwrap();
-        let names: Vec<WalFileName> = [
-            "000000010000000000000003",
-            "000000010000000000000004",
-            "000000010000000000000005",
-        ]
-        .iter()
-        .map(|n| WalFileName::parse(n).unwrap())
-        .collect();
+        let names: Vec<WalFileName> = ["000000010000000000000003", "000000010000000000000004", "000000010000000000000005"]
+            .iter()
+            .map(|n| WalFileName::parse(n).unwrap())
+            .collect();
         for name in &names {
             spool.put(name, name.name.as_bytes()).unwrap();
         }
-        assert_eq!(
-            spool.take(&names[1]).unwrap().unwrap(),
-            names[1].name.as_bytes()
-        );
+        assert_eq!(spool.take(&names[1]).unwrap().unwrap(), names[1].name.as_bytes());
         assert_eq!(spool.take(&names[1]).unwrap(), None);
         assert_eq!(spool.prune_before(&names[2]).unwrap(), 1);
         assert!(!spool.contains(&names[0]));

@@ -25,10 +25,7 @@ pub struct WalFileName {
 }
 
 fn is_upper_hex(text: &str) -> bool {
-    !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
 }
 
 impl WalFileName {
@@ -58,11 +55,7 @@ impl WalFileName {
             return Err(invalid());
         }
         let timeline = u32::from_str_radix(&stem[..8], 16).map_err(|_| invalid())?;
-        Ok(WalFileName {
-            name: name.to_string(),
-            kind,
-            timeline,
-        })
+        Ok(WalFileName { name: name.to_string(), kind, timeline })
     }
 
     /// Path of this file's object, relative to the cluster's namespace.
@@ -91,11 +84,7 @@ impl WalFileName {
     pub fn next_segment(&self, segment_size: u32) -> Option<WalFileName> {
         let (timeline, number) = self.position(segment_size)?;
         let name = segment_name(timeline, number + 1, segment_size);
-        Some(WalFileName {
-            name,
-            kind: WalFileKind::Segment,
-            timeline,
-        })
+        Some(WalFileName { name, kind: WalFileKind::Segment, timeline })
     }
 }
 
@@ -105,21 +94,13 @@ fn segments_per_log(segment_size: u32) -> u64 {
 
 pub fn segment_name(timeline: u32, number: u64, segment_size: u32) -> String {
     let per_log = segments_per_log(segment_size);
-    format!(
-        "{:08X}{:08X}{:08X}",
-        timeline,
-        number / per_log,
-        number % per_log
-    )
+    format!("{:08X}{:08X}{:08X}", timeline, number / per_log, number % per_log)
 }
 
 /// The WAL files waiting in `archive_status` (names of `.ready` files without the suffix), in the
 /// order PostgreSQL's archiver asks for them: timeline history files first, then oldest first.
 pub fn archive_order(ready: impl IntoIterator<Item = String>) -> Vec<String> {
-    let mut files: Vec<String> = ready
-        .into_iter()
-        .filter(|name| WalFileName::parse(name).is_ok())
-        .collect();
+    let mut files: Vec<String> = ready.into_iter().filter(|name| WalFileName::parse(name).is_ok()).collect();
     files.sort_by(|a, b| (!a.ends_with(".history"), a).cmp(&(!b.ends_with(".history"), b)));
     files
 }
@@ -135,10 +116,7 @@ pub struct Gap {
 
 /// Missing segments between the first and last archived segment of each timeline. `.partial`
 /// files do not fill a gap: they are the unfinished end of a timeline.
-pub fn find_gaps<'a>(
-    names: impl IntoIterator<Item = &'a WalFileName>,
-    segment_size: u32,
-) -> Vec<Gap> {
+pub fn find_gaps<'a>(names: impl IntoIterator<Item = &'a WalFileName>, segment_size: u32) -> Vec<Gap> {
     let mut per_timeline: std::collections::BTreeMap<u32, Vec<u64>> = Default::default();
     for name in names {
         if name.kind == WalFileKind::Segment {
@@ -203,11 +181,7 @@ pub fn parse_long_page_header(bytes: &[u8]) -> Option<WalPageHeader> {
 
 /// Checks a file about to be archived: a valid WAL file name, and for segments a page header that
 /// names this cluster. Returns the parsed name.
-pub fn check_before_archiving(
-    file_name: &str,
-    contents: &[u8],
-    system_identifier: u64,
-) -> Result<WalFileName, Error> {
+pub fn check_before_archiving(file_name: &str, contents: &[u8], system_identifier: u64) -> Result<WalFileName, Error> {
     let name = WalFileName::parse(file_name)?;
     if matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
         if let Some(header) = parse_long_page_header(contents) {
@@ -230,38 +204,21 @@ mod tests {
     #[test]
     fn names_map_to_their_objects() {
         let cases = [
-            (
-                "000000010000000A000000FE",
-                WalFileKind::Segment,
-                "wal/000000010000000A/000000010000000A000000FE",
-            ),
-            (
-                "000000020000000000000003.partial",
-                WalFileKind::Partial,
-                "wal/0000000200000000/000000020000000000000003.partial",
-            ),
+            ("000000010000000A000000FE", WalFileKind::Segment, "wal/000000010000000A/000000010000000A000000FE"),
+            ("000000020000000000000003.partial", WalFileKind::Partial, "wal/0000000200000000/000000020000000000000003.partial"),
             (
                 "000000010000000000000002.00000028.backup",
                 WalFileKind::Backup,
                 "wal/0000000100000000/000000010000000000000002.00000028.backup",
             ),
-            (
-                "00000002.history",
-                WalFileKind::History,
-                "wal/00000002.history",
-            ),
+            ("00000002.history", WalFileKind::History, "wal/00000002.history"),
         ];
         for (name, kind, path) in cases {
             let parsed = WalFileName::parse(name).unwrap();
             assert_eq!(parsed.kind, kind, "{name}");
             assert_eq!(parsed.object_path(), path);
         }
-        assert_eq!(
-            WalFileName::parse("0000000A0000000000000001")
-                .unwrap()
-                .timeline,
-            10
-        );
+        assert_eq!(WalFileName::parse("0000000A0000000000000001").unwrap().timeline, 10);
     }
 
     #[test]
@@ -284,39 +241,19 @@ mod tests {
     #[test]
     fn segments_follow_each_other_across_log_boundaries() {
         let name = WalFileName::parse("0000000100000003000000FF").unwrap();
-        assert_eq!(
-            name.next_segment(16 << 20).unwrap().name,
-            "000000010000000400000000"
-        );
+        assert_eq!(name.next_segment(16 << 20).unwrap().name, "000000010000000400000000");
         let name = WalFileName::parse("000000020000000000000001").unwrap();
-        assert_eq!(
-            name.next_segment(64 << 20).unwrap().name,
-            "000000020000000000000002"
-        );
+        assert_eq!(name.next_segment(64 << 20).unwrap().name, "000000020000000000000002");
         assert_eq!(segment_name(1, 0x3FF, 64 << 20), "000000010000000F0000003F");
-        assert!(WalFileName::parse("00000002.history")
-            .unwrap()
-            .next_segment(16 << 20)
-            .is_none());
+        assert!(WalFileName::parse("00000002.history").unwrap().next_segment(16 << 20).is_none());
     }
 
     #[test]
     fn archive_order_puts_history_first_then_oldest() {
-        let ready = [
-            "000000020000000000000004",
-            "00000002.history",
-            "000000010000000000000009",
-            "junk",
-            "000000020000000000000003.partial",
-        ];
+        let ready = ["000000020000000000000004", "00000002.history", "000000010000000000000009", "junk", "000000020000000000000003.partial"];
         assert_eq!(
             archive_order(ready.iter().map(|s| s.to_string())),
-            [
-                "00000002.history",
-                "000000010000000000000009",
-                "000000020000000000000003.partial",
-                "000000020000000000000004"
-            ]
+            ["00000002.history", "000000010000000000000009", "000000020000000000000003.partial", "000000020000000000000004"]
         );
     }
 
@@ -347,10 +284,7 @@ mod tests {
                 count: 2
             }
         );
-        assert_eq!(
-            (gaps[1].first_missing.as_str(), gaps[1].count),
-            ("000000010000000000000006", 249)
-        );
+        assert_eq!((gaps[1].first_missing.as_str(), gaps[1].count), ("000000010000000000000006", 249));
     }
 
     #[test]
@@ -360,14 +294,8 @@ mod tests {
         page[24..32].copy_from_slice(&111u64.to_le_bytes());
         check_before_archiving("000000010000000000000001", &page, 111).unwrap();
         let error = check_before_archiving("000000010000000000000001", &page, 222).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("system identifier 111, not by 222"),
-            "{error}"
-        );
-        check_before_archiving("00000002.history", b"1\t0/3000000\tno recovery target", 222)
-            .unwrap();
+        assert!(error.to_string().contains("system identifier 111, not by 222"), "{error}");
+        check_before_archiving("00000002.history", b"1\t0/3000000\tno recovery target", 222).unwrap();
     }
 
     #[test]
@@ -385,9 +313,6 @@ mod tests {
         assert_eq!(header.segment_size, 16 << 20);
         assert_eq!(header.timeline, 1);
         page[2] = 0;
-        assert!(
-            parse_long_page_header(&page).is_none(),
-            "a short page header carries no system identifier"
-        );
+        assert!(parse_long_page_header(&page).is_none(), "a short page header carries no system identifier");
     }
 }

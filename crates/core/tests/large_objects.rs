@@ -38,8 +38,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
         let moved = System.realloc(pointer, layout, new_size);
         if !moved.is_null() {
             if new_size > layout.size() {
-                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size
-                    - layout.size();
+                let live = LIVE.fetch_add(new_size - layout.size(), Ordering::Relaxed) + new_size - layout.size();
                 PEAK.fetch_max(live, Ordering::Relaxed);
             } else {
                 LIVE.fetch_sub(layout.size() - new_size, Ordering::Relaxed);
@@ -62,25 +61,15 @@ fn peak_growth<T>(work: impl FnOnce() -> T) -> (T, usize) {
     let baseline = LIVE.load(Ordering::Relaxed);
     PEAK.store(baseline, Ordering::Relaxed);
     let result = work();
-    (
-        result,
-        PEAK.load(Ordering::Relaxed).saturating_sub(baseline),
-    )
+    (result, PEAK.load(Ordering::Relaxed).saturating_sub(baseline))
 }
 
 fn full_pipeline(identity: &age::x25519::Identity) -> CodecSettings {
     CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()])
 }
 
-async fn write_noise(
-    repo: &Repository,
-    relative: &str,
-    seed: u64,
-    size: usize,
-) -> Result<PutResult, Error> {
-    let mut writer = repo
-        .writer(relative, ObjectClass::Data, WriteMode::CreateNew)
-        .await?;
+async fn write_noise(repo: &Repository, relative: &str, seed: u64, size: usize) -> Result<PutResult, Error> {
+    let mut writer = repo.writer(relative, ObjectClass::Data, WriteMode::CreateNew).await?;
     let mut noise = NoiseSource::new(seed);
     let mut piece = vec![0u8; PIECE];
     for _ in 0..size / PIECE {
@@ -91,12 +80,7 @@ async fn write_noise(
 }
 
 /// Reads the object back in pieces, comparing it with the regenerated noise as it goes.
-fn read_and_compare(
-    repo: &Repository,
-    handle: &tokio::runtime::Handle,
-    relative: &str,
-    seed: u64,
-) -> usize {
+fn read_and_compare(repo: &Repository, handle: &tokio::runtime::Handle, relative: &str, seed: u64) -> usize {
     let mut reader = repo.open(handle, relative).unwrap();
     let mut expected = NoiseSource::new(seed);
     let (mut got, mut want) = (vec![0u8; PIECE], vec![0u8; PIECE]);
@@ -114,10 +98,7 @@ fn read_and_compare(
             return total;
         }
         expected.fill(&mut want[..filled]);
-        assert!(
-            got[..filled] == want[..filled],
-            "byte mismatch in piece at offset {total}"
-        );
+        assert!(got[..filled] == want[..filled], "byte mismatch in piece at offset {total}");
         total += filled;
     }
 }
@@ -128,28 +109,13 @@ fn bounded_round_trip(backend: Backend, name: &str) {
     let repo = Repository::new(backend.store.clone(), "cluster-a", full_pipeline(&identity))
         .unwrap()
         .with_identities(vec![identity]);
-    let (stored, write_peak) = peak_growth(|| {
-        runtime
-            .block_on(write_noise(&repo, "big/object", 11, OBJECT_SIZE))
-            .unwrap()
-    });
+    let (stored, write_peak) = peak_growth(|| runtime.block_on(write_noise(&repo, "big/object", 11, OBJECT_SIZE)).unwrap());
     assert_eq!(stored.trailer().plain_len, OBJECT_SIZE as u64);
-    let (read, read_peak) =
-        peak_growth(|| read_and_compare(&repo, runtime.handle(), "big/object", 11));
+    let (read, read_peak) = peak_growth(|| read_and_compare(&repo, runtime.handle(), "big/object", 11));
     assert_eq!(read, OBJECT_SIZE);
-    eprintln!(
-        "{name}: 64 MiB object, peak heap growth writing {} MiB, reading {} MiB",
-        write_peak >> 20,
-        read_peak >> 20
-    );
-    assert!(
-        write_peak < 40 << 20,
-        "{name}: writing 64 MiB grew the heap by {write_peak} bytes"
-    );
-    assert!(
-        read_peak < 16 << 20,
-        "{name}: reading 64 MiB grew the heap by {read_peak} bytes"
-    );
+    eprintln!("{name}: 64 MiB object, peak heap growth writing {} MiB, reading {} MiB", write_peak >> 20, read_peak >> 20);
+    assert!(write_peak < 40 << 20, "{name}: writing 64 MiB grew the heap by {write_peak} bytes");
+    assert!(read_peak < 16 << 20, "{name}: reading 64 MiB grew the heap by {read_peak} bytes");
 }
 
 #[test]
@@ -162,9 +128,7 @@ fn file_64_mib_object_round_trips_in_bounded_memory() {
 fn s3_64_mib_object_round_trips_in_bounded_memory() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let runtime = backstop_core::runtime::build(1, "setup").unwrap();
-    let Some(backend) = runtime.block_on(common::s3_backend()) else {
-        return;
-    };
+    let Some(backend) = runtime.block_on(common::s3_backend()) else { return };
     drop(runtime);
     bounded_round_trip(backend, "s3");
 }
@@ -179,22 +143,15 @@ impl Drop for RestartOnDrop<'_> {
 }
 
 fn garage(ctl: &str, action: &str) {
-    let status = std::process::Command::new(ctl)
-        .arg(action)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .unwrap();
+    let status = std::process::Command::new(ctl).arg(action).stdout(std::process::Stdio::null()).status().unwrap();
     assert!(status.success(), "{ctl} {action} failed");
 }
 
 #[test]
 fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(mut options) = common::s3_options() else {
-        return;
-    };
-    let ctl = std::env::var("BACKSTOP_TEST_GARAGE_CTL")
-        .expect("BACKSTOP_TEST_GARAGE_CTL names scripts/garage.sh");
+    let Some(mut options) = common::s3_options() else { return };
+    let ctl = std::env::var("BACKSTOP_TEST_GARAGE_CTL").expect("BACKSTOP_TEST_GARAGE_CTL names scripts/garage.sh");
     options.max_attempts = 2;
     let runtime = backstop_core::runtime::build(2, "test-io").unwrap();
     let backend = runtime.block_on(common::s3_backend_with(&options));
@@ -206,10 +163,7 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
     let outcome = {
         let _restart = RestartOnDrop(&ctl);
         runtime.block_on(async {
-            let mut writer = repo
-                .writer("outage/object", ObjectClass::Data, WriteMode::CreateNew)
-                .await
-                .unwrap();
+            let mut writer = repo.writer("outage/object", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
             let mut noise = NoiseSource::new(5);
             let mut piece = vec![0u8; PIECE];
             for _ in 0..16 {
@@ -229,32 +183,14 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
     };
     let error = outcome.expect_err("an upload to a stopped server must fail");
     assert!(matches!(error, Error::Backend { .. }), "{error}");
-    assert!(
-        error.to_string().contains("could not reach the server"),
-        "{error}"
-    );
+    assert!(error.to_string().contains("could not reach the server"), "{error}");
 
     // The server is back: nothing of the failed upload is visible, and the same upload now works.
     runtime.block_on(async {
-        assert!(repo
-            .store()
-            .head(&repo.key("outage/object"))
-            .await
-            .unwrap()
-            .is_none());
-        assert!(repo
-            .store()
-            .list(&repo.key("outage/"))
-            .await
-            .unwrap()
-            .is_empty());
-        let stored = write_noise(&repo, "outage/object", 5, 32 << 20)
-            .await
-            .unwrap();
+        assert!(repo.store().head(&repo.key("outage/object")).await.unwrap().is_none());
+        assert!(repo.store().list(&repo.key("outage/")).await.unwrap().is_empty());
+        let stored = write_noise(&repo, "outage/object", 5, 32 << 20).await.unwrap();
         assert!(matches!(stored, PutResult::Stored { .. }));
     });
-    assert_eq!(
-        read_and_compare(&repo, runtime.handle(), "outage/object", 5),
-        32 << 20
-    );
+    assert_eq!(read_and_compare(&repo, runtime.handle(), "outage/object", 5), 32 << 20);
 }

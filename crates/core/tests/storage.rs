@@ -24,61 +24,23 @@ fn repository(store: &Arc<dyn ObjectStore>, codec: CodecSettings) -> Repository 
 async fn small_objects_round_trip(backend: Backend) {
     let identity = age::x25519::Identity::generate();
     let encrypted = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
-    for (name, codec) in [
-        ("plain", CodecSettings::plain()),
-        ("zstd", zstd()),
-        ("encrypted", encrypted),
-    ] {
+    for (name, codec) in [("plain", CodecSettings::plain()), ("zstd", zstd()), ("encrypted", encrypted)] {
         let repo = repository(&backend.store, codec).with_identities(vec![identity.clone()]);
-        for (i, payload) in [
-            Bytes::new(),
-            Bytes::from_static(b"x"),
-            Bytes::from(vec![42u8; 3 << 20]),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, payload) in [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(vec![42u8; 3 << 20])].into_iter().enumerate() {
             let relative = format!("objects/{name}-{i}");
-            let result = repo
-                .put_bytes(
-                    &relative,
-                    payload.clone(),
-                    ObjectClass::Data,
-                    WriteMode::CreateNew,
-                )
-                .await
-                .unwrap();
+            let result = repo.put_bytes(&relative, payload.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
             assert!(matches!(result, PutResult::Stored { .. }));
-            assert_eq!(
-                repo.get_bytes(&relative).await.unwrap(),
-                payload,
-                "{name} {i}"
-            );
-            assert_eq!(
-                repo.read_trailer(&relative).await.unwrap().plain_len,
-                payload.len() as u64
-            );
+            assert_eq!(repo.get_bytes(&relative).await.unwrap(), payload, "{name} {i}");
+            assert_eq!(repo.read_trailer(&relative).await.unwrap().plain_len, payload.len() as u64);
         }
     }
 }
 
 async fn missing_objects_are_reported_as_missing(backend: Backend) {
     let repo = repository(&backend.store, zstd());
-    assert!(matches!(
-        repo.get_bytes("nothing/here").await,
-        Err(Error::NotFound { .. })
-    ));
-    assert!(backend
-        .store
-        .head(&repo.key("nothing/here"))
-        .await
-        .unwrap()
-        .is_none());
-    backend
-        .store
-        .delete(&repo.key("nothing/here"))
-        .await
-        .expect("deleting an absent object succeeds");
+    assert!(matches!(repo.get_bytes("nothing/here").await, Err(Error::NotFound { .. })));
+    assert!(backend.store.head(&repo.key("nothing/here")).await.unwrap().is_none());
+    backend.store.delete(&repo.key("nothing/here")).await.expect("deleting an absent object succeeds");
 }
 
 async fn create_if_absent_tells_same_from_different(backend: Backend) {
@@ -87,86 +49,35 @@ async fn create_if_absent_tells_same_from_different(backend: Backend) {
     let codec = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
     let repo = repository(&backend.store, codec).with_identities(vec![identity]);
     let original = Bytes::from(vec![1u8; 100_000]);
-    let first = repo
-        .put_bytes(
-            "wal/seg",
-            original.clone(),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    let first = repo.put_bytes("wal/seg", original.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
     assert!(matches!(first, PutResult::Stored { .. }));
-    let again = repo
-        .put_bytes(
-            "wal/seg",
-            original.clone(),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap();
-    assert!(
-        matches!(again, PutResult::AlreadyIdentical { .. }),
-        "{again:?}"
-    );
+    let again = repo.put_bytes("wal/seg", original.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    assert!(matches!(again, PutResult::AlreadyIdentical { .. }), "{again:?}");
 
     let different = Bytes::from(vec![2u8; 100_000]);
-    let error = repo
-        .put_bytes(
-            "wal/seg",
-            different.clone(),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap_err();
+    let error = repo.put_bytes("wal/seg", different.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Error::Conflict { .. }), "{message}");
-    assert!(
-        message.contains(&hex::encode(Sha256::digest(&original))),
-        "existing checksum named: {message}"
-    );
-    assert!(
-        message.contains(&hex::encode(Sha256::digest(&different))),
-        "new checksum named: {message}"
-    );
-    assert_eq!(
-        repo.get_bytes("wal/seg").await.unwrap(),
-        original,
-        "nothing was overwritten"
-    );
+    assert!(message.contains(&hex::encode(Sha256::digest(&original))), "existing checksum named: {message}");
+    assert!(message.contains(&hex::encode(Sha256::digest(&different))), "new checksum named: {message}");
+    assert_eq!(repo.get_bytes("wal/seg").await.unwrap(), original, "nothing was overwritten");
 
     // The streaming path follows the same rules.
-    let mut writer = repo
-        .writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew)
-        .await
-        .unwrap();
+    let mut writer = repo.writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
     writer.write(&different).await.unwrap();
     assert!(matches!(writer.finish().await, Err(Error::Conflict { .. })));
-    let mut writer = repo
-        .writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew)
-        .await
-        .unwrap();
+    let mut writer = repo.writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
     writer.write(&original).await.unwrap();
-    assert!(matches!(
-        writer.finish().await.unwrap(),
-        PutResult::AlreadyIdentical { .. }
-    ));
+    assert!(matches!(writer.finish().await.unwrap(), PutResult::AlreadyIdentical { .. }));
     assert_eq!(repo.get_bytes("wal/seg").await.unwrap(), original);
 }
 
 /// Overwrites the stored bytes of an object with `damage` applied, behind the repository's back.
 async fn tamper(store: &Arc<dyn ObjectStore>, key: &str, damage: impl FnOnce(&mut Vec<u8>)) {
     let mut raw = Vec::new();
-    tokio::io::AsyncReadExt::read_to_end(&mut store.get(key).await.unwrap(), &mut raw)
-        .await
-        .unwrap();
+    tokio::io::AsyncReadExt::read_to_end(&mut store.get(key).await.unwrap(), &mut raw).await.unwrap();
     damage(&mut raw);
-    store
-        .put(key, raw.into(), WriteMode::Overwrite)
-        .await
-        .unwrap();
+    store.put(key, raw.into(), WriteMode::Overwrite).await.unwrap();
 }
 
 async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
@@ -175,73 +86,32 @@ async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
     // ones (zstd itself trips over the damage first): both must be reported as corruption.
     let mut noise = vec![0u8; 300_000];
     common::NoiseSource::new(7).fill(&mut noise);
-    let text: Vec<u8> = (0..300_000u32)
-        .flat_map(|i| format!("row {i} value {}\n", i % 97).into_bytes())
-        .collect();
+    let text: Vec<u8> = (0..300_000u32).flat_map(|i| format!("row {i} value {}\n", i % 97).into_bytes()).collect();
     for (kind, payload) in [("noise", noise), ("text", text)] {
         for (damage_name, damage) in [
-            (
-                "flipped-body",
-                Box::new(|raw: &mut Vec<u8>| raw[1000] ^= 0x01) as Box<dyn FnOnce(&mut Vec<u8>)>,
-            ),
-            (
-                "flipped-middle",
-                Box::new(|raw: &mut Vec<u8>| {
-                    let at = raw.len() / 2;
-                    raw[at] ^= 0x10
-                }),
-            ),
-            (
-                "flipped-checksum",
-                Box::new(|raw: &mut Vec<u8>| {
-                    let at = raw.len() - 60;
-                    raw[at] ^= 0x80
-                }),
-            ),
-            (
-                "truncated",
-                Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000)),
-            ),
-            (
-                "tail-cut",
-                Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1)),
-            ),
+            ("flipped-body", Box::new(|raw: &mut Vec<u8>| raw[1000] ^= 0x01) as Box<dyn FnOnce(&mut Vec<u8>)>),
+            ("flipped-middle", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() / 2; raw[at] ^= 0x10 })),
+            ("flipped-checksum", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() - 60; raw[at] ^= 0x80 })),
+            ("truncated", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000))),
+            ("tail-cut", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1))),
         ] {
             let relative = format!("{kind}-{damage_name}");
-            repo.put_bytes(
-                &relative,
-                Bytes::from(payload.clone()),
-                ObjectClass::Data,
-                WriteMode::CreateNew,
-            )
-            .await
-            .unwrap();
+            repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
             tamper(&backend.store, &repo.key(&relative), damage).await;
             let error = repo.get_bytes(&relative).await.unwrap_err();
-            assert!(
-                matches!(error, Error::Corrupt { .. }),
-                "{relative}: {error}"
-            );
+            assert!(matches!(error, Error::Corrupt { .. }), "{relative}: {error}");
             // The streaming reader refuses it too: nothing it produced may be used.
             let handle = tokio::runtime::Handle::current();
             let streamed = {
                 let repo = repo.clone();
                 let relative = relative.clone();
-                tokio::task::spawn_blocking(move || {
-                    repo.open(&handle, &relative)?.copy_to(&mut std::io::sink())
-                })
-                .await
-                .unwrap()
+                tokio::task::spawn_blocking(move || repo.open(&handle, &relative)?.copy_to(&mut std::io::sink()))
+                    .await
+                    .unwrap()
             };
-            assert!(
-                matches!(streamed, Err(Error::Corrupt { .. })),
-                "{relative}: {streamed:?}"
-            );
+            assert!(matches!(streamed, Err(Error::Corrupt { .. })), "{relative}: {streamed:?}");
             let verified = repo.verify(&relative).await;
-            assert!(
-                matches!(verified, Err(Error::Corrupt { .. })),
-                "{relative}: {verified:?}"
-            );
+            assert!(matches!(verified, Err(Error::Corrupt { .. })), "{relative}: {verified:?}");
         }
     }
 }
@@ -250,35 +120,15 @@ async fn wrong_or_missing_identity_is_a_clear_error(backend: Backend) {
     let identity = age::x25519::Identity::generate();
     let codec = CodecSettings::new(Compression::None, vec![identity.to_public()]);
     let writer = repository(&backend.store, codec.clone());
-    writer
-        .put_bytes(
-            "secret",
-            Bytes::from_static(b"payroll"),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    writer.put_bytes("secret", Bytes::from_static(b"payroll"), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
     let no_key = repository(&backend.store, codec.clone());
     let message = no_key.get_bytes("secret").await.unwrap_err().to_string();
     assert!(message.contains("no age identity"), "{message}");
-    let wrong_key =
-        repository(&backend.store, codec).with_identities(vec![age::x25519::Identity::generate()]);
+    let wrong_key = repository(&backend.store, codec).with_identities(vec![age::x25519::Identity::generate()]);
     let error = wrong_key.get_bytes("secret").await.unwrap_err();
-    assert!(
-        matches!(error, Error::Decryption { .. }) && error.to_string().contains("wrong key"),
-        "{error}"
-    );
+    assert!(matches!(error, Error::Decryption { .. }) && error.to_string().contains("wrong key"), "{error}");
     // Metadata is never encrypted: the server, which holds only public keys, must read it back.
-    writer
-        .put_bytes(
-            "meta",
-            Bytes::from_static(b"{}"),
-            ObjectClass::Metadata,
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    writer.put_bytes("meta", Bytes::from_static(b"{}"), ObjectClass::Metadata, WriteMode::CreateNew).await.unwrap();
     assert_eq!(no_key.get_bytes("meta").await.unwrap(), b"{}".to_vec());
 }
 
@@ -288,30 +138,14 @@ async fn listing_pages_past_a_thousand_keys(backend: Backend) {
     futures::stream::iter(keys.clone())
         .map(|key| {
             let store = store.clone();
-            async move {
-                store
-                    .put(&key, Bytes::from(key.clone()), WriteMode::CreateNew)
-                    .await
-                    .unwrap()
-            }
+            async move { store.put(&key, Bytes::from(key.clone()), WriteMode::CreateNew).await.unwrap() }
         })
         .buffer_unordered(32)
         .collect::<Vec<_>>()
         .await;
-    store
-        .put(
-            "many-other/x",
-            Bytes::from_static(b"x"),
-            WriteMode::CreateNew,
-        )
-        .await
-        .unwrap();
+    store.put("many-other/x", Bytes::from_static(b"x"), WriteMode::CreateNew).await.unwrap();
     let listed = store.list("many/").await.unwrap();
-    assert_eq!(
-        listed.iter().map(|o| o.key.clone()).collect::<Vec<_>>(),
-        keys,
-        "all 1100, in order, nothing else"
-    );
+    assert_eq!(listed.iter().map(|o| o.key.clone()).collect::<Vec<_>>(), keys, "all 1100, in order, nothing else");
     assert!(listed.iter().all(|o| o.size == 10));
     assert_eq!(store.list("many/0109").await.unwrap().len(), 10);
     assert_eq!(store.list("many").await.unwrap().len(), 1101);
@@ -347,43 +181,14 @@ impl tokio::io::AsyncRead for FailingReader {
 async fn failed_uploads_publish_nothing(backend: Backend) {
     let repo = repository(&backend.store, CodecSettings::plain());
     let result = repo
-        .put_reader(
-            "big/failed",
-            FailingReader {
-                remaining: 20 << 20,
-            },
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        )
+        .put_reader("big/failed", FailingReader { remaining: 20 << 20 }, ObjectClass::Data, WriteMode::CreateNew)
         .await;
-    assert!(result
-        .unwrap_err()
-        .to_string()
-        .contains("source device failed"));
-    assert!(backend
-        .store
-        .head(&repo.key("big/failed"))
-        .await
-        .unwrap()
-        .is_none());
-    assert!(
-        backend
-            .store
-            .list(&repo.key("big/"))
-            .await
-            .unwrap()
-            .is_empty(),
-        "no partial or temporary object is listed"
-    );
+    assert!(result.unwrap_err().to_string().contains("source device failed"));
+    assert!(backend.store.head(&repo.key("big/failed")).await.unwrap().is_none());
+    assert!(backend.store.list(&repo.key("big/")).await.unwrap().is_empty(), "no partial or temporary object is listed");
     if let Some(dir) = &backend._dir {
-        let leftovers: Vec<_> = walk(dir.path())
-            .into_iter()
-            .filter(|p| p.contains(".tmp-"))
-            .collect();
-        assert!(
-            leftovers.is_empty(),
-            "temporary files left behind: {leftovers:?}"
-        );
+        let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".tmp-")).collect();
+        assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
     }
 }
 
@@ -401,24 +206,12 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 async fn cluster_file_guards_the_namespace(backend: Backend) {
     let repo = repository(&backend.store, zstd());
-    let ours = ClusterIdentity {
-        system_identifier: 7_345_678_901_234_567_890,
-        pg_version_num: 150018,
-        wal_segment_size: 16 << 20,
-    };
+    let ours = ClusterIdentity { system_identifier: 7_345_678_901_234_567_890, pg_version_num: 150018, wal_segment_size: 16 << 20 };
     assert!(repo.cluster_file().await.unwrap().is_none());
     let created = repo.ensure_cluster(&ours).await.unwrap();
     assert_eq!(created.system_identifier, "7345678901234567890");
-    assert_eq!(
-        repo.ensure_cluster(&ours).await.unwrap(),
-        created,
-        "a second call reads the same file"
-    );
-    let theirs = ClusterIdentity {
-        system_identifier: 1,
-        pg_version_num: 150018,
-        wal_segment_size: 16 << 20,
-    };
+    assert_eq!(repo.ensure_cluster(&ours).await.unwrap(), created, "a second call reads the same file");
+    let theirs = ClusterIdentity { system_identifier: 1, pg_version_num: 150018, wal_segment_size: 16 << 20 };
     let error = repo.ensure_cluster(&theirs).await.unwrap_err();
     assert!(matches!(error, Error::ForeignCluster { .. }), "{error}");
     assert!(error.to_string().contains("7345678901234567890"), "{error}");
@@ -427,15 +220,7 @@ async fn cluster_file_guards_the_namespace(backend: Backend) {
 async fn round_trip_check_passes(backend: Backend) {
     let repo = repository(&backend.store, zstd());
     repo.round_trip_check().await.unwrap();
-    assert!(
-        backend
-            .store
-            .list(&repo.key(".probe/"))
-            .await
-            .unwrap()
-            .is_empty(),
-        "the probe cleans up after itself"
-    );
+    assert!(backend.store.list(&repo.key(".probe/")).await.unwrap().is_empty(), "the probe cleans up after itself");
 }
 
 macro_rules! on_every_backend {
@@ -481,12 +266,7 @@ fn streamed_reads_verify_before_reporting_the_end() {
     let repo = repository(&backend.store, zstd());
     let payload = vec![9u8; 5 << 20];
     runtime
-        .block_on(repo.put_bytes(
-            "streamed",
-            Bytes::from(payload.clone()),
-            ObjectClass::Data,
-            WriteMode::CreateNew,
-        ))
+        .block_on(repo.put_bytes("streamed", Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew))
         .unwrap();
     let mut reader = repo.open(runtime.handle(), "streamed").unwrap();
     let mut read = Vec::new();

@@ -33,10 +33,7 @@ impl FileStore {
     }
 
     fn not_found(&self, key: &str) -> Error {
-        Error::NotFound {
-            store: self.describe(),
-            key: key.to_string(),
-        }
+        Error::NotFound { store: self.describe(), key: key.to_string() }
     }
 }
 
@@ -45,21 +42,13 @@ fn is_temp_name(name: &str) -> bool {
 }
 
 fn temp_path_for(target: &Path) -> PathBuf {
-    let name = target
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("object");
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     let unique: u64 = rand::random();
-    target.with_file_name(format!(
-        ".{name}{TEMP_MARKER}{}-{unique:016x}",
-        std::process::id()
-    ))
+    target.with_file_name(format!(".{name}{TEMP_MARKER}{}-{unique:016x}", std::process::id()))
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io("fsync directory", dir, e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 fn create_parent(path: &Path) -> Result<()> {
@@ -79,9 +68,7 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
             let _ = fs::remove_file(temp);
             match linked {
                 Ok(()) => WriteOutcome::Written,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                    return Ok(WriteOutcome::AlreadyExists)
-                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(WriteOutcome::AlreadyExists),
                 Err(e) => return Err(Error::io("link into place", target, e)),
             }
         }
@@ -90,18 +77,16 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
     Ok(outcome)
 }
 
-fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
+fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
     async move {
-        tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-            Err(Error::Backend {
+        tokio::task::spawn_blocking(work)
+            .await
+            .unwrap_or_else(|e| Err(Error::Backend {
                 store: "file".into(),
                 operation: "blocking task",
                 key: String::new(),
                 message: e.to_string(),
-            })
-        })
+            }))
     }
 }
 
@@ -140,21 +125,13 @@ impl ObjectStore for FileStore {
             Ok((target, temp, file))
         })
         .await?;
-        Ok(Box::new(FileUpload {
-            target,
-            temp,
-            file: Some(file),
-            mode,
-        }))
+        Ok(Box::new(FileUpload { target, temp, file: Some(file), mode }))
     }
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let path = self.path(key)?;
         match tokio::fs::File::open(&path).await {
-            Ok(file) => Ok(Box::pin(tokio::io::BufReader::with_capacity(
-                256 * 1024,
-                file,
-            ))),
+            Ok(file) => Ok(Box::pin(tokio::io::BufReader::with_capacity(256 * 1024, file))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(self.not_found(key)),
             Err(e) => Err(Error::io("open", path, e)),
         }
@@ -167,25 +144,18 @@ impl ObjectStore for FileStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.not_found(key)),
             Err(e) => return Err(Error::io("open", path, e)),
         };
-        file.seek(io::SeekFrom::Start(offset))
-            .await
-            .map_err(|e| Error::io("seek", &path, e))?;
+        file.seek(io::SeekFrom::Start(offset)).await.map_err(|e| Error::io("seek", &path, e))?;
         let mut buffer = Vec::with_capacity(len as usize);
-        file.take(len)
-            .read_to_end(&mut buffer)
-            .await
-            .map_err(|e| Error::io("read", &path, e))?;
+        file.take(len).read_to_end(&mut buffer).await.map_err(|e| Error::io("read", &path, e))?;
         Ok(buffer.into())
     }
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let path = self.path(key)?;
         match tokio::fs::metadata(&path).await {
-            Ok(meta) if meta.is_file() => Ok(Some(ObjectInfo {
-                key: key.to_string(),
-                size: meta.len(),
-                last_modified: meta.modified().ok(),
-            })),
+            Ok(meta) if meta.is_file() => {
+                Ok(Some(ObjectInfo { key: key.to_string(), size: meta.len(), last_modified: meta.modified().ok() }))
+            }
             Ok(_) => Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("stat", path, e)),
@@ -210,11 +180,7 @@ impl ObjectStore for FileStore {
     }
 
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
-        let dir = if prefix.is_empty() {
-            self.root.clone()
-        } else {
-            self.path(prefix.trim_end_matches('/'))?
-        };
+        let dir = if prefix.is_empty() { self.root.clone() } else { self.path(prefix.trim_end_matches('/'))? };
         blocking(move || {
             let mut names = Vec::new();
             let entries = match fs::read_dir(&dir) {
@@ -260,10 +226,7 @@ pub fn write_file_atomically(target: &Path, contents: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&temp);
         return Err(Error::io("rename into place", target, e));
     }
-    let parent = target
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let parent = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     sync_dir(parent)
 }
 
@@ -293,11 +256,7 @@ fn walk(root: &Path, dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> R
             }
         } else if file_type.is_file() && key.starts_with(prefix) {
             let meta = entry.metadata().map_err(|e| Error::io("stat", &path, e))?;
-            found.push(ObjectInfo {
-                key,
-                size: meta.len(),
-                last_modified: meta.modified().ok(),
-            });
+            found.push(ObjectInfo { key, size: meta.len(), last_modified: meta.modified().ok() });
         }
     }
     Ok(())
@@ -316,8 +275,7 @@ impl Upload for FileUpload {
         let mut file = self.file.take().expect("upload used after finish");
         let temp = self.temp.clone();
         let file = blocking(move || {
-            file.write_all(&data)
-                .map_err(|e| Error::io("write", &temp, e))?;
+            file.write_all(&data).map_err(|e| Error::io("write", &temp, e))?;
             Ok(file)
         })
         .await?;

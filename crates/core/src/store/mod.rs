@@ -84,9 +84,7 @@ pub trait Upload: Send {
 pub async fn open(location: &Location, s3: &S3Options) -> Result<Arc<dyn ObjectStore>> {
     Ok(match location {
         Location::File { root } => Arc::new(file::FileStore::new(root.clone())),
-        Location::S3 { bucket, prefix } => {
-            Arc::new(s3::S3Store::connect(bucket, prefix, s3).await?)
-        }
+        Location::S3 { bucket, prefix } => Arc::new(s3::S3Store::connect(bucket, prefix, s3).await?),
     })
 }
 
@@ -95,9 +93,7 @@ pub async fn open(location: &Location, s3: &S3Options) -> Result<Arc<dyn ObjectS
 pub fn validate_key(key: &str) -> Result<()> {
     let valid = !key.is_empty()
         && !key.starts_with('/')
-        && key
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
         && !key.contains('\0');
     if valid {
         Ok(())
@@ -112,23 +108,10 @@ mod tests {
 
     #[test]
     fn keys_cannot_escape_the_root() {
-        for good in [
-            "a",
-            "cluster/wal/0000000100000000/000000010000000000000001",
-            "x.json",
-        ] {
+        for good in ["a", "cluster/wal/0000000100000000/000000010000000000000001", "x.json"] {
             validate_key(good).unwrap();
         }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "a/../b",
-            "a//b",
-            "./a",
-            "a/",
-            "..",
-            "a\0b",
-        ] {
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "./a", "a/", "..", "a\0b"] {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
     }

@@ -12,9 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{
-    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-};
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -66,14 +64,8 @@ impl std::fmt::Debug for S3Options {
             .field("region", &self.region)
             .field("force_path_style", &self.force_path_style)
             .field("access_key_id", &self.access_key_id)
-            .field(
-                "secret_access_key",
-                &self.secret_access_key.as_ref().map(|_| "<hidden>"),
-            )
-            .field(
-                "session_token",
-                &self.session_token.as_ref().map(|_| "<hidden>"),
-            )
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "<hidden>"))
+            .field("session_token", &self.session_token.as_ref().map(|_| "<hidden>"))
             .field("max_attempts", &self.max_attempts)
             .field("part_size", &self.part_size)
             .finish()
@@ -93,12 +85,7 @@ pub struct S3Store {
 
 impl S3Store {
     pub async fn connect(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self> {
-        let region = Region::new(
-            options
-                .region
-                .clone()
-                .unwrap_or_else(|| "us-east-1".to_string()),
-        );
+        let region = Region::new(options.region.clone().unwrap_or_else(|| "us-east-1".to_string()));
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(region.clone())
@@ -133,11 +120,10 @@ impl S3Store {
                 ));
             }
             _ => {
-                let chain =
-                    aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
-                        .region(region)
-                        .build()
-                        .await;
+                let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .region(region)
+                    .build()
+                    .await;
                 config = config.credentials_provider(chain);
             }
         }
@@ -152,20 +138,14 @@ impl S3Store {
 
     fn full_key(&self, key: &str) -> Result<String> {
         validate_key(key)?;
-        Ok(if self.prefix.is_empty() {
-            key.to_string()
-        } else {
-            format!("{}/{key}", self.prefix)
-        })
+        Ok(if self.prefix.is_empty() { key.to_string() } else { format!("{}/{key}", self.prefix) })
     }
 
     fn relative_key<'a>(&self, full: &'a str) -> &'a str {
         if self.prefix.is_empty() {
             full
         } else {
-            full.strip_prefix(&self.prefix)
-                .map(|k| k.trim_start_matches('/'))
-                .unwrap_or(full)
+            full.strip_prefix(&self.prefix).map(|k| k.trim_start_matches('/')).unwrap_or(full)
         }
     }
 
@@ -178,22 +158,12 @@ impl S3Store {
     }
 }
 
-fn backend_error<E, R>(
-    store: &str,
-    operation: &'static str,
-    key: &str,
-    err: SdkError<E, R>,
-) -> Error
+fn backend_error<E, R>(store: &str, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
     R: std::fmt::Debug + HttpStatus,
 {
-    Error::Backend {
-        store: store.to_string(),
-        operation,
-        key: key.to_string(),
-        message: describe_sdk_error(&err),
-    }
+    Error::Backend { store: store.to_string(), operation, key: key.to_string(), message: describe_sdk_error(&err) }
 }
 
 /// A one-line account of an SDK failure: status, code and message for answers from the server,
@@ -257,11 +227,8 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
-fn is_precondition_failed<E: ProvideErrorMetadata>(
-    err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
-) -> bool {
-    http_status(err) == Some(412)
-        || err.as_service_error().and_then(|e| e.code()) == Some("PreconditionFailed")
+fn is_precondition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    http_status(err) == Some(412) || err.as_service_error().and_then(|e| e.code()) == Some("PreconditionFailed")
 }
 
 #[async_trait]
@@ -291,9 +258,7 @@ impl ObjectStore for S3Store {
         }
         match request.send().await {
             Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) if mode == WriteMode::CreateNew && is_precondition_failed(&e) => {
-                Ok(WriteOutcome::AlreadyExists)
-            }
+            Err(e) if mode == WriteMode::CreateNew && is_precondition_failed(&e) => Ok(WriteOutcome::AlreadyExists),
             Err(e) => Err(self.error("upload", key, e)),
         }
     }
@@ -318,23 +283,10 @@ impl ObjectStore for S3Store {
 
     async fn get(&self, key: &str) -> Result<ObjectReader> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
+        match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
             Ok(output) => Ok(Box::pin(output.body.into_async_read())),
-            Err(e)
-                if http_status(&e) == Some(404)
-                    || e.as_service_error().is_some_and(|s| s.is_no_such_key()) =>
-            {
-                Err(Error::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                })
+            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                Err(Error::NotFound { store: self.describe(), key: key.to_string() })
             }
             Err(e) => Err(self.error("download", key, e)),
         }
@@ -346,24 +298,10 @@ impl ObjectStore for S3Store {
         }
         let full = self.full_key(key)?;
         let range = format!("bytes={}-{}", offset, offset + len - 1);
-        let output = match self
-            .client
-            .get_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .range(range)
-            .send()
-            .await
-        {
+        let output = match self.client.get_object().bucket(&self.bucket).key(&full).range(range).send().await {
             Ok(output) => output,
-            Err(e)
-                if http_status(&e) == Some(404)
-                    || e.as_service_error().is_some_and(|s| s.is_no_such_key()) =>
-            {
-                return Err(Error::NotFound {
-                    store: self.describe(),
-                    key: key.to_string(),
-                })
+            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(Error::NotFound { store: self.describe(), key: key.to_string() })
             }
             Err(e) => return Err(self.error("ranged download", key, e)),
         };
@@ -378,37 +316,19 @@ impl ObjectStore for S3Store {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>> {
         let full = self.full_key(key)?;
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(&full)
-            .send()
-            .await
-        {
+        match self.client.head_object().bucket(&self.bucket).key(&full).send().await {
             Ok(output) => Ok(Some(ObjectInfo {
                 key: key.to_string(),
                 size: output.content_length().unwrap_or(0).max(0) as u64,
-                last_modified: output
-                    .last_modified()
-                    .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                last_modified: output.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
             })),
-            Err(e)
-                if http_status(&e) == Some(404)
-                    || e.as_service_error().is_some_and(|s| s.is_not_found()) =>
-            {
-                Ok(None)
-            }
+            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
             Err(e) => Err(self.error("stat", key, e)),
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
-        let full_prefix = if self.prefix.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{}/{prefix}", self.prefix)
-        };
+        let full_prefix = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}/{prefix}", self.prefix) };
         let mut pages = self
             .client
             .list_objects_v2()
@@ -424,9 +344,7 @@ impl ObjectStore for S3Store {
                 found.push(ObjectInfo {
                     key: self.relative_key(full).to_string(),
                     size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified: object
-                        .last_modified()
-                        .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    last_modified: object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
                 });
             }
         }
@@ -435,16 +353,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
-        let relative = if prefix.is_empty() || prefix.ends_with('/') {
-            prefix.to_string()
-        } else {
-            format!("{prefix}/")
-        };
-        let full_prefix = if self.prefix.is_empty() {
-            relative.clone()
-        } else {
-            format!("{}/{relative}", self.prefix)
-        };
+        let relative = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        let full_prefix = if self.prefix.is_empty() { relative.clone() } else { format!("{}/{relative}", self.prefix) };
         let mut pages = self
             .client
             .list_objects_v2()
@@ -546,10 +456,7 @@ impl S3Upload {
                 .send()
                 .await
                 .map_err(|e| backend_error(&store, "upload part", &key, e))?;
-            Ok(CompletedPart::builder()
-                .part_number(part_number)
-                .set_e_tag(output.e_tag().map(str::to_string))
-                .build())
+            Ok(CompletedPart::builder().part_number(part_number).set_e_tag(output.e_tag().map(str::to_string)).build())
         });
         Ok(())
     }
@@ -602,9 +509,7 @@ impl S3Upload {
             return Ok(WriteOutcome::AlreadyExists);
         }
         self.completed.sort_by_key(|p| p.part_number());
-        let parts = CompletedMultipartUpload::builder()
-            .set_parts(Some(std::mem::take(&mut self.completed)))
-            .build();
+        let parts = CompletedMultipartUpload::builder().set_parts(Some(std::mem::take(&mut self.completed))).build();
         let mut request = self
             .store
             .client
@@ -669,9 +574,7 @@ impl Drop for S3Upload {
     fn drop(&mut self) {
         // A dropped, unfinished upload is invisible already; ask the server to free its parts if a
         // runtime is still around to do it.
-        if let (Some(upload_id), Ok(handle)) =
-            (self.upload_id.take(), tokio::runtime::Handle::try_current())
-        {
+        if let (Some(upload_id), Ok(handle)) = (self.upload_id.take(), tokio::runtime::Handle::try_current()) {
             let request = self
                 .store
                 .client

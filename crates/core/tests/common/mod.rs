@@ -17,10 +17,7 @@ pub struct Backend {
 
 pub fn file_backend() -> Backend {
     let dir = tempfile::tempdir().expect("temp dir");
-    Backend {
-        store: Arc::new(FileStore::new(dir.path().join("repo"))),
-        _dir: Some(dir),
-    }
+    Backend { store: Arc::new(FileStore::new(dir.path().join("repo"))), _dir: Some(dir) }
 }
 
 pub fn s3_options() -> Option<S3Options> {
@@ -55,14 +52,7 @@ pub fn s3_bucket() -> String {
 /// A fresh prefix per test, so tests never see each other's objects.
 pub async fn s3_backend_with(options: &S3Options) -> Backend {
     let prefix = format!("tests/{:016x}", rand::random::<u64>());
-    Backend {
-        store: Arc::new(
-            S3Store::connect(&s3_bucket(), &prefix, options)
-                .await
-                .expect("S3 client"),
-        ),
-        _dir: None,
-    }
+    Backend { store: Arc::new(S3Store::connect(&s3_bucket(), &prefix, options).await.expect("S3 client")), _dir: None }
 }
 
 pub async fn s3_backend() -> Option<Backend> {
