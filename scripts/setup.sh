@@ -24,9 +24,12 @@ fi
 RECIPIENT=$(sed -n 's/^# public key: //p' "$IDENTITY_FILE")
 
 step "starting PostgreSQL $PG_MAJOR with backstop (port $DEMO_PORT, data in $DEMO_DIR/pgdata)"
-scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'"
+# The server reads the identity only to restore encrypted snapshots; it must be able to open it.
+chown postgres:postgres "$IDENTITY_FILE"
+scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'" \
+  "backstop.encryption_identity_file = '$IDENTITY_FILE'"
 
-step "main job: CREATE EXTENSION backstop, then doctor"
+step "main job: CREATE EXTENSION backstop, doctor, then a table snapshot and its guided recovery"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
 -- Before the first release the extension version stays 0.1.0 and holds no data of its own, so the
 -- demo recreates it to pick up new SQL objects from a rebuild.
@@ -38,6 +41,17 @@ SELECT pg_sleep(2);
 SELECT "check", status, detail, hint FROM backstop.doctor();
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict, backstop.doctor_report() ->> 'reason' AS reason;
 SELECT * FROM backstop.archive_status;
+\x off
+-- A table snapshot, an accident, and the guided recovery.
+DROP TABLE IF EXISTS demo_orders, demo_orders_recovered;
+CREATE TABLE demo_orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(10,2), placed timestamptz);
+INSERT INTO demo_orders SELECT g, 'customer ' || g % 100, g * 1.25, now() - g * interval '1 hour'
+  FROM generate_series(1, 10000) g;
+SELECT backstop.snapshot_table('demo_orders') AS snapshot_id;
+DELETE FROM demo_orders WHERE id % 3 = 0;
+SELECT strategy, description FROM backstop.recover('demo_orders');
+SELECT sql FROM backstop.copyback_plan('demo_orders_recovered') WHERE strategy = 'insert_missing' \gexec
+SELECT count(*) AS demo_orders_after_recovery FROM demo_orders;
 SQL
 
 cat <<EOF
