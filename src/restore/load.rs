@@ -4,103 +4,125 @@
 
 use std::cell::RefCell;
 use std::ffi::{c_int, c_void, CString};
-use std::time::Instant;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant};
 
-use arrow_array::RecordBatch;
 use backstop_core::snapshot::copy_text::BatchRenderer;
+use backstop_core::Error;
 use backstop_core::snapshot::parquet_file::batch_error;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use pgrx::prelude::*;
 use pgrx::PgList;
 
-use crate::errors::{notice, raise, OrRaise};
+use crate::errors::{notice, raise};
+use crate::io;
 use crate::snapshot::PROGRESS_INTERVAL;
 
-/// COPY text rendered ahead of what COPY has consumed.
-const RENDER_AHEAD: usize = 256 << 10;
+/// Size of the COPY text chunks handed from the rendering thread to COPY.
+const CHUNK_BYTES: usize = 256 << 10;
+/// Chunks rendered ahead of COPY: the pipeline's whole buffer.
+const CHUNKS_AHEAD: usize = 8;
 
+struct Chunk {
+    text: Vec<u8>,
+    rows: u64,
+}
+
+/// The rows of a verified Parquet file as a stream of COPY text. Decoding Parquet and rendering
+/// text run on an I/O thread while the backend parses the previous chunk, so the load costs little
+/// more than COPY itself. The thread touches no PostgreSQL state; dropping the source stops it.
 pub struct LoadSource {
-    pub reader: ParquetRecordBatchReader,
-    /// Object key, for errors.
-    pub key: String,
-    /// Indexes of the Parquet columns to load, in the order of the COPY column list.
-    pub columns: Vec<usize>,
-    pub expected_rows: u64,
-    pub label: String,
-    batch: Option<RecordBatch>,
-    next_row: usize,
+    chunks: Receiver<Result<Chunk, Error>>,
+    expected_rows: u64,
+    label: String,
     pending: Vec<u8>,
     offset: usize,
-    rendered_rows: u64,
+    loaded_rows: u64,
     started: Instant,
     last_report: Instant,
 }
 
 impl LoadSource {
-    pub fn new(
-        reader: ParquetRecordBatchReader,
-        key: String,
-        columns: Vec<usize>,
-        expected_rows: u64,
-        label: String,
-    ) -> Self {
+    /// `columns`: indexes of the Parquet columns to load, in the order of the COPY column list;
+    /// `key` names the object in errors.
+    pub fn new(reader: ParquetRecordBatchReader, key: String, columns: Vec<usize>, expected_rows: u64, label: String) -> Self {
+        let (sender, chunks) = sync_channel(CHUNKS_AHEAD);
+        // The runtime's threads block every signal, as threads in a backend must.
+        drop(io::runtime().spawn_blocking(move || render(reader, &key, &columns, &sender)));
         LoadSource {
-            reader,
-            key,
-            columns,
+            chunks,
             expected_rows,
             label,
-            batch: None,
-            next_row: 0,
             pending: Vec::new(),
             offset: 0,
-            rendered_rows: 0,
+            loaded_rows: 0,
             started: Instant::now(),
             last_report: Instant::now(),
         }
     }
 
-    /// Renders more rows into `pending`; false once every row was rendered.
+    /// Takes the next chunk into `pending`; false once every row was handed out.
     fn refill(&mut self) -> bool {
-        self.pending.clear();
-        self.offset = 0;
-        let mut text = String::with_capacity(RENDER_AHEAD + 4096);
-        while text.len() < RENDER_AHEAD {
-            let exhausted = self
-                .batch
-                .as_ref()
-                .is_none_or(|b| self.next_row >= b.num_rows());
-            if exhausted {
-                match self.reader.next() {
-                    None => break,
-                    Some(Ok(batch)) => {
-                        self.batch = Some(batch);
-                        self.next_row = 0;
-                        continue;
-                    }
-                    Some(Err(e)) => raise(&batch_error(&self.key, e)),
+        let chunk = loop {
+            match self.chunks.recv_timeout(Duration::from_millis(100)) {
+                Ok(Ok(chunk)) => break chunk,
+                Ok(Err(e)) => raise(&e),
+                Err(RecvTimeoutError::Timeout) => {
+                    pgrx::check_for_interrupts!();
                 }
+                Err(RecvTimeoutError::Disconnected) => return false,
             }
-            let batch = self.batch.as_ref().expect("checked above");
-            let renderer = BatchRenderer::new(batch, &self.columns).or_raise();
-            while self.next_row < renderer.rows() && text.len() < RENDER_AHEAD {
-                renderer.render_row(self.next_row, &mut text);
-                self.next_row += 1;
-                self.rendered_rows += 1;
-            }
-        }
+        };
+        self.loaded_rows += chunk.rows;
+        self.pending = chunk.text;
+        self.offset = 0;
         if self.last_report.elapsed() >= PROGRESS_INTERVAL {
             self.last_report = Instant::now();
             notice(&format!(
                 "{}: {} of {} rows loaded, {:.0} s",
                 self.label,
-                self.rendered_rows,
+                self.loaded_rows,
                 self.expected_rows,
                 self.started.elapsed().as_secs_f64()
             ));
         }
-        self.pending = text.into_bytes();
-        !self.pending.is_empty()
+        true
+    }
+}
+
+/// Renders every row of `reader` as COPY text, in chunks; stops early when the backend is gone.
+fn render(reader: ParquetRecordBatchReader, key: &str, columns: &[usize], sender: &SyncSender<Result<Chunk, Error>>) {
+    let mut text = String::with_capacity(CHUNK_BYTES + 64 * 1024);
+    let mut rows = 0u64;
+    for batch in reader {
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                let _ = sender.send(Err(batch_error(key, e)));
+                return;
+            }
+        };
+        let renderer = match BatchRenderer::new(&batch, columns) {
+            Ok(renderer) => renderer,
+            Err(e) => {
+                let _ = sender.send(Err(e));
+                return;
+            }
+        };
+        for row in 0..renderer.rows() {
+            renderer.render_row(row, &mut text);
+            rows += 1;
+            if text.len() >= CHUNK_BYTES {
+                let chunk = Chunk { text: std::mem::replace(&mut text, String::with_capacity(CHUNK_BYTES + 64 * 1024)).into_bytes(), rows };
+                if sender.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                rows = 0;
+            }
+        }
+    }
+    if !text.is_empty() {
+        let _ = sender.send(Ok(Chunk { text: text.into_bytes(), rows }));
     }
 }
 
@@ -153,6 +175,14 @@ unsafe fn def_elem(name: &str, value: &str) -> *mut pg_sys::Node {
 /// Loads every row of `source` into the table `relid` (its `columns`, by name); returns the rows
 /// COPY inserted.
 pub fn copy_into(relid: pg_sys::Oid, columns: &[String], source: LoadSource) -> u64 {
+    /// Releases the source (and its temporary file) however COPY ends, errors included.
+    struct Release;
+    impl Drop for Release {
+        fn drop(&mut self) {
+            SOURCE.with_borrow_mut(|slot| *slot = None);
+        }
+    }
+    let _release = Release;
     SOURCE.with_borrow_mut(|slot| *slot = Some(source));
     let processed = unsafe {
         let relation = pg_sys::table_open(relid, pg_sys::RowExclusiveLock as pg_sys::LOCKMODE);
@@ -192,6 +222,5 @@ pub fn copy_into(relid: pg_sys::Oid, columns: &[String], source: LoadSource) -> 
         pg_sys::table_close(relation, pg_sys::NoLock as pg_sys::LOCKMODE);
         processed
     };
-    SOURCE.with_borrow_mut(|slot| *slot = None);
     processed
 }

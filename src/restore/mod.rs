@@ -312,9 +312,7 @@ fn load(
         run(&statement);
     }
     Spi::run_with_args(
-        "INSERT INTO @extschema@.restores (target_oid, target_table, source_table, snapshot_id, rows) VALUES ($1, $2, $3, $4, $5)"
-            .replace("@extschema@", "backstop")
-            .as_str(),
+        "INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows) VALUES ($1, $2, $3, $4, $5)",
         &[
             relid.into(),
             qualified.clone().into(),
@@ -449,7 +447,7 @@ type CheckRow = (String, String, String, bool);
 /// Compares a restored table with its snapshot's manifest; records the verdict.
 fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
     // Nobody may change the rows while they are compared.
-    run(&format!("LOCK TABLE {} IN SHARE MODE", record.target));
+    unsafe { pg_sys::LockRelationOid(record.relid, pg_sys::ShareLock as pg_sys::LOCKMODE) };
     let snapshot = StoredSnapshot {
         schema: record.source.0.clone(),
         table: record.source.1.clone(),

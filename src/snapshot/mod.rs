@@ -48,37 +48,40 @@ fn snapshot_table(table: PgRelation) -> String {
     ));
 
     let data_path = layout::data_path(&def.schema, &def.name, &id);
-    let mut writer = io::block_on(repository.writer(
-        &data_path,
-        ObjectClass::CompressedData,
-        WriteMode::CreateNew,
-    ))
-    .or_raise();
-    let mut sink = ParquetSink::new(def).or_raise();
-    let mut digest = ContentDigest::default();
-    let mut uploaded = 0u64;
+    // The backend reads rows into Arrow batches; an I/O thread checksums, encodes and uploads them
+    // meanwhile. A bounded channel keeps at most a few batches in flight.
+    let (batches, receiver) = tokio::sync::mpsc::channel(2);
+    let mut encoder = io::runtime().spawn_blocking({
+        let (repository, table) = (repository.clone(), def.clone());
+        move || encode_and_upload(&repository, &data_path, &table, receiver)
+    });
     let mut last_report = Instant::now();
+    let mut read = 0u64;
     let rows = reader::scan(def, &described.type_oids, |batch| {
-        digest.add_batch(batch).or_raise();
-        sink.write(batch).or_raise();
-        let bytes = sink.take_output();
-        if !bytes.is_empty() {
-            uploaded += bytes.len() as u64;
-            io::block_on(writer.write(&bytes)).or_raise();
+        read += batch.num_rows() as u64;
+        if io::block_on(batches.send(Some(batch.clone()))).is_err() {
+            // The encoder stopped early: its error says why.
+            encoder_failed(io::block_on(&mut encoder));
         }
         if last_report.elapsed() >= PROGRESS_INTERVAL {
             last_report = Instant::now();
-            notice(&format!(
-                "snapshot {id}: {} rows read, {} written, {:.0} s",
-                digest.rows(),
-                megabytes(uploaded),
-                started.elapsed().as_secs_f64()
-            ));
+            notice(&format!("snapshot {id}: {read} rows read, {:.0} s", started.elapsed().as_secs_f64()));
         }
     });
-    let (rest, row_groups) = sink.finish().or_raise();
-    io::block_on(writer.write(&rest)).or_raise();
-    let trailer = io::block_on(writer.finish()).or_raise().trailer();
+    // `None` says every row was sent: without it the encoder aborts the upload and publishes nothing.
+    let _ = io::block_on(batches.send(None));
+    let encoded = match io::block_on(encoder) {
+        Ok(Ok(encoded)) => encoded,
+        failed => encoder_failed(failed),
+    };
+    let (digest, row_groups, trailer) = (encoded.digest, encoded.row_groups, encoded.trailer);
+    if digest.rows() != rows {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            &format!("{rows} rows were read but {} encoded", digest.rows()),
+            "This is a bug in backstop; nothing was published.",
+        );
+    }
 
     let manifest = SnapshotManifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -111,6 +114,56 @@ fn snapshot_table(table: PgRelation) -> String {
         started.elapsed().as_secs_f64()
     ));
     id.to_string()
+}
+
+fn encoder_failed(result: Result<Result<Encoded, Error>, tokio::task::JoinError>) -> ! {
+    match result {
+        Ok(Err(e)) => crate::errors::raise(&e),
+        Ok(Ok(_)) => raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the snapshot encoder finished early", "This is a bug in backstop."),
+        Err(e) => raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &format!("the snapshot encoder failed: {e}"), "This is a bug in backstop."),
+    }
+}
+
+struct Encoded {
+    digest: ContentDigest,
+    row_groups: u64,
+    trailer: backstop_core::codec::Trailer,
+}
+
+/// Runs on an I/O thread: checksums and encodes the batches as Parquet, streaming completed row
+/// groups into the data object's upload. Publishes the object only after the final `None`.
+fn encode_and_upload(
+    repository: &Repository,
+    data_path: &str,
+    table: &backstop_core::snapshot::TableDef,
+    mut batches: tokio::sync::mpsc::Receiver<Option<arrow_array::RecordBatch>>,
+) -> Result<Encoded, Error> {
+    let runtime = tokio::runtime::Handle::current();
+    let mut writer = runtime.block_on(repository.writer(data_path, ObjectClass::CompressedData, WriteMode::CreateNew))?;
+    let mut sink = ParquetSink::new(table)?;
+    let mut digest = ContentDigest::default();
+    loop {
+        match batches.blocking_recv() {
+            Some(Some(batch)) => {
+                digest.add_batch(&batch)?;
+                sink.write(&batch)?;
+                let bytes = sink.take_output();
+                if !bytes.is_empty() {
+                    runtime.block_on(writer.write(&bytes))?;
+                }
+            }
+            Some(None) => break,
+            // The backend stopped sending (an error or a cancel): publish nothing.
+            None => {
+                runtime.block_on(writer.abort());
+                return Err(Error::Cancelled);
+            }
+        }
+    }
+    let (rest, row_groups) = sink.finish()?;
+    runtime.block_on(writer.write(&rest))?;
+    let trailer = runtime.block_on(writer.finish())?.trailer();
+    Ok(Encoded { digest, row_groups, trailer })
 }
 
 /// A snapshot must hold every row: the caller needs SELECT on the table, and row-level security
