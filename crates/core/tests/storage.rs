@@ -186,6 +186,13 @@ async fn failed_uploads_publish_nothing(backend: Backend) {
     assert!(result.unwrap_err().to_string().contains("source device failed"));
     assert!(backend.store.head(&repo.key("big/failed")).await.unwrap().is_none());
     assert!(backend.store.list(&repo.key("big/")).await.unwrap().is_empty(), "no partial or temporary object is listed");
+    let mut aborted = repo.writer("snapshots/t/aborted/data", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    aborted.write(&[7u8; 100_000]).await.unwrap();
+    aborted.abort().await;
+    assert!(
+        backend.store.list_prefixes(&repo.key("snapshots/t/")).await.unwrap().is_empty(),
+        "an aborted upload leaves no prefix behind that looks like it holds objects"
+    );
     if let Some(dir) = &backend._dir {
         let leftovers: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.contains(".tmp-")).collect();
         assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");

@@ -41,6 +41,12 @@ fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(TEMP_MARKER)
 }
 
+/// Whether a directory holds anything but temporary files: an aborted upload leaves its directory
+/// behind, and that must not look like a prefix with objects under it.
+fn holds_objects(dir: &Path) -> bool {
+    fs::read_dir(dir).map(|entries| entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false)
+}
+
 fn temp_path_for(target: &Path) -> PathBuf {
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("object");
     let unique: u64 = rand::random();
@@ -189,7 +195,7 @@ impl ObjectStore for FileStore {
                 Err(e) => return Err(Error::io("list", &dir, e)),
             };
             for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) && holds_objects(&entry.path()) {
                     if let Some(name) = entry.file_name().to_str().filter(|n| !n.starts_with('.')) {
                         names.push(name.to_string());
                     }
