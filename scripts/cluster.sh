@@ -24,6 +24,8 @@ start() {
   write_backstop_conf "$data" "$repository" "port = $port" "listen_addresses = '127.0.0.1'" \
     "unix_socket_directories = '$dir/run'" "$@"
   chown postgres:postgres "$data/backstop.conf" "$data/postgresql.conf"
+  # A developer's RUST_BACKTRACE would make pgrx attach backtraces to cancelled statements' errors.
+  unset RUST_BACKTRACE RUST_LIB_BACKTRACE
   if as_postgres "$PG_BIN/pg_ctl" -D "$data" status >/dev/null 2>&1; then
     as_postgres "$PG_BIN/pg_ctl" -D "$data" -l "$dir/server.log" -w restart -m fast >/dev/null
   else

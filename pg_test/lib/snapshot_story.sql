@@ -30,6 +30,11 @@ SELECT g % 5000, (g % 100000) / 100.0, (ARRAY['new', 'paid', 'shipped'])[g % 3 +
   FROM generate_series(1, 1000000) g;
 SELECT contents('orders') AS before \gset
 SELECT backstop.snapshot_table('orders') ~ '^snap_' AS nightly_snapshot;
+-- A snapshot cancelled half-way (here by statement_timeout) publishes nothing.
+SET statement_timeout = '200ms';
+SELECT backstop.snapshot_table('orders');
+RESET statement_timeout;
+SELECT count(*) AS committed_snapshots FROM backstop.snapshots('orders', verify => false) WHERE rows IS NOT NULL;
 DELETE FROM orders WHERE status = 'paid';
 SELECT count(*) AS orders_left FROM orders;
 -- The guided path: newest snapshot that verifies, restored next to the original, validated, plans.
