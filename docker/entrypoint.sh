@@ -2,6 +2,7 @@
 # Container entrypoint: a PostgreSQL 15 cluster with backstop preloaded and archiving.
 #   BACKSTOP_REPOSITORY              file:///var/lib/backstop/repository (default) or s3://bucket/prefix
 #   BACKSTOP_ENCRYPTION_RECIPIENTS   age public keys; recommended
+#   BACKSTOP_ENCRYPTION_IDENTITY_FILE   age identity file (mounted), for restoring encrypted snapshots in SQL
 #   BACKSTOP_S3_ENDPOINT, BACKSTOP_S3_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   for S3
 #   POSTGRES_PASSWORD                password of the postgres role for TCP connections (required)
 set -euo pipefail
@@ -20,6 +21,7 @@ fi
 
 extra=("listen_addresses = '*'")
 [[ -n ${BACKSTOP_ENCRYPTION_RECIPIENTS:-} ]] && extra+=("backstop.encryption_recipients = '$BACKSTOP_ENCRYPTION_RECIPIENTS'")
+[[ -n ${BACKSTOP_ENCRYPTION_IDENTITY_FILE:-} ]] && extra+=("backstop.encryption_identity_file = '$BACKSTOP_ENCRYPTION_IDENTITY_FILE'")
 [[ -n ${BACKSTOP_S3_ENDPOINT:-} ]] && extra+=("backstop.s3_endpoint = '$BACKSTOP_S3_ENDPOINT'" "backstop.s3_force_path_style = on")
 [[ -n ${BACKSTOP_S3_REGION:-} ]] && extra+=("backstop.s3_region = '$BACKSTOP_S3_REGION'")
 write_backstop_conf "$PGDATA" "$BACKSTOP_REPOSITORY" "${extra[@]}"
