@@ -385,29 +385,13 @@ fn snapshots(
         .map(|Listed { snapshot, manifest }| {
             let qualified = layout::qualified_name(&snapshot.schema, &snapshot.table);
             match manifest {
-                Err(Error::NotFound { .. }) => (
-                    snapshot.id.to_string(),
-                    qualified,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(false),
-                    Some(
-                        "incomplete: no manifest (interrupted snapshot; garbage for expire)"
-                            .to_string(),
-                    ),
-                ),
-                Err(e) => (
-                    snapshot.id.to_string(),
-                    qualified,
-                    None,
-                    None,
-                    None,
-                    None,
-                    Some(false),
-                    Some(e.to_string()),
-                ),
+                Err(e) => {
+                    let problem = match e {
+                        Error::NotFound { .. } => "incomplete: no manifest (interrupted snapshot; garbage for expire)".to_string(),
+                        e => e.to_string(),
+                    };
+                    (snapshot.id.to_string(), qualified, None, None, None, None, Some(false), Some(problem))
+                }
                 Ok(m) => {
                     let (verified, problem) = if verify {
                         match fetch_verified(
