@@ -55,10 +55,17 @@ fn snapshot_table(table: PgRelation) -> String {
         let (repository, table) = (repository.clone(), def.clone());
         move || encode_and_upload(&repository, &data_path, &table, receiver)
     });
+    // pg_stat_progress_copy shows a snapshot as the COPY TO it is, with rows read so far.
+    unsafe {
+        pg_sys::pgstat_progress_start_command(pg_sys::ProgressCommandType::PROGRESS_COMMAND_COPY, relid);
+        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_COPY_COMMAND as i32, pg_sys::PROGRESS_COPY_COMMAND_TO as i64);
+        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_COPY_TYPE as i32, pg_sys::PROGRESS_COPY_TYPE_CALLBACK as i64);
+    }
     let mut last_report = Instant::now();
     let mut read = 0u64;
     let rows = reader::scan(def, &described.type_oids, |batch| {
         read += batch.num_rows() as u64;
+        unsafe { pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_COPY_TUPLES_PROCESSED as i32, read as i64) };
         if io::block_on(batches.send(Some(batch.clone()))).is_err() {
             // The encoder stopped early: its error says why.
             encoder_failed(io::block_on(&mut encoder));
@@ -68,6 +75,7 @@ fn snapshot_table(table: PgRelation) -> String {
             notice(&format!("snapshot {id}: {read} rows read, {:.0} s", started.elapsed().as_secs_f64()));
         }
     });
+    unsafe { pg_sys::pgstat_progress_end_command() };
     // `None` says every row was sent: without it the encoder aborts the upload and publishes nothing.
     let _ = io::block_on(batches.send(None));
     let encoded = match io::block_on(encoder) {
