@@ -3,6 +3,7 @@
 # a file:// repository or on S3 (Garage, signed with curl's SigV4). Prints one deterministic line.
 #   snapshot.sh corrupt SCHEMA TABLE ID      flips one byte in the middle of the snapshot's data object
 #   snapshot.sh swap SCHEMA TABLE ID OTHER   stores snapshot OTHER's (intact) data object under ID
+#   snapshot.sh cli-verify SCHEMA TABLE      `backstop snapshots list --verify` of the table, run-specific parts masked
 set -uo pipefail
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -46,8 +47,19 @@ PY
   swap)
     download "$5" "$work/object" && upload "$work/object" "$4" && echo "stored another snapshot's data object under $2.$3's name"
     ;;
+  cli-verify)
+    if [[ $repository == s3://* ]]; then
+      export BACKSTOP_S3_ENDPOINT=$BACKSTOP_TEST_S3_ENDPOINT BACKSTOP_S3_REGION=garage BACKSTOP_S3_FORCE_PATH_STYLE=true
+      export AWS_ACCESS_KEY_ID=$BACKSTOP_TEST_S3_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$BACKSTOP_TEST_S3_SECRET_ACCESS_KEY
+    fi
+    backstop snapshots list --verify --table "$2.$3" --repository "$repository" --cluster "$cluster" > "$work/out" 2>&1
+    code=$?
+    sed -E "s/snap_[0-9a-f]{8}/snap_<id>/g; s/[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z/<time>/g; s/[0-9a-f]{64}/<sha256>/g;
+            s#(file|s3)://[^ ,]*#<repository>#g; s/$cluster/<cluster>/g; s/[0-9]+ bytes/<n> bytes/g" "$work/out"
+    echo "backstop snapshots list: exit $code"
+    ;;
   *)
-    echo "usage: snapshot.sh corrupt|swap SCHEMA TABLE ID [OTHER]" >&2
+    echo "usage: snapshot.sh corrupt|swap|cli-verify SCHEMA TABLE [ID [OTHER]]" >&2
     exit 2
     ;;
 esac

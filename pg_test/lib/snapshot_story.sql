@@ -68,6 +68,8 @@ SELECT backstop.snapshot_table('ledger') AS newer \gset
 SELECT error_of(format('SELECT backstop.restore_table(%L, snapshot_id => %L)', 'ledger', :'newer')) AS corrupt_refused;
 SELECT count(*) AS half_written_tables FROM pg_class WHERE relname = 'ledger_recovered';
 SELECT verified, problem ~ 'is corrupt' AS says_corrupt FROM backstop.snapshots('ledger') WHERE snapshot_id = :'newer';
+-- The CLI sees the same, with the server down or up.
+\! snapshot.sh cli-verify public ledger
 SET client_min_messages = error;
 SELECT strategy FROM backstop.recover('ledger');
 SET client_min_messages = warning;

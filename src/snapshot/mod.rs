@@ -339,8 +339,7 @@ pub fn list_with_manifests(repository: &Repository, table: Option<(&str, &str)>)
     listed
 }
 
-/// Reads a snapshot's data object through, checking every checksum and the manifest's record of
-/// it, into `sink`; `progress` is called after every megabyte.
+/// [`stored::read_data`] on the backend's I/O runtime.
 pub fn fetch_verified(
     repository: &Repository,
     snapshot: &StoredSnapshot,
@@ -348,10 +347,7 @@ pub fn fetch_verified(
     sink: &mut impl std::io::Write,
     progress: impl FnMut(u64),
 ) -> Result<(), Error> {
-    let path = layout::data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
-    let reader = repository.open(io::runtime().handle(), &path)?;
-    let trailer = reader.copy_to_with_progress(sink, progress)?;
-    stored::check_data(&repository.key(&path), manifest, &trailer)
+    stored::read_data(repository, io::runtime().handle(), snapshot, manifest, sink, progress)
 }
 
 fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {

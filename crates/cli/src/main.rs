@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod config;
+mod snapshots;
 mod wal;
 
 use config::RepositoryArgs;
@@ -25,6 +26,9 @@ enum Command {
     /// WAL archive: fetch (restore_command), push (archive_command), list, verify.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Table snapshots: list (and verify) what the repository holds.
+    #[command(subcommand)]
+    Snapshots(snapshots::SnapshotsCommand),
 }
 
 #[derive(Args)]
@@ -42,6 +46,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check(args).map(|()| ExitCode::SUCCESS),
         Command::Keygen => keygen().map(|()| ExitCode::SUCCESS),
         Command::Wal(command) => wal::run(command),
+        Command::Snapshots(command) => snapshots::run(command),
     };
     match result {
         Ok(code) => code,

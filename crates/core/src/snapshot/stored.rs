@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::manifest::SnapshotManifest;
-use super::{manifest_path, parse_table_dir_name, table_prefix, SnapshotId, SNAPSHOTS_DIR};
+use super::{data_path, manifest_path, parse_table_dir_name, table_prefix, SnapshotId, SNAPSHOTS_DIR};
 use crate::codec::Trailer;
 use crate::error::{Error, Result};
 use crate::repository::{ObjectClass, Repository};
@@ -97,6 +97,22 @@ pub async fn write_manifest(repository: &Repository, manifest: &SnapshotManifest
         )
         .await?;
     Ok(())
+}
+
+/// Reads a snapshot's data object through into `sink`, checking every checksum and the object
+/// against its manifest; `progress` gets the bytes copied so far after every megabyte. Blocks on
+/// `handle`: call it outside the runtime. On error, what reached `sink` must be discarded.
+pub fn read_data(
+    repository: &Repository,
+    handle: &tokio::runtime::Handle,
+    snapshot: &StoredSnapshot,
+    manifest: &SnapshotManifest,
+    sink: &mut impl std::io::Write,
+    progress: impl FnMut(u64),
+) -> Result<()> {
+    let path = data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
+    let trailer = repository.open(handle, &path)?.copy_to_with_progress(sink, progress)?;
+    check_data(&repository.key(&path), manifest, &trailer)
 }
 
 /// Checks the data object's verified trailer against what the manifest recorded.
