@@ -33,15 +33,7 @@ upload() {  # FILE ID
 case $1 in
   corrupt)
     download "$4" "$work/object" || exit 1
-    python3 - "$work/object" <<'PY'
-import os, sys
-with open(sys.argv[1], "r+b") as f:
-    middle = os.path.getsize(sys.argv[1]) // 2
-    f.seek(middle)
-    byte = f.read(1)[0]
-    f.seek(middle)
-    f.write(bytes([byte ^ 0xFF]))
-PY
+    flip-middle-byte "$work/object"
     upload "$work/object" "$4" && echo "flipped a byte in the middle of the data object of $2.$3"
     ;;
   swap)

@@ -73,15 +73,7 @@ case $1 in
   corrupt-object)
     repository=${BACKSTOP_REPOSITORY#file://}
     object=$repository/$(cluster)/wal/${2:0:16}/$2
-    python3 - "$object" <<'PY' && echo "flipped a byte in the middle of $2"
-import os, sys
-with open(sys.argv[1], "r+b") as f:
-    middle = os.path.getsize(sys.argv[1]) // 2
-    f.seek(middle)
-    byte = f.read(1)[0]
-    f.seek(middle)
-    f.write(bytes([byte ^ 0xFF]))
-PY
+    flip-middle-byte "$object" && echo "flipped a byte in the middle of $2"
     ;;
   fetch)
     (cd "$work" && backstop wal fetch --cluster "$(cluster)" --prefetch 0 "$2" "$work/out" 2> "$work/err")

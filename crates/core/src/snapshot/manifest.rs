@@ -241,8 +241,8 @@ impl TableDef {
 pub(crate) mod tests {
     use super::*;
 
-    pub(crate) fn sample_table() -> TableDef {
-        let column = |name: &str, type_name: &str, encoding| ColumnDef {
+    pub(crate) fn column(name: &str, type_name: &str, encoding: Encoding) -> ColumnDef {
+        ColumnDef {
             name: name.into(),
             type_name: type_name.into(),
             typmod: -1,
@@ -253,7 +253,10 @@ pub(crate) mod tests {
             collation: None,
             default_sequence: None,
             encoding,
-        };
+        }
+    }
+
+    pub(crate) fn sample_table() -> TableDef {
         let mut id = column("id", "bigint", Encoding::Int64);
         id.not_null = true;
         id.default = Some("nextval('orders_id_seq'::regclass)".into());

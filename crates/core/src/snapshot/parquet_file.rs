@@ -101,29 +101,18 @@ mod tests {
     use super::*;
     use crate::snapshot::arrow_batch::{BatchBuilder, ColumnBuilder};
     use crate::snapshot::content::ContentDigest;
-    use crate::snapshot::manifest::{ColumnDef, Encoding};
+    use crate::snapshot::manifest::tests::column;
+    use crate::snapshot::manifest::Encoding;
 
     fn table() -> TableDef {
-        let column = |name: &str, encoding| ColumnDef {
-            name: name.into(),
-            type_name: "x".into(),
-            typmod: -1,
-            not_null: false,
-            default: None,
-            generated: None,
-            identity: None,
-            collation: None,
-            default_sequence: None,
-            encoding,
-        };
         TableDef {
             schema: "public".into(),
             name: "t".into(),
             relkind: "r".into(),
             unlogged: false,
             columns: vec![
-                column("id", Encoding::Int64),
-                column("body", Encoding::Text),
+                column("id", "bigint", Encoding::Int64),
+                column("body", "text", Encoding::Text),
             ],
             constraints: vec![],
             indexes: vec![],
