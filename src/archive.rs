@@ -53,7 +53,12 @@ thread_local! {
     static LOOKAHEAD: RefCell<HashMap<String, InFlight>> = RefCell::new(HashMap::new());
 }
 
-async fn upload_wal_file(repository: Repository, file: String, path: String, system_identifier: u64) -> Result<PutResult, Error> {
+async fn upload_wal_file(
+    repository: Repository,
+    file: String,
+    path: String,
+    system_identifier: u64,
+) -> Result<PutResult, Error> {
     let contents = tokio::fs::read(&path).await.map_err(|e| Error::io("read", &path, e))?;
     let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
     repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await

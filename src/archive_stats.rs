@@ -2,9 +2,9 @@
 //! Only present when backstop is preloaded (shared memory is reserved at server start).
 
 use pgrx::lwlock::PgLwLock;
+use pgrx::pg_shmem_init;
 use pgrx::prelude::*;
 use pgrx::shmem::PGRXSharedMemory;
-use pgrx::pg_shmem_init;
 
 const NAME_LEN: usize = 64;
 const ERROR_LEN: usize = 1024;

@@ -32,7 +32,13 @@ fn doctor_report() -> pgrx::JsonB {
 }
 
 pub fn run_checks() -> Vec<Check> {
-    let mut checks = vec![preload_check(), wal_level_check(), archive_mode_check(), archive_library_check(), archive_timeout_check()];
+    let mut checks = vec![
+        preload_check(),
+        wal_level_check(),
+        archive_mode_check(),
+        archive_library_check(),
+        archive_timeout_check(),
+    ];
     checks.extend(repository_checks());
     checks.push(encryption_check());
     checks.push(archiver_failures_check());
@@ -168,9 +174,10 @@ fn repository_checks() -> Vec<Check> {
     );
     let me = repo::system_identifier().to_string();
     let owner = match owner {
-        Ok(Some(file)) if file.system_identifier == me => {
-            Check::ok("repository_owner", format!("{} belongs to this cluster (system identifier {me})", repository.describe()))
-        }
+        Ok(Some(file)) if file.system_identifier == me => Check::ok(
+            "repository_owner",
+            format!("{} belongs to this cluster (system identifier {me})", repository.describe()),
+        ),
         Ok(Some(file)) => Check::fail(
             "repository_owner",
             format!(
@@ -245,14 +252,21 @@ fn archiver_failures_check() -> Check {
 /// How far archiving is behind: WAL files waiting in pg_wal, and how long since the last success.
 fn archive_backlog_check() -> Check {
     let waiting = crate::archive_stats::ready_files().len();
-    let query = "SELECT extract(epoch FROM now() - last_archived_time)::bigint, last_archived_wal FROM pg_stat_archiver";
+    let query =
+        "SELECT extract(epoch FROM now() - last_archived_time)::bigint, last_archived_wal FROM pg_stat_archiver";
     let last = Spi::connect(|client| {
         let row = client.select(query, Some(1), &[])?.first();
         Ok::<_, pgrx::spi::Error>((row.get::<i64>(1)?, row.get::<String>(2)?))
     });
     let (age, wal) = match last {
         Ok(found) => found,
-        Err(e) => return Check::fail("archive_backlog", format!("could not read pg_stat_archiver: {e}"), "Check the server log."),
+        Err(e) => {
+            return Check::fail(
+                "archive_backlog",
+                format!("could not read pg_stat_archiver: {e}"),
+                "Check the server log.",
+            )
+        }
     };
     let timeout = unsafe { pg_sys::XLogArchiveTimeout } as i64;
     let stalled_after = (2 * timeout).max(300);

@@ -53,5 +53,6 @@ impl<T> OrRaise<T> for Result<T, Error> {
 
 /// Sends a NOTICE: how long operations tell the person at the psql prompt what is happening.
 pub fn notice(message: &str) {
-    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message.to_string(), "backstop").report(PgLogLevel::NOTICE);
+    ErrorReport::new(PgSqlErrorCode::ERRCODE_SUCCESSFUL_COMPLETION, message.to_string(), "backstop")
+        .report(PgLogLevel::NOTICE);
 }

@@ -161,7 +161,12 @@ pub fn init() {
                 &S3_SECRET_ACCESS_KEY,
                 show_secret_access_key,
             ),
-            (c"backstop.s3_session_token", c"S3 session token (superuser-only, never shown).", &S3_SESSION_TOKEN, show_session_token),
+            (
+                c"backstop.s3_session_token",
+                c"S3 session token (superuser-only, never shown).",
+                &S3_SESSION_TOKEN,
+                show_session_token,
+            ),
         ] {
             GucRegistry::define_string_guc_with_hooks(
                 name,
@@ -283,12 +288,20 @@ unsafe fn check_string(newval: *mut *mut c_char, validate: impl Fn(&str) -> Resu
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_repository(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_repository(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     check_string(newval, |text| text.parse::<Location>().map(|_| ()).map_err(|e| e.to_string()))
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_cluster_name(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_cluster_name(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     check_string(newval, |text| {
         let valid = text.len() <= 128
             && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
@@ -302,12 +315,20 @@ unsafe extern "C-unwind" fn check_cluster_name(newval: *mut *mut c_char, _extra:
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_recipients(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_recipients(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     check_string(newval, |text| codec::parse_recipients(text).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 #[pg_guard]
-unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mut *mut c_void, _source: pg_sys::GucSource::Type) -> bool {
+unsafe extern "C-unwind" fn check_endpoint(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
     check_string(newval, |text| {
         let has_host = text
             .strip_prefix("http://")
@@ -322,7 +343,11 @@ unsafe extern "C-unwind" fn check_endpoint(newval: *mut *mut c_char, _extra: *mu
 }
 
 fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {
-    if string_setting(setting).is_some() { c"(hidden)".as_ptr() } else { c"".as_ptr() }
+    if string_setting(setting).is_some() {
+        c"(hidden)".as_ptr()
+    } else {
+        c"".as_ptr()
+    }
 }
 
 #[pg_guard]

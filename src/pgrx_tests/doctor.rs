@@ -1,10 +1,10 @@
 #[pgrx::pg_schema]
 mod tests {
-    use std::collections::HashMap;
-    use backstop_core::repository::ClusterIdentity;
-    use pgrx::prelude::*;
     use crate::pgrx_tests::settings::tests::SAMPLE_RECIPIENT;
     use crate::{io, repo};
+    use backstop_core::repository::ClusterIdentity;
+    use pgrx::prelude::*;
+    use std::collections::HashMap;
 
     fn doctor_checks() -> HashMap<String, (String, String, Option<String>)> {
         Spi::connect(|client| {
@@ -14,7 +14,11 @@ mod tests {
                 .map(|row| {
                     (
                         row.get::<String>(1).unwrap().unwrap(),
-                        (row.get::<String>(2).unwrap().unwrap(), row.get::<String>(3).unwrap().unwrap(), row.get::<String>(4).unwrap()),
+                        (
+                            row.get::<String>(2).unwrap().unwrap(),
+                            row.get::<String>(3).unwrap().unwrap(),
+                            row.get::<String>(4).unwrap(),
+                        ),
                     )
                 })
                 .collect()
@@ -84,7 +88,12 @@ mod tests {
     fn doctor_checks_who_owns_the_repository() {
         Spi::run("SET backstop.cluster_name = 'owned-by-someone-else'").unwrap();
         let repository = repo::open().unwrap();
-        io::block_on(repository.ensure_cluster(&ClusterIdentity { system_identifier: 42, pg_version_num: 150000, wal_segment_size: 16 << 20 })).unwrap();
+        io::block_on(repository.ensure_cluster(&ClusterIdentity {
+            system_identifier: 42,
+            pg_version_num: 150000,
+            wal_segment_size: 16 << 20,
+        }))
+        .unwrap();
         let checks = doctor_checks();
         assert_eq!(status(&checks, "repository_owner"), "fail");
         assert!(checks["repository_owner"].1.contains("system identifier 42"), "{checks:?}");

@@ -1,7 +1,7 @@
 #[pgrx::pg_schema]
 mod tests {
-    use pgrx::prelude::*;
     use crate::pgrx_tests::error_of;
+    use pgrx::prelude::*;
 
     fn create_roles() {
         Spi::run(
@@ -52,17 +52,17 @@ mod tests {
         error_of(None, "SELECT 1");
         create_roles();
         Spi::run("SET backstop.s3_secret_access_key = 'wJalrXUtnFEMI-very-secret'").unwrap();
-        for statement in [
-            "SHOW backstop.s3_secret_access_key",
-            "SELECT current_setting('backstop.s3_secret_access_key')",
-        ] {
+        for statement in
+            ["SHOW backstop.s3_secret_access_key", "SELECT current_setting('backstop.s3_secret_access_key')"]
+        {
             let error = error_of(Some("backstop_test_plain"), statement).expect("refused");
             assert!(error.contains("must be superuser or have privileges of pg_read_all_settings"), "{error}");
             assert!(!error.contains("very-secret"), "{error}");
         }
         let error = error_of(Some("backstop_test_plain"), "SET backstop.s3_secret_access_key = 'x'").expect("refused");
         assert!(error.starts_with("42501: permission denied to set parameter"), "{error}");
-        let error = error_of(Some("backstop_test_plain"), "SET backstop.repository = 'file:///tmp/elsewhere'").expect("refused");
+        let error = error_of(Some("backstop_test_plain"), "SET backstop.repository = 'file:///tmp/elsewhere'")
+            .expect("refused");
         assert!(error.starts_with("42501"), "{error}");
         // Visible settings stay visible, secret ones do not exist for a plain user.
         Spi::run("GRANT USAGE ON SCHEMA public TO backstop_test_plain").unwrap();

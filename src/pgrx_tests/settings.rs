@@ -1,7 +1,7 @@
 #[pgrx::pg_schema]
 pub mod tests {
-    use pgrx::prelude::*;
     use crate::pgrx_tests::{error_of, one_text};
+    use pgrx::prelude::*;
 
     /// A valid age X25519 recipient (public key only; its identity is not kept anywhere).
     pub const SAMPLE_RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";

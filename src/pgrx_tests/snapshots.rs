@@ -27,7 +27,8 @@ mod tests {
 
     fn manifest_of(schema: &str, table: &str, id: &str) -> backstop_core::snapshot::SnapshotManifest {
         let repository = repo::open().unwrap();
-        let snapshot = StoredSnapshot { schema: schema.into(), table: table.into(), id: SnapshotId::parse(id).unwrap() };
+        let snapshot =
+            StoredSnapshot { schema: schema.into(), table: table.into(), id: SnapshotId::parse(id).unwrap() };
         io::block_on(stored::read_manifest(&repository, &snapshot)).unwrap()
     }
 
@@ -81,7 +82,10 @@ mod tests {
         ] {
             assert_eq!(encoding(column), expected, "{column}");
         }
-        assert!(manifest.table.columns.iter().all(|c| c.name != "to_drop"), "dropped columns are not part of a snapshot");
+        assert!(
+            manifest.table.columns.iter().all(|c| c.name != "to_drop"),
+            "dropped columns are not part of a snapshot"
+        );
         let generated = manifest.table.columns.iter().find(|c| c.name == "gen").unwrap();
         assert_eq!(generated.generated.as_deref(), Some("(\"Id\" * 2)"));
         assert_eq!(manifest.rows, 7);
@@ -98,15 +102,21 @@ mod tests {
         one_text(r#"SELECT backstop.snapshot_table('"Sales Dept"."Order Items"')"#);
         run(r#"DROP TABLE "Sales Dept"."Order Items""#);
         // The guided path: newest verified snapshot, restored, validated, and a plan to put it back.
-        let strategy = one_text(r#"SELECT string_agg(strategy, ',') FROM backstop.recover('"Sales Dept"."Order Items"')"#);
+        let strategy =
+            one_text(r#"SELECT string_agg(strategy, ',') FROM backstop.recover('"Sales Dept"."Order Items"')"#);
         assert_eq!(strategy, "rename");
         assert_eq!(differing_rows("public.items_before", r#""Sales Dept"."Order Items_recovered""#), 0);
         let plan = one_text(r#"SELECT sql FROM backstop.copyback_plan('"Sales Dept"."Order Items_recovered"')"#);
         run(plan.trim_start_matches("BEGIN;").trim_end_matches("COMMIT;"));
         assert_eq!(differing_rows("public.items_before", r#""Sales Dept"."Order Items""#), 0);
-        assert_eq!(count(r#"SELECT count(*) FROM pg_indexes WHERE schemaname = 'Sales Dept' AND tablename = 'Order Items'"#), 2);
+        assert_eq!(
+            count(r#"SELECT count(*) FROM pg_indexes WHERE schemaname = 'Sales Dept' AND tablename = 'Order Items'"#),
+            2
+        );
         // The serial's sequence went with the dropped table, so its default could not be kept.
-        assert!(error_of(None, r#"INSERT INTO "Sales Dept"."Order Items" (qty) VALUES (0)"#).unwrap().starts_with("23"));
+        assert!(error_of(None, r#"INSERT INTO "Sales Dept"."Order Items" (qty) VALUES (0)"#)
+            .unwrap()
+            .starts_with("23"));
     }
 
     #[pg_test]
@@ -117,19 +127,30 @@ mod tests {
         run("DELETE FROM public.cb_orders WHERE id % 10 = 0; UPDATE public.cb_orders SET total = -1 WHERE id < 5;");
         assert_eq!(count("SELECT backstop.restore_table('cb_orders')"), 1000);
         let refused = error_of(None, "SELECT * FROM backstop.copyback_plan('cb_orders_recovered')").unwrap();
-        assert!(refused.starts_with("55000: \"public\".\"cb_orders_recovered\" has not passed validation"), "{refused}");
+        assert!(
+            refused.starts_with("55000: \"public\".\"cb_orders_recovered\" has not passed validation"),
+            "{refused}"
+        );
         assert!(refused.contains("restore_validate"), "{refused}");
         // A restored table changed after the restore fails validation, and still gets no plan.
         run("UPDATE public.cb_orders_recovered SET total = total + 1 WHERE id = 500");
         assert_eq!(count("SELECT count(*) FROM backstop.restore_validate('cb_orders_recovered') WHERE NOT passed"), 1);
-        assert!(error_of(None, "SELECT * FROM backstop.copyback_plan('cb_orders_recovered')").unwrap().contains("failed validation"));
+        assert!(error_of(None, "SELECT * FROM backstop.copyback_plan('cb_orders_recovered')")
+            .unwrap()
+            .contains("failed validation"));
         run("UPDATE public.cb_orders_recovered SET total = total - 1 WHERE id = 500");
         assert_eq!(count("SELECT count(*) FROM backstop.restore_validate('cb_orders_recovered') WHERE NOT passed"), 0);
-        let insert_missing = one_text("SELECT sql FROM backstop.copyback_plan('cb_orders_recovered') WHERE strategy = 'insert_missing'");
+        let insert_missing =
+            one_text("SELECT sql FROM backstop.copyback_plan('cb_orders_recovered') WHERE strategy = 'insert_missing'");
         run(insert_missing.trim_start_matches("BEGIN;").trim_end_matches("COMMIT;"));
         assert_eq!(count("SELECT count(*) FROM public.cb_orders"), 1000);
-        assert_eq!(count("SELECT count(*) FROM public.cb_orders WHERE total = -1"), 4, "insert_missing leaves existing rows alone");
-        let upsert = one_text("SELECT sql FROM backstop.copyback_plan('cb_orders_recovered') WHERE strategy = 'upsert'");
+        assert_eq!(
+            count("SELECT count(*) FROM public.cb_orders WHERE total = -1"),
+            4,
+            "insert_missing leaves existing rows alone"
+        );
+        let upsert =
+            one_text("SELECT sql FROM backstop.copyback_plan('cb_orders_recovered') WHERE strategy = 'upsert'");
         run(upsert.trim_start_matches("BEGIN;").trim_end_matches("COMMIT;"));
         assert_eq!(differing_rows("public.cb_orders", "public.cb_orders_recovered"), 0);
     }
@@ -149,7 +170,8 @@ mod tests {
         let mut damaged = original.clone();
         damaged[original.len() / 2] ^= 0x55;
         std::fs::write(&first_file, &damaged).unwrap();
-        let error = error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
+        let error =
+            error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
         assert!(error.starts_with("XX001: object ") && error.contains("is corrupt"), "{error}");
         assert!(error.contains("Restore from another backup or snapshot"), "{error}");
         assert_eq!(count("SELECT count(*) FROM pg_class WHERE relname = 'bad_objects_recovered'"), 0);
@@ -158,12 +180,14 @@ mod tests {
 
         // Truncated.
         std::fs::write(&first_file, &original[..original.len() - 500]).unwrap();
-        let error = error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
+        let error =
+            error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
         assert!(error.starts_with("XX001:"), "{error}");
 
         // Another snapshot's (intact) object under this manifest.
         std::fs::copy(&second_file, &first_file).unwrap();
-        let error = error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
+        let error =
+            error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
         assert!(error.starts_with("XX001:") && error.contains("do not belong together"), "{error}");
         assert_eq!(count("SELECT count(*) FROM pg_class WHERE relname = 'bad_objects_recovered'"), 0);
 
@@ -172,7 +196,11 @@ mod tests {
         std::fs::write(&first_file, &original).unwrap();
         let plans = count("SELECT count(*) FROM backstop.recover('bad_objects')");
         assert_eq!(plans, 1, "no primary key: replace_all only");
-        assert_eq!(count("SELECT count(*) FROM public.bad_objects_recovered"), 20000, "the older, intact snapshot was used");
+        assert_eq!(
+            count("SELECT count(*) FROM public.bad_objects_recovered"),
+            20000,
+            "the older, intact snapshot was used"
+        );
     }
 
     #[pg_test]
@@ -191,8 +219,12 @@ mod tests {
             assert!(error_of(None, statement).is_some(), "{statement} must fail");
         }
         assert_eq!(count("SELECT count(*) FROM public.victim"), 1, "nothing was executed");
-        let unknown = error_of(None, "SELECT backstop.restore_table('inputs', snapshot_id => 'snap_00000000')").unwrap();
-        assert!(unknown.starts_with("42704: snapshot snap_00000000 of \"public\".\"inputs\" does not exist"), "{unknown}");
+        let unknown =
+            error_of(None, "SELECT backstop.restore_table('inputs', snapshot_id => 'snap_00000000')").unwrap();
+        assert!(
+            unknown.starts_with("42704: snapshot snap_00000000 of \"public\".\"inputs\" does not exist"),
+            "{unknown}"
+        );
         assert!(unknown.contains("backstop.snapshots("), "{unknown}");
         let malformed = error_of(None, "SELECT backstop.restore_table('inputs', snapshot_id => 'snap_XYZ')").unwrap();
         assert!(malformed.starts_with("22023:") && malformed.contains("snap_1a2b3c4d"), "{malformed}");
@@ -206,10 +238,18 @@ mod tests {
         // An existing target is refused unless replacing it is asked for by name.
         run("CREATE TABLE public.inputs_recovered (keep int); INSERT INTO public.inputs_recovered VALUES (42)");
         let exists = error_of(None, "SELECT backstop.restore_table('inputs')").unwrap();
-        assert!(exists.starts_with("42P07:") && exists.contains("replace_target => '\"public\".\"inputs_recovered\"'"), "{exists}");
+        assert!(
+            exists.starts_with("42P07:") && exists.contains("replace_target => '\"public\".\"inputs_recovered\"'"),
+            "{exists}"
+        );
         assert_eq!(count("SELECT keep FROM public.inputs_recovered"), 42);
-        assert!(error_of(None, "SELECT backstop.restore_table('inputs', dry_run => true)").unwrap().starts_with("42P07:"));
-        assert_eq!(count("SELECT backstop.restore_table('inputs', dry_run => true, replace_target => 'inputs_recovered')"), 2);
+        assert!(error_of(None, "SELECT backstop.restore_table('inputs', dry_run => true)")
+            .unwrap()
+            .starts_with("42P07:"));
+        assert_eq!(
+            count("SELECT backstop.restore_table('inputs', dry_run => true, replace_target => 'inputs_recovered')"),
+            2
+        );
         assert_eq!(count("SELECT keep FROM public.inputs_recovered"), 42, "a dry run writes nothing");
         assert_eq!(count("SELECT backstop.restore_table('inputs', replace_target => 'public.inputs_recovered')"), 2);
         assert_eq!(count("SELECT count(*) FROM public.inputs_recovered"), 2);
@@ -231,12 +271,21 @@ mod tests {
              CREATE TABLE public.rls_rows (id int, owner name); INSERT INTO public.rls_rows VALUES (1, 'x');
              ALTER TABLE public.rls_rows ENABLE ROW LEVEL SECURITY;
              GRANT SELECT ON public.rls_rows TO backstop_test_snap_operator;");
-        let no_select = error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.secret_rows')").unwrap();
-        assert!(no_select.starts_with("42501: permission denied: a snapshot of secret_rows needs SELECT on it"), "{no_select}");
-        let hidden = error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.rls_rows')").unwrap();
+        let no_select =
+            error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.secret_rows')")
+                .unwrap();
+        assert!(
+            no_select.starts_with("42501: permission denied: a snapshot of secret_rows needs SELECT on it"),
+            "{no_select}"
+        );
+        let hidden =
+            error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.rls_rows')").unwrap();
         assert!(hidden.starts_with("42501: row-level security hides rows"), "{hidden}");
         run("GRANT SELECT ON public.secret_rows TO backstop_test_snap_operator");
-        assert_eq!(error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.secret_rows')"), None);
+        assert_eq!(
+            error_of(Some("backstop_test_snap_operator"), "SELECT backstop.snapshot_table('public.secret_rows')"),
+            None
+        );
         for statement in [
             "SELECT backstop.snapshot_table('public.secret_rows')",
             "SELECT backstop.restore_table('public.secret_rows')",
@@ -261,7 +310,8 @@ mod tests {
         let id = one_text("SELECT backstop.snapshot_table('public.sealed')");
         let stored = std::fs::read(data_file("public", "sealed", &id)).unwrap();
         assert!(!stored.windows(6).any(|w| w == b"card 1"), "the rows are not stored in the clear");
-        let no_key = error_of(None, &format!("SELECT backstop.restore_table('sealed', snapshot_id => '{id}')")).unwrap();
+        let no_key =
+            error_of(None, &format!("SELECT backstop.restore_table('sealed', snapshot_id => '{id}')")).unwrap();
         assert!(no_key.starts_with("28000:") && no_key.contains("no age identity"), "{no_key}");
         run(&format!("SET backstop.encryption_identity_file = '{}'", dir.join("wrong").display()));
         let wrong = error_of(None, &format!("SELECT backstop.restore_table('sealed', snapshot_id => '{id}')")).unwrap();

@@ -8,8 +8,8 @@ use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::time::{Duration, Instant};
 
 use backstop_core::snapshot::copy_text::BatchRenderer;
-use backstop_core::Error;
 use backstop_core::snapshot::parquet_file::batch_error;
+use backstop_core::Error;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use pgrx::prelude::*;
 use pgrx::PgList;
@@ -45,7 +45,13 @@ pub struct LoadSource {
 impl LoadSource {
     /// `columns`: indexes of the Parquet columns to load, in the order of the COPY column list;
     /// `key` names the object in errors.
-    pub fn new(reader: ParquetRecordBatchReader, key: String, columns: Vec<usize>, expected_rows: u64, label: String) -> Self {
+    pub fn new(
+        reader: ParquetRecordBatchReader,
+        key: String,
+        columns: Vec<usize>,
+        expected_rows: u64,
+        label: String,
+    ) -> Self {
         let (sender, chunks) = sync_channel(CHUNKS_AHEAD);
         // The runtime's threads block every signal, as threads in a backend must.
         drop(io::runtime().spawn_blocking(move || render(reader, &key, &columns, &sender)));
@@ -113,7 +119,10 @@ fn render(reader: ParquetRecordBatchReader, key: &str, columns: &[usize], sender
             renderer.render_row(row, &mut text);
             rows += 1;
             if text.len() >= CHUNK_BYTES {
-                let chunk = Chunk { text: std::mem::replace(&mut text, String::with_capacity(CHUNK_BYTES + 64 * 1024)).into_bytes(), rows };
+                let chunk = Chunk {
+                    text: std::mem::replace(&mut text, String::with_capacity(CHUNK_BYTES + 64 * 1024)).into_bytes(),
+                    rows,
+                };
                 if sender.send(Ok(chunk)).is_err() {
                     return;
                 }
@@ -133,11 +142,7 @@ thread_local! {
 /// COPY's data source callback: fills `outbuf` with at least `minread` and at most `maxread`
 /// bytes; fewer than `minread` means end of data.
 #[pg_guard]
-unsafe extern "C-unwind" fn copy_source(
-    outbuf: *mut c_void,
-    minread: c_int,
-    maxread: c_int,
-) -> c_int {
+unsafe extern "C-unwind" fn copy_source(outbuf: *mut c_void, minread: c_int, maxread: c_int) -> c_int {
     SOURCE.with_borrow_mut(|source| {
         let source = source.as_mut().expect("a load is in progress");
         let (minread, maxread) = (minread.max(1) as usize, maxread as usize);
@@ -164,12 +169,8 @@ unsafe extern "C-unwind" fn copy_source(
 unsafe fn def_elem(name: &str, value: &str) -> *mut pg_sys::Node {
     let name = CString::new(name).expect("no NUL");
     let value = CString::new(value).expect("no NUL");
-    pg_sys::makeDefElem(
-        pg_sys::pstrdup(name.as_ptr()),
-        pg_sys::makeString(pg_sys::pstrdup(value.as_ptr())).cast(),
-        -1,
-    )
-    .cast()
+    pg_sys::makeDefElem(pg_sys::pstrdup(name.as_ptr()), pg_sys::makeString(pg_sys::pstrdup(value.as_ptr())).cast(), -1)
+        .cast()
 }
 
 /// Loads every row of `source` into the table `relid` (its `columns`, by name); returns the rows

@@ -17,9 +17,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use pgrx::prelude::*;
 
 use crate::errors::{notice, raise, raise_with, OrRaise};
-use crate::snapshot::{
-    catalog, fetch_verified, list_with_manifests, megabytes, reader, resolve_table_name, Listed,
-};
+use crate::snapshot::{catalog, fetch_verified, list_with_manifests, megabytes, reader, resolve_table_name, Listed};
 use crate::{io, repo};
 
 const NAMEDATALEN: usize = 64;
@@ -49,32 +47,24 @@ CREATE INDEX restores_target ON restores (target_oid, restored_at DESC);
 type PlanRow = (String, String, String);
 
 fn spi_failed(e: pgrx::spi::Error) -> ! {
-    raise_with(
-        PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-        &e.to_string(),
-        "This is a bug in backstop.",
-    )
+    raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
 }
 
 fn regclass_of(qualified: &str) -> Option<pg_sys::Oid> {
-    Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[qualified.into()],
-    )
-    .unwrap_or_else(|e| spi_failed(e))
+    Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[qualified.into()])
+        .unwrap_or_else(|e| spi_failed(e))
 }
 
 fn parse_name(text: &str, default_schema: &str) -> (String, String) {
-    let parts: Vec<String> =
-        Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[text.into()])
-            .unwrap_or_else(|e| {
-                raise_with(
-                    PgSqlErrorCode::ERRCODE_INVALID_NAME,
-                    &e.to_string(),
-                    "Name the table as [schema.]table, quoting names as in SQL.",
-                )
-            })
-            .unwrap_or_default();
+    let parts: Vec<String> = Spi::get_one_with_args::<Vec<String>>("SELECT pg_catalog.parse_ident($1)", &[text.into()])
+        .unwrap_or_else(|e| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                &e.to_string(),
+                "Name the table as [schema.]table, quoting names as in SQL.",
+            )
+        })
+        .unwrap_or_default();
     match parts.as_slice() {
         [table] => (default_schema.to_string(), table.clone()),
         [schema, table] => (schema.clone(), table.clone()),
@@ -107,19 +97,14 @@ impl Target {
     }
 }
 
-fn resolve_target(
-    source: (&str, &str),
-    target_table: Option<&str>,
-    replace_target: Option<&str>,
-) -> Target {
+fn resolve_target(source: (&str, &str), target_table: Option<&str>, replace_target: Option<&str>) -> Target {
     let (schema, name) = match target_table {
         Some(text) => parse_name(text, source.0),
         None => (source.0.to_string(), default_target_name(source.1)),
     };
     let qualified = qualified_name(&schema, &name);
     let exists = regclass_of(&qualified).is_some();
-    let replace = replace_target.map(|text| parse_name(text, source.0))
-        == Some((schema.clone(), name.clone()));
+    let replace = replace_target.map(|text| parse_name(text, source.0)) == Some((schema.clone(), name.clone()));
     if exists && !replace {
         raise_with(
             PgSqlErrorCode::ERRCODE_DUPLICATE_TABLE,
@@ -127,11 +112,7 @@ fn resolve_target(
             &format!("Pick another target_table, or replace it by naming it: replace_target => '{qualified}'."),
         );
     }
-    Target {
-        schema,
-        name,
-        replace: exists && replace,
-    }
+    Target { schema, name, replace: exists && replace }
 }
 
 /// The snapshots to try, newest first: the one asked for, or every one with a readable manifest.
@@ -144,19 +125,12 @@ fn candidates(
     let qualified = qualified_name(schema, table);
     if let Some(text) = snapshot_id {
         let id = SnapshotId::parse(text).or_raise();
-        let snapshot = StoredSnapshot {
-            schema: schema.to_string(),
-            table: table.to_string(),
-            id,
-        };
+        let snapshot = StoredSnapshot { schema: schema.to_string(), table: table.to_string(), id };
         return match io::block_on(stored::read_manifest(repository, &snapshot)) {
             Ok(manifest) => vec![(snapshot, manifest)],
             Err(Error::NotFound { .. }) => raise_with(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-                &format!(
-                    "snapshot {text} of {qualified} does not exist in {}",
-                    repository.describe()
-                ),
+                &format!("snapshot {text} of {qualified} does not exist in {}", repository.describe()),
                 &format!(
                     "SELECT * FROM backstop.snapshots('{}') lists the snapshots there are.",
                     qualified.replace('\'', "''")
@@ -191,12 +165,8 @@ struct Verified {
 }
 
 fn temp_dir() -> std::path::PathBuf {
-    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }
-        .to_string_lossy()
-        .into_owned();
-    std::path::Path::new(&data_dir)
-        .join("base")
-        .join("pgsql_tmp")
+    let data_dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned();
+    std::path::Path::new(&data_dir).join("base").join("pgsql_tmp")
 }
 
 fn verify_snapshot(
@@ -206,8 +176,7 @@ fn verify_snapshot(
 ) -> Result<Verified, Error> {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let mut file = tempfile::tempfile_in(&dir)
-        .map_err(|e| Error::io("create a temporary file in", &dir, e))?;
+    let mut file = tempfile::tempfile_in(&dir).map_err(|e| Error::io("create a temporary file in", &dir, e))?;
     let total = manifest.data.bytes;
     let mut last = std::time::Instant::now();
     fetch_verified(repository, snapshot, manifest, &mut file, |copied| {
@@ -223,19 +192,12 @@ fn verify_snapshot(
         }
     })?;
     file.rewind().map_err(|e| Error::io("rewind", &dir, e))?;
-    let key = repository.key(&layout::data_path(
-        &snapshot.schema,
-        &snapshot.table,
-        &snapshot.id,
-    ));
+    let key = repository.key(&layout::data_path(&snapshot.schema, &snapshot.table, &snapshot.id));
     let (reader, rows) = read_batches(&key, file, &manifest.table, LOAD_BATCH_ROWS)?;
     if rows != manifest.rows {
         return Err(Error::Corrupt {
             key,
-            reason: format!(
-                "it holds {rows} rows but its manifest records {}",
-                manifest.rows
-            ),
+            reason: format!("it holds {rows} rows but its manifest records {}", manifest.rows),
         });
     }
     Ok(Verified { reader, key })
@@ -248,10 +210,7 @@ fn run(sql: &str) {
 /// The statements that create the target: table, then (after the load) its constraints.
 fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<String>) {
     let keep_default = |column: &backstop_core::snapshot::ColumnDef| {
-        column
-            .default_sequence
-            .as_deref()
-            .is_none_or(|sequence| regclass_of(sequence).is_some())
+        column.default_sequence.as_deref().is_none_or(|sequence| regclass_of(sequence).is_some())
     };
     let options = CreateOptions {
         schema: &target.schema,
@@ -261,21 +220,11 @@ fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<Stri
     };
     let create = manifest.table.create_table_sql(&options);
     // Foreign keys are left out: they would check the restored rows against today's parents.
-    (
-        create,
-        manifest
-            .table
-            .constraint_sql(&options, &["p", "u", "c", "x"]),
-    )
+    (create, manifest.table.constraint_sql(&options, &["p", "u", "c", "x"]))
 }
 
 /// Creates the target and loads the verified rows into it; returns the rows loaded.
-fn load(
-    manifest: &SnapshotManifest,
-    snapshot: &StoredSnapshot,
-    verified: Verified,
-    target: &Target,
-) -> u64 {
+fn load(manifest: &SnapshotManifest, snapshot: &StoredSnapshot, verified: Verified, target: &Target) -> u64 {
     let qualified = target.qualified();
     if target.replace {
         notice(&format!("dropping {qualified}, as replace_target asked"));
@@ -284,28 +233,15 @@ fn load(
     let (create, constraints) = target_ddl(manifest, target);
     run(&create);
     let relid = regclass_of(&qualified).expect("the target was just created");
-    let columns: Vec<String> = manifest
-        .table
-        .loaded_columns()
-        .map(|(_, c)| c.name.clone())
-        .collect();
+    let columns: Vec<String> = manifest.table.loaded_columns().map(|(_, c)| c.name.clone()).collect();
     let indexes: Vec<usize> = manifest.table.loaded_columns().map(|(i, _)| i).collect();
     let label = format!("restore of {} into {qualified}", snapshot.id);
-    let source = load::LoadSource::new(
-        verified.reader,
-        verified.key.clone(),
-        indexes,
-        manifest.rows,
-        label,
-    );
+    let source = load::LoadSource::new(verified.reader, verified.key.clone(), indexes, manifest.rows, label);
     let rows = load::copy_into(relid, &columns, source);
     if rows != manifest.rows {
         raise(&Error::Corrupt {
             key: verified.key,
-            reason: format!(
-                "{rows} rows were loaded but its manifest records {}",
-                manifest.rows
-            ),
+            reason: format!("{rows} rows were loaded but its manifest records {}", manifest.rows),
         });
     }
     for statement in constraints {
@@ -350,18 +286,11 @@ fn restore_table(
     let (schema, table) = resolve_table_name(&repository, table_name);
     let target = resolve_target((&schema, &table), target_table, replace_target);
     let (snapshot, manifest) = candidates(&repository, &schema, &table, snapshot_id).remove(0);
-    notice(&format!(
-        "verifying {}",
-        describe_snapshot(&snapshot, &manifest)
-    ));
+    notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
     let verified = verify_snapshot(&repository, &snapshot, &manifest).or_raise();
     if dry_run {
         let (create, constraints) = target_ddl(&manifest, &target);
-        let replacing = if target.replace {
-            format!("drop {} and ", target.qualified())
-        } else {
-            String::new()
-        };
+        let replacing = if target.replace { format!("drop {} and ", target.qualified()) } else { String::new() };
         notice(&format!(
             "dry run: the snapshot verified; a restore would {replacing}create {} and load {} rows:\n{create};\n{}",
             target.qualified(),
@@ -389,24 +318,21 @@ struct RestoreRecord {
 }
 
 fn restore_record(target_table: &str) -> RestoreRecord {
-    let relid = Spi::get_one_with_args::<pg_sys::Oid>(
-        "SELECT pg_catalog.to_regclass($1)::oid",
-        &[target_table.into()],
-    )
-    .unwrap_or_else(|e| {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_INVALID_NAME,
-            &e.to_string(),
-            "Name the restored table as [schema.]table.",
-        )
-    })
-    .unwrap_or_else(|| {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            &format!("table {target_table} does not exist"),
-            "Name the table restore_table created, e.g. public.orders_recovered.",
-        )
-    });
+    let relid = Spi::get_one_with_args::<pg_sys::Oid>("SELECT pg_catalog.to_regclass($1)::oid", &[target_table.into()])
+        .unwrap_or_else(|e| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                &e.to_string(),
+                "Name the restored table as [schema.]table.",
+            )
+        })
+        .unwrap_or_else(|| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                &format!("table {target_table} does not exist"),
+                "Name the table restore_table created, e.g. public.orders_recovered.",
+            )
+        });
     let row = Spi::connect(|client| {
         let rows = client.select(
             "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed
@@ -433,13 +359,7 @@ fn restore_record(target_table: &str) -> RestoreRecord {
             "Validation and copy-back plans are for tables restore_table created; restore one first.",
         )
     };
-    RestoreRecord {
-        relid,
-        target,
-        source: parse_name(&source, "public"),
-        snapshot_id,
-        validation_passed,
-    }
+    RestoreRecord { relid, target, source: parse_name(&source, "public"), snapshot_id, validation_passed }
 }
 
 type CheckRow = (String, String, String, bool);
@@ -456,19 +376,12 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
     let manifest = io::block_on(stored::read_manifest(repository, &snapshot)).or_raise();
     let described = catalog::describe(record.relid);
     let shape = |columns: &[backstop_core::snapshot::ColumnDef]| {
-        columns
-            .iter()
-            .map(|c| format!("{} {}", c.name, c.type_name))
-            .collect::<Vec<_>>()
-            .join(", ")
+        columns.iter().map(|c| format!("{} {}", c.name, c.type_name)).collect::<Vec<_>>().join(", ")
     };
     let expected_shape = shape(&manifest.table.columns);
     let found_shape = shape(&described.def.columns);
-    let same_encodings = described.def.columns.iter().map(|c| c.encoding).eq(manifest
-        .table
-        .columns
-        .iter()
-        .map(|c| c.encoding));
+    let same_encodings =
+        described.def.columns.iter().map(|c| c.encoding).eq(manifest.table.columns.iter().map(|c| c.encoding));
     let mut checks: Vec<CheckRow> = vec![(
         "columns".into(),
         expected_shape.clone(),
@@ -477,9 +390,7 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
     )];
     if checks[0].3 {
         let mut digest = ContentDigest::default();
-        reader::scan(&described.def, &described.type_oids, |batch| {
-            digest.add_batch(batch).or_raise()
-        });
+        reader::scan(&described.def, &described.type_oids, |batch| digest.add_batch(batch).or_raise());
         checks.push((
             "rows".into(),
             manifest.rows.to_string(),
@@ -508,15 +419,8 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn restore_validate(
     target_table: &str,
-) -> TableIterator<
-    'static,
-    (
-        name!(check, String),
-        name!(expected, String),
-        name!(found, String),
-        name!(passed, bool),
-    ),
-> {
+) -> TableIterator<'static, (name!(check, String), name!(expected, String), name!(found, String), name!(passed, bool))>
+{
     let repository = repo::open_checked().or_raise();
     let record = restore_record(target_table);
     let checks = validate(&repository, &record);
@@ -528,11 +432,7 @@ fn restore_validate(
             record.target.replace('\'', "''")
         ));
     } else {
-        pgrx::warning!(
-            "{} does not match snapshot {}: do not copy its rows back",
-            record.target,
-            record.snapshot_id
-        );
+        pgrx::warning!("{} does not match snapshot {}: do not copy its rows back", record.target, record.snapshot_id);
     }
     TableIterator::new(checks)
 }
@@ -576,11 +476,7 @@ fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPla
 }
 
 fn plan_rows(plans: Vec<CopybackPlan>) -> TableIterator<'static, PlanRow> {
-    TableIterator::new(
-        plans
-            .into_iter()
-            .map(|p| (p.strategy.to_string(), p.description, p.sql)),
-    )
+    TableIterator::new(plans.into_iter().map(|p| (p.strategy.to_string(), p.description, p.sql)))
 }
 
 /// The SQL to bring a validated restore's rows back: replace all rows, insert the missing ones, or
@@ -588,14 +484,7 @@ fn plan_rows(plans: Vec<CopybackPlan>) -> TableIterator<'static, PlanRow> {
 #[pg_extern(volatile, parallel_unsafe)]
 fn copyback_plan(
     target_table: &str,
-) -> TableIterator<
-    'static,
-    (
-        name!(strategy, String),
-        name!(description, String),
-        name!(sql, String),
-    ),
-> {
+) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
     let repository = repo::open_checked().or_raise();
     let record = restore_record(target_table);
     plan_rows(plans_for(&repository, &record))
@@ -609,40 +498,22 @@ fn recover(
     snapshot_id: default!(Option<&str>, "NULL"),
     target_table: default!(Option<&str>, "NULL"),
     replace_target: default!(Option<&str>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(strategy, String),
-        name!(description, String),
-        name!(sql, String),
-    ),
-> {
+) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
     let source = qualified_name(&schema, &table);
     let target = resolve_target((&schema, &table), target_table, replace_target);
-    notice(&format!(
-        "step 1/4: finding the newest snapshot of {source} that verifies"
-    ));
+    notice(&format!("step 1/4: finding the newest snapshot of {source} that verifies"));
     let mut chosen = None;
     for (snapshot, manifest) in candidates(&repository, &schema, &table, snapshot_id) {
-        notice(&format!(
-            "verifying {}",
-            describe_snapshot(&snapshot, &manifest)
-        ));
+        notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
         match verify_snapshot(&repository, &snapshot, &manifest) {
             Ok(verified) => {
                 chosen = Some((snapshot, manifest, verified));
                 break;
             }
-            Err(e)
-                if snapshot_id.is_none()
-                    && !matches!(e, Error::Decryption { .. } | Error::Backend { .. }) =>
-            {
-                pgrx::warning!(
-                    "snapshot {} does not verify, trying an older one: {e}",
-                    snapshot.id
-                );
+            Err(e) if snapshot_id.is_none() && !matches!(e, Error::Decryption { .. } | Error::Backend { .. }) => {
+                pgrx::warning!("snapshot {} does not verify, trying an older one: {e}", snapshot.id);
             }
             Err(e) => raise(&e),
         }
@@ -654,21 +525,18 @@ fn recover(
             "Every snapshot of this table failed its checksums (see the warnings above); restore from a base backup with point-in-time recovery instead.",
         )
     };
-    notice(&format!(
-        "step 2/4: restoring {} into {}",
-        snapshot.id,
-        target.qualified()
-    ));
+    notice(&format!("step 2/4: restoring {} into {}", snapshot.id, target.qualified()));
     let rows = load(&manifest, &snapshot, verified, &target);
-    notice(&format!(
-        "step 3/4: validating {rows} restored rows against the manifest"
-    ));
+    notice(&format!("step 3/4: validating {rows} restored rows against the manifest"));
     let record = restore_record(&target.qualified());
     let checks = validate(&repository, &record);
     if let Some(failed) = checks.iter().find(|c| !c.3) {
         raise_with(
             PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            &format!("the restored rows do not match snapshot {}: {} expected {}, found {}", snapshot.id, failed.0, failed.1, failed.2),
+            &format!(
+                "the restored rows do not match snapshot {}: {} expected {}, found {}",
+                snapshot.id, failed.0, failed.1, failed.2
+            ),
             "Nothing was kept. Try an older snapshot with snapshot_id => '...', and report this as a backstop bug.",
         );
     }

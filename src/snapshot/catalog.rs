@@ -82,9 +82,7 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence = 'u'
 
 pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
     let described = Spi::connect(|client| {
-        let row = client
-            .select(TABLE_QUERY, Some(1), &[relid.into()])?
-            .first();
+        let row = client.select(TABLE_QUERY, Some(1), &[relid.into()])?.first();
         let schema: String = row.get(1)?.unwrap_or_default();
         let name: String = row.get(2)?.unwrap_or_default();
         let relkind: String = row.get(3)?.unwrap_or_default();
@@ -112,11 +110,7 @@ pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
                 type_name: row.get(2)?.unwrap_or_default(),
                 typmod: row.get(3)?.unwrap_or(-1),
                 not_null: row.get(4)?.unwrap_or(false),
-                default: if generated.is_some() {
-                    None
-                } else {
-                    expression.clone()
-                },
+                default: if generated.is_some() { None } else { expression.clone() },
                 generated: generated.and(expression),
                 identity,
                 collation: row.get(8)?,
@@ -138,16 +132,7 @@ pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
         for row in client.select(INDEXES_QUERY, None, &[relid.into()])? {
             indexes.extend(row.get::<String>(1)?);
         }
-        let mut def = TableDef {
-            schema,
-            name,
-            relkind,
-            unlogged,
-            columns,
-            constraints,
-            indexes,
-            ddl: String::new(),
-        };
+        let mut def = TableDef { schema, name, relkind, unlogged, columns, constraints, indexes, ddl: String::new() };
         def.ddl = def.original_ddl();
         Ok::<_, pgrx::spi::Error>(DescribedTable { def, type_oids })
     });

@@ -41,11 +41,7 @@ fn snapshot_table(table: PgRelation) -> String {
     let id = SnapshotId::random();
     let started = Instant::now();
     let context = current_context();
-    notice(&format!(
-        "snapshot {id} of {}: reading rows into {}",
-        def.qualified_name(),
-        repository.describe()
-    ));
+    notice(&format!("snapshot {id} of {}: reading rows into {}", def.qualified_name(), repository.describe()));
 
     let data_path = layout::data_path(&def.schema, &def.name, &id);
     // The backend reads rows into Arrow batches; an I/O thread checksums, encodes and uploads them
@@ -58,8 +54,14 @@ fn snapshot_table(table: PgRelation) -> String {
     // pg_stat_progress_copy shows a snapshot as the COPY TO it is, with rows read so far.
     unsafe {
         pg_sys::pgstat_progress_start_command(pg_sys::ProgressCommandType::PROGRESS_COMMAND_COPY, relid);
-        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_COPY_COMMAND as i32, pg_sys::PROGRESS_COPY_COMMAND_TO as i64);
-        pg_sys::pgstat_progress_update_param(pg_sys::PROGRESS_COPY_TYPE as i32, pg_sys::PROGRESS_COPY_TYPE_CALLBACK as i64);
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_COPY_COMMAND as i32,
+            pg_sys::PROGRESS_COPY_COMMAND_TO as i64,
+        );
+        pg_sys::pgstat_progress_update_param(
+            pg_sys::PROGRESS_COPY_TYPE as i32,
+            pg_sys::PROGRESS_COPY_TYPE_CALLBACK as i64,
+        );
     }
     let mut last_report = Instant::now();
     let mut read = 0u64;
@@ -127,8 +129,16 @@ fn snapshot_table(table: PgRelation) -> String {
 fn encoder_failed(result: Result<Result<Encoded, Error>, tokio::task::JoinError>) -> ! {
     match result {
         Ok(Err(e)) => crate::errors::raise(&e),
-        Ok(Ok(_)) => raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "the snapshot encoder finished early", "This is a bug in backstop."),
-        Err(e) => raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &format!("the snapshot encoder failed: {e}"), "This is a bug in backstop."),
+        Ok(Ok(_)) => raise_with(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            "the snapshot encoder finished early",
+            "This is a bug in backstop.",
+        ),
+        Err(e) => raise_with(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            &format!("the snapshot encoder failed: {e}"),
+            "This is a bug in backstop.",
+        ),
     }
 }
 
@@ -147,7 +157,8 @@ fn encode_and_upload(
     mut batches: tokio::sync::mpsc::Receiver<Option<arrow_array::RecordBatch>>,
 ) -> Result<Encoded, Error> {
     let runtime = tokio::runtime::Handle::current();
-    let mut writer = runtime.block_on(repository.writer(data_path, ObjectClass::CompressedData, WriteMode::CreateNew))?;
+    let mut writer =
+        runtime.block_on(repository.writer(data_path, ObjectClass::CompressedData, WriteMode::CreateNew))?;
     let mut sink = ParquetSink::new(table)?;
     let mut digest = ContentDigest::default();
     loop {
@@ -239,7 +250,9 @@ fn current_context() -> SnapshotContext {
             server_encoding: row.get(6)?.unwrap_or_default(),
         })
     })
-    .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."))
+    .unwrap_or_else(|e| {
+        raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
+    })
 }
 
 /// Resolves a table named as text: an existing table by the usual rules (search_path, quoting);
@@ -262,10 +275,7 @@ pub fn resolve_table_name(repository: &Repository, name: &str) -> (String, Strin
             None
         } else {
             let row = row.first();
-            Some((
-                row.get::<String>(1)?.unwrap_or_default(),
-                row.get::<String>(2)?.unwrap_or_default(),
-            ))
+            Some((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
         };
         Ok::<_, pgrx::spi::Error>((existing, parts))
     })
@@ -283,22 +293,24 @@ pub fn resolve_table_name(repository: &Repository, name: &str) -> (String, Strin
         [schema, table] => (schema.clone(), table.clone()),
         [table] => {
             let listed = io::block_on(stored::list(repository, None)).or_raise();
-            let mut schemas: Vec<&str> = listed
-                .iter()
-                .filter(|s| &s.table == table)
-                .map(|s| s.schema.as_str())
-                .collect();
+            let mut schemas: Vec<&str> =
+                listed.iter().filter(|s| &s.table == table).map(|s| s.schema.as_str()).collect();
             schemas.dedup();
             match schemas.as_slice() {
                 [schema] => (schema.to_string(), table.clone()),
                 [] => raise_with(
                     PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    &format!("table \"{table}\" does not exist and the repository has no snapshots of a table by that name"),
+                    &format!(
+                        "table \"{table}\" does not exist and the repository has no snapshots of a table by that name"
+                    ),
                     "backstop.snapshots() lists the tables the repository has snapshots of; name one as schema.table.",
                 ),
                 several => raise_with(
                     PgSqlErrorCode::ERRCODE_AMBIGUOUS_ALIAS,
-                    &format!("table \"{table}\" does not exist and snapshots of it exist in several schemas ({})", several.join(", ")),
+                    &format!(
+                        "table \"{table}\" does not exist and snapshots of it exist in several schemas ({})",
+                        several.join(", ")
+                    ),
                     "Name the table with its schema, as schema.table.",
                 ),
             }
@@ -328,14 +340,7 @@ pub fn list_with_manifests(repository: &Repository, table: Option<(&str, &str)>)
             Listed { snapshot, manifest }
         })
         .collect();
-    listed.sort_by_key(|l| {
-        std::cmp::Reverse(
-            l.manifest
-                .as_ref()
-                .map(|m| m.taken_at_unix_ms)
-                .unwrap_or(i64::MIN),
-        )
-    });
+    listed.sort_by_key(|l| std::cmp::Reverse(l.manifest.as_ref().map(|m| m.taken_at_unix_ms).unwrap_or(i64::MIN)));
     listed
 }
 
@@ -351,10 +356,7 @@ pub fn fetch_verified(
 }
 
 fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(
-        ms.saturating_mul(1000) - backstop_core::snapshot::time::EPOCH_SHIFT_MICROS,
-    )
-    .ok()
+    TimestampWithTimeZone::try_from(ms.saturating_mul(1000) - backstop_core::snapshot::time::EPOCH_SHIFT_MICROS).ok()
 }
 
 /// Lists snapshots (of one table, or all), newest first, and checks each: the manifest, and with
@@ -376,14 +378,9 @@ fn snapshots(
         name!(problem, Option<String>),
     ),
 > {
-    let repository = repo::open()
-        .or_raise()
-        .with_identities(crate::gucs::encryption_identities().or_raise());
+    let repository = repo::open().or_raise().with_identities(crate::gucs::encryption_identities().or_raise());
     let table = table_name.map(|name| resolve_table_name(&repository, &name));
-    let listed = list_with_manifests(
-        &repository,
-        table.as_ref().map(|(s, t)| (s.as_str(), t.as_str())),
-    );
+    let listed = list_with_manifests(&repository, table.as_ref().map(|(s, t)| (s.as_str(), t.as_str())));
     let rows: Vec<_> = listed
         .into_iter()
         .map(|Listed { snapshot, manifest }| {
@@ -391,26 +388,20 @@ fn snapshots(
             match manifest {
                 Err(e) => {
                     let problem = match e {
-                        Error::NotFound { .. } => "incomplete: no manifest (interrupted snapshot; garbage for expire)".to_string(),
+                        Error::NotFound { .. } => {
+                            "incomplete: no manifest (interrupted snapshot; garbage for expire)".to_string()
+                        }
                         e => e.to_string(),
                     };
                     (snapshot.id.to_string(), qualified, None, None, None, None, Some(false), Some(problem))
                 }
                 Ok(m) => {
                     let (verified, problem) = if verify {
-                        match fetch_verified(
-                            &repository,
-                            &snapshot,
-                            &m,
-                            &mut std::io::sink(),
-                            |_| {
-                                pgrx::check_for_interrupts!();
-                            },
-                        ) {
+                        match fetch_verified(&repository, &snapshot, &m, &mut std::io::sink(), |_| {
+                            pgrx::check_for_interrupts!();
+                        }) {
                             Ok(()) => (Some(true), None),
-                            Err(e @ Error::Decryption { .. }) => {
-                                (None, Some(format!("not verified: {e}")))
-                            }
+                            Err(e @ Error::Decryption { .. }) => (None, Some(format!("not verified: {e}"))),
                             Err(e) => (Some(false), Some(e.to_string())),
                         }
                     } else {

@@ -45,18 +45,10 @@ fn sources(table: &TableDef, type_oids: &[pg_sys::Oid]) -> Vec<Source> {
 
 /// Scans every row of `table` (`ONLY` unless it is partitioned) and hands out batches; returns
 /// the number of rows read.
-pub fn scan(
-    table: &TableDef,
-    type_oids: &[pg_sys::Oid],
-    mut on_batch: impl FnMut(&RecordBatch),
-) -> u64 {
+pub fn scan(table: &TableDef, type_oids: &[pg_sys::Oid], mut on_batch: impl FnMut(&RecordBatch)) -> u64 {
     let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let only = if table.relkind == "p" { "" } else { "ONLY " };
-    let query = format!(
-        "SELECT {} FROM {only}{}",
-        columns.join(", "),
-        qualified_name(&table.schema, &table.name)
-    );
+    let query = format!("SELECT {} FROM {only}{}", columns.join(", "), qualified_name(&table.schema, &table.name));
     let query = CString::new(query).expect("identifiers contain no NUL");
     let sources = sources(table, type_oids);
     let utf8 = unsafe { pg_sys::GetDatabaseEncoding() } == pg_sys::pg_enc::PG_UTF8 as i32;
@@ -65,11 +57,7 @@ pub fn scan(
     let mut total = 0u64;
     unsafe {
         if pg_sys::SPI_connect() != pg_sys::SPI_OK_CONNECT as i32 {
-            raise_with(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "SPI_connect failed",
-                "This is a bug in backstop.",
-            );
+            raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "SPI_connect failed", "This is a bug in backstop.");
         }
         let plan = pg_sys::SPI_prepare(query.as_ptr(), 0, std::ptr::null_mut());
         if plan.is_null() {
@@ -79,13 +67,7 @@ pub fn scan(
                 "This is a bug in backstop.",
             );
         }
-        let portal = pg_sys::SPI_cursor_open(
-            std::ptr::null(),
-            plan,
-            std::ptr::null_mut(),
-            std::ptr::null(),
-            false,
-        );
+        let portal = pg_sys::SPI_cursor_open(std::ptr::null(), plan, std::ptr::null_mut(), std::ptr::null(), false);
         loop {
             pgrx::check_for_interrupts!();
             pg_sys::SPI_cursor_fetch(portal, true, FETCH_ROWS as _);
@@ -100,18 +82,12 @@ pub fn scan(
                 rows_context.switch_to(|_| {
                     for (index, source) in sources.iter().enumerate() {
                         let mut is_null = false;
-                        let datum =
-                            pg_sys::SPI_getbinval(tuple, tupdesc, index as i32 + 1, &mut is_null);
+                        let datum = pg_sys::SPI_getbinval(tuple, tupdesc, index as i32 + 1, &mut is_null);
                         if is_null {
                             builder.columns[index].append_null();
                         } else {
-                            let added = append(
-                                &mut builder.columns[index],
-                                source,
-                                datum,
-                                utf8,
-                                &table.columns[index].name,
-                            );
+                            let added =
+                                append(&mut builder.columns[index], source, datum, utf8, &table.columns[index].name);
                             builder.bytes += added;
                         }
                     }
@@ -135,9 +111,7 @@ pub fn scan(
 }
 
 fn finish(builder: &mut BatchBuilder) -> RecordBatch {
-    builder
-        .finish()
-        .unwrap_or_else(|e| crate::errors::raise(&e))
+    builder.finish().unwrap_or_else(|e| crate::errors::raise(&e))
 }
 
 /// Appends one non-null datum; returns the variable-length bytes it added.
@@ -192,10 +166,7 @@ unsafe fn append(
 
 unsafe fn varlena_bytes<'a>(datum: pg_sys::Datum) -> &'a [u8] {
     let value = pg_sys::pg_detoast_datum_packed(datum.cast_mut_ptr());
-    std::slice::from_raw_parts(
-        pgrx::varlena::vardata_any(value).cast::<u8>(),
-        pgrx::varlena::varsize_any_exhdr(value),
-    )
+    std::slice::from_raw_parts(pgrx::varlena::vardata_any(value).cast::<u8>(), pgrx::varlena::varsize_any_exhdr(value))
 }
 
 /// Text in the database encoding, as UTF-8 (Parquet's strings are UTF-8).
@@ -203,11 +174,8 @@ unsafe fn text_of<'a>(bytes: &'a [u8], utf8: bool, column: &str) -> &'a str {
     let bytes = if utf8 || bytes.is_empty() {
         bytes
     } else {
-        let converted = pg_sys::pg_server_to_any(
-            bytes.as_ptr().cast(),
-            bytes.len() as i32,
-            pg_sys::pg_enc::PG_UTF8 as i32,
-        );
+        let converted =
+            pg_sys::pg_server_to_any(bytes.as_ptr().cast(), bytes.len() as i32, pg_sys::pg_enc::PG_UTF8 as i32);
         if converted.cast_const() == bytes.as_ptr().cast() {
             bytes
         } else {

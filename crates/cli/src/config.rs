@@ -230,7 +230,8 @@ mod tests {
     fn flags_win_over_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backstop.conf");
-        std::fs::write(&path, "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n").unwrap();
+        std::fs::write(&path, "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n")
+            .unwrap();
         let args = RepositoryArgs {
             repository: Some("file:///from/flag".into()),
             config: Some(path),

@@ -59,7 +59,8 @@ fn main() -> ExitCode {
 }
 
 fn check(args: CheckArgs) -> Result<(), backstop_core::Error> {
-    let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
+    let runtime =
+        backstop_core::runtime::build(2, "backstop-io").map_err(|e| backstop_core::Error::io("start", "runtime", e))?;
     let (repository_args, _) = args.repository.resolve()?;
     let repository = runtime.block_on(repository_args.open(backstop_core::codec::CodecSettings::plain()))?;
     let elapsed = runtime.block_on(repository.round_trip_check())?;

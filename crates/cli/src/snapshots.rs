@@ -74,9 +74,14 @@ pub fn run(command: SnapshotsCommand) -> Result<ExitCode, Error> {
         for row in rows.iter_mut() {
             let Some(manifest) = &row.manifest else { continue };
             let done = bar.position();
-            let result = stored::read_data(&repository, runtime.handle(), &row.snapshot, manifest, &mut std::io::sink(), |copied| {
-                bar.set_position(done + copied)
-            });
+            let result = stored::read_data(
+                &repository,
+                runtime.handle(),
+                &row.snapshot,
+                manifest,
+                &mut std::io::sink(),
+                |copied| bar.set_position(done + copied),
+            );
             bar.set_position(done + manifest.data.bytes);
             match result {
                 Ok(()) => row.verified = Some(true),
@@ -132,9 +137,11 @@ fn progress_bar(args: &ListArgs, total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} verifying [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        indicatif::ProgressStyle::with_template(
+            "{spinner} verifying [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar
 }

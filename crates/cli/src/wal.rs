@@ -190,7 +190,10 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
         .path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::InvalidSetting { setting: "path", reason: format!("{} has no file name", args.path.display()) })?
+        .ok_or_else(|| Error::InvalidSetting {
+            setting: "path",
+            reason: format!("{} has no file name", args.path.display()),
+        })?
         .to_string();
     let contents = std::fs::read(&args.path).map_err(|e| Error::io("read", &args.path, e))?;
     let header = wal::parse_long_page_header(&contents);
@@ -219,7 +222,15 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
         }
     };
     let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
-    match repository.put_bytes(&name.object_path(), contents.into(), backstop_core::repository::ObjectClass::Data, backstop_core::WriteMode::CreateNew).await {
+    match repository
+        .put_bytes(
+            &name.object_path(),
+            contents.into(),
+            backstop_core::repository::ObjectClass::Data,
+            backstop_core::WriteMode::CreateNew,
+        )
+        .await
+    {
         Ok(PutResult::Stored { .. }) => Ok(ExitCode::SUCCESS),
         Ok(PutResult::AlreadyIdentical { .. }) => {
             eprintln!("backstop: {file} was already archived with identical contents");
@@ -244,7 +255,11 @@ async fn archived(repository: &Repository) -> Result<Vec<Archived>, Error> {
         .into_iter()
         .filter_map(|object| {
             let file = object.key.rsplit('/').next()?;
-            Some(Archived { name: WalFileName::parse(file).ok()?, stored_bytes: object.size, modified: object.last_modified })
+            Some(Archived {
+                name: WalFileName::parse(file).ok()?,
+                stored_bytes: object.size,
+                modified: object.last_modified,
+            })
         })
         .collect())
 }
@@ -269,7 +284,10 @@ async fn archive_contents(args: &RepositoryArgs) -> Result<(Repository, Vec<Arch
 }
 
 fn describe_gap(gap: &wal::Gap) -> String {
-    format!("gap on timeline {}: {} to {} ({} segments missing)", gap.timeline, gap.first_missing, gap.last_missing, gap.count)
+    format!(
+        "gap on timeline {}: {} to {} ({} segments missing)",
+        gap.timeline, gap.first_missing, gap.last_missing, gap.count
+    )
 }
 
 async fn list(args: ListArgs) -> Result<ExitCode, Error> {
@@ -354,7 +372,9 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
         println!("{}: {} WAL objects", repository.describe(), results.len());
         println!("  {contents} verified completely");
         if stored_only > 0 {
-            println!("  {stored_only} encrypted: stored bytes verified; pass --identity-file to verify their contents too");
+            println!(
+                "  {stored_only} encrypted: stored bytes verified; pass --identity-file to verify their contents too"
+            );
         }
         for (name, error) in &failures {
             println!("  FAILED {name}: {error}");

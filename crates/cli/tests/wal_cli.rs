@@ -171,7 +171,14 @@ fn encrypted_archives_need_the_identity_to_fetch_but_not_to_verify() {
     let without = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG"]);
     assert_eq!(code(&without), 255);
     assert!(stderr(&without).contains("no age identity"), "{}", stderr(&without));
-    let with = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--identity-file", identity_file.to_str().unwrap()]);
+    let with = setup.backstop(&[
+        "wal",
+        "fetch",
+        &name(1),
+        "pg_wal/RECOVERYXLOG",
+        "--identity-file",
+        identity_file.to_str().unwrap(),
+    ]);
     assert_eq!(code(&with), 0, "{}", stderr(&with));
     assert!(std::fs::read(setup.path("pgdata/pg_wal/RECOVERYXLOG")).unwrap() == segment(1));
 

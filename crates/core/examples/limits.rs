@@ -31,7 +31,11 @@ fn rate(label: &str, bytes: usize, rounds: usize, mut work: impl FnMut()) {
         work();
     }
     let seconds = started.elapsed().as_secs_f64();
-    println!("{label:<34} {:>8.0} MB/s  {:>6.1} ms per 16 MiB segment", (bytes * rounds) as f64 / seconds / 1e6, seconds * 1e3 / rounds as f64);
+    println!(
+        "{label:<34} {:>8.0} MB/s  {:>6.1} ms per 16 MiB segment",
+        (bytes * rounds) as f64 / seconds / 1e6,
+        seconds * 1e3 / rounds as f64
+    );
 }
 
 fn main() {

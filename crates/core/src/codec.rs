@@ -555,10 +555,7 @@ impl Read for DecodedReader {
         };
         let plain_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         if trailer.plain_len != self.len {
-            return Err(integrity(format!(
-                "it decodes to {} bytes but records {}",
-                self.len, trailer.plain_len
-            )));
+            return Err(integrity(format!("it decodes to {} bytes but records {}", self.len, trailer.plain_len)));
         }
         if trailer.plain_sha256 != plain_sha256 {
             return Err(integrity(format!(
@@ -723,9 +720,8 @@ mod tests {
             for position in (0..encoded.len()).step_by(97).chain([encoded.len() - 1, HEADER_LEN]) {
                 let mut corrupt = encoded.clone();
                 corrupt[position] ^= 0x20;
-                let result = decode(io::Cursor::new(corrupt), &identities)
-                    .map_err(|e| format!("{e:?}"))
-                    .and_then(|mut r| {
+                let result =
+                    decode(io::Cursor::new(corrupt), &identities).map_err(|e| format!("{e:?}")).and_then(|mut r| {
                         let mut out = Vec::new();
                         r.read_to_end(&mut out).map(|_| out).map_err(|e| e.to_string())
                     });

@@ -57,9 +57,7 @@ impl FromStr for Location {
 }
 
 fn validate_bucket(bucket: &str) -> Result<(), String> {
-    let valid_chars = bucket
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    let valid_chars = bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
     let valid_ends = bucket
         .chars()
         .next()

@@ -35,9 +35,13 @@ pub enum ObjectClass {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutResult {
-    Stored { trailer: Trailer },
+    Stored {
+        trailer: Trailer,
+    },
     /// CreateNew found an object with the same plain bytes already stored: success, nothing written.
-    AlreadyIdentical { trailer: Trailer },
+    AlreadyIdentical {
+        trailer: Trailer,
+    },
 }
 
 impl PutResult {
@@ -97,13 +101,12 @@ const STREAM_CHUNK: usize = 4 << 20;
 
 impl Repository {
     pub fn new(store: Arc<dyn ObjectStore>, cluster: &str, codec: CodecSettings) -> Result<Self> {
-        crate::store::validate_key(cluster)
-            .ok()
-            .filter(|_| !cluster.contains('/'))
-            .ok_or_else(|| Error::InvalidSetting {
+        crate::store::validate_key(cluster).ok().filter(|_| !cluster.contains('/')).ok_or_else(|| {
+            Error::InvalidSetting {
                 setting: "cluster_name",
                 reason: format!("\"{cluster}\" must be a single path segment without '/', '.' or '..'"),
-            })?;
+            }
+        })?;
         Ok(Repository { store, cluster: cluster.to_string(), codec, identities: Vec::new() })
     }
 
@@ -138,7 +141,13 @@ impl Repository {
     }
 
     /// Encodes and stores an in-memory object (WAL segments, manifests).
-    pub async fn put_bytes(&self, relative: &str, plain: Bytes, class: ObjectClass, mode: WriteMode) -> Result<PutResult> {
+    pub async fn put_bytes(
+        &self,
+        relative: &str,
+        plain: Bytes,
+        class: ObjectClass,
+        mode: WriteMode,
+    ) -> Result<PutResult> {
         let key = self.key(relative);
         let settings = self.settings_for(class);
         // Compression and encryption are CPU work: keep them off the I/O threads.
@@ -206,10 +215,11 @@ impl Repository {
     /// Reads an object's trailer (its checksums and lengths) without reading the object.
     pub async fn read_trailer(&self, relative: &str) -> Result<Trailer> {
         let key = self.key(relative);
-        let info = self.store.head(&key).await?.ok_or_else(|| Error::NotFound {
-            store: self.store.describe(),
-            key: key.clone(),
-        })?;
+        let info = self
+            .store
+            .head(&key)
+            .await?
+            .ok_or_else(|| Error::NotFound { store: self.store.describe(), key: key.clone() })?;
         let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
         if info.size < (codec::HEADER_LEN + TRAILER_LEN) as u64 {
             return Err(corrupt(format!("it is {} bytes, shorter than an empty object", info.size)));
@@ -314,10 +324,10 @@ impl Repository {
             WriteOutcome::Written => Ok(file),
             // Another writer created it between our read and our write: theirs is authoritative.
             WriteOutcome::AlreadyExists => {
-                let existing = self.cluster_file().await?.ok_or_else(|| Error::NotFound {
-                    store: self.store.describe(),
-                    key: self.key(CLUSTER_FILE),
-                })?;
+                let existing = self
+                    .cluster_file()
+                    .await?
+                    .ok_or_else(|| Error::NotFound { store: self.store.describe(), key: self.key(CLUSTER_FILE) })?;
                 self.check_owner(existing, identity)
             }
         }
@@ -421,10 +431,9 @@ fn start_decoding<R: Read + Send + 'static>(
 ) -> Result<codec::DecodedReader> {
     codec::decode(raw, identities).map_err(|e| match e {
         DecodeStartError::Corrupt(reason) => Error::Corrupt { key: key.to_string(), reason },
-        DecodeStartError::NoIdentity => Error::Decryption {
-            key: key.to_string(),
-            reason: "no age identity was given to decrypt it".into(),
-        },
+        DecodeStartError::NoIdentity => {
+            Error::Decryption { key: key.to_string(), reason: "no age identity was given to decrypt it".into() }
+        }
         DecodeStartError::WrongIdentity => Error::Decryption {
             key: key.to_string(),
             reason: "none of the given age identities can decrypt it (wrong key?)".into(),
@@ -439,7 +448,12 @@ fn read_error(key: &str, error: std::io::Error) -> Error {
     if let Some(reason) = codec::integrity_reason(&error) {
         Error::Corrupt { key: key.to_string(), reason }
     } else if codec::is_source_error(&error) {
-        Error::Backend { store: "the repository".into(), operation: "read", key: key.to_string(), message: error.to_string() }
+        Error::Backend {
+            store: "the repository".into(),
+            operation: "read",
+            key: key.to_string(),
+            message: error.to_string(),
+        }
     } else {
         Error::Corrupt { key: key.to_string(), reason: format!("it does not decode ({error})") }
     }
@@ -467,7 +481,11 @@ impl VerifiedReader {
 
     /// [`VerifiedReader::copy_to`], calling `progress` with the plain bytes copied so far after
     /// every megabyte: the place for a caller to report progress or honour a cancel.
-    pub fn copy_to_with_progress(mut self, sink: &mut impl std::io::Write, mut progress: impl FnMut(u64)) -> Result<Trailer> {
+    pub fn copy_to_with_progress(
+        mut self,
+        sink: &mut impl std::io::Write,
+        mut progress: impl FnMut(u64),
+    ) -> Result<Trailer> {
         let mut buffer = vec![0u8; 1 << 20];
         let mut copied = 0u64;
         loop {

@@ -82,10 +82,11 @@ mod tests {
     fn spooled_objects_are_taken_once_and_pruned_when_passed() {
         let dir = tempfile::tempdir().unwrap();
         let spool = Spool::open(dir.path().join("spool")).unwrap();
-        let names: Vec<WalFileName> = ["000000010000000000000003", "000000010000000000000004", "000000010000000000000005"]
-            .iter()
-            .map(|n| WalFileName::parse(n).unwrap())
-            .collect();
+        let names: Vec<WalFileName> =
+            ["000000010000000000000003", "000000010000000000000004", "000000010000000000000005"]
+                .iter()
+                .map(|n| WalFileName::parse(n).unwrap())
+                .collect();
         for name in &names {
             spool.put(name, name.name.as_bytes()).unwrap();
         }

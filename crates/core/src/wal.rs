@@ -33,9 +33,7 @@ impl WalFileName {
     pub fn parse(name: &str) -> Result<Self, Error> {
         let invalid = || Error::InvalidSetting {
             setting: "WAL file name",
-            reason: format!(
-                "\"{name}\" is not a WAL segment, .partial, .backup or .history file name"
-            ),
+            reason: format!("\"{name}\" is not a WAL segment, .partial, .backup or .history file name"),
         };
         let (kind, stem) = if let Some(stem) = name.strip_suffix(".history") {
             (WalFileKind::History, stem)
@@ -205,7 +203,11 @@ mod tests {
     fn names_map_to_their_objects() {
         let cases = [
             ("000000010000000A000000FE", WalFileKind::Segment, "wal/000000010000000A/000000010000000A000000FE"),
-            ("000000020000000000000003.partial", WalFileKind::Partial, "wal/0000000200000000/000000020000000000000003.partial"),
+            (
+                "000000020000000000000003.partial",
+                WalFileKind::Partial,
+                "wal/0000000200000000/000000020000000000000003.partial",
+            ),
             (
                 "000000010000000000000002.00000028.backup",
                 WalFileKind::Backup,
@@ -250,10 +252,21 @@ mod tests {
 
     #[test]
     fn archive_order_puts_history_first_then_oldest() {
-        let ready = ["000000020000000000000004", "00000002.history", "000000010000000000000009", "junk", "000000020000000000000003.partial"];
+        let ready = [
+            "000000020000000000000004",
+            "00000002.history",
+            "000000010000000000000009",
+            "junk",
+            "000000020000000000000003.partial",
+        ];
         assert_eq!(
             archive_order(ready.iter().map(|s| s.to_string())),
-            ["00000002.history", "000000010000000000000009", "000000020000000000000003.partial", "000000020000000000000004"]
+            [
+                "00000002.history",
+                "000000010000000000000009",
+                "000000020000000000000003.partial",
+                "000000020000000000000004"
+            ]
         );
     }
 

@@ -109,11 +109,16 @@ fn bounded_round_trip(backend: Backend, name: &str) {
     let repo = Repository::new(backend.store.clone(), "cluster-a", full_pipeline(&identity))
         .unwrap()
         .with_identities(vec![identity]);
-    let (stored, write_peak) = peak_growth(|| runtime.block_on(write_noise(&repo, "big/object", 11, OBJECT_SIZE)).unwrap());
+    let (stored, write_peak) =
+        peak_growth(|| runtime.block_on(write_noise(&repo, "big/object", 11, OBJECT_SIZE)).unwrap());
     assert_eq!(stored.trailer().plain_len, OBJECT_SIZE as u64);
     let (read, read_peak) = peak_growth(|| read_and_compare(&repo, runtime.handle(), "big/object", 11));
     assert_eq!(read, OBJECT_SIZE);
-    eprintln!("{name}: 64 MiB object, peak heap growth writing {} MiB, reading {} MiB", write_peak >> 20, read_peak >> 20);
+    eprintln!(
+        "{name}: 64 MiB object, peak heap growth writing {} MiB, reading {} MiB",
+        write_peak >> 20,
+        read_peak >> 20
+    );
     assert!(write_peak < 40 << 20, "{name}: writing 64 MiB grew the heap by {write_peak} bytes");
     assert!(read_peak < 16 << 20, "{name}: reading 64 MiB grew the heap by {read_peak} bytes");
 }

@@ -26,9 +26,12 @@ async fn small_objects_round_trip(backend: Backend) {
     let encrypted = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
     for (name, codec) in [("plain", CodecSettings::plain()), ("zstd", zstd()), ("encrypted", encrypted)] {
         let repo = repository(&backend.store, codec).with_identities(vec![identity.clone()]);
-        for (i, payload) in [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(vec![42u8; 3 << 20])].into_iter().enumerate() {
+        for (i, payload) in
+            [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(vec![42u8; 3 << 20])].into_iter().enumerate()
+        {
             let relative = format!("objects/{name}-{i}");
-            let result = repo.put_bytes(&relative, payload.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+            let result =
+                repo.put_bytes(&relative, payload.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
             assert!(matches!(result, PutResult::Stored { .. }));
             assert_eq!(repo.get_bytes(&relative).await.unwrap(), payload, "{name} {i}");
             assert_eq!(repo.read_trailer(&relative).await.unwrap().plain_len, payload.len() as u64);
@@ -55,7 +58,8 @@ async fn create_if_absent_tells_same_from_different(backend: Backend) {
     assert!(matches!(again, PutResult::AlreadyIdentical { .. }), "{again:?}");
 
     let different = Bytes::from(vec![2u8; 100_000]);
-    let error = repo.put_bytes("wal/seg", different.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap_err();
+    let error =
+        repo.put_bytes("wal/seg", different.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Error::Conflict { .. }), "{message}");
     assert!(message.contains(&hex::encode(Sha256::digest(&original))), "existing checksum named: {message}");
@@ -90,13 +94,27 @@ async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
     for (kind, payload) in [("noise", noise), ("text", text)] {
         for (damage_name, damage) in [
             ("flipped-body", Box::new(|raw: &mut Vec<u8>| raw[1000] ^= 0x01) as Box<dyn FnOnce(&mut Vec<u8>)>),
-            ("flipped-middle", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() / 2; raw[at] ^= 0x10 })),
-            ("flipped-checksum", Box::new(|raw: &mut Vec<u8>| { let at = raw.len() - 60; raw[at] ^= 0x80 })),
+            (
+                "flipped-middle",
+                Box::new(|raw: &mut Vec<u8>| {
+                    let at = raw.len() / 2;
+                    raw[at] ^= 0x10
+                }),
+            ),
+            (
+                "flipped-checksum",
+                Box::new(|raw: &mut Vec<u8>| {
+                    let at = raw.len() - 60;
+                    raw[at] ^= 0x80
+                }),
+            ),
             ("truncated", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000))),
             ("tail-cut", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1))),
         ] {
             let relative = format!("{kind}-{damage_name}");
-            repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+            repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew)
+                .await
+                .unwrap();
             tamper(&backend.store, &repo.key(&relative), damage).await;
             let error = repo.get_bytes(&relative).await.unwrap_err();
             assert!(matches!(error, Error::Corrupt { .. }), "{relative}: {error}");
@@ -185,7 +203,10 @@ async fn failed_uploads_publish_nothing(backend: Backend) {
         .await;
     assert!(result.unwrap_err().to_string().contains("source device failed"));
     assert!(backend.store.head(&repo.key("big/failed")).await.unwrap().is_none());
-    assert!(backend.store.list(&repo.key("big/")).await.unwrap().is_empty(), "no partial or temporary object is listed");
+    assert!(
+        backend.store.list(&repo.key("big/")).await.unwrap().is_empty(),
+        "no partial or temporary object is listed"
+    );
     let mut aborted = repo.writer("snapshots/t/aborted/data", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
     aborted.write(&[7u8; 100_000]).await.unwrap();
     aborted.abort().await;
@@ -213,7 +234,11 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 
 async fn cluster_file_guards_the_namespace(backend: Backend) {
     let repo = repository(&backend.store, zstd());
-    let ours = ClusterIdentity { system_identifier: 7_345_678_901_234_567_890, pg_version_num: 150018, wal_segment_size: 16 << 20 };
+    let ours = ClusterIdentity {
+        system_identifier: 7_345_678_901_234_567_890,
+        pg_version_num: 150018,
+        wal_segment_size: 16 << 20,
+    };
     assert!(repo.cluster_file().await.unwrap().is_none());
     let created = repo.ensure_cluster(&ours).await.unwrap();
     assert_eq!(created.system_identifier, "7345678901234567890");

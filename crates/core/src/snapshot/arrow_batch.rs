@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow_array::builder::{
-    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder,
-    Float64Builder, Int16Builder, Int32Builder, Int64Builder, StringBuilder,
-    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    BinaryBuilder, BooleanBuilder, Date32Builder, FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder,
+    Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
@@ -36,20 +35,14 @@ pub fn data_type(encoding: Encoding) -> DataType {
 }
 
 fn encoding_name(encoding: Encoding) -> String {
-    serde_json::to_value(encoding)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(encoding).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Each field carries the PostgreSQL type, so the Parquet file explains itself to other readers.
 pub fn field(column: &ColumnDef) -> Field {
     let mut metadata = HashMap::from([
         (PG_TYPE_METADATA.to_string(), column.type_name.clone()),
-        (
-            ENCODING_METADATA.to_string(),
-            encoding_name(column.encoding),
-        ),
+        (ENCODING_METADATA.to_string(), encoding_name(column.encoding)),
     ]);
     let extension = match (column.encoding, column.type_name.as_str()) {
         (Encoding::Uuid, _) => Some("arrow.uuid"),
@@ -63,20 +56,14 @@ pub fn field(column: &ColumnDef) -> Field {
 }
 
 pub fn schema(table: &TableDef) -> SchemaRef {
-    Arc::new(Schema::new(
-        table.columns.iter().map(field).collect::<Vec<_>>(),
-    ))
+    Arc::new(Schema::new(table.columns.iter().map(field).collect::<Vec<_>>()))
 }
 
 /// Checks that a Parquet file's columns are the manifest's, by name and Arrow type.
 pub fn check_schema(key: &str, table: &TableDef, found: &Schema) -> Result<()> {
     let expected = schema(table);
     let describe = |s: &Schema| {
-        s.fields()
-            .iter()
-            .map(|f| format!("{} {}", f.name(), f.data_type()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
     };
     let same = expected.fields().len() == found.fields().len()
         && expected
@@ -89,11 +76,7 @@ pub fn check_schema(key: &str, table: &TableDef, found: &Schema) -> Result<()> {
     } else {
         Err(Error::Corrupt {
             key: key.to_string(),
-            reason: format!(
-                "its columns ({}) do not match its manifest ({})",
-                describe(found),
-                describe(&expected)
-            ),
+            reason: format!("its columns ({}) do not match its manifest ({})", describe(found), describe(&expected)),
         })
     }
 }
@@ -126,9 +109,7 @@ impl ColumnBuilder {
             Encoding::Bytea => ColumnBuilder::Binary(BinaryBuilder::new()),
             Encoding::Date => ColumnBuilder::Date(Date32Builder::new()),
             Encoding::Timestamp => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new()),
-            Encoding::TimestampTz => {
-                ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC"))
-            }
+            Encoding::TimestampTz => ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::new().with_timezone("UTC")),
             Encoding::Time => ColumnBuilder::Time(Time64MicrosecondBuilder::new()),
             Encoding::Uuid => ColumnBuilder::Uuid(FixedSizeBinaryBuilder::new(16)),
         }
@@ -183,11 +164,7 @@ impl BatchBuilder {
     pub fn new(table: &TableDef) -> Self {
         BatchBuilder {
             schema: schema(table),
-            columns: table
-                .columns
-                .iter()
-                .map(|c| ColumnBuilder::new(c.encoding))
-                .collect(),
+            columns: table.columns.iter().map(|c| ColumnBuilder::new(c.encoding)).collect(),
             rows: 0,
             bytes: 0,
         }
@@ -212,8 +189,7 @@ impl BatchBuilder {
         self.rows = 0;
         self.bytes = 0;
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(rows));
-        RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options).map_err(|e| {
-            Error::InvalidInput(format!("rows could not be assembled into a batch: {e}"))
-        })
+        RecordBatch::try_new_with_options(self.schema.clone(), arrays, &options)
+            .map_err(|e| Error::InvalidInput(format!("rows could not be assembled into a batch: {e}")))
     }
 }

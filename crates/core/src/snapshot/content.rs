@@ -38,9 +38,7 @@ impl ContentDigest {
         }
         for row in rows {
             // A second hash makes the per-row value non-linear before the sum.
-            self.sum = self
-                .sum
-                .wrapping_add(xxh3_128_with_seed(&row.to_le_bytes(), 0));
+            self.sum = self.sum.wrapping_add(xxh3_128_with_seed(&row.to_le_bytes(), 0));
         }
         self.rows += batch.num_rows() as u64;
         Ok(())
@@ -51,11 +49,7 @@ fn fold_column(column: &dyn Array, seed: u64, rows: &mut [u128]) -> Result<()> {
     let null = xxh3_128_with_seed(b"", seed | NULL_SEED);
     let mut fold = |value_hash: &dyn Fn(usize) -> u128| {
         for (row, acc) in rows.iter_mut().enumerate() {
-            let h = if column.is_null(row) {
-                null
-            } else {
-                value_hash(row)
-            };
+            let h = if column.is_null(row) { null } else { value_hash(row) };
             *acc = acc.wrapping_mul(COLUMN_MIX).wrapping_add(h);
         }
     };
@@ -110,11 +104,7 @@ fn fold_column(column: &dyn Array, seed: u64, rows: &mut [u128]) -> Result<()> {
             let a = column.as_primitive::<Time64MicrosecondType>();
             fold(&|r| hash(&a.value(r).to_le_bytes()))
         }
-        other => {
-            return Err(Error::InvalidInput(format!(
-                "no content digest for Arrow type {other}"
-            )))
-        }
+        other => return Err(Error::InvalidInput(format!("no content digest for Arrow type {other}"))),
     }
     Ok(())
 }
@@ -161,36 +151,22 @@ mod tests {
 
     #[test]
     fn row_order_and_batching_do_not_matter_but_every_value_does() {
-        let a = digest(&[batch(
-            vec![Some(1), Some(2), None],
-            vec![Some("x"), None, Some("")],
-        )]);
-        let reordered = digest(&[
-            batch(vec![None], vec![Some("")]),
-            batch(vec![Some(2), Some(1)], vec![None, Some("x")]),
-        ]);
+        let a = digest(&[batch(vec![Some(1), Some(2), None], vec![Some("x"), None, Some("")])]);
+        let reordered =
+            digest(&[batch(vec![None], vec![Some("")]), batch(vec![Some(2), Some(1)], vec![None, Some("x")])]);
         assert_eq!(a, reordered);
         assert_eq!(a.rows(), 3);
         for changed in [
             batch(vec![Some(1), Some(2), None], vec![Some("x"), None, None]),
-            batch(
-                vec![Some(1), Some(3), None],
-                vec![Some("x"), None, Some("")],
-            ),
+            batch(vec![Some(1), Some(3), None], vec![Some("x"), None, Some("")]),
             // Values swapped between rows of one column: same multiset per column, different rows.
-            batch(
-                vec![Some(2), Some(1), None],
-                vec![Some("x"), None, Some("")],
-            ),
+            batch(vec![Some(2), Some(1), None], vec![Some("x"), None, Some("")]),
         ] {
             assert_ne!(digest(&[changed]).checksum(), a.checksum());
         }
         // A duplicated row is not cancelled out.
         let twice = digest(&[batch(vec![Some(1), Some(1)], vec![Some("x"), Some("x")])]);
-        assert_ne!(
-            twice.checksum(),
-            digest(&[batch(vec![], vec![])]).checksum()
-        );
+        assert_ne!(twice.checksum(), digest(&[batch(vec![], vec![])]).checksum());
     }
 
     #[test]
@@ -200,19 +176,13 @@ mod tests {
             ("id", Arc::new(Int32Array::from(vec![1])) as ArrayRef),
         ])
         .unwrap();
-        assert_ne!(
-            digest(&[swapped]),
-            digest(&[batch(vec![Some(1)], vec![Some("x")])])
-        );
-        let nan = |v: f64| {
-            RecordBatch::try_from_iter([("f", Arc::new(Float64Array::from(vec![v])) as ArrayRef)])
-                .unwrap()
-        };
+        assert_ne!(digest(&[swapped]), digest(&[batch(vec![Some(1)], vec![Some("x")])]));
+        let nan =
+            |v: f64| RecordBatch::try_from_iter([("f", Arc::new(Float64Array::from(vec![v])) as ArrayRef)]).unwrap();
         assert_eq!(digest(&[nan(f64::NAN)]), digest(&[nan(-f64::NAN)]));
         assert_ne!(digest(&[nan(0.0)]), digest(&[nan(-0.0)]));
         let bytes = |v: Option<&[u8]>| {
-            RecordBatch::try_from_iter([("b", Arc::new(BinaryArray::from(vec![v])) as ArrayRef)])
-                .unwrap()
+            RecordBatch::try_from_iter([("b", Arc::new(BinaryArray::from(vec![v])) as ArrayRef)]).unwrap()
         };
         assert_ne!(digest(&[bytes(None)]), digest(&[bytes(Some(b""))]));
     }

@@ -13,9 +13,8 @@ use arrow_array::types::{
     TimestampMicrosecondType,
 };
 use arrow_array::{
-    Array, BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Float32Array,
-    Float64Array, Int16Array, Int32Array, Int64Array, RecordBatch, StringArray,
-    Time64MicrosecondArray, TimestampMicrosecondArray,
+    Array, BinaryArray, BooleanArray, Date32Array, FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array,
+    Int32Array, Int64Array, RecordBatch, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
 };
 use arrow_schema::DataType;
 
@@ -61,10 +60,7 @@ impl<'a> BatchRenderer<'a> {
                     DataType::Binary => ColumnView::Binary(array.as_binary::<i32>()),
                     DataType::Date32 => ColumnView::Date(array.as_primitive::<Date32Type>()),
                     DataType::Timestamp(arrow_schema::TimeUnit::Microsecond, zone) => {
-                        ColumnView::Timestamp(
-                            array.as_primitive::<TimestampMicrosecondType>(),
-                            zone.is_some(),
-                        )
+                        ColumnView::Timestamp(array.as_primitive::<TimestampMicrosecondType>(), zone.is_some())
                     }
                     DataType::Time64(arrow_schema::TimeUnit::Microsecond) => {
                         ColumnView::Time(array.as_primitive::<Time64MicrosecondType>())
@@ -80,10 +76,7 @@ impl<'a> BatchRenderer<'a> {
                 Ok((array, view))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(BatchRenderer {
-            columns: views,
-            rows: batch.num_rows(),
-        })
+        Ok(BatchRenderer { columns: views, rows: batch.num_rows() })
     }
 
     pub fn rows(&self) -> usize {
@@ -102,23 +95,11 @@ impl<'a> BatchRenderer<'a> {
             }
             match view {
                 ColumnView::Bool(a) => out.push(if a.value(row) { 't' } else { 'f' }),
-                ColumnView::Int16(a) => {
-                    write!(out, "{}", a.value(row)).expect("writing to a String")
-                }
-                ColumnView::Int32(a) => {
-                    write!(out, "{}", a.value(row)).expect("writing to a String")
-                }
-                ColumnView::Int64(a) => {
-                    write!(out, "{}", a.value(row)).expect("writing to a String")
-                }
-                ColumnView::Float32(a) => push_float(
-                    out,
-                    f64::from(a.value(row)),
-                    format_args!("{:?}", a.value(row)),
-                ),
-                ColumnView::Float64(a) => {
-                    push_float(out, a.value(row), format_args!("{:?}", a.value(row)))
-                }
+                ColumnView::Int16(a) => write!(out, "{}", a.value(row)).expect("writing to a String"),
+                ColumnView::Int32(a) => write!(out, "{}", a.value(row)).expect("writing to a String"),
+                ColumnView::Int64(a) => write!(out, "{}", a.value(row)).expect("writing to a String"),
+                ColumnView::Float32(a) => push_float(out, f64::from(a.value(row)), format_args!("{:?}", a.value(row))),
+                ColumnView::Float64(a) => push_float(out, a.value(row), format_args!("{:?}", a.value(row))),
                 ColumnView::Text(a) => push_escaped(out, a.value(row)),
                 ColumnView::Binary(a) => {
                     out.push_str("\\\\x");
@@ -129,16 +110,8 @@ impl<'a> BatchRenderer<'a> {
                 ColumnView::Time(a) => push_arrow_time(out, a.value(row)),
                 ColumnView::Uuid(a) => {
                     let hex = hex::encode(a.value(row));
-                    write!(
-                        out,
-                        "{}-{}-{}-{}-{}",
-                        &hex[0..8],
-                        &hex[8..12],
-                        &hex[12..16],
-                        &hex[16..20],
-                        &hex[20..]
-                    )
-                    .expect("writing to a String");
+                    write!(out, "{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
+                        .expect("writing to a String");
                 }
             }
         }
@@ -160,10 +133,7 @@ fn push_float(out: &mut String, value: f64, shortest: std::fmt::Arguments<'_>) {
 
 /// COPY text escaping: backslash, newline, carriage return and tab are the only special characters.
 fn push_escaped(out: &mut String, text: &str) {
-    if !text
-        .bytes()
-        .any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t'))
-    {
+    if !text.bytes().any(|b| matches!(b, b'\\' | b'\n' | b'\r' | b'\t')) {
         out.push_str(text);
         return;
     }
@@ -201,42 +171,10 @@ mod tests {
     #[test]
     fn specials_escape_and_nulls_render_as_copy_reads_them() {
         let out = render(vec![
-            (
-                "t",
-                Arc::new(StringArray::from(vec![
-                    Some("a\tb\\c\nd\re"),
-                    None,
-                    Some("\\N"),
-                    Some(""),
-                ])) as ArrayRef,
-            ),
-            (
-                "f",
-                Arc::new(Float64Array::from(vec![
-                    f64::NAN,
-                    f64::INFINITY,
-                    -0.0,
-                    1e300,
-                ])) as ArrayRef,
-            ),
-            (
-                "g",
-                Arc::new(Float32Array::from(vec![
-                    f32::NEG_INFINITY,
-                    0.1,
-                    3.4028235e38,
-                    1.0,
-                ])) as ArrayRef,
-            ),
-            (
-                "b",
-                Arc::new(BinaryArray::from(vec![
-                    Some(&b"\x00\xff"[..]),
-                    Some(&b""[..]),
-                    None,
-                    None,
-                ])) as ArrayRef,
-            ),
+            ("t", Arc::new(StringArray::from(vec![Some("a\tb\\c\nd\re"), None, Some("\\N"), Some("")])) as ArrayRef),
+            ("f", Arc::new(Float64Array::from(vec![f64::NAN, f64::INFINITY, -0.0, 1e300])) as ArrayRef),
+            ("g", Arc::new(Float32Array::from(vec![f32::NEG_INFINITY, 0.1, 3.4028235e38, 1.0])) as ArrayRef),
+            ("b", Arc::new(BinaryArray::from(vec![Some(&b"\x00\xff"[..]), Some(&b""[..]), None, None])) as ArrayRef),
         ]);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], "a\\tb\\\\c\\nd\\re\tNaN\t-Infinity\t\\\\x00ff");
@@ -248,29 +186,16 @@ mod tests {
     #[test]
     fn uuids_render_in_their_canonical_form() {
         let mut builder = FixedSizeBinaryBuilder::new(16);
-        builder
-            .append_value(hex::decode("a0eebc999c0b4ef8bb6d6bb9bd380a11").unwrap())
-            .unwrap();
+        builder.append_value(hex::decode("a0eebc999c0b4ef8bb6d6bb9bd380a11").unwrap()).unwrap();
         let out = render(vec![("u", Arc::new(builder.finish()) as ArrayRef)]);
         assert_eq!(out, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11\n");
     }
 
     #[test]
     fn floats_render_to_the_same_bits() {
-        for value in [
-            0.1f64,
-            1.0 / 3.0,
-            f64::MIN_POSITIVE,
-            5e-324,
-            f64::MAX,
-            -123456.789e-10,
-        ] {
+        for value in [0.1f64, 1.0 / 3.0, f64::MIN_POSITIVE, 5e-324, f64::MAX, -123456.789e-10] {
             let text = format!("{value:?}");
-            assert_eq!(
-                text.parse::<f64>().unwrap().to_bits(),
-                value.to_bits(),
-                "{text}"
-            );
+            assert_eq!(text.parse::<f64>().unwrap().to_bits(), value.to_bits(), "{text}");
         }
     }
 }

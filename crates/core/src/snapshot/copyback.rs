@@ -19,55 +19,37 @@ pub fn plans(table: &TableDef, restored: (&str, &str), original_exists: bool) ->
     if !original_exists {
         let mut statements = Vec::new();
         if restored.0 != table.schema {
-            statements.push(format!(
-                "ALTER TABLE {source} SET SCHEMA {};",
-                quote_ident(&table.schema)
-            ));
+            statements.push(format!("ALTER TABLE {source} SET SCHEMA {};", quote_ident(&table.schema)));
         }
         let moved = qualified_name(&table.schema, restored.1);
         if restored.1 != table.name {
-            statements.push(format!(
-                "ALTER TABLE {moved} RENAME TO {};",
-                quote_ident(&table.name)
-            ));
+            statements.push(format!("ALTER TABLE {moved} RENAME TO {};", quote_ident(&table.name)));
         }
         let foreign_keys: Vec<String> = table
             .constraints
             .iter()
             .filter(|c| c.kind == "f")
-            .map(|c| {
-                format!(
-                    "ALTER TABLE {original} ADD CONSTRAINT {} {};",
-                    quote_ident(&c.name),
-                    c.definition
-                )
-            })
+            .map(|c| format!("ALTER TABLE {original} ADD CONSTRAINT {} {};", quote_ident(&c.name), c.definition))
             .collect();
         statements.extend(foreign_keys);
         statements.extend(table.indexes.iter().map(|index| format!("{index};")));
         return vec![CopybackPlan {
             strategy: "rename",
-            description: format!("{original} no longer exists: the restored table takes its place, with its indexes and foreign keys"),
+            description: format!(
+                "{original} no longer exists: the restored table takes its place, with its indexes and foreign keys"
+            ),
             sql: wrap(statements),
         }];
     }
 
-    let loaded: Vec<String> = table
-        .loaded_columns()
-        .map(|(_, c)| quote_ident(&c.name))
-        .collect();
+    let loaded: Vec<String> = table.loaded_columns().map(|(_, c)| quote_ident(&c.name)).collect();
     let columns = loaded.join(", ");
-    let overriding = if table
-        .columns
-        .iter()
-        .any(|c| c.identity.as_deref() == Some("ALWAYS") && c.generated.is_none())
-    {
+    let overriding = if table.columns.iter().any(|c| c.identity.as_deref() == Some("ALWAYS") && c.generated.is_none()) {
         " OVERRIDING SYSTEM VALUE"
     } else {
         ""
     };
-    let insert =
-        format!("INSERT INTO {original} ({columns}){overriding}\nSELECT {columns} FROM {source}");
+    let insert = format!("INSERT INTO {original} ({columns}){overriding}\nSELECT {columns} FROM {source}");
     let mut plans = vec![CopybackPlan {
         strategy: "replace_all",
         description: format!("every row of {original} is replaced by the restored rows"),
@@ -82,22 +64,20 @@ pub fn plans(table: &TableDef, restored: (&str, &str), original_exists: bool) ->
         let conflict = format!("ON CONFLICT ({})", key_columns.join(", "));
         plans.push(CopybackPlan {
             strategy: "insert_missing",
-            description: format!("rows whose primary key is missing from {original} are inserted; existing rows are left alone"),
+            description: format!(
+                "rows whose primary key is missing from {original} are inserted; existing rows are left alone"
+            ),
             sql: wrap(vec![format!("{insert}\n{conflict} DO NOTHING;")]),
         });
-        let updates: Vec<String> = loaded
-            .iter()
-            .filter(|c| !key_columns.contains(c))
-            .map(|c| format!("{c} = EXCLUDED.{c}"))
-            .collect();
-        let action = if updates.is_empty() {
-            "DO NOTHING".to_string()
-        } else {
-            format!("DO UPDATE SET {}", updates.join(", "))
-        };
+        let updates: Vec<String> =
+            loaded.iter().filter(|c| !key_columns.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        let action =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         plans.push(CopybackPlan {
             strategy: "upsert",
-            description: format!("missing rows are inserted and rows with the same primary key are overwritten with the restored values"),
+            description: format!(
+                "missing rows are inserted and rows with the same primary key are overwritten with the restored values"
+            ),
             sql: wrap(vec![format!("{insert}\n{conflict} {action};")]),
         });
     }
@@ -119,19 +99,18 @@ mod tests {
         let strategies: Vec<&str> = plans.iter().map(|p| p.strategy).collect();
         assert_eq!(strategies, ["replace_all", "insert_missing", "upsert"]);
         let columns = "\"id\", \"Total \"\"gross\"\"\", \"name\"";
-        assert!(plans[0].sql.contains(&format!("INSERT INTO \"public\".\"orders\" ({columns})\nSELECT {columns} FROM \"public\".\"orders_recovered\";")), "{}", plans[0].sql);
-        assert!(plans[0].sql.starts_with(
-            "BEGIN;\nLOCK TABLE \"public\".\"orders\" IN ACCESS EXCLUSIVE MODE;\nDELETE FROM"
-        ));
         assert!(
-            !plans[0].sql.contains("doubled"),
-            "generated columns are recomputed, never copied"
-        );
-        assert!(
-            plans[1].sql.contains("ON CONFLICT (\"id\") DO NOTHING;"),
+            plans[0].sql.contains(&format!(
+                "INSERT INTO \"public\".\"orders\" ({columns})\nSELECT {columns} FROM \"public\".\"orders_recovered\";"
+            )),
             "{}",
-            plans[1].sql
+            plans[0].sql
         );
+        assert!(plans[0]
+            .sql
+            .starts_with("BEGIN;\nLOCK TABLE \"public\".\"orders\" IN ACCESS EXCLUSIVE MODE;\nDELETE FROM"));
+        assert!(!plans[0].sql.contains("doubled"), "generated columns are recomputed, never copied");
+        assert!(plans[1].sql.contains("ON CONFLICT (\"id\") DO NOTHING;"), "{}", plans[1].sql);
         assert!(plans[2].sql.contains("ON CONFLICT (\"id\") DO UPDATE SET \"Total \"\"gross\"\"\" = EXCLUDED.\"Total \"\"gross\"\"\", \"name\" = EXCLUDED.\"name\";"), "{}", plans[2].sql);
     }
 
@@ -152,10 +131,7 @@ mod tests {
     fn tables_without_a_primary_key_only_get_replace_all() {
         let mut table = sample_table();
         table.constraints.retain(|c| c.kind != "p");
-        let strategies: Vec<&str> = plans(&table, ("public", "r"), true)
-            .iter()
-            .map(|p| p.strategy)
-            .collect();
+        let strategies: Vec<&str> = plans(&table, ("public", "r"), true).iter().map(|p| p.strategy).collect();
         assert_eq!(strategies, ["replace_all"]);
     }
 }

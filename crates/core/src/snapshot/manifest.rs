@@ -118,11 +118,10 @@ impl SnapshotManifest {
     }
 
     pub fn from_json(key: &str, bytes: &[u8]) -> Result<Self> {
-        let manifest: SnapshotManifest =
-            serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
-                key: key.to_string(),
-                reason: format!("it is not a snapshot manifest ({e})"),
-            })?;
+        let manifest: SnapshotManifest = serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+            key: key.to_string(),
+            reason: format!("it is not a snapshot manifest ({e})"),
+        })?;
         if manifest.format_version > MANIFEST_FORMAT_VERSION {
             return Err(Error::Corrupt {
                 key: key.to_string(),
@@ -154,10 +153,7 @@ impl TableDef {
 
     /// Columns loaded on restore: every column except generated ones, which PostgreSQL recomputes.
     pub fn loaded_columns(&self) -> impl Iterator<Item = (usize, &ColumnDef)> {
-        self.columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.generated.is_none())
+        self.columns.iter().enumerate().filter(|(_, c)| c.generated.is_none())
     }
 
     pub fn primary_key(&self) -> Option<&ConstraintDef> {
@@ -179,11 +175,7 @@ impl TableDef {
                     sql.push_str(&format!(" GENERATED ALWAYS AS ({expression}) STORED"));
                 } else if let Some(kind) = &column.identity {
                     sql.push_str(&format!(" GENERATED {kind} AS IDENTITY"));
-                } else if let Some(default) = column
-                    .default
-                    .as_ref()
-                    .filter(|_| (options.keep_default)(column))
-                {
+                } else if let Some(default) = column.default.as_ref().filter(|_| (options.keep_default)(column)) {
                     sql.push_str(&format!(" DEFAULT {default}"));
                 }
                 if column.not_null {
@@ -210,11 +202,7 @@ impl TableDef {
                 // Check constraint names are per table and keep their meaning; index-backed ones
                 // would collide with the original's indexes.
                 if options.keep_constraint_names || c.kind == "c" {
-                    format!(
-                        "ALTER TABLE {target} ADD CONSTRAINT {} {}",
-                        quote_ident(&c.name),
-                        c.definition
-                    )
+                    format!("ALTER TABLE {target} ADD CONSTRAINT {} {}", quote_ident(&c.name), c.definition)
                 } else {
                     format!("ALTER TABLE {target} ADD {}", c.definition)
                 }
@@ -297,31 +285,13 @@ pub(crate) mod tests {
     #[test]
     fn ddl_recreates_the_original_with_names_and_indexes() {
         let ddl = sample_table().ddl;
-        assert!(
-            ddl.starts_with("CREATE TABLE \"public\".\"orders\" (\n"),
-            "{ddl}"
-        );
-        assert!(
-            ddl.contains("\"id\" bigint DEFAULT nextval('orders_id_seq'::regclass) NOT NULL"),
-            "{ddl}"
-        );
-        assert!(
-            ddl.contains("\"Total \"\"gross\"\"\" numeric(12,2) NOT NULL"),
-            "{ddl}"
-        );
-        assert!(
-            ddl.contains("GENERATED ALWAYS AS ((\"Total \"\"gross\"\"\" * (2)::numeric)) STORED"),
-            "{ddl}"
-        );
+        assert!(ddl.starts_with("CREATE TABLE \"public\".\"orders\" (\n"), "{ddl}");
+        assert!(ddl.contains("\"id\" bigint DEFAULT nextval('orders_id_seq'::regclass) NOT NULL"), "{ddl}");
+        assert!(ddl.contains("\"Total \"\"gross\"\"\" numeric(12,2) NOT NULL"), "{ddl}");
+        assert!(ddl.contains("GENERATED ALWAYS AS ((\"Total \"\"gross\"\"\" * (2)::numeric)) STORED"), "{ddl}");
         assert!(ddl.contains("\"name\" text COLLATE \"C\""), "{ddl}");
-        assert!(
-            ddl.contains("ADD CONSTRAINT \"orders_pkey\" PRIMARY KEY (id);"),
-            "{ddl}"
-        );
-        assert!(
-            ddl.contains("CREATE INDEX orders_name ON public.orders USING btree (name);"),
-            "{ddl}"
-        );
+        assert!(ddl.contains("ADD CONSTRAINT \"orders_pkey\" PRIMARY KEY (id);"), "{ddl}");
+        assert!(ddl.contains("CREATE INDEX orders_name ON public.orders USING btree (name);"), "{ddl}");
     }
 
     #[test]
@@ -343,10 +313,7 @@ pub(crate) mod tests {
                 "ALTER TABLE \"public\".\"orders_recovered\" ADD CONSTRAINT \"positive\" CHECK ((\"Total \"\"gross\"\"\" > (0)::numeric))".to_string(),
             ]
         );
-        let loaded: Vec<&str> = table
-            .loaded_columns()
-            .map(|(_, c)| c.name.as_str())
-            .collect();
+        let loaded: Vec<&str> = table.loaded_columns().map(|(_, c)| c.name.as_str()).collect();
         assert_eq!(loaded, ["id", "Total \"gross\"", "name"]);
     }
 
@@ -379,13 +346,7 @@ pub(crate) mod tests {
         assert_eq!(SnapshotManifest::from_json("k", &bytes).unwrap(), manifest);
         let mut newer = manifest.clone();
         newer.format_version = MANIFEST_FORMAT_VERSION + 1;
-        assert!(matches!(
-            SnapshotManifest::from_json("k", &newer.to_json()),
-            Err(Error::Corrupt { .. })
-        ));
-        assert!(matches!(
-            SnapshotManifest::from_json("k", b"{\"truncated"),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(SnapshotManifest::from_json("k", &newer.to_json()), Err(Error::Corrupt { .. })));
+        assert!(matches!(SnapshotManifest::from_json("k", b"{\"truncated"), Err(Error::Corrupt { .. })));
     }
 }

@@ -39,11 +39,7 @@ impl SnapshotId {
 
     pub fn parse(text: &str) -> Result<Self> {
         let hex = text.strip_prefix("snap_").unwrap_or("");
-        if hex.len() == 8
-            && hex
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if hex.len() == 8 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(SnapshotId(text.to_string()))
         } else {
             Err(Error::InvalidInput(format!(
@@ -140,15 +136,7 @@ mod tests {
         let id = SnapshotId::random();
         assert_eq!(SnapshotId::parse(id.as_str()).unwrap(), id);
         assert!(id.as_str().starts_with("snap_") && id.as_str().len() == 13);
-        for bad in [
-            "",
-            "snap_",
-            "snap_1234567",
-            "snap_123456789",
-            "snap_ABCDEF12",
-            "snap_../../x",
-            "x_12345678",
-        ] {
+        for bad in ["", "snap_", "snap_1234567", "snap_123456789", "snap_ABCDEF12", "snap_../../x", "x_12345678"] {
             let error = SnapshotId::parse(bad).unwrap_err();
             assert!(matches!(error, Error::InvalidInput(_)), "{bad}");
         }
@@ -167,15 +155,8 @@ mod tests {
             let dir = table_dir_name(schema, table);
             crate::store::validate_key(&format!("snapshots/{dir}/snap_00000000")).unwrap();
             assert_eq!(dir.matches('.').count(), 1, "{dir}");
-            assert!(
-                dir.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "%._-".contains(c)),
-                "{dir}"
-            );
-            assert_eq!(
-                parse_table_dir_name(&dir),
-                Some((schema.to_string(), table.to_string()))
-            );
+            assert!(dir.chars().all(|c| c.is_ascii_alphanumeric() || "%._-".contains(c)), "{dir}");
+            assert_eq!(parse_table_dir_name(&dir), Some((schema.to_string(), table.to_string())));
         }
         assert_ne!(table_dir_name("a.b", "c"), table_dir_name("a", "b.c"));
         assert_eq!(parse_table_dir_name("no-dot"), None);
@@ -185,10 +166,7 @@ mod tests {
     #[test]
     fn identifiers_are_always_quoted() {
         assert_eq!(quote_ident("Order Items"), "\"Order Items\"");
-        assert_eq!(
-            quote_ident("x\"; DROP TABLE t; --"),
-            "\"x\"\"; DROP TABLE t; --\""
-        );
+        assert_eq!(quote_ident("x\"; DROP TABLE t; --"), "\"x\"\"; DROP TABLE t; --\"");
         assert_eq!(quote_literal("it's"), "'it''s'");
         assert_eq!(qualified_name("public", "t"), "\"public\".\"t\"");
     }

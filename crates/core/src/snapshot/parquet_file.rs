@@ -30,14 +30,11 @@ fn write_error(e: parquet::errors::ParquetError) -> Error {
 impl ParquetSink {
     pub fn new(table: &TableDef) -> Result<Self> {
         let properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(
-                ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level"),
-            ))
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("a valid zstd level")))
             .set_max_row_group_size(ROW_GROUP_ROWS)
             .set_created_by(format!("backstop {}", env!("CARGO_PKG_VERSION")))
             .build();
-        let writer = ArrowWriter::try_new(Vec::new(), schema(table), Some(properties))
-            .map_err(write_error)?;
+        let writer = ArrowWriter::try_new(Vec::new(), schema(table), Some(properties)).map_err(write_error)?;
         Ok(ParquetSink { writer })
     }
 
@@ -77,21 +74,12 @@ pub fn read_batches(
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(corrupt)?;
     check_schema(key, table, builder.schema())?;
     let rows = builder.metadata().file_metadata().num_rows() as u64;
-    Ok((
-        builder
-            .with_batch_size(batch_rows)
-            .build()
-            .map_err(corrupt)?,
-        rows,
-    ))
+    Ok((builder.with_batch_size(batch_rows).build().map_err(corrupt)?, rows))
 }
 
 /// Turns an error met while reading batches into a corruption report for `key`.
 pub fn batch_error(key: &str, e: arrow_schema::ArrowError) -> Error {
-    Error::Corrupt {
-        key: key.to_string(),
-        reason: format!("a row group does not decode ({e})"),
-    }
+    Error::Corrupt { key: key.to_string(), reason: format!("a row group does not decode ({e})") }
 }
 
 #[cfg(test)]
@@ -110,10 +98,7 @@ mod tests {
             name: "t".into(),
             relkind: "r".into(),
             unlogged: false,
-            columns: vec![
-                column("id", "bigint", Encoding::Int64),
-                column("body", "text", Encoding::Text),
-            ],
+            columns: vec![column("id", "bigint", Encoding::Int64), column("body", "text", Encoding::Text)],
             constraints: vec![],
             indexes: vec![],
             ddl: String::new(),
@@ -134,12 +119,7 @@ mod tests {
             if let ColumnBuilder::Utf8(b) = &mut builder.columns[1] {
                 // Pseudo-random text: row groups are cut by encoded size, which compressible text barely grows.
                 let body: String = (0..value_len / 16 + 1)
-                    .map(|k| {
-                        format!(
-                            "{:016x}",
-                            xxhash_rust::xxh3::xxh3_64(&((i * 1000 + k) as u64).to_le_bytes())
-                        )
-                    })
+                    .map(|k| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(&((i * 1000 + k) as u64).to_le_bytes())))
                     .collect();
                 b.append_value(body);
             }
@@ -179,19 +159,13 @@ mod tests {
         for damaged in [&bytes[..bytes.len() - 100], &b"PAR1 not really"[..]] {
             let mut file = tempfile::tempfile().unwrap();
             file.write_all(damaged).unwrap();
-            assert!(matches!(
-                read_batches("k", file, &table(), 10),
-                Err(Error::Corrupt { .. })
-            ));
+            assert!(matches!(read_batches("k", file, &table(), 10), Err(Error::Corrupt { .. })));
         }
         let mut other = table();
         other.columns[1].encoding = Encoding::Bytea;
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&bytes).unwrap();
         let error = read_batches("k", file, &other, 10).unwrap_err();
-        assert!(
-            error.to_string().contains("do not match its manifest"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("do not match its manifest"), "{error}");
     }
 }

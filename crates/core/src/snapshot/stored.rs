@@ -19,10 +19,7 @@ pub struct StoredSnapshot {
 
 /// Snapshot directories of one table, or of every table; directories that are not backstop's are
 /// skipped. A directory without a manifest is listed too: the caller reports it as incomplete.
-pub async fn list(
-    repository: &Repository,
-    table: Option<(&str, &str)>,
-) -> Result<Vec<StoredSnapshot>> {
+pub async fn list(repository: &Repository, table: Option<(&str, &str)>) -> Result<Vec<StoredSnapshot>> {
     let tables = match table {
         Some((schema, name)) => vec![(schema.to_string(), name.to_string())],
         None => repository
@@ -35,17 +32,9 @@ pub async fn list(
     };
     let mut found = Vec::new();
     for (schema, name) in tables {
-        for dir in repository
-            .store()
-            .list_prefixes(&repository.key(&table_prefix(&schema, &name)))
-            .await?
-        {
+        for dir in repository.store().list_prefixes(&repository.key(&table_prefix(&schema, &name))).await? {
             if let Ok(id) = SnapshotId::parse(&dir) {
-                found.push(StoredSnapshot {
-                    schema: schema.clone(),
-                    table: name.clone(),
-                    id,
-                });
+                found.push(StoredSnapshot { schema: schema.clone(), table: name.clone(), id });
             }
         }
     }
@@ -53,26 +42,13 @@ pub async fn list(
 }
 
 /// Reads and verifies a manifest, and checks that it describes the snapshot its path names.
-pub async fn read_manifest(
-    repository: &Repository,
-    snapshot: &StoredSnapshot,
-) -> Result<SnapshotManifest> {
+pub async fn read_manifest(repository: &Repository, snapshot: &StoredSnapshot) -> Result<SnapshotManifest> {
     let path = manifest_path(&snapshot.schema, &snapshot.table, &snapshot.id);
     let key = repository.key(&path);
     let bytes = repository.get_bytes(&path).await?;
     let manifest = SnapshotManifest::from_json(&key, &bytes)?;
-    let described = (
-        manifest.snapshot_id.as_str(),
-        manifest.table.schema.as_str(),
-        manifest.table.name.as_str(),
-    );
-    if described
-        != (
-            snapshot.id.as_str(),
-            snapshot.schema.as_str(),
-            snapshot.table.as_str(),
-        )
-    {
+    let described = (manifest.snapshot_id.as_str(), manifest.table.schema.as_str(), manifest.table.name.as_str());
+    if described != (snapshot.id.as_str(), snapshot.schema.as_str(), snapshot.table.as_str()) {
         return Err(Error::Corrupt {
             key,
             reason: format!(
@@ -88,14 +64,7 @@ pub async fn read_manifest(
 pub async fn write_manifest(repository: &Repository, manifest: &SnapshotManifest) -> Result<()> {
     let id = SnapshotId::parse(&manifest.snapshot_id)?;
     let path = manifest_path(&manifest.table.schema, &manifest.table.name, &id);
-    repository
-        .put_bytes(
-            &path,
-            Bytes::from(manifest.to_json()),
-            ObjectClass::Metadata,
-            WriteMode::CreateNew,
-        )
-        .await?;
+    repository.put_bytes(&path, Bytes::from(manifest.to_json()), ObjectClass::Metadata, WriteMode::CreateNew).await?;
     Ok(())
 }
 

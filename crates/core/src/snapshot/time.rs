@@ -31,7 +31,9 @@ pub fn timestamp_to_arrow(pg_micros: i64) -> Result<i64> {
     match pg_micros {
         i64::MAX | i64::MIN => Ok(pg_micros),
         micros => micros.checked_add(EPOCH_SHIFT_MICROS).filter(|m| *m != i64::MAX).ok_or_else(|| {
-            Error::InvalidInput("a timestamp after 294246 AD cannot be stored in Parquet's microseconds since 1970".into())
+            Error::InvalidInput(
+                "a timestamp after 294246 AD cannot be stored in Parquet's microseconds since 1970".into(),
+            )
         }),
     }
 }
@@ -71,14 +73,7 @@ fn push_date(out: &mut String, days: i64) -> bool {
 fn push_time_of_day(out: &mut String, micros: i64) {
     use std::fmt::Write;
     let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
-    write!(
-        out,
-        "{:02}:{:02}:{:02}",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
-    .expect("writing to a String");
+    write!(out, "{:02}:{:02}:{:02}", seconds / 3600, seconds / 60 % 60, seconds % 60).expect("writing to a String");
     if fraction != 0 {
         write!(out, ".{fraction:06}").expect("writing to a String");
     }
@@ -149,10 +144,7 @@ mod tests {
         // PostgreSQL's first day, 4714-11-24 BC (Julian day 0), is 2440588 days before 1970.
         assert_eq!(date(-2_440_588), "4714-11-24 BC");
         // Its last, 5874897-12-31 (Julian day 2147483493).
-        assert_eq!(
-            date(date_to_arrow(2_147_483_493 - 2_451_545)),
-            "5874897-12-31"
-        );
+        assert_eq!(date(date_to_arrow(2_147_483_493 - 2_451_545)), "5874897-12-31");
         assert_eq!(date(date_to_arrow(i32::MAX)), "infinity");
         assert_eq!(date(date_to_arrow(i32::MIN)), "-infinity");
         assert_eq!(date_from_arrow(date_to_arrow(-5)), -5);
@@ -163,14 +155,8 @@ mod tests {
         assert_eq!(ts(0, false), "1970-01-01 00:00:00");
         assert_eq!(ts(1, true), "1970-01-01 00:00:00.000001+00");
         assert_eq!(ts(-1, false), "1969-12-31 23:59:59.999999");
-        assert_eq!(
-            ts(timestamp_to_arrow(0).unwrap(), true),
-            "2000-01-01 00:00:00+00"
-        );
-        assert_eq!(
-            ts(-719_163 * MICROS_PER_DAY + 3_600_000_000, true),
-            "0001-12-31 01:00:00+00 BC"
-        );
+        assert_eq!(ts(timestamp_to_arrow(0).unwrap(), true), "2000-01-01 00:00:00+00");
+        assert_eq!(ts(-719_163 * MICROS_PER_DAY + 3_600_000_000, true), "0001-12-31 01:00:00+00 BC");
         assert_eq!(ts(timestamp_to_arrow(i64::MAX).unwrap(), false), "infinity");
         assert_eq!(ts(timestamp_to_arrow(i64::MIN).unwrap(), true), "-infinity");
         assert_eq!(timestamp_from_arrow(timestamp_to_arrow(-42).unwrap()), -42);

@@ -44,7 +44,9 @@ fn is_temp_name(name: &str) -> bool {
 /// Whether a directory holds anything but temporary files: an aborted upload leaves its directory
 /// behind, and that must not look like a prefix with objects under it.
 fn holds_objects(dir: &Path) -> bool {
-    fs::read_dir(dir).map(|entries| entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.'))).unwrap_or(false)
+    fs::read_dir(dir)
+        .map(|entries| entries.flatten().any(|e| !e.file_name().to_string_lossy().starts_with('.')))
+        .unwrap_or(false)
 }
 
 fn temp_path_for(target: &Path) -> PathBuf {
@@ -83,16 +85,18 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
     Ok(outcome)
 }
 
-fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> impl std::future::Future<Output = Result<T>> {
+fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> impl std::future::Future<Output = Result<T>> {
     async move {
-        tokio::task::spawn_blocking(work)
-            .await
-            .unwrap_or_else(|e| Err(Error::Backend {
+        tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+            Err(Error::Backend {
                 store: "file".into(),
                 operation: "blocking task",
                 key: String::new(),
                 message: e.to_string(),
-            }))
+            })
+        })
     }
 }
 

@@ -12,7 +12,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -322,20 +324,16 @@ impl ObjectStore for S3Store {
                 size: output.content_length().unwrap_or(0).max(0) as u64,
                 last_modified: output.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
             })),
-            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_not_found()) => Ok(None),
+            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_not_found()) => {
+                Ok(None)
+            }
             Err(e) => Err(self.error("stat", key, e)),
         }
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         let full_prefix = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}/{prefix}", self.prefix) };
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&full_prefix)
-            .into_paginator()
-            .send();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full_prefix).into_paginator().send();
         let mut found = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.error("list", prefix, e))?;
@@ -353,7 +351,8 @@ impl ObjectStore for S3Store {
     }
 
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
-        let relative = if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
+        let relative =
+            if prefix.is_empty() || prefix.ends_with('/') { prefix.to_string() } else { format!("{prefix}/") };
         let full_prefix = if self.prefix.is_empty() { relative.clone() } else { format!("{}/{relative}", self.prefix) };
         let mut pages = self
             .client
