@@ -628,6 +628,37 @@ pub fn decode<R: Read + Send + 'static>(
     Ok(DecodedReader { inner: plain, outcome, hasher: Sha256::new(), len: 0, verified: None, header })
 }
 
+/// Reads an object's stored bytes through without decoding them, for encrypted objects whose
+/// identity is not at hand: checks the header, the stored-bytes checksum and the length. Streams,
+/// so memory stays bounded whatever the object size.
+pub fn check_stored_bytes<R: Read>(mut raw: R) -> Result<(Header, Trailer), DecodeStartError> {
+    let mut header_bytes = [0u8; HEADER_LEN];
+    if let Err(e) = raw.read_exact(&mut header_bytes) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
+            DecodeStartError::Corrupt("it is shorter than an object header".into())
+        } else {
+            DecodeStartError::Io(e)
+        });
+    }
+    let header = Header::decode(&header_bytes).map_err(DecodeStartError::Corrupt)?;
+    let outcome = Arc::new(Mutex::new(BodyOutcome::default()));
+    let mut body = BodyReader {
+        inner: raw,
+        buffer: Vec::new(),
+        start: 0,
+        inner_done: false,
+        hasher: Sha256::new(),
+        len: 0,
+        outcome: outcome.clone(),
+    };
+    io::copy(&mut body, &mut io::sink()).map_err(|e| match integrity_reason(&e) {
+        Some(reason) => DecodeStartError::Corrupt(reason),
+        None => DecodeStartError::Io(e),
+    })?;
+    let trailer = outcome.lock().expect("outcome lock").trailer;
+    trailer.map(|t| (header, t)).ok_or_else(|| DecodeStartError::Corrupt("its trailer is missing".into()))
+}
+
 /// Returns the integrity reason if this I/O error came from a failed verification.
 pub fn integrity_reason(error: &io::Error) -> Option<String> {
     error.get_ref().and_then(|inner| inner.downcast_ref::<IntegrityError>()).map(|e| e.0.clone())

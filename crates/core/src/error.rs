@@ -63,6 +63,15 @@ pub enum Error {
     )]
     ForeignWal { file: String, expected: String, found: String },
 
+    #[error(
+        "the repository namespace {namespace} cannot be seen in {store}: {namespace}/cluster.json does not \
+         exist, so a missing file there proves nothing"
+    )]
+    NamespaceMissing { store: String, namespace: String },
+
+    #[error("not enough disk space in {path}: {needed} bytes needed, {available} available")]
+    NoSpace { path: PathBuf, needed: u64, available: u64 },
+
     #[error("operation cancelled")]
     Cancelled,
 
@@ -107,6 +116,13 @@ impl Error {
             Error::ForeignWal { .. } => {
                 "A WAL file of another cluster is in this server's pg_wal (copied data directory?). Remove it \
                  from pg_wal/archive_status after checking; backstop will not mix it into this cluster's archive."
+            }
+            Error::NamespaceMissing { .. } => {
+                "Check the repository location (a mistyped path, an unmounted directory, a missing bucket or prefix, \
+                 the S3 path-style setting) and the cluster name; backstop wal list shows the namespaces it can see."
+            }
+            Error::NoSpace { .. } => {
+                "Free space there (or raise temp_file_limit), or restore on a server with room for the snapshot; nothing was written."
             }
             Error::Cancelled => "The operation was cancelled on request; nothing was published.",
             Error::InvalidInput(_) => "Correct the argument; the message says which forms are accepted.",

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::codec::{self, CodecSettings, Compression, DecodeStartError, Encoder, Trailer, TRAILER_LEN};
@@ -71,6 +70,16 @@ pub struct ClusterFile {
     pub wal_segment_size: u32,
     pub created_at_unix: u64,
     pub created_by: String,
+}
+
+impl ClusterFile {
+    /// The owner's system identifier; a value that is not one is corruption, never 0.
+    pub fn system_identifier(&self, key: &str) -> Result<u64> {
+        self.system_identifier.parse().map_err(|_| Error::Corrupt {
+            key: key.to_string(),
+            reason: format!("its system identifier \"{}\" is not a number", self.system_identifier.escape_debug()),
+        })
+    }
 }
 
 fn default_segment_size() -> u32 {
@@ -192,12 +201,26 @@ impl Repository {
     }
 
     /// Turns a store outcome into a repository result: "already there" is success only when the
-    /// stored object has the same plain bytes (design rule 2).
+    /// stored object is whole (read through, every checksum it can be checked against verified) and
+    /// has the same plain bytes (design rule 2). A damaged earlier copy is an error naming the key:
+    /// reporting it as stored would let PostgreSQL recycle the only good copy of a WAL segment.
     async fn settle(&self, relative: &str, outcome: WriteOutcome, trailer: Trailer) -> Result<PutResult> {
         match outcome {
             WriteOutcome::Written => Ok(PutResult::Stored { trailer }),
             WriteOutcome::AlreadyExists => {
-                let existing = self.read_trailer(relative).await?;
+                let existing = match self.verify(relative).await {
+                    Ok(verified) => verified.trailer(),
+                    Err(Error::Corrupt { key, reason }) => {
+                        return Err(Error::Corrupt {
+                            key,
+                            reason: format!(
+                                "an object is already stored under this name and it is damaged ({reason}); \
+                                 nothing was overwritten and the new copy is not acknowledged"
+                            ),
+                        })
+                    }
+                    Err(e) => return Err(e),
+                };
                 if existing.plain_sha256 == trailer.plain_sha256 && existing.plain_len == trailer.plain_len {
                     Ok(PutResult::AlreadyIdentical { trailer: existing })
                 } else {
@@ -283,13 +306,26 @@ impl Repository {
 
     /// Reads a whole object and checks it: header, stored-bytes checksum and length always; the
     /// plain checksum too when the object can be decoded (not encrypted, or an identity is given).
+    /// Streams the object, so memory stays bounded whatever its size.
     pub async fn verify(&self, relative: &str) -> Result<Verified> {
         let key = self.key(relative);
-        let raw = self.get_raw(relative).await?;
+        let reader = self.store.get(&key).await?;
         let identities = self.identities.clone();
-        tokio::task::spawn_blocking(move || verify_raw(&key, raw, &identities))
-            .await
-            .map_err(|e| Error::Encryption(e.to_string()))?
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            verify_reader(&key, tokio_util::io::SyncIoBridge::new_with_handle(reader, handle), &identities)
+        })
+        .await
+        .map_err(|e| Error::Encryption(e.to_string()))?
+    }
+
+    /// Fails with [`Error::NamespaceMissing`] unless this namespace's cluster.json exists: the one
+    /// proof that "object not found" means "not stored" and not "looking in the wrong place".
+    pub async fn check_namespace_visible(&self) -> Result<()> {
+        match self.store.head(&self.key(CLUSTER_FILE)).await? {
+            Some(_) => Ok(()),
+            None => Err(Error::NamespaceMissing { store: self.store.describe(), namespace: self.cluster.clone() }),
+        }
     }
 
     pub async fn cluster_file(&self) -> Result<Option<ClusterFile>> {
@@ -334,7 +370,7 @@ impl Repository {
     }
 
     fn check_owner(&self, existing: ClusterFile, identity: &ClusterIdentity) -> Result<ClusterFile> {
-        if existing.system_identifier == identity.system_identifier.to_string() {
+        if existing.system_identifier(&self.key(CLUSTER_FILE))? == identity.system_identifier {
             Ok(existing)
         } else {
             Err(Error::ForeignCluster {
@@ -397,31 +433,26 @@ impl Verified {
     }
 }
 
-fn verify_raw(key: &str, raw: Vec<u8>, identities: &[age::x25519::Identity]) -> Result<Verified> {
+fn verify_reader<R: Read + Send + 'static>(
+    key: &str,
+    mut raw: R,
+    identities: &[age::x25519::Identity],
+) -> Result<Verified> {
     let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
-    let header = codec::Header::decode(&raw).map_err(&corrupt)?;
-    if raw.len() < codec::HEADER_LEN + TRAILER_LEN {
-        return Err(corrupt("it is shorter than an empty object".into()));
-    }
-    let trailer = Trailer::decode(&raw[raw.len() - TRAILER_LEN..]).map_err(&corrupt)?;
-    let body = &raw[codec::HEADER_LEN..raw.len() - TRAILER_LEN];
-    if trailer.body_len != body.len() as u64 {
-        return Err(corrupt(format!("its body is {} bytes but its trailer records {}", body.len(), trailer.body_len)));
-    }
-    let body_sha256: [u8; 32] = sha2::Sha256::digest(body).into();
-    if body_sha256 != trailer.body_sha256 {
-        return Err(corrupt(format!(
-            "sha256 of the stored bytes is {} but the object records {}",
-            hex::encode(body_sha256),
-            hex::encode(trailer.body_sha256)
-        )));
-    }
+    let mut header_bytes = [0u8; codec::HEADER_LEN];
+    raw.read_exact(&mut header_bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => corrupt("it is shorter than an object header".into()),
+        _ => read_error(key, std::io::Error::new(e.kind(), codec::SourceError(e))),
+    })?;
+    let header = codec::Header::decode(&header_bytes).map_err(&corrupt)?;
+    let whole = Read::chain(Cursor::new(header_bytes), raw);
     if header.encrypted && identities.is_empty() {
+        let (_, trailer) = codec::check_stored_bytes(whole).map_err(|e| decode_start_error(key, e))?;
         return Ok(Verified::StoredBytes(trailer));
     }
-    let mut decoded = start_decoding(key, Cursor::new(raw), identities)?;
+    let mut decoded = start_decoding(key, whole, identities)?;
     std::io::copy(&mut decoded, &mut std::io::sink()).map_err(|e| read_error(key, e))?;
-    Ok(Verified::Contents(trailer))
+    Ok(Verified::Contents(decoded.verified_trailer().expect("end of stream implies verified")))
 }
 
 fn start_decoding<R: Read + Send + 'static>(
@@ -429,7 +460,11 @@ fn start_decoding<R: Read + Send + 'static>(
     raw: R,
     identities: &[age::x25519::Identity],
 ) -> Result<codec::DecodedReader> {
-    codec::decode(raw, identities).map_err(|e| match e {
+    codec::decode(raw, identities).map_err(|e| decode_start_error(key, e))
+}
+
+fn decode_start_error(key: &str, error: DecodeStartError) -> Error {
+    match error {
         DecodeStartError::Corrupt(reason) => Error::Corrupt { key: key.to_string(), reason },
         DecodeStartError::NoIdentity => {
             Error::Decryption { key: key.to_string(), reason: "no age identity was given to decrypt it".into() }
@@ -439,7 +474,7 @@ fn start_decoding<R: Read + Send + 'static>(
             reason: "none of the given age identities can decrypt it (wrong key?)".into(),
         },
         DecodeStartError::Io(e) => read_error(key, e),
-    })
+    }
 }
 
 /// Sorts a failed read into "the bytes are bad" (corrupt: checksum mismatch, or they do not

@@ -134,6 +134,36 @@ async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
     }
 }
 
+/// An upload that meets an object already stored under its name counts only if that object is whole:
+/// a damaged body behind an intact trailer must not let PostgreSQL recycle the only good copy.
+async fn a_damaged_existing_object_is_never_acknowledged(backend: Backend) {
+    let identity = age::x25519::Identity::generate();
+    let encrypted = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
+    // The server holds only public keys: an encrypted object is checked through its stored bytes.
+    for (name, codec) in [("plain", zstd()), ("encrypted", encrypted)] {
+        let repo = repository(&backend.store, codec);
+        let mut payload = vec![0u8; 200_000];
+        common::NoiseSource::new(11).fill(&mut payload);
+        let relative = format!("wal/damaged-{name}");
+        repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+        // Same length, same trailer: only a body byte differs.
+        tamper(&backend.store, &repo.key(&relative), |raw| {
+            let at = raw.len() / 2;
+            raw[at] ^= 0x04
+        })
+        .await;
+        let error = repo
+            .put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::Corrupt { .. }), "{name}: {error}");
+        assert!(error.to_string().contains(&repo.key(&relative)), "the key is named: {error}");
+        let mut writer = repo.writer(&relative, ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+        writer.write(&payload).await.unwrap();
+        assert!(matches!(writer.finish().await, Err(Error::Corrupt { .. })), "{name}: the streamed path too");
+    }
+}
+
 async fn wrong_or_missing_identity_is_a_clear_error(backend: Backend) {
     let identity = age::x25519::Identity::generate();
     let codec = CodecSettings::new(Compression::None, vec![identity.to_public()]);
@@ -282,6 +312,7 @@ on_every_backend!(
     small_objects_round_trip,
     missing_objects_are_reported_as_missing,
     create_if_absent_tells_same_from_different,
+    a_damaged_existing_object_is_never_acknowledged,
     corrupt_and_truncated_objects_are_refused,
     wrong_or_missing_identity_is_a_clear_error,
     listing_pages_past_a_thousand_keys,

@@ -3,10 +3,18 @@
 //! Publishing follows PostgreSQL's `basic_archive`: write a temporary file in the target directory,
 //! fsync it, then make it visible in one step and fsync the directory. `CreateNew` publishes with
 //! `link(2)`, which fails if the name exists, so two writers can never replace each other's object.
+//!
+//! Durability invariants: every directory on the way to an object is fsynced into its parent before
+//! the object is acknowledged (once per process and directory, so a directory whose creation a crash
+//! left unsynced is made durable by the next process that uses it), and an object that "already
+//! exists" is fsynced, with its directory, before the caller is told so: the earlier writer may have
+//! crashed between its link and its directory fsync.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -20,11 +28,19 @@ const TEMP_MARKER: &str = ".tmp-";
 #[derive(Debug, Clone)]
 pub struct FileStore {
     root: PathBuf,
+    /// Directories already fsynced into their parents by this process.
+    durable_dirs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl FileStore {
     pub fn new(root: PathBuf) -> Self {
-        FileStore { root }
+        FileStore { root, durable_dirs: Arc::default() }
+    }
+
+    /// Creates the directories an object at `path` needs, each fsynced into its parent.
+    fn prepare_parent(&self, path: &Path) -> Result<()> {
+        let parent = path.parent().expect("object paths have a parent");
+        make_durable_dirs(&self.root, parent, &self.durable_dirs)
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -56,12 +72,59 @@ fn temp_path_for(target: &Path) -> PathBuf {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(test)]
+    tests::record_sync(dir);
     File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
-fn create_parent(path: &Path) -> Result<()> {
-    let parent = path.parent().expect("object paths have a parent");
-    fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))
+fn sync_file(path: &Path) -> Result<()> {
+    #[cfg(test)]
+    tests::record_sync(path);
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Makes `dir` (under `root`) exist durably: every directory from the root down is created if
+/// missing and fsynced into its parent, so a crash cannot lose the path to an acknowledged object.
+/// Directories this process already made durable are skipped.
+fn make_durable_dirs(root: &Path, dir: &Path, known: &Mutex<HashSet<PathBuf>>) -> Result<()> {
+    let mut known = known.lock().expect("directory cache lock");
+    if known.contains(dir) {
+        return Ok(());
+    }
+    if !known.contains(root) {
+        if !root.is_dir() {
+            fs::create_dir_all(root).map_err(|e| Error::io("create directory", root, e))?;
+            if let Some(parent) = root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
+        known.insert(root.to_path_buf());
+    }
+    let relative = dir.strip_prefix(root).expect("object directories are under the root");
+    let mut current = root.to_path_buf();
+    for part in relative.components() {
+        let parent = current.clone();
+        current.push(part);
+        if known.contains(&current) {
+            continue;
+        }
+        match fs::create_dir(&current) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && current.is_dir() => {}
+            Err(e) => return Err(Error::io("create directory", &current, e)),
+        }
+        // Also when it existed: whoever created it may have crashed before this fsync.
+        sync_dir(&parent)?;
+        known.insert(current.clone());
+    }
+    Ok(())
+}
+
+/// An object another writer published: make sure it is durable before anyone relies on it.
+fn sync_existing(target: &Path) -> Result<WriteOutcome> {
+    sync_file(target)?;
+    sync_dir(target.parent().expect("object paths have a parent"))?;
+    Ok(WriteOutcome::AlreadyExists)
 }
 
 /// Makes a fully written and fsynced temporary file visible under `target`.
@@ -76,7 +139,7 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
             let _ = fs::remove_file(temp);
             match linked {
                 Ok(()) => WriteOutcome::Written,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(WriteOutcome::AlreadyExists),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return sync_existing(target),
                 Err(e) => return Err(Error::io("link into place", target, e)),
             }
         }
@@ -106,13 +169,18 @@ impl ObjectStore for FileStore {
         format!("file://{}", self.root.display())
     }
 
+    fn lookups_are_local(&self) -> bool {
+        true
+    }
+
     async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<WriteOutcome> {
         let target = self.path(key)?;
+        let store = self.clone();
         blocking(move || {
+            store.prepare_parent(&target)?;
             if mode == WriteMode::CreateNew && target.exists() {
-                return Ok(WriteOutcome::AlreadyExists);
+                return sync_existing(&target);
             }
-            create_parent(&target)?;
             let temp = temp_path_for(&target);
             let written = File::create(&temp)
                 .and_then(|mut f| f.write_all(&body).and_then(|_| f.sync_all()))
@@ -129,8 +197,9 @@ impl ObjectStore for FileStore {
     async fn start_upload(&self, key: &str, mode: WriteMode) -> Result<Box<dyn Upload>> {
         let target = self.path(key)?;
         let temp = temp_path_for(&target);
+        let store = self.clone();
         let (target, temp, file) = blocking(move || {
-            create_parent(&target)?;
+            store.prepare_parent(&target)?;
             let file = File::create(&temp).map_err(|e| Error::io("create", &temp, e))?;
             Ok((target, temp, file))
         })
@@ -316,5 +385,91 @@ impl Drop for FileUpload {
         // Runs on every path that did not publish: abort, error, or a dropped future. After a
         // successful publish the temporary name is already gone and this is a no-op.
         let _ = fs::remove_file(&self.temp);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Every fsync the file store issues in this test process, in order.
+    static SYNCED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+    pub(crate) fn record_sync(path: &Path) {
+        SYNCED.lock().unwrap().push(path.to_path_buf());
+    }
+
+    /// The fsyncs issued under `dir` (tests run in parallel; each has its own directory).
+    fn synced_under(dir: &Path) -> Vec<PathBuf> {
+        SYNCED.lock().unwrap().iter().filter(|p| p.starts_with(dir)).cloned().collect()
+    }
+
+    #[tokio::test]
+    async fn every_new_directory_is_fsynced_into_its_parent_before_the_object_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let store = FileStore::new(root.clone());
+        let key = "7400000000000000001/wal/0000000100000000/000000010000000000000001";
+        assert_eq!(
+            store.put(key, Bytes::from_static(b"x"), WriteMode::CreateNew).await.unwrap(),
+            WriteOutcome::Written
+        );
+        let synced = synced_under(dir.path());
+        let cluster = root.join("7400000000000000001");
+        // The repository root itself (created here) is fsynced into the temporary directory, which
+        // is not under `dir`; below it, each new directory's parent, then the object's directory.
+        for parent in [&root, &cluster, &cluster.join("wal"), &cluster.join("wal/0000000100000000")] {
+            assert!(synced.contains(parent), "{} not fsynced: {synced:?}", parent.display());
+        }
+        // A store (a process) makes each directory durable once, not once per object.
+        let before = synced_under(dir.path()).len();
+        let next = "7400000000000000001/wal/0000000100000000/000000010000000000000002";
+        store.put(next, Bytes::from_static(b"y"), WriteMode::CreateNew).await.unwrap();
+        let added: Vec<_> = synced_under(dir.path()).split_off(before);
+        assert_eq!(added, vec![cluster.join("wal/0000000100000000")], "only the object's own directory");
+
+        // The streamed path prepares its directories the same way.
+        let upload = store.start_upload("7400000000000000001/snapshots/t/snap_00000001/data", WriteMode::CreateNew);
+        let upload = upload.await.unwrap();
+        assert!(synced_under(dir.path()).contains(&cluster.join("snapshots/t")), "{:?}", synced_under(dir.path()));
+        drop(upload);
+    }
+
+    #[tokio::test]
+    async fn a_directory_left_unsynced_by_a_crash_is_made_durable_by_the_next_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        // As a crashed writer leaves it: the directories exist, nothing says they were fsynced.
+        fs::create_dir_all(root.join("c/wal/0000000100000000")).unwrap();
+        let store = FileStore::new(root.clone());
+        store.put("c/wal/0000000100000000/000000010000000000000001", Bytes::new(), WriteMode::CreateNew).await.unwrap();
+        let synced = synced_under(dir.path());
+        for parent in [root.clone(), root.join("c"), root.join("c/wal")] {
+            assert!(synced.contains(&parent), "{} not fsynced: {synced:?}", parent.display());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_that_already_exists_is_fsynced_with_its_directory_before_it_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("repo");
+        let object = root.join("c/wal/0000000100000000/000000010000000000000001");
+        // Published by a writer that crashed before its fsyncs.
+        fs::create_dir_all(object.parent().unwrap()).unwrap();
+        fs::write(&object, b"stored earlier").unwrap();
+        let store = FileStore::new(root.clone());
+        let key = "c/wal/0000000100000000/000000010000000000000001";
+        let outcome = store.put(key, Bytes::from_static(b"stored earlier"), WriteMode::CreateNew).await.unwrap();
+        assert_eq!(outcome, WriteOutcome::AlreadyExists);
+        let synced = synced_under(dir.path());
+        let file_at = synced.iter().position(|p| p == &object).expect("the existing object was fsynced");
+        assert!(synced[file_at..].contains(&object.parent().unwrap().to_path_buf()), "and then its directory");
+
+        // The same through a streamed upload that meets the object at publish time.
+        let before = synced_under(dir.path()).len();
+        let mut upload = store.start_upload(key, WriteMode::CreateNew).await.unwrap();
+        upload.write(Bytes::from_static(b"stored earlier")).await.unwrap();
+        assert_eq!(upload.finish().await.unwrap(), WriteOutcome::AlreadyExists);
+        assert!(synced_under(dir.path())[before..].contains(&object));
     }
 }

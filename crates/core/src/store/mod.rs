@@ -70,6 +70,12 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     /// Deletes an object; deleting an absent object succeeds.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// True when a lookup costs no network round trip (a local file system), so callers need not
+    /// cache its answers.
+    fn lookups_are_local(&self) -> bool {
+        false
+    }
 }
 
 /// A streamed upload. Dropping it without `finish` publishes nothing.

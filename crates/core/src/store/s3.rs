@@ -229,6 +229,13 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     }
 }
 
+/// A 404 for the key, not for the bucket: a missing bucket (a typo, a deleted bucket, a wrong
+/// path-style setting) is an error to report, never "this object was not stored".
+fn is_missing_key<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
+    let code = err.as_service_error().and_then(|e| e.code());
+    code != Some("NoSuchBucket") && (http_status(err) == Some(404) || code == Some("NoSuchKey"))
+}
+
 fn is_precondition_failed<E: ProvideErrorMetadata>(err: &SdkError<E, aws_sdk_s3::config::http::HttpResponse>) -> bool {
     http_status(err) == Some(412) || err.as_service_error().and_then(|e| e.code()) == Some("PreconditionFailed")
 }
@@ -287,9 +294,7 @@ impl ObjectStore for S3Store {
         let full = self.full_key(key)?;
         match self.client.get_object().bucket(&self.bucket).key(&full).send().await {
             Ok(output) => Ok(Box::pin(output.body.into_async_read())),
-            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
-                Err(Error::NotFound { store: self.describe(), key: key.to_string() })
-            }
+            Err(e) if is_missing_key(&e) => Err(Error::NotFound { store: self.describe(), key: key.to_string() }),
             Err(e) => Err(self.error("download", key, e)),
         }
     }
@@ -302,7 +307,7 @@ impl ObjectStore for S3Store {
         let range = format!("bytes={}-{}", offset, offset + len - 1);
         let output = match self.client.get_object().bucket(&self.bucket).key(&full).range(range).send().await {
             Ok(output) => output,
-            Err(e) if http_status(&e) == Some(404) || e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            Err(e) if is_missing_key(&e) => {
                 return Err(Error::NotFound { store: self.describe(), key: key.to_string() })
             }
             Err(e) => return Err(self.error("ranged download", key, e)),
