@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use std::ffi::{c_char, CStr};
 use std::path::Path;
 
-use backstop_core::repository::{ObjectClass, PutResult};
-use backstop_core::{wal, Error, Repository, WriteMode};
+use backstop_core::repository::PutResult;
+use backstop_core::{wal, Error, Repository};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
@@ -60,8 +60,7 @@ async fn upload_wal_file(
     system_identifier: u64,
 ) -> Result<PutResult, Error> {
     let contents = tokio::fs::read(&path).await.map_err(|e| Error::io("read", &path, e))?;
-    let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
-    repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await
+    wal::archive_file(&repository, &file, contents, system_identifier).await
 }
 
 /// Starts uploading the next `.ready` files (up to backstop.archive_lookahead at once) while the

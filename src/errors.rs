@@ -18,6 +18,8 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::Corrupt { .. } => ERRCODE_DATA_CORRUPTED,
         Error::Decryption { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
         Error::ForeignCluster { .. } | Error::ForeignWal { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::NamespaceMissing { .. } => ERRCODE_UNDEFINED_OBJECT,
+        Error::NoSpace { .. } => ERRCODE_DISK_FULL,
         Error::Cancelled => ERRCODE_QUERY_CANCELED,
         Error::InvalidInput(_) => ERRCODE_INVALID_PARAMETER_VALUE,
     }

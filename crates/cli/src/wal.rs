@@ -47,6 +47,10 @@ pub struct FetchArgs {
     /// Spool directory for prefetched segments (default: backstop-spool next to the destination).
     #[arg(long, env = "BACKSTOP_SPOOL_DIR")]
     pub spool_dir: Option<PathBuf>,
+    /// The server is a standby (also assumed when standby.signal is in the working directory, the
+    /// data directory): a transient store error exits 1 so PostgreSQL retries, instead of 255.
+    #[arg(long)]
+    pub standby: bool,
     #[command(flatten)]
     pub repository: RepositoryArgs,
 }
@@ -107,12 +111,49 @@ fn fetch(runtime: &tokio::runtime::Runtime, args: FetchArgs) -> Result<ExitCode,
             eprintln!("backstop: {} is not in the archive", args.file);
             Ok(ExitCode::from(EXIT_NOT_FOUND))
         }
+        Err(error) if error.is_transient() && is_standby(&args) => {
+            // A standby asks again (after trying streaming replication); 255 would shut it down.
+            eprintln!("backstop: could not fetch {} (standby: PostgreSQL will retry): {error}", args.file);
+            eprintln!("hint: {}", error.hint());
+            Ok(ExitCode::from(EXIT_NOT_FOUND))
+        }
         Err(error) => {
             eprintln!("backstop: could not fetch {}: {error}", args.file);
             eprintln!("hint: {}", error.hint());
             Ok(ExitCode::from(EXIT_ABORT_RECOVERY))
         }
     }
+}
+
+/// restore_command runs in the data directory, where a standby has its standby.signal.
+fn is_standby(args: &FetchArgs) -> bool {
+    args.standby || Path::new("standby.signal").exists()
+}
+
+/// How long a seen namespace is trusted without asking a remote store again. File repositories are
+/// checked every time (a stat): an unmounted directory must never pass for an empty archive.
+const NAMESPACE_SEEN_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+const NAMESPACE_MARKER: &str = ".namespace-seen";
+
+/// Proves the namespace is there before a missing file may be reported as "not archived" (design
+/// rule 9). A remote store's answer is remembered in the spool for a minute, so a standby polling
+/// for the next segment does not pay an extra round trip on every poll.
+async fn check_namespace(repository: &Repository, spool: &Spool) -> Result<(), Error> {
+    let marker = spool.dir().join(NAMESPACE_MARKER);
+    let remote = !repository.store().lookups_are_local();
+    if remote {
+        let fresh = std::fs::metadata(&marker)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age < NAMESPACE_SEEN_FOR));
+        if fresh && std::fs::read_to_string(&marker).is_ok_and(|seen| seen == repository.describe()) {
+            return Ok(());
+        }
+    }
+    repository.check_namespace_visible().await?;
+    if remote {
+        let _ = write_file_atomically(&marker, repository.describe().as_bytes());
+    }
+    Ok(())
 }
 
 fn default_spool_dir(destination: &Path) -> PathBuf {
@@ -174,13 +215,36 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
         }
         let raw = match requested {
             Ok(raw) => raw,
-            Err(Error::NotFound { .. }) => return Ok(false),
+            Err(Error::NotFound { .. }) => {
+                check_namespace(&repository, &spool).await?;
+                return Ok(false);
+            }
             Err(error) => return Err(error),
         };
         let plain = repository.decode(&name.object_path(), raw).await?;
         write_file_atomically(&args.destination, &plain)?;
         Ok(true)
     })
+}
+
+/// The namespace a file is pushed into, and the system identifier the data directory's pg_control
+/// records (when `%p` lies in a data directory's pg_wal). Never guessed: `.history` and `.backup`
+/// files carry no system identifier, so without --cluster they need pg_control.
+fn push_namespace(
+    args: &PushArgs,
+    name: &WalFileName,
+    contents: &[u8],
+) -> Result<(Option<String>, Option<u64>), Error> {
+    let control = match wal::control_file_for(&args.path) {
+        Some(path) => match std::fs::read(&path) {
+            Ok(bytes) => Some(wal::control_file_system_identifier(&path, &bytes)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("read", path, e)),
+        },
+        None => None,
+    };
+    let own = control.or_else(|| wal::segment_system_identifier(name, contents));
+    Ok((own.map(|id| id.to_string()), control.or(own)))
 }
 
 async fn push(args: PushArgs) -> Result<ExitCode, Error> {
@@ -195,24 +259,46 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
             reason: format!("{} has no file name", args.path.display()),
         })?
         .to_string();
+    let name = WalFileName::parse(&file)?;
     let contents = std::fs::read(&args.path).map_err(|e| Error::io("read", &args.path, e))?;
-    let header = wal::parse_long_page_header(&contents);
-    // The server's default namespace is its system identifier, which a segment's header carries.
+    let (default_namespace, own_system_identifier) = push_namespace(&args, &name, &contents)?;
+    // The server's default namespace is its system identifier; never the repository's only cluster.
     if repository_args.cluster.is_none() {
-        repository_args.cluster = header.map(|h| h.system_identifier.to_string());
+        repository_args.cluster = Some(default_namespace.ok_or_else(|| Error::InvalidSetting {
+            setting: "cluster",
+            reason: format!(
+                "{file} carries no system identifier and no global/pg_control lies next to its pg_wal directory, \
+                 so its cluster cannot be told: pass --cluster (the server's backstop.cluster_name, by default its \
+                 system identifier)"
+            ),
+        })?);
     }
     let repository = repository_args.open(codec).await?;
-    // The namespace's owner is authoritative; an unclaimed namespace is claimed by a segment's header.
-    let system_identifier = match (repository.cluster_file().await?, header) {
-        (Some(owner), _) => owner.system_identifier.parse().unwrap_or_default(),
-        (None, Some(header)) => {
-            let identity = ClusterIdentity {
-                system_identifier: header.system_identifier,
-                pg_version_num: 0,
-                wal_segment_size: header.segment_size,
-            };
+    // The namespace's owner is authoritative; an unclaimed namespace is claimed by the file's cluster.
+    let cluster_key = repository.key(backstop_core::repository::CLUSTER_FILE);
+    let system_identifier = match (repository.cluster_file().await?, own_system_identifier) {
+        (Some(owner), own) => {
+            let owner_id = owner.system_identifier(&cluster_key)?;
+            // Segments are checked against their own page header below, with a sharper message.
+            let text_file = wal::segment_system_identifier(&name, &contents).is_none();
+            if let Some(own) = own.filter(|own| text_file && *own != owner_id) {
+                return Err(Error::ForeignCluster {
+                    store: repository.describe(),
+                    expected: own.to_string(),
+                    found: owner_id.to_string(),
+                });
+            }
+            owner_id
+        }
+        (None, Some(own)) => {
+            let segment_size = wal::parse_long_page_header(&contents)
+                .filter(|_| wal::segment_system_identifier(&name, &contents).is_some())
+                .map(|h| h.segment_size)
+                .unwrap_or(wal::DEFAULT_SEGMENT_SIZE);
+            let identity =
+                ClusterIdentity { system_identifier: own, pg_version_num: 0, wal_segment_size: segment_size };
             repository.ensure_cluster(&identity).await?;
-            header.system_identifier
+            own
         }
         (None, None) => {
             return Err(Error::InvalidSetting {
@@ -221,22 +307,12 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
             })
         }
     };
-    let name = wal::check_before_archiving(&file, &contents, system_identifier)?;
-    match repository
-        .put_bytes(
-            &name.object_path(),
-            contents.into(),
-            backstop_core::repository::ObjectClass::Data,
-            backstop_core::WriteMode::CreateNew,
-        )
-        .await
-    {
-        Ok(PutResult::Stored { .. }) => Ok(ExitCode::SUCCESS),
-        Ok(PutResult::AlreadyIdentical { .. }) => {
+    match wal::archive_file(&repository, &file, contents, system_identifier).await? {
+        PutResult::Stored { .. } => Ok(ExitCode::SUCCESS),
+        PutResult::AlreadyIdentical { .. } => {
             eprintln!("backstop: {file} was already archived with identical contents");
             Ok(ExitCode::SUCCESS)
         }
-        Err(error) => Err(error),
     }
 }
 

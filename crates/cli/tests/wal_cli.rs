@@ -227,3 +227,145 @@ fn the_cluster_is_found_when_the_repository_holds_one_and_asked_for_otherwise() 
     assert_ne!(code(&ambiguous), 0);
     assert!(stderr(&ambiguous).contains("several clusters"), "{}", stderr(&ambiguous));
 }
+
+/// `backstop` run from the data directory against another repository location.
+fn backstop_at(setup: &Setup, repository: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(args)
+        .current_dir(setup.path("pgdata"))
+        .env("BACKSTOP_REPOSITORY", repository)
+        .env("AWS_ACCESS_KEY_ID", "backstop-test")
+        .env("AWS_SECRET_ACCESS_KEY", "backstop-test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("BACKSTOP_CLUSTER")
+        .env_remove("BACKSTOP_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn fetch_never_says_not_archived_for_a_repository_it_cannot_see() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    let cluster = SYSTEM_IDENTIFIER.to_string();
+    let visible = setup.backstop(&["wal", "fetch", &name(9), "pg_wal/RECOVERYXLOG", "--cluster", &cluster]);
+    assert_eq!(code(&visible), 1, "the namespace is there and the file is not: {}", stderr(&visible));
+
+    let mistyped = format!("file://{}", setup.path("repo-typo").display());
+    let unmounted = format!("file://{}", setup.path("not-mounted/backups").display());
+    for repository in [&mistyped, &unmounted] {
+        for file in [name(9), name(1)] {
+            let fetched =
+                backstop_at(&setup, repository, &["wal", "fetch", &file, "pg_wal/RECOVERYXLOG", "--cluster", &cluster]);
+            assert_eq!(code(&fetched), 255, "{repository}: {}", stderr(&fetched));
+            assert!(stderr(&fetched).contains("cluster.json does not exist"), "{}", stderr(&fetched));
+        }
+    }
+    let wrong_cluster =
+        setup.backstop(&["wal", "fetch", &name(9), "pg_wal/RECOVERYXLOG", "--cluster", "7400000000000000002"]);
+    assert_eq!(code(&wrong_cluster), 255, "{}", stderr(&wrong_cluster));
+    assert!(
+        stderr(&wrong_cluster).contains("7400000000000000002"),
+        "the namespace is named: {}",
+        stderr(&wrong_cluster)
+    );
+    // Not a transient error: a standby stops too rather than waiting forever on the wrong place.
+    std::fs::write(setup.path("pgdata/standby.signal"), "").unwrap();
+    let standby =
+        backstop_at(&setup, &mistyped, &["wal", "fetch", &name(9), "pg_wal/RECOVERYXLOG", "--cluster", &cluster]);
+    assert_eq!(code(&standby), 255, "{}", stderr(&standby));
+    assert!(!setup.path("pgdata/pg_wal/RECOVERYXLOG").exists());
+}
+
+#[test]
+fn a_standby_retries_transient_errors_and_stops_on_damage() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    let cluster = SYSTEM_IDENTIFIER.to_string();
+    // Nothing listens on the discard port: a store that is down for now.
+    let down = ["--s3-endpoint", "http://127.0.0.1:9", "--s3-force-path-style", "true", "--cluster", &cluster];
+    let fetch_down = |extra: &[&str]| {
+        let mut args = vec!["wal", "fetch", "000000010000000000000001", "pg_wal/RECOVERYXLOG"];
+        args.extend_from_slice(&down);
+        args.extend_from_slice(extra);
+        backstop_at(&setup, "s3://backups/prod", &args)
+    };
+    let primary = fetch_down(&[]);
+    assert_eq!(code(&primary), 255, "recovery stops rather than ending early: {}", stderr(&primary));
+    let flagged = fetch_down(&["--standby"]);
+    assert_eq!(code(&flagged), 1, "{}", stderr(&flagged));
+    assert!(stderr(&flagged).contains("will retry"), "{}", stderr(&flagged));
+    std::fs::write(setup.path("pgdata/standby.signal"), "").unwrap();
+    let standby = fetch_down(&[]);
+    assert_eq!(code(&standby), 1, "standby.signal makes it a standby: {}", stderr(&standby));
+
+    // Corruption is never transient: the standby stops instead of replaying damage or looping.
+    let object = setup.object(&name(1));
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&object, bytes).unwrap();
+    let corrupt = setup.backstop(&["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--cluster", &cluster]);
+    assert_eq!(code(&corrupt), 255, "{}", stderr(&corrupt));
+}
+
+#[test]
+fn push_without_cluster_takes_the_namespace_from_the_data_directory_never_a_guess() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0, "the repository holds exactly one cluster");
+    let history = "00000002.history";
+    let text = b"1\t0/3000000\tno recovery target specified\n";
+
+    // Outside a data directory nothing tells whose timeline history this is.
+    let refused = setup.push(history, text, &[]);
+    assert_eq!(code(&refused), 1, "{}", stderr(&refused));
+    assert!(stderr(&refused).contains("pass --cluster"), "{}", stderr(&refused));
+    assert!(
+        !setup.path(&format!("repo/{SYSTEM_IDENTIFIER}/wal/{history}")).exists(),
+        "not written into the only cluster"
+    );
+
+    // From pg_wal with the data directory's pg_control: that cluster's namespace.
+    let control = |system_identifier: u64| {
+        let mut bytes = vec![0u8; 8192];
+        bytes[0..8].copy_from_slice(&system_identifier.to_le_bytes());
+        bytes[8..12].copy_from_slice(&1300u32.to_le_bytes());
+        bytes
+    };
+    std::fs::create_dir_all(setup.path("pgdata/global")).unwrap();
+    std::fs::write(setup.path("pgdata/global/pg_control"), control(SYSTEM_IDENTIFIER)).unwrap();
+    std::fs::write(setup.path(&format!("pgdata/pg_wal/{history}")), text).unwrap();
+    let pushed = setup.backstop(&["wal", "push", &format!("pg_wal/{history}")]);
+    assert_eq!(code(&pushed), 0, "{}", stderr(&pushed));
+    assert!(setup.path(&format!("repo/{SYSTEM_IDENTIFIER}/wal/{history}")).is_file());
+
+    // Another cluster's data directory never writes into this one's namespace.
+    std::fs::write(setup.path("pgdata/global/pg_control"), control(99)).unwrap();
+    std::fs::write(setup.path("pgdata/pg_wal/00000003.history"), text).unwrap();
+    let foreign =
+        setup.backstop(&["wal", "push", "pg_wal/00000003.history", "--cluster", &SYSTEM_IDENTIFIER.to_string()]);
+    assert_eq!(code(&foreign), 1, "{}", stderr(&foreign));
+    assert!(stderr(&foreign).contains("belongs to another cluster"), "{}", stderr(&foreign));
+    assert!(!setup.path(&format!("repo/{SYSTEM_IDENTIFIER}/wal/00000003.history")).exists());
+
+    // A damaged control file is an error, not a namespace.
+    std::fs::write(setup.path("pgdata/global/pg_control"), b"not a control file").unwrap();
+    let damaged = setup.backstop(&["wal", "push", "pg_wal/00000003.history"]);
+    assert_eq!(code(&damaged), 1, "{}", stderr(&damaged));
+    assert!(stderr(&damaged).contains("pg_control"), "{}", stderr(&damaged));
+}
+
+#[test]
+fn a_corrupt_cluster_file_is_an_error_not_system_identifier_zero() {
+    let setup = Setup::new();
+    let cluster_file = setup.path("repo/ns/cluster.json");
+    std::fs::create_dir_all(cluster_file.parent().unwrap()).unwrap();
+    let json = br#"{"format_version":1,"cluster":"ns","system_identifier":"garbage","pg_version_num":150000,"created_at_unix":0,"created_by":"x"}"#;
+    let (encoded, _) =
+        backstop_core::codec::encode_to_vec(&backstop_core::codec::CodecSettings::plain(), json).unwrap();
+    std::fs::write(&cluster_file, encoded).unwrap();
+    let pushed = setup.push(&name(1), &segment(1), &["--cluster", "ns"]);
+    assert_eq!(code(&pushed), 1, "{}", stderr(&pushed));
+    assert!(stderr(&pushed).contains("is corrupt") && stderr(&pushed).contains("garbage"), "{}", stderr(&pushed));
+    assert!(!setup.path("repo/ns/wal").exists(), "nothing archived");
+}

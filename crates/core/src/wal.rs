@@ -7,7 +7,11 @@
 //! wal/<timeline>.history
 //! ```
 
+use std::path::{Path, PathBuf};
+
 use crate::error::Error;
+use crate::repository::{ObjectClass, PutResult, Repository};
+use crate::store::WriteMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalFileKind {
@@ -195,9 +199,90 @@ pub fn check_before_archiving(file_name: &str, contents: &[u8], system_identifie
     Ok(name)
 }
 
+/// Archives one WAL file: checks it belongs to `system_identifier` (the namespace owner), then stores
+/// it create-if-absent. The one "check then store" step of the archive module and `wal push`.
+pub async fn archive_file(
+    repository: &Repository,
+    file_name: &str,
+    contents: Vec<u8>,
+    system_identifier: u64,
+) -> Result<PutResult, Error> {
+    let name = check_before_archiving(file_name, &contents, system_identifier)?;
+    repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await
+}
+
+/// The system identifier a segment or .partial file's own page header names. `.history` and
+/// `.backup` files are text and carry none: their bytes are never read as a header.
+pub fn segment_system_identifier(name: &WalFileName, contents: &[u8]) -> Option<u64> {
+    match name.kind {
+        WalFileKind::Segment | WalFileKind::Partial => parse_long_page_header(contents).map(|h| h.system_identifier),
+        WalFileKind::Backup | WalFileKind::History => None,
+    }
+}
+
+/// pg_control is PG_CONTROL_FILE_SIZE bytes; ControlFileData starts with the system identifier
+/// (uint64) and pg_control_version (uint32).
+const CONTROL_FILE_SIZE: usize = 8192;
+
+/// `global/pg_control` of the data directory a WAL file path (`%p`, `.../pg_wal/<file>`) lies in, if
+/// the path is inside a `pg_wal` directory.
+pub fn control_file_for(wal_path: &Path) -> Option<PathBuf> {
+    let wal_dir = wal_path.parent()?;
+    if wal_dir.file_name()? != "pg_wal" {
+        return None;
+    }
+    let data_dir = wal_dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    Some(data_dir.join("global").join("pg_control"))
+}
+
+/// The system identifier recorded in a pg_control file.
+pub fn control_file_system_identifier(path: &Path, bytes: &[u8]) -> Result<u64, Error> {
+    let corrupt = |reason: String| Error::Corrupt { key: path.display().to_string(), reason };
+    if bytes.len() != CONTROL_FILE_SIZE {
+        return Err(corrupt(format!("it is {} bytes, not the {CONTROL_FILE_SIZE} of a pg_control file", bytes.len())));
+    }
+    let system_identifier = u64::from_le_bytes(bytes[0..8].try_into().expect("8 bytes"));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    // PG_CONTROL_VERSION: 1100 (PostgreSQL 11) up to 1800; anything else is not a control file.
+    if !(1100..=1900).contains(&version) || system_identifier == 0 {
+        return Err(corrupt(format!("it does not look like a pg_control file (control version {version})")));
+    }
+    Ok(system_identifier)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_directory_s_control_file_is_found_from_a_wal_path() {
+        assert_eq!(control_file_for(Path::new("pg_wal/000000010000000000000001")), Some("./global/pg_control".into()));
+        assert_eq!(
+            control_file_for(Path::new("/srv/pg/data/pg_wal/00000002.history")),
+            Some("/srv/pg/data/global/pg_control".into())
+        );
+        assert_eq!(control_file_for(Path::new("/tmp/copies/00000002.history")), None, "not in a pg_wal directory");
+        let mut control = vec![0u8; CONTROL_FILE_SIZE];
+        control[0..8].copy_from_slice(&7_400_000_000_000_000_001u64.to_le_bytes());
+        control[8..12].copy_from_slice(&1300u32.to_le_bytes());
+        assert_eq!(control_file_system_identifier(Path::new("x"), &control).unwrap(), 7_400_000_000_000_000_001);
+        control[8..12].copy_from_slice(&42u32.to_le_bytes());
+        assert!(matches!(control_file_system_identifier(Path::new("x"), &control), Err(Error::Corrupt { .. })));
+        assert!(control_file_system_identifier(Path::new("x"), b"short").is_err());
+    }
+
+    #[test]
+    fn text_files_are_never_read_as_a_page_header() {
+        // A .history file whose text happens to have the long-header bit set at byte 2.
+        let mut text = b"1\t0/3000000\tbefore 2026-11-22 03:00:00+00\n".to_vec();
+        text.resize(64, b' ');
+        text[2] = 0x02;
+        assert!(parse_long_page_header(&text).is_some(), "the bytes alone would pass as a header");
+        let history = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(segment_system_identifier(&history, &text), None);
+        let backup = WalFileName::parse("000000010000000000000002.00000028.backup").unwrap();
+        assert_eq!(segment_system_identifier(&backup, &text), None);
+    }
 
     #[test]
     fn names_map_to_their_objects() {
