@@ -1,9 +1,31 @@
 -- Runs last in CREATE EXTENSION: nothing in backstop is callable by PUBLIC. Operators get access
 -- through the backstop_admin role, which superusers grant to whoever runs backups and restores.
+--
+-- A backstop_admin role that already exists is adopted only if it is a plain group role: one that
+-- can log in or carries attributes (superuser, createrole, bypassrls, ...) could have been prepared
+-- to gain more than backstop's functions, so CREATE EXTENSION refuses it. Existing members are
+-- adopted and listed in a NOTICE (a role left behind by DROP EXTENSION keeps its members): every
+-- backstop function still checks the caller's own privileges on the tables it touches, so
+-- membership gives no access to rows the member could not already read.
 DO $$
+DECLARE
+    existing pg_catalog.pg_roles%ROWTYPE;
+    members text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'backstop_admin') THEN
+    SELECT * INTO existing FROM pg_catalog.pg_roles WHERE rolname = 'backstop_admin';
+    IF NOT FOUND THEN
         CREATE ROLE backstop_admin NOLOGIN;
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole OR existing.rolcreatedb
+          OR existing.rolreplication OR existing.rolbypassrls THEN
+        RAISE EXCEPTION 'a role named backstop_admin already exists and is not a plain group role (it can log in or has special attributes)'
+            USING HINT = 'Drop or rename that role, or make it NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS, then create the extension again.';
+    ELSE
+        SELECT pg_catalog.string_agg(pg_catalog.quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO members
+          FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.member
+         WHERE m.roleid = existing.oid;
+        IF members IS NOT NULL THEN
+            RAISE NOTICE 'adopting the existing role backstop_admin, whose members keep access to backstop: %', members;
+        END IF;
     END IF;
 END
 $$;
@@ -14,5 +36,5 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA @extschema@ TO backstop_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO backstop_admin;
--- restore_table and restore_validate run as the operator and record what they did.
-GRANT INSERT, UPDATE ON @extschema@.restores TO backstop_admin;
+-- backstop.restores is written only by backstop's own functions (as the table's owner), so the
+-- validation gate in front of copy-back plans cannot be forged by an INSERT or UPDATE.

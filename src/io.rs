@@ -35,3 +35,32 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
         }
     }
 }
+
+/// Runs blocking repository work (verified reads through `SyncIoBridge`, which block their thread
+/// on every read) on a blocking thread of the I/O runtime, while the backend waits in [`block_on`]:
+/// a cancel or statement_timeout is honoured within [`INTERRUPT_CHECK_INTERVAL`] even when the
+/// store has stopped answering. `on_wait` runs on the backend thread between checks (progress
+/// NOTICEs). If the backend errors out, the token is cancelled so the thread's reads fail at once.
+pub fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce(&backstop_core::repository::CancellationToken) -> T + Send + 'static,
+    mut on_wait: impl FnMut(),
+) -> T {
+    let token = backstop_core::repository::CancellationToken::new();
+    // Cancels on every way out of this frame, the unwinding of an ERROR included.
+    let _cancel_on_exit = token.clone().drop_guard();
+    let worker = runtime().spawn_blocking({
+        let token = token.clone();
+        move || work(&token)
+    });
+    let mut worker = std::pin::pin!(worker);
+    loop {
+        match runtime().block_on(async { tokio::time::timeout(INTERRUPT_CHECK_INTERVAL, worker.as_mut()).await }) {
+            Ok(Ok(output)) => return output,
+            Ok(Err(join_error)) => pgrx::error!("backstop's I/O thread failed: {join_error}"),
+            Err(_elapsed) => {
+                pgrx::check_for_interrupts!();
+                on_wait();
+            }
+        }
+    }
+}

@@ -13,6 +13,7 @@ mod doctor;
 mod errors;
 mod gucs;
 mod io;
+mod manifest_key;
 mod repo;
 mod restore;
 mod snapshot;

@@ -6,6 +6,7 @@
 
 mod doctor;
 mod privileges;
+mod restore_safety;
 mod settings;
 mod snapshots;
 

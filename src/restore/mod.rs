@@ -2,17 +2,19 @@
 //! new table), `restore_validate` (compare it with the manifest), `copyback_plan` (the SQL to bring
 //! rows back, only after validation passed) and `recover` (all of it, step by step).
 
+pub mod ddl;
 mod load;
 
 use std::io::Seek;
 
 use backstop_core::snapshot::content::ContentDigest;
 use backstop_core::snapshot::copyback::{self, CopybackPlan};
-use backstop_core::snapshot::manifest::{CreateOptions, SnapshotManifest};
+use backstop_core::snapshot::manifest::{Authenticity, CreateOptions, SnapshotManifest};
 use backstop_core::snapshot::parquet_file::read_batches;
 use backstop_core::snapshot::stored::{self, StoredSnapshot};
-use backstop_core::snapshot::{self as layout, qualified_name, SnapshotId};
+use backstop_core::snapshot::{self as layout, qualified_name, quote_ident, SnapshotId};
 use backstop_core::{Error, Repository};
+use ddl::Statement;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use pgrx::prelude::*;
 
@@ -37,7 +39,10 @@ CREATE TABLE restores (
     restored_at timestamptz NOT NULL DEFAULT now(),
     restored_by name NOT NULL DEFAULT current_user,
     validated_at timestamptz,
-    validation_passed boolean
+    validation_passed boolean,
+    -- The snapshot's manifest was not authenticated by this cluster's key and the caller chose to
+    -- trust it (trust_unauthenticated => true); validation and copy-back plans honour that choice.
+    trusted_unauthenticated boolean NOT NULL DEFAULT false
 );
 CREATE INDEX restores_target ON restores (target_oid, restored_at DESC);
 "#,
@@ -157,6 +162,111 @@ fn candidates(
     found
 }
 
+/// Refuses a manifest this cluster did not write, unless the caller opted in (logged).
+fn check_trust(manifest: &SnapshotManifest, trust_unauthenticated: bool) {
+    let key = crate::manifest_key::existing().or_raise();
+    let authenticity = manifest.authenticity(key.as_ref());
+    let what = format!("the manifest of snapshot {} of {}", manifest.snapshot_id, manifest.table.qualified_name());
+    match authenticity {
+        Authenticity::Authentic => {}
+        Authenticity::Forged => raise_with(
+            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+            &format!("{what} was {}; nothing was run", authenticity.describe()),
+            "Someone with write access to the repository changed it. Do not restore it; find out who can write to the repository.",
+        ),
+        _ if trust_unauthenticated => pgrx::warning!(
+            "trusting {what}, which is {}, because {} asked to (trust_unauthenticated => true)",
+            authenticity.describe(),
+            current_user()
+        ),
+        _ => raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            &format!("{what} is {}; refusing to run DDL built from it", authenticity.describe()),
+            "A manifest written by this cluster is authenticated with the key in its data directory (backstop_manifest.key). \
+             To restore into a new cluster, copy that file over, or pass trust_unauthenticated => true if you trust everyone who can write to the repository.",
+        ),
+    }
+}
+
+fn current_user() -> String {
+    Spi::get_one::<String>("SELECT CURRENT_USER::text").ok().flatten().unwrap_or_default()
+}
+
+/// A restore grants no access the caller did not have: for an existing table, SELECT on it with
+/// no row-level security hiding rows; for a dropped one, membership in its recorded owner role.
+fn check_may_restore(manifest: &SnapshotManifest) {
+    let original = manifest.table.qualified_name();
+    let (superuser, existing, can_read, rls_hides, owner_member) = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user),
+                        pg_catalog.to_regclass($1) IS NOT NULL,
+                        pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT'),
+                        pg_catalog.row_security_active(pg_catalog.to_regclass($1)),
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2)
+                            AND pg_catalog.pg_has_role($2, 'MEMBER')",
+                Some(1),
+                &[original.clone().into(), manifest.table.access.owner.clone().into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<bool>(1)?.unwrap_or(false),
+            row.get::<bool>(2)?.unwrap_or(false),
+            row.get::<bool>(3)?.unwrap_or(false),
+            row.get::<bool>(4)?.unwrap_or(false),
+            row.get::<bool>(5)?.unwrap_or(false),
+        ))
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    if superuser {
+        return;
+    }
+    if existing && !can_read {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("permission denied: restoring {original} needs SELECT on it"),
+            "A restore gives its caller the table's rows; run it as a role that may read them.",
+        );
+    }
+    if existing && rls_hides {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("row-level security hides rows of {original} from the current role; a restore would show them"),
+            "Run the restore as the table owner or a role with BYPASSRLS.",
+        );
+    }
+    if !existing && !owner_member {
+        let owner = &manifest.table.access.owner;
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!(
+                "permission denied: {original} no longer exists and restoring it needs membership in its owner role {}",
+                if owner.is_empty() { "(not recorded)".to_string() } else { quote_ident(owner) }
+            ),
+            "Run the restore as the table's owner (or a member of its role), or as a superuser.",
+        );
+    }
+}
+
+/// Writes backstop.restores as its owner: members of backstop_admin may read it, never write it,
+/// so the validation gate in front of copy-back plans cannot be forged.
+fn as_restores_owner<T>(f: impl FnOnce() -> T) -> T {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'backstop.restores'::pg_catalog.regclass",
+    )
+    .unwrap_or_else(|e| spi_failed(e))
+    .expect("backstop.restores has an owner");
+    unsafe {
+        let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        // An ERROR in `f` aborts the (sub)transaction, which restores the user id itself.
+        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
+        let result = f();
+        pg_sys::SetUserIdAndSecContext(user, context);
+        result
+    }
+}
+
 /// A snapshot whose data was read completely and matched every checksum, spooled to an unlinked
 /// temporary file and opened as Parquet: nothing in the database was touched yet.
 struct Verified {
@@ -176,11 +286,24 @@ fn verify_snapshot(
 ) -> Result<Verified, Error> {
     let dir = temp_dir();
     std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
-    let mut file = tempfile::tempfile_in(&dir).map_err(|e| Error::io("create a temporary file in", &dir, e))?;
+    // The spool is an unnamed (O_TMPFILE) file: a crash leaves nothing behind to clean up.
+    let limit_kb = unsafe { pg_sys::temp_file_limit };
+    if limit_kb >= 0 && manifest.data.bytes > limit_kb as u64 * 1024 {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+            &format!(
+                "snapshot {} needs {} of temporary space to be verified before it is restored, more than temp_file_limit ({limit_kb} kB)",
+                snapshot.id,
+                megabytes(manifest.data.bytes)
+            ),
+            "Raise temp_file_limit for this session (SET temp_file_limit = ...) or restore on a server with room; nothing was written.",
+        );
+    }
+    backstop_core::disk::check_room(&dir, manifest.data.bytes)?;
+    let file = tempfile::tempfile_in(&dir).map_err(|e| Error::io("create a temporary file in", &dir, e))?;
     let total = manifest.data.bytes;
     let mut last = std::time::Instant::now();
-    fetch_verified(repository, snapshot, manifest, &mut file, |copied| {
-        pgrx::check_for_interrupts!();
+    let mut file = fetch_verified(repository, snapshot, manifest, file, |copied| {
         if last.elapsed() >= crate::snapshot::PROGRESS_INTERVAL {
             last = std::time::Instant::now();
             notice(&format!(
@@ -207,8 +330,11 @@ fn run(sql: &str) {
     Spi::run(sql).unwrap_or_else(|e| spi_failed(e));
 }
 
-/// The statements that create the target: table, then (after the load) its constraints.
+/// The statements that create the target, rebuilt from validated parts ([`ddl`]): the table, then
+/// (after the load) its constraints, row-level security policies and the original's grants.
+/// Call under [`ddl::with_catalog_search_path`].
 fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<String>) {
+    let table = ddl::validated_table(manifest);
     let keep_default = |column: &backstop_core::snapshot::ColumnDef| {
         column.default_sequence.as_deref().is_none_or(|sequence| regclass_of(sequence).is_some())
     };
@@ -218,20 +344,37 @@ fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<Stri
         keep_constraint_names: false,
         keep_default: &keep_default,
     };
-    let create = manifest.table.create_table_sql(&options);
+    let create = ddl::checked(manifest, table.create_table_sql(&options), Statement::CreateTable);
     // Foreign keys are left out: they would check the restored rows against today's parents.
-    (create, manifest.table.constraint_sql(&options, &["p", "u", "c", "x"]))
+    let mut after: Vec<String> = table
+        .constraint_sql(&options, &["p", "u", "c", "x"])
+        .into_iter()
+        .map(|sql| ddl::checked(manifest, sql, Statement::AddConstraint))
+        .collect();
+    after.extend(
+        ddl::policy_sql(&table, &target.qualified())
+            .into_iter()
+            .map(|sql| ddl::checked(manifest, sql, Statement::CreatePolicy)),
+    );
+    after.extend(ddl::access_sql(&table, &target.schema, &target.name));
+    (create, after)
 }
 
 /// Creates the target and loads the verified rows into it; returns the rows loaded.
-fn load(manifest: &SnapshotManifest, snapshot: &StoredSnapshot, verified: Verified, target: &Target) -> u64 {
+fn load(
+    manifest: &SnapshotManifest,
+    snapshot: &StoredSnapshot,
+    verified: Verified,
+    target: &Target,
+    trusted_unauthenticated: bool,
+) -> u64 {
     let qualified = target.qualified();
     if target.replace {
         notice(&format!("dropping {qualified}, as replace_target asked"));
         run(&format!("DROP TABLE {qualified}"));
     }
-    let (create, constraints) = target_ddl(manifest, target);
-    run(&create);
+    let (create, constraints) = ddl::with_catalog_search_path(|| target_ddl(manifest, target));
+    ddl::with_catalog_search_path(|| run(&create));
     let relid = regclass_of(&qualified).expect("the target was just created");
     let columns: Vec<String> = manifest.table.loaded_columns().map(|(_, c)| c.name.clone()).collect();
     let indexes: Vec<usize> = manifest.table.loaded_columns().map(|(i, _)| i).collect();
@@ -244,21 +387,50 @@ fn load(manifest: &SnapshotManifest, snapshot: &StoredSnapshot, verified: Verifi
             reason: format!("{rows} rows were loaded but its manifest records {}", manifest.rows),
         });
     }
-    for statement in constraints {
-        run(&statement);
-    }
-    Spi::run_with_args(
-        "INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows) VALUES ($1, $2, $3, $4, $5)",
-        &[
-            relid.into(),
-            qualified.clone().into(),
-            manifest.table.qualified_name().into(),
-            snapshot.id.to_string().into(),
-            (rows as i64).into(),
-        ],
-    )
-    .unwrap_or_else(|e| spi_failed(e));
+    ddl::with_catalog_search_path(|| {
+        for statement in constraints {
+            run(&statement);
+        }
+        give_to_original_owner(manifest, target);
+    });
+    as_restores_owner(|| {
+        Spi::run_with_args(
+            "INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, trusted_unauthenticated)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                relid.into(),
+                qualified.clone().into(),
+                manifest.table.qualified_name().into(),
+                snapshot.id.to_string().into(),
+                (rows as i64).into(),
+                trusted_unauthenticated.into(),
+            ],
+        )
+        .unwrap_or_else(|e| spi_failed(e))
+    });
     rows
+}
+
+/// The restored copy belongs to the original's owner when the caller may give it to them (a
+/// superuser, or a member of that role whose role may create in the schema); otherwise the caller
+/// keeps it, with the original's grants and policies, having shown it may read those rows.
+fn give_to_original_owner(manifest: &SnapshotManifest, target: &Target) {
+    let owner = &manifest.table.access.owner;
+    if owner.is_empty() {
+        return;
+    }
+    let allowed = Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)
+            AND ((SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
+                 OR (pg_catalog.pg_has_role($1, 'MEMBER')
+                     AND pg_catalog.has_schema_privilege($1, $2, 'CREATE')))",
+        &[owner.clone().into(), target.schema.clone().into()],
+    )
+    .unwrap_or_else(|e| spi_failed(e))
+    .unwrap_or(false);
+    if allowed {
+        run(&format!("ALTER TABLE {} OWNER TO {}", target.qualified(), quote_ident(owner)));
+    }
 }
 
 fn describe_snapshot(snapshot: &StoredSnapshot, manifest: &SnapshotManifest) -> String {
@@ -281,15 +453,18 @@ fn restore_table(
     target_table: default!(Option<&str>, "NULL"),
     dry_run: default!(bool, false),
     replace_target: default!(Option<&str>, "NULL"),
+    trust_unauthenticated: default!(bool, false),
 ) -> i64 {
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
     let target = resolve_target((&schema, &table), target_table, replace_target);
     let (snapshot, manifest) = candidates(&repository, &schema, &table, snapshot_id).remove(0);
+    check_trust(&manifest, trust_unauthenticated);
+    check_may_restore(&manifest);
     notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
     let verified = verify_snapshot(&repository, &snapshot, &manifest).or_raise();
     if dry_run {
-        let (create, constraints) = target_ddl(&manifest, &target);
+        let (create, constraints) = ddl::with_catalog_search_path(|| target_ddl(&manifest, &target));
         let replacing = if target.replace { format!("drop {} and ", target.qualified()) } else { String::new() };
         notice(&format!(
             "dry run: the snapshot verified; a restore would {replacing}create {} and load {} rows:\n{create};\n{}",
@@ -300,7 +475,7 @@ fn restore_table(
         notice("dry run: nothing was written");
         return manifest.rows as i64;
     }
-    let rows = load(&manifest, &snapshot, verified, &target);
+    let rows = load(&manifest, &snapshot, verified, &target, trust_unauthenticated);
     notice(&format!(
         "restored {rows} rows into {}; next: SELECT * FROM backstop.restore_validate('{}')",
         target.qualified(),
@@ -315,6 +490,7 @@ struct RestoreRecord {
     source: (String, String),
     snapshot_id: String,
     validation_passed: Option<bool>,
+    trusted_unauthenticated: bool,
 }
 
 fn restore_record(target_table: &str) -> RestoreRecord {
@@ -335,7 +511,7 @@ fn restore_record(target_table: &str) -> RestoreRecord {
         });
     let row = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed
+            "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed, r.trusted_unauthenticated
                FROM backstop.restores r WHERE r.target_oid = $1 ORDER BY r.restored_at DESC LIMIT 1",
             Some(1),
             &[relid.into()],
@@ -349,17 +525,37 @@ fn restore_record(target_table: &str) -> RestoreRecord {
             row.get::<String>(2)?.unwrap_or_default(),
             row.get::<String>(3)?.unwrap_or_default(),
             row.get::<bool>(4)?,
+            row.get::<bool>(5)?.unwrap_or(false),
         )))
     })
     .unwrap_or_else(|e| spi_failed(e));
-    let Some((target, source, snapshot_id, validation_passed)) = row else {
+    let Some((target, source, snapshot_id, validation_passed, trusted_unauthenticated)) = row else {
         raise_with(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             &format!("{target_table} was not created by backstop.restore_table"),
             "Validation and copy-back plans are for tables restore_table created; restore one first.",
         )
     };
-    RestoreRecord { relid, target, source: parse_name(&source, "public"), snapshot_id, validation_passed }
+    // Locking and reading it for validation is for those who may read it anyway.
+    let can_read =
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.has_table_privilege($1, 'SELECT')", &[relid.into()])
+            .unwrap_or_else(|e| spi_failed(e))
+            .unwrap_or(false);
+    if !can_read {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("permission denied for table {target}"),
+            "Validation and copy-back plans read the restored table; run them as a role that may.",
+        );
+    }
+    RestoreRecord {
+        relid,
+        target,
+        source: parse_name(&source, "public"),
+        snapshot_id,
+        validation_passed,
+        trusted_unauthenticated,
+    }
 }
 
 type CheckRow = (String, String, String, bool);
@@ -374,6 +570,7 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
         id: SnapshotId::parse(&record.snapshot_id).or_raise(),
     };
     let manifest = io::block_on(stored::read_manifest(repository, &snapshot)).or_raise();
+    check_trust(&manifest, record.trusted_unauthenticated);
     let described = catalog::describe(record.relid);
     let shape = |columns: &[backstop_core::snapshot::ColumnDef]| {
         columns.iter().map(|c| format!("{} {}", c.name, c.type_name)).collect::<Vec<_>>().join(", ")
@@ -405,12 +602,14 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
         ));
     }
     let passed = checks.iter().all(|c| c.3);
-    Spi::run_with_args(
-        "UPDATE backstop.restores SET validated_at = now(), validation_passed = $2
-          WHERE target_oid = $1 AND restored_at = (SELECT max(restored_at) FROM backstop.restores WHERE target_oid = $1)",
-        &[record.relid.into(), passed.into()],
-    )
-    .unwrap_or_else(|e| spi_failed(e));
+    as_restores_owner(|| {
+        Spi::run_with_args(
+            "UPDATE backstop.restores SET validated_at = now(), validation_passed = $2
+              WHERE target_oid = $1 AND restored_at = (SELECT max(restored_at) FROM backstop.restores WHERE target_oid = $1)",
+            &[record.relid.into(), passed.into()],
+        )
+        .unwrap_or_else(|e| spi_failed(e));
+    });
     checks
 }
 
@@ -471,8 +670,24 @@ fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPla
         ))
     })
     .unwrap_or_else(|e| spi_failed(e));
-    let original_exists = regclass_of(&manifest.table.qualified_name()).is_some();
-    copyback::plans(&manifest.table, (&target.0, &target.1), original_exists)
+    check_trust(&manifest, record.trusted_unauthenticated);
+    // The plans are SQL the operator will run: built only from parts that pass the same checks as
+    // a restore's DDL (index and foreign key definitions included).
+    let table = ddl::with_catalog_search_path(|| {
+        let table = ddl::validated_table(&manifest);
+        let options = CreateOptions {
+            schema: &table.schema,
+            table: &table.name,
+            keep_constraint_names: true,
+            keep_default: &|_| true,
+        };
+        for sql in table.constraint_sql(&options, &["f"]) {
+            ddl::checked(&manifest, sql, Statement::AddConstraint);
+        }
+        table
+    });
+    let original_exists = regclass_of(&table.qualified_name()).is_some();
+    copyback::plans(&table, (&target.0, &target.1), original_exists)
 }
 
 fn plan_rows(plans: Vec<CopybackPlan>) -> TableIterator<'static, PlanRow> {
@@ -498,6 +713,7 @@ fn recover(
     snapshot_id: default!(Option<&str>, "NULL"),
     target_table: default!(Option<&str>, "NULL"),
     replace_target: default!(Option<&str>, "NULL"),
+    trust_unauthenticated: default!(bool, false),
 ) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
@@ -506,13 +722,19 @@ fn recover(
     notice(&format!("step 1/4: finding the newest snapshot of {source} that verifies"));
     let mut chosen = None;
     for (snapshot, manifest) in candidates(&repository, &schema, &table, snapshot_id) {
+        // A manifest this cluster did not write, or a caller who may not see the rows, stops the
+        // search: falling back would hide a forgery or a missing privilege behind an older snapshot.
+        check_trust(&manifest, trust_unauthenticated);
+        check_may_restore(&manifest);
         notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
         match verify_snapshot(&repository, &snapshot, &manifest) {
             Ok(verified) => {
                 chosen = Some((snapshot, manifest, verified));
                 break;
             }
-            Err(e) if snapshot_id.is_none() && !matches!(e, Error::Decryption { .. } | Error::Backend { .. }) => {
+            // Only damage moves on to an older snapshot; a full disk, a wrong key or an unreachable
+            // store would fail the same way for every snapshot and is reported as what it is.
+            Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) if snapshot_id.is_none() => {
                 pgrx::warning!("snapshot {} does not verify, trying an older one: {e}", snapshot.id);
             }
             Err(e) => raise(&e),
@@ -526,7 +748,7 @@ fn recover(
         )
     };
     notice(&format!("step 2/4: restoring {} into {}", snapshot.id, target.qualified()));
-    let rows = load(&manifest, &snapshot, verified, &target);
+    let rows = load(&manifest, &snapshot, verified, &target, trust_unauthenticated);
     notice(&format!("step 3/4: validating {rows} restored rows against the manifest"));
     let record = restore_record(&target.qualified());
     let checks = validate(&repository, &record);

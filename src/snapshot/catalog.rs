@@ -1,6 +1,8 @@
 //! What a table looks like, read from the catalogs into the manifest's terms.
 
-use backstop_core::snapshot::manifest::{ColumnDef, ConstraintDef, Encoding, TableDef};
+use backstop_core::snapshot::manifest::{
+    AccessDef, ColumnDef, ConstraintDef, Encoding, GrantDef, PolicyDef, ReferencingKey, TableDef,
+};
 use pgrx::prelude::*;
 
 use crate::errors::raise_with;
@@ -75,12 +77,45 @@ SELECT pg_catalog.pg_get_indexdef(i.indexrelid)
    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint con WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid)
  ORDER BY i.indexrelid";
 
+const ACCESS_QUERY: &str = "
+SELECT pg_catalog.pg_get_userbyid(c.relowner)::text, c.relrowsecurity, c.relforcerowsecurity
+  FROM pg_catalog.pg_class c WHERE c.oid = $1";
+
+const GRANTS_QUERY: &str = "
+SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END,
+       a.privilege_type::text, a.is_grantable
+  FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+ WHERE c.oid = $1 AND a.grantee <> c.relowner
+ ORDER BY 1, 2";
+
+const POLICIES_QUERY: &str = "
+SELECT p.polname::text, p.polpermissive,
+       CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT' WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,
+       ARRAY(SELECT pg_catalog.pg_get_userbyid(r)::text FROM pg_catalog.unnest(p.polroles) r WHERE r <> 0 ORDER BY 1),
+       pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
+  FROM pg_catalog.pg_policy p WHERE p.polrelid = $1 ORDER BY p.polname";
+
+const REFERENCED_BY_QUERY: &str = "
+SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname), con.conname::text, con.confdeltype::text
+  FROM pg_catalog.pg_constraint con
+  JOIN pg_catalog.pg_class c ON c.oid = con.conrelid
+  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+ WHERE con.contype = 'f' AND con.confrelid = $1 AND con.conparentid = 0
+ ORDER BY 1, 2";
+
 const TABLE_QUERY: &str = "
 SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence = 'u'
   FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
  WHERE c.oid = $1";
 
+/// Reads a table's definition. Expressions, types and names are rendered with `search_path =
+/// pg_catalog`, so everything outside pg_catalog comes out schema-qualified and a restore means the
+/// same objects whatever the restorer's search_path.
 pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
+    crate::restore::ddl::with_catalog_search_path(|| describe_now(relid))
+}
+
+fn describe_now(relid: pg_sys::Oid) -> DescribedTable {
     let described = Spi::connect(|client| {
         let row = client.select(TABLE_QUERY, Some(1), &[relid.into()])?.first();
         let schema: String = row.get(1)?.unwrap_or_default();
@@ -132,7 +167,51 @@ pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
         for row in client.select(INDEXES_QUERY, None, &[relid.into()])? {
             indexes.extend(row.get::<String>(1)?);
         }
-        let mut def = TableDef { schema, name, relkind, unlogged, columns, constraints, indexes, ddl: String::new() };
+        let row = client.select(ACCESS_QUERY, Some(1), &[relid.into()])?.first();
+        let mut access = AccessDef {
+            owner: row.get(1)?.unwrap_or_default(),
+            grants: Vec::new(),
+            row_security: row.get(2)?.unwrap_or(false),
+            force_row_security: row.get(3)?.unwrap_or(false),
+            policies: Vec::new(),
+        };
+        for row in client.select(GRANTS_QUERY, None, &[relid.into()])? {
+            access.grants.push(GrantDef {
+                grantee: row.get(1)?,
+                privilege: row.get(2)?.unwrap_or_default(),
+                grantable: row.get(3)?.unwrap_or(false),
+            });
+        }
+        for row in client.select(POLICIES_QUERY, None, &[relid.into()])? {
+            access.policies.push(PolicyDef {
+                name: row.get(1)?.unwrap_or_default(),
+                permissive: row.get(2)?.unwrap_or(true),
+                command: row.get(3)?.unwrap_or_default(),
+                roles: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+                using: row.get(5)?,
+                with_check: row.get(6)?,
+            });
+        }
+        let mut referenced_by = Vec::new();
+        for row in client.select(REFERENCED_BY_QUERY, None, &[relid.into()])? {
+            referenced_by.push(ReferencingKey {
+                table: row.get(1)?.unwrap_or_default(),
+                name: row.get(2)?.unwrap_or_default(),
+                on_delete: row.get(3)?.unwrap_or_default(),
+            });
+        }
+        let mut def = TableDef {
+            schema,
+            name,
+            relkind,
+            unlogged,
+            columns,
+            constraints,
+            indexes,
+            ddl: String::new(),
+            access,
+            referenced_by,
+        };
         def.ddl = def.original_ddl();
         Ok::<_, pgrx::spi::Error>(DescribedTable { def, type_oids })
     });

@@ -10,7 +10,7 @@ use backstop_core::repository::ObjectClass;
 use backstop_core::snapshot::content::ContentDigest;
 use backstop_core::snapshot::manifest::{DataObject, SnapshotManifest, MANIFEST_FORMAT_VERSION};
 use backstop_core::snapshot::parquet_file::ParquetSink;
-use backstop_core::snapshot::stored::{self, StoredSnapshot};
+use backstop_core::snapshot::stored::{self, StoredSnapshot, TableFilter};
 use backstop_core::snapshot::{self as layout, SnapshotId};
 use backstop_core::store::WriteMode;
 use backstop_core::{Error, Repository};
@@ -38,6 +38,7 @@ fn snapshot_table(table: PgRelation) -> String {
     let described = catalog::describe(relid);
     let def = &described.def;
     let repository = repo::open_checked().or_raise();
+    let key = crate::manifest_key::get_or_create().or_raise();
     let id = SnapshotId::random();
     let started = Instant::now();
     let context = current_context();
@@ -93,7 +94,7 @@ fn snapshot_table(table: PgRelation) -> String {
         );
     }
 
-    let manifest = SnapshotManifest {
+    let mut manifest = SnapshotManifest {
         format_version: MANIFEST_FORMAT_VERSION,
         snapshot_id: id.to_string(),
         table: def.clone(),
@@ -115,7 +116,9 @@ fn snapshot_table(table: PgRelation) -> String {
         system_identifier: repo::system_identifier().to_string(),
         server_encoding: context.server_encoding,
         backstop_version: env!("CARGO_PKG_VERSION").to_string(),
+        authentication: None,
     };
+    manifest.sign(&key);
     io::block_on(stored::write_manifest(&repository, &manifest)).or_raise();
     notice(&format!(
         "snapshot {id} of {} complete: {rows} rows, {} stored in {:.1} s",
@@ -344,15 +347,29 @@ pub fn list_with_manifests(repository: &Repository, table: Option<(&str, &str)>)
     listed
 }
 
-/// [`stored::read_data`] on the backend's I/O runtime.
+/// Reads a snapshot's data object through into `file`, verified ([`stored::read_data`]), on an I/O
+/// thread: the backend waits honouring cancel and statement_timeout even when the store stops
+/// answering, and `progress` gets the plain bytes read so far. Returns the file on success.
 pub fn fetch_verified(
     repository: &Repository,
     snapshot: &StoredSnapshot,
     manifest: &SnapshotManifest,
-    sink: &mut impl std::io::Write,
-    progress: impl FnMut(u64),
-) -> Result<(), Error> {
-    stored::read_data(repository, io::runtime().handle(), snapshot, manifest, sink, progress)
+    file: std::fs::File,
+    mut progress: impl FnMut(u64),
+) -> Result<std::fs::File, Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let copied = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = copied.clone();
+    let (repository, snapshot, manifest) = (repository.clone(), snapshot.clone(), manifest.clone());
+    io::run_blocking(
+        move |cancel| {
+            let mut file = file;
+            let handle = tokio::runtime::Handle::current();
+            let progress = |n| counter.store(n, Ordering::Relaxed);
+            stored::read_data(&repository, &handle, &snapshot, &manifest, &mut file, progress, cancel).map(|()| file)
+        },
+        || progress(copied.load(Ordering::Relaxed)),
+    )
 }
 
 fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {
@@ -379,46 +396,33 @@ fn snapshots(
     ),
 > {
     let repository = repo::open().or_raise().with_identities(crate::gucs::encryption_identities().or_raise());
-    let table = table_name.map(|name| resolve_table_name(&repository, &name));
-    let listed = list_with_manifests(&repository, table.as_ref().map(|(s, t)| (s.as_str(), t.as_str())));
-    let rows: Vec<_> = listed
+    let filter = match table_name.map(|name| resolve_table_name(&repository, &name)) {
+        Some((schema, table)) => TableFilter { schema: Some(schema), table: Some(table) },
+        None => TableFilter::default(),
+    };
+    // The same listing and verification as `backstop snapshots list`, in the same words.
+    let statuses = io::run_blocking(
+        move |cancel| {
+            let handle = tokio::runtime::Handle::current();
+            stored::check_snapshots(&repository, &handle, &filter, verify, cancel, |_| {})
+        },
+        || {},
+    )
+    .or_raise();
+    let rows: Vec<_> = statuses
         .into_iter()
-        .map(|Listed { snapshot, manifest }| {
-            let qualified = layout::qualified_name(&snapshot.schema, &snapshot.table);
-            match manifest {
-                Err(e) => {
-                    let problem = match e {
-                        Error::NotFound { .. } => {
-                            "incomplete: no manifest (interrupted snapshot; garbage for expire)".to_string()
-                        }
-                        e => e.to_string(),
-                    };
-                    (snapshot.id.to_string(), qualified, None, None, None, None, Some(false), Some(problem))
-                }
-                Ok(m) => {
-                    let (verified, problem) = if verify {
-                        match fetch_verified(&repository, &snapshot, &m, &mut std::io::sink(), |_| {
-                            pgrx::check_for_interrupts!();
-                        }) {
-                            Ok(()) => (Some(true), None),
-                            Err(e @ Error::Decryption { .. }) => (None, Some(format!("not verified: {e}"))),
-                            Err(e) => (Some(false), Some(e.to_string())),
-                        }
-                    } else {
-                        (None, None)
-                    };
-                    (
-                        snapshot.id.to_string(),
-                        qualified,
-                        unix_ms_to_timestamptz(m.taken_at_unix_ms),
-                        Some(m.rows as i64),
-                        Some(m.data.stored_bytes as i64),
-                        Some(m.lsn.clone()),
-                        verified,
-                        problem,
-                    )
-                }
-            }
+        .map(|status| {
+            let m = status.manifest.as_ref();
+            (
+                status.snapshot.id.to_string(),
+                layout::qualified_name(&status.snapshot.schema, &status.snapshot.table),
+                m.and_then(|m| unix_ms_to_timestamptz(m.taken_at_unix_ms)),
+                m.map(|m| m.rows as i64),
+                m.map(|m| m.data.stored_bytes as i64),
+                m.map(|m| m.lsn.clone()),
+                status.state.verified(),
+                status.state.problem(),
+            )
         })
         .collect();
     TableIterator::new(rows)

@@ -4,6 +4,7 @@
 //! repository written by one is always readable by the other.
 
 pub mod codec;
+pub mod disk;
 pub mod doctor;
 pub mod error;
 pub mod location;

@@ -6,6 +6,7 @@
 //! <store root>/<cluster>/wal/...          later issues: WAL, backups, chunks, snapshots
 //! ```
 
+use std::future::Future;
 use std::io::{Cursor, Read};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
+pub use tokio_util::sync::CancellationToken;
 
 use crate::codec::{self, CodecSettings, Compression, DecodeStartError, Encoder, Trailer, TRAILER_LEN};
 use crate::error::{Error, Result};
@@ -298,8 +300,25 @@ impl Repository {
     /// backend thread, a CLI main thread, `spawn_blocking`): the returned reader blocks on `handle`.
     /// End of stream is only reported once every checksum matched.
     pub fn open(&self, handle: &tokio::runtime::Handle, relative: &str) -> Result<VerifiedReader> {
+        self.open_cancellable(handle, relative, &CancellationToken::new())
+    }
+
+    /// [`Repository::open`] that gives up as soon as `cancel` fires: opening and every later read
+    /// fail at once instead of waiting on a store that stopped answering.
+    pub fn open_cancellable(
+        &self,
+        handle: &tokio::runtime::Handle,
+        relative: &str,
+        cancel: &CancellationToken,
+    ) -> Result<VerifiedReader> {
         let key = self.key(relative);
-        let reader = handle.block_on(self.store.get(&key))?;
+        let reader = handle.block_on(async {
+            tokio::select! {
+                opened = self.store.get(&key) => opened,
+                _ = cancel.cancelled() => Err(Error::Cancelled),
+            }
+        })?;
+        let reader = CancellableReader { inner: reader, cancelled: Box::pin(cancel.clone().cancelled_owned()) };
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
         Ok(VerifiedReader { decoded: start_decoding(&key, bridge, &self.identities)?, key })
     }
@@ -491,6 +510,25 @@ fn read_error(key: &str, error: std::io::Error) -> Error {
         }
     } else {
         Error::Corrupt { key: key.to_string(), reason: format!("it does not decode ({error})") }
+    }
+}
+
+/// A store reader that fails as soon as its token is cancelled, even while the store is silent.
+struct CancellableReader {
+    inner: crate::store::ObjectReader,
+    cancelled: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+}
+
+impl AsyncRead for CancellableReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Err(std::io::Error::other("operation cancelled")));
+        }
+        self.inner.as_mut().poll_read(cx, buf)
     }
 }
 

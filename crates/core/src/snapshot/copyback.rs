@@ -50,9 +50,30 @@ pub fn plans(table: &TableDef, restored: (&str, &str), original_exists: bool) ->
         ""
     };
     let insert = format!("INSERT INTO {original} ({columns}){overriding}\nSELECT {columns} FROM {source}");
+    // Deleting rows that other tables reference changes those tables too (ON DELETE CASCADE / SET
+    // NULL / SET DEFAULT): say so, and offer a plan that deletes only rows the snapshot lacks.
+    let propagating: Vec<String> = table
+        .referenced_by
+        .iter()
+        .filter(|k| k.deletes_propagate())
+        .map(|k| format!("{} ({} {})", k.table, quote_ident(&k.name), k.on_delete_sql()))
+        .collect();
+    let warning = if propagating.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; WARNING: other tables reference {original} and deleting its rows changes them too: {}{}",
+            propagating.join(", "),
+            if table.primary_key().is_some() {
+                "; sync_by_key avoids that for every row the snapshot holds"
+            } else {
+                ""
+            }
+        )
+    };
     let mut plans = vec![CopybackPlan {
         strategy: "replace_all",
-        description: format!("every row of {original} is replaced by the restored rows"),
+        description: format!("every row of {original} is replaced by the restored rows{warning}"),
         sql: wrap(vec![
             format!("LOCK TABLE {original} IN ACCESS EXCLUSIVE MODE;"),
             format!("DELETE FROM {original};"),
@@ -62,6 +83,10 @@ pub fn plans(table: &TableDef, restored: (&str, &str), original_exists: bool) ->
     if let Some(key) = table.primary_key().filter(|k| !k.columns.is_empty()) {
         let key_columns: Vec<String> = key.columns.iter().map(|c| quote_ident(c)).collect();
         let conflict = format!("ON CONFLICT ({})", key_columns.join(", "));
+        let updates: Vec<String> =
+            loaded.iter().filter(|c| !key_columns.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+        let action =
+            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         plans.push(CopybackPlan {
             strategy: "insert_missing",
             description: format!(
@@ -69,17 +94,33 @@ pub fn plans(table: &TableDef, restored: (&str, &str), original_exists: bool) ->
             ),
             sql: wrap(vec![format!("{insert}\n{conflict} DO NOTHING;")]),
         });
-        let updates: Vec<String> =
-            loaded.iter().filter(|c| !key_columns.contains(c)).map(|c| format!("{c} = EXCLUDED.{c}")).collect();
-        let action =
-            if updates.is_empty() { "DO NOTHING".to_string() } else { format!("DO UPDATE SET {}", updates.join(", ")) };
         plans.push(CopybackPlan {
             strategy: "upsert",
-            description: format!(
+            description:
                 "missing rows are inserted and rows with the same primary key are overwritten with the restored values"
-            ),
+                    .to_string(),
             sql: wrap(vec![format!("{insert}\n{conflict} {action};")]),
         });
+        if !propagating.is_empty() {
+            let matches: Vec<String> = key_columns.iter().map(|c| format!("r.{c} = o.{c}")).collect();
+            plans.push(CopybackPlan {
+                strategy: "sync_by_key",
+                description: format!(
+                    "{original} ends up holding exactly the restored rows, like replace_all, but rows the snapshot \
+                     holds are updated in place, so the rows referencing them are left alone; only rows absent \
+                     from the snapshot are deleted, with their ON DELETE actions: {}",
+                    propagating.join(", ")
+                ),
+                sql: wrap(vec![
+                    format!("LOCK TABLE {original} IN SHARE ROW EXCLUSIVE MODE;"),
+                    format!("{insert}\n{conflict} {action};"),
+                    format!(
+                        "DELETE FROM {original} o WHERE NOT EXISTS (SELECT 1 FROM {source} r WHERE {});",
+                        matches.join(" AND ")
+                    ),
+                ]),
+            });
+        }
     }
     plans
 }
@@ -125,6 +166,35 @@ mod tests {
              ALTER TABLE \"public\".\"orders_recovered\" RENAME TO \"orders\";\n\
              CREATE INDEX orders_name ON public.orders USING btree (name);\nCOMMIT;"
         );
+    }
+
+    #[test]
+    fn cascading_foreign_keys_are_named_and_a_plan_that_keeps_referencing_rows_is_offered() {
+        use crate::snapshot::manifest::ReferencingKey;
+        let mut table = sample_table();
+        let quiet = plans(&table, ("public", "orders_recovered"), true);
+        assert!(quiet.iter().all(|p| !p.description.contains("WARNING") && p.strategy != "sync_by_key"));
+        table.referenced_by = vec![
+            ReferencingKey {
+                table: "\"public\".\"order_lines\"".into(),
+                name: "lines_order".into(),
+                on_delete: "c".into(),
+            },
+            ReferencingKey { table: "\"public\".\"invoices\"".into(), name: "inv_order".into(), on_delete: "a".into() },
+        ];
+        let plans = plans(&table, ("public", "orders_recovered"), true);
+        let replace_all = &plans[0];
+        assert!(replace_all.description.contains("WARNING"), "{}", replace_all.description);
+        assert!(replace_all.description.contains("\"public\".\"order_lines\" (\"lines_order\" ON DELETE CASCADE)"));
+        assert!(!replace_all.description.contains("invoices"), "NO ACTION makes a delete fail, it changes nothing");
+        let sync = plans.iter().find(|p| p.strategy == "sync_by_key").expect("the cascade-free plan is offered");
+        assert!(!sync.sql.contains("DELETE FROM \"public\".\"orders\";"), "{}", sync.sql);
+        assert!(
+            sync.sql.contains("DELETE FROM \"public\".\"orders\" o WHERE NOT EXISTS (SELECT 1 FROM \"public\".\"orders_recovered\" r WHERE r.\"id\" = o.\"id\");"),
+            "{}",
+            sync.sql
+        );
+        assert!(sync.sql.contains("ON CONFLICT (\"id\") DO UPDATE SET"), "{}", sync.sql);
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! The snapshot manifest: what a snapshot holds and everything needed to recreate the table it came
 //! from, even after that table was dropped.
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::{qualified_name, quote_ident};
 use crate::error::{Error, Result};
@@ -63,6 +65,66 @@ pub struct ConstraintDef {
     pub columns: Vec<String>,
 }
 
+/// A privilege granted on the table (from `aclexplode(relacl)`), re-granted on a restored copy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GrantDef {
+    /// Role name; None for PUBLIC.
+    pub grantee: Option<String>,
+    /// SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES or TRIGGER.
+    pub privilege: String,
+    pub grantable: bool,
+}
+
+/// A row-level security policy of the table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyDef {
+    pub name: String,
+    pub permissive: bool,
+    /// ALL, SELECT, INSERT, UPDATE or DELETE.
+    pub command: String,
+    /// Role names; empty for PUBLIC.
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub with_check: Option<String>,
+}
+
+/// A foreign key of another table that points at this one, with what deleting a row does to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferencingKey {
+    /// The referencing table, schema-qualified and quoted.
+    pub table: String,
+    pub name: String,
+    /// `pg_constraint.confdeltype`: a (no action), r (restrict), c (cascade), n (set null), d (set default).
+    pub on_delete: String,
+}
+
+impl ReferencingKey {
+    /// Whether deleting a referenced row changes the referencing table instead of failing.
+    pub fn deletes_propagate(&self) -> bool {
+        matches!(self.on_delete.as_str(), "c" | "n" | "d")
+    }
+
+    pub fn on_delete_sql(&self) -> &'static str {
+        match self.on_delete.as_str() {
+            "c" => "ON DELETE CASCADE",
+            "n" => "ON DELETE SET NULL",
+            "d" => "ON DELETE SET DEFAULT",
+            "r" => "ON DELETE RESTRICT",
+            _ => "ON DELETE NO ACTION",
+        }
+    }
+}
+
+/// Who may see the table's rows, recorded so a restored copy grants no more than the original did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessDef {
+    pub owner: String,
+    pub grants: Vec<GrantDef>,
+    pub row_security: bool,
+    pub force_row_security: bool,
+    pub policies: Vec<PolicyDef>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TableDef {
     pub schema: String,
@@ -74,8 +136,15 @@ pub struct TableDef {
     pub constraints: Vec<ConstraintDef>,
     /// `pg_get_indexdef` of indexes that do not belong to a constraint.
     pub indexes: Vec<String>,
-    /// The SQL that recreates the table as it was, under its own name.
+    /// The SQL that recreates the table as it was, under its own name (for reading; restores
+    /// rebuild every statement from the validated parts above).
     pub ddl: String,
+    /// Owner, grants and row-level security.
+    #[serde(default)]
+    pub access: AccessDef,
+    /// Foreign keys of other tables that reference this one.
+    #[serde(default)]
+    pub referenced_by: Vec<ReferencingKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,9 +177,107 @@ pub struct SnapshotManifest {
     pub system_identifier: String,
     pub server_encoding: String,
     pub backstop_version: String,
+    /// HMAC-SHA256 of the manifest (this field left out) under the writing cluster's manifest key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<Authentication>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authentication {
+    /// Which key signed it: the first 8 bytes of SHA-256 of the key, hex.
+    pub key_id: String,
+    pub hmac_sha256: String,
+}
+
+/// A cluster's secret for authenticating the metadata it writes. Manifests are stored in the clear
+/// and guarded by unkeyed checksums, so anyone who can write to the repository could otherwise
+/// forge one; the key never leaves the cluster (it is not in the repository).
+#[derive(Clone)]
+pub struct ManifestKey([u8; 32]);
+
+impl ManifestKey {
+    pub fn generate() -> Self {
+        ManifestKey(rand::random())
+    }
+
+    /// From the key file's text: 64 hex digits.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bytes = hex::decode(text.trim()).ok().and_then(|b| <[u8; 32]>::try_from(b).ok());
+        bytes.map(ManifestKey).ok_or_else(|| Error::InvalidInput("a manifest key file holds 64 hex digits".into()))
+    }
+
+    pub fn to_text(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn id(&self) -> String {
+        hex::encode(&Sha256::digest(self.0)[..8])
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("HMAC takes keys of any length")
+    }
+}
+
+impl std::fmt::Debug for ManifestKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ManifestKey({})", self.id())
+    }
+}
+
+/// Whether a manifest was written by the cluster holding a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authenticity {
+    Authentic,
+    /// No authentication at all (written by an older backstop, or by hand).
+    Unsigned,
+    /// Signed with another key: another cluster's, or a key this cluster no longer has.
+    OtherKey(String),
+    /// Claims this cluster's key but the code does not match: altered after it was written.
+    Forged,
+}
+
+impl Authenticity {
+    pub fn describe(&self) -> String {
+        match self {
+            Authenticity::Authentic => "authenticated by this cluster's manifest key".into(),
+            Authenticity::Unsigned => "not authenticated (it carries no authentication code)".into(),
+            Authenticity::OtherKey(id) => {
+                format!("authenticated by another cluster's manifest key ({id}), not this one's")
+            }
+            Authenticity::Forged => "altered after it was written: its authentication code does not match".into(),
+        }
+    }
 }
 
 impl SnapshotManifest {
+    /// The bytes the authentication code covers: the manifest without its authentication.
+    fn signed_bytes(&self) -> Vec<u8> {
+        SnapshotManifest { authentication: None, ..self.clone() }.to_json()
+    }
+
+    pub fn sign(&mut self, key: &ManifestKey) {
+        let mut mac = key.mac();
+        mac.update(&self.signed_bytes());
+        self.authentication =
+            Some(Authentication { key_id: key.id(), hmac_sha256: hex::encode(mac.finalize().into_bytes()) });
+    }
+
+    /// Checks the authentication code in constant time.
+    pub fn authenticity(&self, key: Option<&ManifestKey>) -> Authenticity {
+        let Some(auth) = &self.authentication else { return Authenticity::Unsigned };
+        let Some(key) = key.filter(|k| k.id() == auth.key_id) else {
+            return Authenticity::OtherKey(auth.key_id.clone());
+        };
+        let Ok(code) = hex::decode(&auth.hmac_sha256) else { return Authenticity::Forged };
+        let mut mac = key.mac();
+        mac.update(&self.signed_bytes());
+        match mac.verify_slice(&code) {
+            Ok(()) => Authenticity::Authentic,
+            Err(_) => Authenticity::Forged,
+        }
+    }
+
     pub fn to_json(&self) -> Vec<u8> {
         let mut bytes = serde_json::to_vec_pretty(self).expect("a manifest always serializes");
         bytes.push(b'\n');
@@ -277,6 +444,8 @@ pub(crate) mod tests {
             ],
             indexes: vec!["CREATE INDEX orders_name ON public.orders USING btree (name)".into()],
             ddl: String::new(),
+            access: AccessDef::default(),
+            referenced_by: vec![],
         };
         table.ddl = table.original_ddl();
         table
@@ -341,6 +510,7 @@ pub(crate) mod tests {
             system_identifier: "1".into(),
             server_encoding: "UTF8".into(),
             backstop_version: "0.1.0".into(),
+            authentication: None,
         };
         let bytes = manifest.to_json();
         assert_eq!(SnapshotManifest::from_json("k", &bytes).unwrap(), manifest);
@@ -348,5 +518,20 @@ pub(crate) mod tests {
         newer.format_version = MANIFEST_FORMAT_VERSION + 1;
         assert!(matches!(SnapshotManifest::from_json("k", &newer.to_json()), Err(Error::Corrupt { .. })));
         assert!(matches!(SnapshotManifest::from_json("k", b"{\"truncated"), Err(Error::Corrupt { .. })));
+
+        // Authentication: only the key that signed it vouches for it, and any change breaks it.
+        let key = ManifestKey::generate();
+        let mut signed = manifest.clone();
+        assert_eq!(signed.authenticity(Some(&key)), Authenticity::Unsigned);
+        signed.sign(&key);
+        let read = SnapshotManifest::from_json("k", &signed.to_json()).unwrap();
+        assert_eq!(read.authenticity(Some(&key)), Authenticity::Authentic);
+        assert_eq!(read.authenticity(None), Authenticity::OtherKey(key.id()));
+        assert_eq!(read.authenticity(Some(&ManifestKey::generate())), Authenticity::OtherKey(key.id()));
+        let mut forged = read.clone();
+        forged.table.constraints[1].definition = "CHECK (true); CREATE ROLE x SUPERUSER; --".into();
+        assert_eq!(forged.authenticity(Some(&key)), Authenticity::Forged);
+        assert_eq!(ManifestKey::parse(&key.to_text()).unwrap().id(), key.id());
+        assert!(ManifestKey::parse("zz").is_err());
     }
 }

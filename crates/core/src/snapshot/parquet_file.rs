@@ -102,6 +102,8 @@ mod tests {
             constraints: vec![],
             indexes: vec![],
             ddl: String::new(),
+            access: Default::default(),
+            referenced_by: vec![],
         }
     }
 

@@ -7,7 +7,7 @@ use super::manifest::SnapshotManifest;
 use super::{data_path, manifest_path, parse_table_dir_name, table_prefix, SnapshotId, SNAPSHOTS_DIR};
 use crate::codec::Trailer;
 use crate::error::{Error, Result};
-use crate::repository::{ObjectClass, Repository};
+use crate::repository::{CancellationToken, ObjectClass, Repository};
 use crate::store::WriteMode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,8 @@ pub async fn write_manifest(repository: &Repository, manifest: &SnapshotManifest
 
 /// Reads a snapshot's data object through into `sink`, checking every checksum and the object
 /// against its manifest; `progress` gets the bytes copied so far after every megabyte. Blocks on
-/// `handle`: call it outside the runtime. On error, what reached `sink` must be discarded.
+/// `handle`: call it outside the runtime. Gives up at once when `cancel` fires. On error, what
+/// reached `sink` must be discarded.
 pub fn read_data(
     repository: &Repository,
     handle: &tokio::runtime::Handle,
@@ -78,10 +79,131 @@ pub fn read_data(
     manifest: &SnapshotManifest,
     sink: &mut impl std::io::Write,
     progress: impl FnMut(u64),
+    cancel: &CancellationToken,
 ) -> Result<()> {
     let path = data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
-    let trailer = repository.open(handle, &path)?.copy_to_with_progress(sink, progress)?;
+    let trailer = repository.open_cancellable(handle, &path, cancel)?.copy_to_with_progress(sink, progress)?;
     check_data(&repository.key(&path), manifest, &trailer)
+}
+
+/// Which snapshots a listing covers: one table (schema unknown: any schema), or all.
+#[derive(Debug, Clone, Default)]
+pub struct TableFilter {
+    pub schema: Option<String>,
+    pub table: Option<String>,
+}
+
+impl TableFilter {
+    fn matches(&self, snapshot: &StoredSnapshot) -> bool {
+        self.table.as_ref().is_none_or(|t| t == &snapshot.table)
+            && self.schema.as_ref().is_none_or(|s| s == &snapshot.schema)
+    }
+}
+
+/// What checking one snapshot found. `backstop.snapshots()` and `backstop snapshots list` both
+/// report it, in these words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotState {
+    /// Its directory has no manifest: an interrupted snapshot.
+    Incomplete,
+    /// Its manifest could not be read or does not check out.
+    BadManifest(String),
+    /// The manifest is fine; the data object was not read.
+    NotRead,
+    /// The data object was read through and matches every checksum and the manifest.
+    Verified,
+    /// The data object is encrypted and no identity was given to read it.
+    NotVerifiable(String),
+    /// The data object is damaged, missing or does not belong to the manifest.
+    Damaged(String),
+    /// The store could not be read (network, permissions): nothing is known about the data.
+    Unreachable(String),
+}
+
+impl SnapshotState {
+    /// true: verified; false: unusable; None: not known either way.
+    pub fn verified(&self) -> Option<bool> {
+        match self {
+            SnapshotState::Verified => Some(true),
+            SnapshotState::Incomplete | SnapshotState::BadManifest(_) | SnapshotState::Damaged(_) => Some(false),
+            SnapshotState::NotRead | SnapshotState::NotVerifiable(_) | SnapshotState::Unreachable(_) => None,
+        }
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        match self {
+            SnapshotState::Incomplete => {
+                Some("incomplete: no manifest (interrupted snapshot; garbage for expire)".to_string())
+            }
+            SnapshotState::BadManifest(e) | SnapshotState::Damaged(e) => Some(e.clone()),
+            SnapshotState::NotVerifiable(e) | SnapshotState::Unreachable(e) => Some(format!("not verified: {e}")),
+            SnapshotState::NotRead | SnapshotState::Verified => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SnapshotStatus {
+    pub snapshot: StoredSnapshot,
+    pub manifest: Option<SnapshotManifest>,
+    pub state: SnapshotState,
+}
+
+/// Lists snapshots newest first (unreadable manifests last) and checks each: its manifest, and
+/// with `verify` its whole data object. The one listing and verification behind SQL and the CLI.
+/// Blocks on `handle`; `progress` gets the data bytes read so far.
+pub fn check_snapshots(
+    repository: &Repository,
+    handle: &tokio::runtime::Handle,
+    filter: &TableFilter,
+    verify: bool,
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(u64),
+) -> Result<Vec<SnapshotStatus>> {
+    let table = match (&filter.schema, &filter.table) {
+        (Some(schema), Some(table)) => Some((schema.as_str(), table.as_str())),
+        _ => None,
+    };
+    let listed = handle.block_on(list(repository, table))?;
+    let mut statuses = Vec::new();
+    for snapshot in listed.into_iter().filter(|s| filter.matches(s)) {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let (manifest, state) = match handle.block_on(read_manifest(repository, &snapshot)) {
+            Ok(manifest) => (Some(manifest), SnapshotState::NotRead),
+            Err(Error::NotFound { .. }) => (None, SnapshotState::Incomplete),
+            Err(e) => (None, SnapshotState::BadManifest(e.to_string())),
+        };
+        statuses.push(SnapshotStatus { snapshot, manifest, state });
+    }
+    statuses.sort_by_key(|s| std::cmp::Reverse(s.manifest.as_ref().map(|m| m.taken_at_unix_ms).unwrap_or(i64::MIN)));
+    if verify {
+        let mut done = 0u64;
+        for status in statuses.iter_mut() {
+            let Some(manifest) = &status.manifest else { continue };
+            let result = read_data(
+                repository,
+                handle,
+                &status.snapshot,
+                manifest,
+                &mut std::io::sink(),
+                |copied| progress(done + copied),
+                cancel,
+            );
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            done += manifest.data.bytes;
+            status.state = match result {
+                Ok(()) => SnapshotState::Verified,
+                Err(e @ Error::Decryption { .. }) => SnapshotState::NotVerifiable(e.to_string()),
+                Err(e @ (Error::Backend { .. } | Error::Io { .. })) => SnapshotState::Unreachable(e.to_string()),
+                Err(e) => SnapshotState::Damaged(e.to_string()),
+            };
+        }
+    }
+    Ok(statuses)
 }
 
 /// Checks the data object's verified trailer against what the manifest recorded.
