@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs what is missing, starts Garage,
-# then runs the core and CLI tests (file:// and S3), the pgrx tests inside PostgreSQL 15, and the
+# checks formatting and lints, then runs the core and CLI tests (file:// and S3), the pgrx tests inside PostgreSQL 15, and the
 # psql scenarios in pg_test/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
 ensure_everything
+
+step "house rules: cargo fmt --check and cargo clippy -D warnings"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
 
 step "starting Garage (S3) on loopback"
 scripts/garage.sh start >/dev/null

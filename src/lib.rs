@@ -3,6 +3,10 @@
 //! This crate is PostgreSQL glue only: settings, SQL functions and (later) the archive module and
 //! background worker. Storage, codecs and repository layout live in `backstop-core`.
 
+// Set-returning SQL functions spell their result columns as `name!(...)` tuples in the signature:
+// that is the SQL interface, and pgrx cannot read it through a type alias.
+#![allow(clippy::type_complexity)]
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;

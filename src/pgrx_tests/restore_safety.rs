@@ -168,9 +168,7 @@ mod tests {
         ))
         .expect("refused");
         assert!(error.starts_with("42501") && error.contains("needs SELECT"), "{error}");
-        let error = as_alice(&format!(
-            "SELECT * FROM backstop.recover('public.rs_secret', target_table => 'bs_rs_space.stolen')"
-        ))
+        let error = as_alice("SELECT * FROM backstop.recover('public.rs_secret', target_table => 'bs_rs_space.stolen')")
         .expect("refused");
         assert!(error.contains("needs SELECT"), "{error}");
 

@@ -148,10 +148,8 @@ unsafe extern "C-unwind" fn copy_source(outbuf: *mut c_void, minread: c_int, max
         let (minread, maxread) = (minread.max(1) as usize, maxread as usize);
         let mut written = 0usize;
         while written < maxread {
-            if source.offset == source.pending.len() {
-                if written >= minread || !source.refill() {
-                    break;
-                }
+            if source.offset == source.pending.len() && (written >= minread || !source.refill()) {
+                break;
             }
             let n = (maxread - written).min(source.pending.len() - source.offset);
             std::ptr::copy_nonoverlapping(

@@ -96,7 +96,7 @@ mod tests {
         let ok = Check::ok("a", "fine");
         let warn = Check::warn("b", "meh", "do x");
         let fail = Check::fail("c", "broken", "do y");
-        assert_eq!(verdict(&[ok.clone()]), Verdict::Ready);
+        assert_eq!(verdict(std::slice::from_ref(&ok)), Verdict::Ready);
         assert_eq!(verdict(&[ok.clone(), warn.clone()]), Verdict::Degraded);
         assert_eq!(verdict(&[warn.clone(), fail.clone(), ok.clone()]), Verdict::NotReady);
         assert_eq!(verdict(&[]), Verdict::NotReady);

@@ -179,9 +179,7 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
             garage(&ctl, "stop");
             for _ in 0..16 {
                 noise.fill(&mut piece);
-                if let Err(e) = writer.write(&piece).await {
-                    return Err(e);
-                }
+                writer.write(&piece).await?;
             }
             writer.finish().await
         })

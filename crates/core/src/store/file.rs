@@ -148,19 +148,10 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
     Ok(outcome)
 }
 
-fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T> + Send + 'static,
-) -> impl std::future::Future<Output = Result<T>> {
-    async move {
-        tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-            Err(Error::Backend {
-                store: "file".into(),
-                operation: "blocking task",
-                key: String::new(),
-                message: e.to_string(),
-            })
-        })
-    }
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(Error::Backend { store: "file".into(), operation: "blocking task", key: String::new(), message: e.to_string() })
+    })
 }
 
 #[async_trait]
