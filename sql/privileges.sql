@@ -4,7 +4,7 @@
 -- A backstop_admin role that already exists is adopted only if it is a plain group role: one that
 -- can log in or carries attributes (superuser, createrole, bypassrls, ...) could have been prepared
 -- to gain more than backstop's functions, so CREATE EXTENSION refuses it. Existing members are
--- adopted and listed in a NOTICE (a role left behind by DROP EXTENSION keeps its members): every
+-- adopted and listed in a WARNING (a role left behind by DROP EXTENSION keeps its members): every
 -- backstop function still checks the caller's own privileges on the tables it touches, so
 -- membership gives no access to rows the member could not already read.
 DO $$
@@ -24,7 +24,7 @@ BEGIN
           FROM pg_catalog.pg_auth_members m JOIN pg_catalog.pg_roles r ON r.oid = m.member
          WHERE m.roleid = existing.oid;
         IF members IS NOT NULL THEN
-            RAISE NOTICE 'adopting the existing role backstop_admin, whose members keep access to backstop: %', members;
+            RAISE WARNING 'adopting the existing role backstop_admin, whose members keep access to backstop: %', members;
         END IF;
     END IF;
 END

@@ -20,5 +20,19 @@ SHOW backstop.s3_secret_access_key;
 SELECT count(*) AS secret_in_pg_settings FROM pg_settings WHERE setting LIKE '%scenario-secret%';
 ALTER SYSTEM RESET backstop.s3_secret_access_key;
 SELECT pg_reload_conf();
+-- backstop_admin members read the restore log but cannot write it: the validation gate holds.
+\c - scenario_operator
+SELECT count(*) AS restores FROM backstop.restores;
+INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, validation_passed)
+     VALUES ('pg_catalog.pg_class'::regclass, 'x', 'y', 'snap_00000000', 0, true);
+UPDATE backstop.restores SET validation_passed = true;
+\c - postgres
+-- A backstop_admin left behind that can log in is refused; a plain group role is adopted, its
+-- members named.
+DROP EXTENSION backstop;
+ALTER ROLE backstop_admin LOGIN;
+CREATE EXTENSION backstop;
+ALTER ROLE backstop_admin NOLOGIN;
+CREATE EXTENSION backstop;
 DROP ROLE scenario_plain;
 DROP ROLE scenario_operator;

@@ -168,8 +168,9 @@ mod tests {
         ))
         .expect("refused");
         assert!(error.starts_with("42501") && error.contains("needs SELECT"), "{error}");
-        let error = as_alice("SELECT * FROM backstop.recover('public.rs_secret', target_table => 'bs_rs_space.stolen')")
-        .expect("refused");
+        let error =
+            as_alice("SELECT * FROM backstop.recover('public.rs_secret', target_table => 'bs_rs_space.stolen')")
+                .expect("refused");
         assert!(error.contains("needs SELECT"), "{error}");
 
         // Row-level security that hides rows from her counts as not being able to read them.
@@ -251,6 +252,42 @@ mod tests {
         let before = leftovers(&tmp);
         run(&format!("SELECT backstop.restore_table('public.rs_big', snapshot_id => '{newer}')"));
         assert_eq!(leftovers(&tmp), before);
+    }
+
+    #[pg_test]
+    fn copy_back_plans_name_the_tables_a_delete_would_cascade_into() {
+        run("CREATE TABLE public.fk_orders (id int PRIMARY KEY, total int);
+             CREATE TABLE public.fk_lines (id int PRIMARY KEY, order_id int REFERENCES public.fk_orders ON DELETE CASCADE);
+             INSERT INTO public.fk_orders SELECT g, g FROM generate_series(1, 10) g;
+             INSERT INTO public.fk_lines SELECT g, g FROM generate_series(1, 10) g;");
+        one_text("SELECT backstop.snapshot_table('public.fk_orders')");
+        run("DELETE FROM public.fk_orders WHERE id > 5");
+        let plans = Spi::connect(|client| {
+            client
+                .select("SELECT strategy, description, sql FROM backstop.recover('public.fk_orders')", None, &[])
+                .unwrap()
+                .map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<String>(2).unwrap().unwrap(),
+                        row.get::<String>(3).unwrap().unwrap(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        let replace_all = plans.iter().find(|p| p.0 == "replace_all").unwrap();
+        assert!(
+            replace_all.1.contains("public.fk_lines (\"fk_lines_order_id_fkey\"")
+                && replace_all.1.contains("ON DELETE CASCADE"),
+            "{}",
+            replace_all.1
+        );
+        let sync = plans.iter().find(|p| p.0 == "sync_by_key").expect("a plan that avoids the cascade");
+        // Run it: the rows deleted since the snapshot come back, and no line of a kept order is lost.
+        run("INSERT INTO public.fk_lines VALUES (100, 1)");
+        run(&sync.2.replace("BEGIN;", "").replace("COMMIT;", ""));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM public.fk_orders").unwrap(), Some(10));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM public.fk_lines WHERE order_id = 1").unwrap(), Some(2));
     }
 
     /// An S3 endpoint that accepts connections and never answers.

@@ -150,7 +150,12 @@ fn publish(temp: &Path, target: &Path, mode: WriteMode) -> Result<WriteOutcome> 
 
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
-        Err(Error::Backend { store: "file".into(), operation: "blocking task", key: String::new(), message: e.to_string() })
+        Err(Error::Backend {
+            store: "file".into(),
+            operation: "blocking task",
+            key: String::new(),
+            message: e.to_string(),
+        })
     })
 }
 
