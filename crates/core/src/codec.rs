@@ -579,11 +579,9 @@ pub enum DecodeStartError {
     Io(io::Error),
 }
 
-/// Starts decoding a stored object. `identities` are needed only for encrypted objects.
-pub fn decode<R: Read + Send + 'static>(
-    mut raw: R,
-    identities: &[age::x25519::Identity],
-) -> Result<DecodedReader, DecodeStartError> {
+/// Reads and checks an object's header; the rest is its body, read with the trailer held back.
+#[allow(clippy::type_complexity)]
+fn start_body<R: Read>(mut raw: R) -> Result<(Header, BodyReader<R>, Arc<Mutex<BodyOutcome>>), DecodeStartError> {
     let mut header_bytes = [0u8; HEADER_LEN];
     if let Err(e) = raw.read_exact(&mut header_bytes) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -603,6 +601,15 @@ pub fn decode<R: Read + Send + 'static>(
         len: 0,
         outcome: outcome.clone(),
     };
+    Ok((header, body, outcome))
+}
+
+/// Starts decoding a stored object. `identities` are needed only for encrypted objects.
+pub fn decode<R: Read + Send + 'static>(
+    raw: R,
+    identities: &[age::x25519::Identity],
+) -> Result<DecodedReader, DecodeStartError> {
+    let (header, body, outcome) = start_body(raw)?;
     let decrypted: Box<dyn Read + Send> = if header.encrypted {
         if identities.is_empty() {
             return Err(DecodeStartError::NoIdentity);
@@ -631,26 +638,8 @@ pub fn decode<R: Read + Send + 'static>(
 /// Reads an object's stored bytes through without decoding them, for encrypted objects whose
 /// identity is not at hand: checks the header, the stored-bytes checksum and the length. Streams,
 /// so memory stays bounded whatever the object size.
-pub fn check_stored_bytes<R: Read>(mut raw: R) -> Result<(Header, Trailer), DecodeStartError> {
-    let mut header_bytes = [0u8; HEADER_LEN];
-    if let Err(e) = raw.read_exact(&mut header_bytes) {
-        return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
-            DecodeStartError::Corrupt("it is shorter than an object header".into())
-        } else {
-            DecodeStartError::Io(e)
-        });
-    }
-    let header = Header::decode(&header_bytes).map_err(DecodeStartError::Corrupt)?;
-    let outcome = Arc::new(Mutex::new(BodyOutcome::default()));
-    let mut body = BodyReader {
-        inner: raw,
-        buffer: Vec::new(),
-        start: 0,
-        inner_done: false,
-        hasher: Sha256::new(),
-        len: 0,
-        outcome: outcome.clone(),
-    };
+pub fn check_stored_bytes<R: Read>(raw: R) -> Result<(Header, Trailer), DecodeStartError> {
+    let (header, mut body, outcome) = start_body(raw)?;
     io::copy(&mut body, &mut io::sink()).map_err(|e| match integrity_reason(&e) {
         Some(reason) => DecodeStartError::Corrupt(reason),
         None => DecodeStartError::Io(e),
