@@ -369,3 +369,34 @@ fn a_corrupt_cluster_file_is_an_error_not_system_identifier_zero() {
     assert!(stderr(&pushed).contains("is corrupt") && stderr(&pushed).contains("garbage"), "{}", stderr(&pushed));
     assert!(!setup.path("repo/ns/wal").exists(), "nothing archived");
 }
+
+#[test]
+fn fetch_from_a_missing_bucket_or_prefix_stops_recovery() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let Some(endpoint) = var("BACKSTOP_TEST_S3_ENDPOINT") else {
+        assert_eq!(var("BACKSTOP_SKIP_S3").as_deref(), Some("1"), "S3 tests need Garage (scripts/garage.sh start)");
+        return;
+    };
+    let bucket = var("BACKSTOP_TEST_S3_BUCKET").unwrap_or_else(|| "backstop-test".into());
+    let setup = Setup::new();
+    let fetch = |repository: &str| {
+        Command::new(env!("CARGO_BIN_EXE_backstop"))
+            .args(["wal", "fetch", &name(1), "pg_wal/RECOVERYXLOG", "--cluster", &SYSTEM_IDENTIFIER.to_string()])
+            .args(["--s3-endpoint", &endpoint, "--s3-force-path-style", "true"])
+            .args(["--s3-region", &var("BACKSTOP_TEST_S3_REGION").unwrap_or_else(|| "garage".into())])
+            .current_dir(setup.path("pgdata"))
+            .env("BACKSTOP_REPOSITORY", repository)
+            .env("AWS_ACCESS_KEY_ID", var("BACKSTOP_TEST_S3_ACCESS_KEY_ID").unwrap())
+            .env("AWS_SECRET_ACCESS_KEY", var("BACKSTOP_TEST_S3_SECRET_ACCESS_KEY").unwrap())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("BACKSTOP_CLUSTER")
+            .env_remove("BACKSTOP_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let prefix = format!("s3://{bucket}/tests/never-written-{:016x}", std::process::id());
+    for repository in ["s3://backstop-no-such-bucket/prod".to_string(), prefix] {
+        let fetched = fetch(&repository);
+        assert_eq!(code(&fetched), 255, "{repository}: {}", stderr(&fetched));
+    }
+}
