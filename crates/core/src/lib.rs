@@ -3,6 +3,7 @@
 //! The extension and the `backstop` CLI both read and write repositories through this crate, so a
 //! repository written by one is always readable by the other.
 
+pub mod backups;
 pub mod codec;
 pub mod disk;
 pub mod doctor;

@@ -1,0 +1,299 @@
+//! The backup manifest: what a base backup holds, and the only object that makes it a backup.
+//!
+//! A manifest is read back by restores that run with the server down, where no key of the server
+//! is at hand, so it is not signed: its integrity comes from the codec's checksums, and everything
+//! in it that steers a restore is validated here before use (paths cannot leave the target
+//! directory, chunk references stay inside the packs they name, ids have their fixed shapes).
+//! Recovery settings are never taken from it: the CLI writes them from its own arguments.
+
+use std::collections::HashSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{BackupId, BackupKind, Lsn};
+use crate::error::{Error, Result};
+use crate::repository::{ObjectClass, Repository};
+use crate::store::WriteMode;
+
+pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackupManifest {
+    pub format_version: u32,
+    pub id: BackupId,
+    pub kind: BackupKind,
+    pub cluster: String,
+    /// As a string: JSON numbers lose precision above 2^53 in many readers.
+    pub system_identifier: String,
+    pub pg_version_num: u32,
+    pub wal_segment_size: u32,
+    pub timeline: u32,
+    pub start_lsn: Lsn,
+    pub stop_lsn: Lsn,
+    /// Unix seconds.
+    pub start_time: f64,
+    pub stop_time: f64,
+    /// The backup whose chunk lists this one reused where files were unchanged.
+    pub previous: Option<BackupId>,
+    /// The `backup_label` pg_backup_stop returned; restored as the data directory's backup_label.
+    pub backup_label: String,
+    pub tablespaces: Vec<Tablespace>,
+    pub packs: Vec<PackRef>,
+    pub files: Vec<FileEntry>,
+    pub stats: BackupStats,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    pub oid: u32,
+    /// Where the tablespace lived on the backed-up server (absolute).
+    pub location: String,
+}
+
+/// A pack this backup needs, written by this backup or an earlier one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackRef {
+    /// SHA-256 of the pack's plain bytes, hex.
+    pub id: String,
+    /// Plain length.
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    File,
+    Dir,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Relative to the data directory; tablespace files under `pg_tblspc/<oid>/`.
+    pub path: String,
+    pub kind: FileKind,
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_s: i64,
+    pub mtime_ns: u32,
+    pub inode: u64,
+    /// When this file's bytes were last actually read (unix seconds): a reused chunk list keeps
+    /// the time of the read it came from, so the periodic re-read can tell how old it is.
+    pub read_at: f64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunks: Vec<ChunkRef>,
+}
+
+/// One chunk of a file: its SHA-256 and where its bytes are in which pack.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkRef {
+    #[serde(rename = "h")]
+    pub sha256: String,
+    /// Index into [`BackupManifest::packs`].
+    #[serde(rename = "p")]
+    pub pack: u32,
+    #[serde(rename = "o")]
+    pub offset: u64,
+    #[serde(rename = "l")]
+    pub len: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackupStats {
+    pub files: u64,
+    /// Sum of the sizes of all files.
+    pub bytes: u64,
+    /// Bytes read from the data directory (less than `bytes` when unchanged files were reused).
+    pub bytes_read: u64,
+    /// Plain bytes of chunks no earlier backup held.
+    pub bytes_new: u64,
+    /// Bytes written to the store (compressed, encrypted) for the new packs.
+    pub bytes_stored: u64,
+    pub packs_new: u64,
+    pub files_reused: u64,
+    /// Store requests made (uploads of packs and the manifest).
+    pub requests: u64,
+}
+
+fn corrupt(key: &str, reason: String) -> Error {
+    Error::Corrupt { key: key.to_string(), reason }
+}
+
+/// A path from a manifest is relative, '/'-separated, with no empty, '.' or '..' part and no NUL:
+/// joined to a target directory it can never name anything outside it.
+pub fn check_relative_path(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && !path.contains('\0')
+        && !path.contains('\\')
+        && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+fn is_sha256_hex(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl BackupManifest {
+    /// Checks everything a restore relies on; `key` names the manifest in messages.
+    pub fn validate(&self, key: &str) -> Result<()> {
+        if self.format_version != MANIFEST_FORMAT_VERSION {
+            return Err(corrupt(
+                key,
+                format!("manifest format {} is not one this backstop reads ({MANIFEST_FORMAT_VERSION})", self.format_version),
+            ));
+        }
+        if self.stop_lsn < self.start_lsn || self.timeline == 0 || !self.wal_segment_size.is_power_of_two() {
+            return Err(corrupt(key, "its LSNs, timeline or segment size are impossible".into()));
+        }
+        for pack in &self.packs {
+            if !is_sha256_hex(&pack.id) {
+                return Err(corrupt(key, format!("pack id \"{}\" is not a SHA-256", pack.id.escape_debug())));
+            }
+        }
+        let mut oids = HashSet::new();
+        for space in &self.tablespaces {
+            if !space.location.starts_with('/') || space.location.contains('\0') || !oids.insert(space.oid) {
+                return Err(corrupt(key, format!("tablespace {} has an invalid location", space.oid)));
+            }
+        }
+        let dirs: HashSet<&str> =
+            self.files.iter().filter(|f| f.kind == FileKind::Dir).map(|f| f.path.as_str()).collect();
+        let mut paths = HashSet::new();
+        for file in &self.files {
+            if !check_relative_path(&file.path) || !paths.insert(file.path.as_str()) {
+                return Err(corrupt(key, format!("file path \"{}\" is invalid or repeated", file.path.escape_debug())));
+            }
+            if let Some(rest) = file.path.strip_prefix("pg_tblspc/") {
+                // A tablespace is a recorded symlink target, or an in-place directory listed itself.
+                let oid = rest.split('/').next().unwrap_or("");
+                let recorded = oid.parse::<u32>().is_ok_and(|oid| oids.contains(&oid));
+                let in_place = dirs.contains(format!("pg_tblspc/{oid}").as_str());
+                if !recorded && !in_place {
+                    return Err(corrupt(key, format!("{} is in no recorded tablespace", file.path)));
+                }
+            }
+            let mut total = 0u64;
+            for chunk in &file.chunks {
+                let pack = self.packs.get(chunk.pack as usize).ok_or_else(|| {
+                    corrupt(key, format!("{} refers to pack #{} of {}", file.path, chunk.pack, self.packs.len()))
+                })?;
+                if !is_sha256_hex(&chunk.sha256) || chunk.offset + chunk.len as u64 > pack.len {
+                    return Err(corrupt(key, format!("{} has a chunk outside its pack", file.path)));
+                }
+                total += chunk.len as u64;
+            }
+            if file.kind == FileKind::File && total != file.size {
+                return Err(corrupt(key, format!("{}: its chunks add up to {total} bytes, not {}", file.path, file.size)));
+            }
+        }
+        if !self.files.iter().any(|f| f.path == "global/pg_control") {
+            return Err(corrupt(key, "it holds no global/pg_control".into()));
+        }
+        Ok(())
+    }
+
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+}
+
+/// Reads, verifies and validates one backup's manifest.
+pub async fn read(repository: &Repository, id: &BackupId) -> Result<BackupManifest> {
+    let path = super::manifest_path(id);
+    let key = repository.key(&path);
+    let bytes = repository.get_bytes(&path).await?;
+    let manifest: BackupManifest =
+        serde_json::from_slice(&bytes).map_err(|e| corrupt(&key, format!("it is not a backup manifest: {e}")))?;
+    if &manifest.id != id {
+        return Err(corrupt(&key, format!("it describes backup {} (moved or copied?)", manifest.id)));
+    }
+    if manifest.cluster != repository.cluster() {
+        return Err(corrupt(&key, format!("it belongs to cluster namespace {}", manifest.cluster)));
+    }
+    manifest.validate(&key)?;
+    Ok(manifest)
+}
+
+/// Publishes a manifest: the commit point of a backup. Written once; never replaced.
+pub async fn write(repository: &Repository, manifest: &BackupManifest) -> Result<()> {
+    manifest.validate(&repository.key(&super::manifest_path(&manifest.id)))?;
+    let json = serde_json::to_vec(manifest).map_err(|e| Error::InvalidInput(e.to_string()))?;
+    repository.put_bytes(&super::manifest_path(&manifest.id), json.into(), ObjectClass::Metadata, WriteMode::CreateNew).await?;
+    Ok(())
+}
+
+/// The ids of every committed backup (those whose manifest exists), oldest first.
+pub async fn list_ids(repository: &Repository) -> Result<Vec<BackupId>> {
+    let prefix = repository.key(&format!("{}/", super::BACKUPS_DIR));
+    let mut ids = Vec::new();
+    for object in repository.store().list(&prefix).await? {
+        let Some(rest) = object.key.strip_prefix(&prefix) else { continue };
+        if let Some((id, super::MANIFEST_FILE)) = rest.split_once('/') {
+            if let Ok(id) = BackupId::parse(id) {
+                ids.push(id);
+            }
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample() -> BackupManifest {
+        let sha = "ab".repeat(32);
+        BackupManifest {
+            format_version: MANIFEST_FORMAT_VERSION,
+            id: BackupId::parse("20261122T031500Z-F").unwrap(),
+            kind: BackupKind::Full,
+            cluster: "c".into(),
+            system_identifier: "1".into(),
+            pg_version_num: 150000,
+            wal_segment_size: 16 << 20,
+            timeline: 1,
+            start_lsn: Lsn(0x3000028),
+            stop_lsn: Lsn(0x3000100),
+            start_time: 1.0,
+            stop_time: 2.0,
+            previous: None,
+            backup_label: "START WAL LOCATION: 0/3000028".into(),
+            tablespaces: vec![],
+            packs: vec![PackRef { id: sha.clone(), len: 8192 }],
+            files: vec![FileEntry {
+                path: "global/pg_control".into(),
+                kind: FileKind::File,
+                mode: 0o600,
+                size: 8192,
+                mtime_s: 0,
+                mtime_ns: 0,
+                inode: 1,
+                read_at: 1.0,
+                chunks: vec![ChunkRef { sha256: sha, pack: 0, offset: 0, len: 8192 }],
+            }],
+            stats: BackupStats::default(),
+        }
+    }
+
+    #[test]
+    fn a_manifest_cannot_steer_a_restore_outside_its_target() {
+        sample().validate("m").unwrap();
+        for bad in ["../etc/passwd", "/etc/passwd", "base/../../x", "base//1", "a\\..\\b", "pg_tblspc/999/x"] {
+            let mut m = sample();
+            m.files.push(FileEntry { path: bad.into(), kind: FileKind::Dir, chunks: vec![], ..m.files[0].clone() });
+            assert!(m.validate("m").is_err(), "{bad}");
+        }
+        let mut m = sample();
+        m.files[0].chunks[0].offset = 1;
+        assert!(m.validate("m").unwrap_err().to_string().contains("outside its pack"));
+        let mut m = sample();
+        m.files[0].size = 1;
+        assert!(m.validate("m").is_err());
+        let mut m = sample();
+        m.packs[0].id = "../../x".into();
+        assert!(m.validate("m").is_err());
+        let mut m = sample();
+        m.tablespaces.push(Tablespace { oid: 5, location: "relative/dir".into() });
+        assert!(m.validate("m").is_err());
+    }
+}

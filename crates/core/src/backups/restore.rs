@@ -1,0 +1,457 @@
+//! Rebuilding a data directory from a backup: every chunk verified against its SHA-256 before it is
+//! written, each pack downloaded once, in parallel.
+//!
+//! Order, so that a half-restored directory can never be started as if it were whole:
+//! 1. every pack the manifest needs is looked up before anything is written (a missing chunk is
+//!    refused with nothing touched);
+//! 2. in a delta restore `global/pg_control` is removed first, then files the backup does not hold;
+//! 3. files are written, every chunk checked, all fsynced; `backup_label` and `tablespace_map` are
+//!    written from the manifest;
+//! 4. `global/pg_control` is written under a temporary name, and only [`publish_control_file`]
+//!    (called by the CLI after it wrote the recovery settings) puts it in place. PostgreSQL refuses
+//!    to start a directory without it.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::manifest::{FileEntry, FileKind};
+use super::{pack_path, BackupManifest};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+
+pub const CONTROL_FILE: &str = "global/pg_control";
+const CONTROL_FILE_PENDING: &str = "global/pg_control.backstop-restoring";
+
+pub struct RestoreOptions {
+    pub target_dir: PathBuf,
+    /// Tablespace OID -> where to put it instead of its recorded location.
+    pub tablespace_map: HashMap<u32, PathBuf>,
+    /// Keep files whose chunks already match; fetch only the rest.
+    pub delta: bool,
+    /// Packs downloading at once.
+    pub parallel: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct RestoreProgress {
+    pub bytes_total: AtomicU64,
+    /// Bytes written or found already correct.
+    pub bytes_done: AtomicU64,
+    pub bytes_fetched: AtomicU64,
+    pub packs_total: AtomicU64,
+    pub packs_done: AtomicU64,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RestoreSummary {
+    pub files: u64,
+    pub bytes: u64,
+    /// Plain bytes of chunks downloaded and written.
+    pub bytes_fetched: u64,
+    /// Bytes a delta restore found already correct.
+    pub bytes_kept: u64,
+    pub packs_fetched: u64,
+    /// Files and directories a delta restore removed because the backup does not hold them.
+    pub removed: u64,
+}
+
+fn invalid(message: String) -> Error {
+    Error::InvalidInput(message)
+}
+
+/// Where each manifest path goes on this machine.
+struct Layout {
+    target: PathBuf,
+    /// Tablespace OID -> location here.
+    spaces: HashMap<u32, PathBuf>,
+}
+
+impl Layout {
+    fn resolve(&self, path: &str) -> PathBuf {
+        if let Some(rest) = path.strip_prefix("pg_tblspc/") {
+            let (oid, inner) = rest.split_once('/').unwrap_or((rest, ""));
+            if let Some(location) = oid.parse::<u32>().ok().and_then(|oid| self.spaces.get(&oid)) {
+                return if inner.is_empty() { location.clone() } else { location.join(inner) };
+            }
+        }
+        if path == CONTROL_FILE {
+            return self.target.join(CONTROL_FILE_PENDING);
+        }
+        self.target.join(path)
+    }
+
+    fn is_tablespace_link(&self, path: &str) -> Option<u32> {
+        path.strip_prefix("pg_tblspc/").and_then(|oid| oid.parse::<u32>().ok()).filter(|oid| self.spaces.contains_key(oid))
+    }
+}
+
+fn dir_is_empty(path: &Path) -> Result<bool> {
+    match fs::read_dir(path) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(Error::io("list", path, e)),
+    }
+}
+
+/// Rebuilds `options.target_dir` from `manifest`, all but the control file (see the module docs).
+pub async fn restore(
+    repository: &Repository,
+    manifest: &BackupManifest,
+    options: &RestoreOptions,
+    progress: Arc<RestoreProgress>,
+    cancel: &CancellationToken,
+) -> Result<RestoreSummary> {
+    let target = &options.target_dir;
+    if !target.is_absolute() {
+        return Err(invalid(format!("the target directory {} must be an absolute path", target.display())));
+    }
+    if target.join("postmaster.pid").exists() {
+        return Err(invalid(format!(
+            "{} holds postmaster.pid: a server may be running on it; stop it before restoring over it",
+            target.display()
+        )));
+    }
+    let mut spaces = HashMap::new();
+    for space in &manifest.tablespaces {
+        let location = options.tablespace_map.get(&space.oid).cloned().unwrap_or_else(|| PathBuf::from(&space.location));
+        if location.to_str().is_none_or(|l| l.contains(['\n', '\r'])) {
+            return Err(invalid(format!("tablespace location {} cannot be written to tablespace_map", location.display())));
+        }
+        spaces.insert(space.oid, location);
+    }
+    for oid in options.tablespace_map.keys() {
+        if !spaces.contains_key(oid) {
+            return Err(invalid(format!("--tablespace-map names OID {oid}, which backup {} does not hold", manifest.id)));
+        }
+    }
+    if !options.delta {
+        for dir in std::iter::once(target).chain(spaces.values()) {
+            if !dir_is_empty(dir)? {
+                return Err(invalid(format!(
+                    "{} is not empty; restore into an empty directory, or pass --delta to reuse what is there",
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let layout = Layout { target: target.clone(), spaces };
+
+    // 1. Every pack must be there before anything is written.
+    check_packs_present(repository, manifest).await?;
+    let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
+    crate::disk::check_room(target, if options.delta { 0 } else { total })?;
+    progress.bytes_total.store(total, Ordering::Relaxed);
+
+    // 2-3. Layout, delta comparison, then the chunks still needed, grouped by pack.
+    let (needed, mut summary) = {
+        let manifest = manifest.clone();
+        let delta = options.delta;
+        let progress = progress.clone();
+        let layout_target = layout.target.clone();
+        let spaces = layout.spaces.clone();
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || {
+            let layout = Layout { target: layout_target, spaces };
+            prepare(&layout, &manifest, delta, &progress, &cancel)
+        })
+        .await
+        .map_err(|e| invalid(format!("the restore's file thread failed: {e}")))??
+    };
+    progress.packs_total.store(needed.len() as u64, Ordering::Relaxed);
+    let layout = Arc::new(layout);
+    let paths: Arc<Vec<String>> = Arc::new(manifest.files.iter().map(|f| f.path.clone()).collect());
+    let mut fetches = futures::stream::iter(needed.into_iter().map(|(pack, chunks)| {
+        let layout = layout.clone();
+        let paths = paths.clone();
+        let progress = progress.clone();
+        let pack_ref = manifest.packs[pack as usize].clone();
+        async move {
+            let path = pack_path(&pack_ref.id);
+            let bytes = repository.get_bytes(&path).await?;
+            let key = repository.key(&path);
+            tokio::task::spawn_blocking(move || write_pack(&layout, &key, &pack_ref, &paths, bytes, chunks, &progress))
+                .await
+                .map_err(|e| invalid(format!("a restore writer thread failed: {e}")))?
+        }
+    }))
+    .buffer_unordered(options.parallel.max(1));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(Error::Cancelled),
+            next = fetches.try_next() => match next? {
+                Some(written) => {
+                    summary.bytes_fetched += written;
+                    summary.packs_fetched += 1;
+                }
+                None => break,
+            }
+        }
+    }
+    drop(fetches);
+
+    // Durable, with the recorded modes and times, then the label files.
+    let manifest_owned = manifest.clone();
+    let layout_for_sync = layout.clone();
+    tokio::task::spawn_blocking(move || finish_files(&layout_for_sync, &manifest_owned))
+        .await
+        .map_err(|e| invalid(format!("the restore's file thread failed: {e}")))??;
+    summary.files = manifest.files.iter().filter(|f| f.kind == FileKind::File).count() as u64;
+    summary.bytes = total;
+    Ok(summary)
+}
+
+async fn check_packs_present(repository: &Repository, manifest: &BackupManifest) -> Result<()> {
+    let missing: Vec<String> = futures::stream::iter(manifest.packs.iter().map(|pack| async move {
+        let key = repository.key(&pack_path(&pack.id));
+        match repository.store().head(&key).await? {
+            Some(_) => Ok::<_, Error>(None),
+            None => Ok(Some(key)),
+        }
+    }))
+    .buffer_unordered(8)
+    .try_filter_map(|missing| async move { Ok(missing) })
+    .try_collect()
+    .await?;
+    if let Some(first) = missing.first() {
+        return Err(Error::Corrupt {
+            key: repository.key(&super::manifest_path(&manifest.id)),
+            reason: format!(
+                "backup {} is incomplete: {} of its {} packs are missing from {} (first: {first}); nothing was restored",
+                manifest.id,
+                missing.len(),
+                manifest.packs.len(),
+                repository.store().describe()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Where one chunk's bytes go: (file index in the manifest, offset in the file).
+type Destinations = Vec<(usize, u64)>;
+/// Per pack: (offset in pack, length, sha256, destinations).
+type PackPlan = Vec<(u64, u32, String, Destinations)>;
+
+fn prepare(
+    layout: &Layout,
+    manifest: &BackupManifest,
+    delta: bool,
+    progress: &RestoreProgress,
+    cancel: &CancellationToken,
+) -> Result<(std::collections::BTreeMap<u32, PackPlan>, RestoreSummary)> {
+    let mut summary = RestoreSummary::default();
+    if delta {
+        for pending in [layout.target.join(CONTROL_FILE), layout.target.join(CONTROL_FILE_PENDING)] {
+            match fs::remove_file(&pending) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("remove", &pending, e)),
+            }
+        }
+        summary.removed = remove_extras(layout, manifest)?;
+    }
+    // Directories and tablespace links first.
+    for entry in manifest.files.iter().filter(|f| f.kind == FileKind::Dir) {
+        if let Some(oid) = layout.is_tablespace_link(&entry.path) {
+            let location = &layout.spaces[&oid];
+            fs::create_dir_all(location).map_err(|e| Error::io("create", location, e))?;
+            let link = layout.target.join(&entry.path);
+            if let Some(parent) = link.parent() {
+                fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+            }
+            match fs::read_link(&link) {
+                Ok(existing) if existing == *location => {}
+                _ => {
+                    let _ = fs::remove_file(&link);
+                    std::os::unix::fs::symlink(location, &link).map_err(|e| Error::io("link", &link, e))?;
+                }
+            }
+            continue;
+        }
+        let dir = layout.resolve(&entry.path);
+        fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+    }
+    let mut plan: std::collections::BTreeMap<u32, PackPlan> = Default::default();
+    let mut slots: HashMap<(u32, u64), usize> = HashMap::new();
+    let mut buffer = Vec::new();
+    for (index, entry) in manifest.files.iter().enumerate().filter(|(_, f)| f.kind == FileKind::File) {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let path = layout.resolve(&entry.path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        let mut existing = if delta { fs::File::open(&path).ok() } else { None };
+        let file = fs::OpenOptions::new().create(true).write(true).truncate(!delta).open(&path).map_err(|e| Error::io("create", &path, e))?;
+        file.set_len(entry.size).map_err(|e| Error::io("resize", &path, e))?;
+        let mut offset = 0u64;
+        for chunk in &entry.chunks {
+            let kept = match existing.as_mut() {
+                Some(current) => {
+                    buffer.resize(chunk.len as usize, 0);
+                    current.read_exact(&mut buffer).is_ok() && hex::encode(Sha256::digest(&buffer)) == chunk.sha256
+                }
+                None => false,
+            };
+            if kept {
+                summary.bytes_kept += chunk.len as u64;
+                progress.bytes_done.fetch_add(chunk.len as u64, Ordering::Relaxed);
+            } else {
+                let pack = plan.entry(chunk.pack).or_default();
+                let slot = *slots.entry((chunk.pack, chunk.offset)).or_insert_with(|| {
+                    pack.push((chunk.offset, chunk.len, chunk.sha256.clone(), Vec::new()));
+                    pack.len() - 1
+                });
+                pack[slot].3.push((index, offset));
+            }
+            offset += chunk.len as u64;
+        }
+    }
+    Ok((plan, summary))
+}
+
+/// Removes what the backup does not hold from the target and the tablespace locations.
+fn remove_extras(layout: &Layout, manifest: &BackupManifest) -> Result<u64> {
+    let wanted: HashSet<PathBuf> = manifest
+        .files
+        .iter()
+        .map(|f| if layout.is_tablespace_link(&f.path).is_some() { layout.target.join(&f.path) } else { layout.resolve(&f.path) })
+        .chain(std::iter::once(layout.target.join(CONTROL_FILE_PENDING)))
+        .collect();
+    let mut removed = 0;
+    let roots: Vec<PathBuf> = std::iter::once(layout.target.clone()).chain(layout.spaces.values().cloned()).collect();
+    for root in roots {
+        let mut stack = vec![root];
+        while let Some(dir) = stack.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", &dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io("list", &dir, e))?;
+                let path = entry.path();
+                let kind = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
+                if wanted.contains(&path) {
+                    if kind.is_dir() {
+                        stack.push(path);
+                    }
+                    continue;
+                }
+                let result = if kind.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+                result.map_err(|e| Error::io("remove", &path, e))?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Checks a downloaded pack and every chunk in it, then writes each chunk where it belongs.
+fn write_pack(
+    layout: &Layout,
+    key: &str,
+    pack: &super::PackRef,
+    paths: &[String],
+    bytes: Vec<u8>,
+    chunks: PackPlan,
+    progress: &RestoreProgress,
+) -> Result<u64> {
+    let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
+    if bytes.len() as u64 != pack.len || hex::encode(Sha256::digest(&bytes)) != pack.id {
+        return Err(corrupt("its contents are not the pack the manifest names; nothing from it was written".into()));
+    }
+    let mut written = 0u64;
+    let mut open: HashMap<usize, fs::File> = HashMap::new();
+    for (offset, len, sha256, destinations) in chunks {
+        let data = bytes
+            .get(offset as usize..offset as usize + len as usize)
+            .ok_or_else(|| corrupt(format!("chunk {sha256} lies outside the pack")))?;
+        if hex::encode(Sha256::digest(data)) != sha256 {
+            return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
+        }
+        for (file_index, file_offset) in destinations {
+            let file = match open.entry(file_index) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let path = layout.resolve(&paths[file_index]);
+                    v.insert(fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?)
+                }
+            };
+            file.write_all_at(data, file_offset).map_err(|e| Error::io("write", layout.target.clone(), e))?;
+            written += len as u64;
+            progress.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
+            progress.bytes_fetched.fetch_add(len as u64, Ordering::Relaxed);
+        }
+    }
+    progress.packs_done.fetch_add(1, Ordering::Relaxed);
+    Ok(written)
+}
+
+fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
+    let mut dirs = Vec::new();
+    for entry in &manifest.files {
+        if layout.is_tablespace_link(&entry.path).is_some() {
+            continue;
+        }
+        let path = layout.resolve(&entry.path);
+        set_attributes(&path, entry)?;
+        if entry.kind == FileKind::File {
+            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &path, e))?;
+        } else {
+            dirs.push(path);
+        }
+    }
+    let label = &manifest.backup_label;
+    if !label.starts_with("START WAL LOCATION: ") {
+        return Err(invalid(format!("backup {}'s backup_label does not look like one", manifest.id)));
+    }
+    crate::store::file::write_file_atomically(&layout.target.join("backup_label"), label.as_bytes())?;
+    let map_path = layout.target.join("tablespace_map");
+    if layout.spaces.is_empty() {
+        let _ = fs::remove_file(&map_path);
+    } else {
+        let mut spaces: Vec<_> = layout.spaces.iter().collect();
+        spaces.sort();
+        let map: String = spaces.iter().map(|(oid, location)| format!("{oid} {}\n", location.display())).collect();
+        crate::store::file::write_file_atomically(&map_path, map.as_bytes())?;
+    }
+    dirs.push(layout.target.clone());
+    for dir in dirs {
+        fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", &dir, e))?;
+    }
+    Ok(())
+}
+
+fn set_attributes(path: &Path, entry: &FileEntry) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777)).map_err(|e| Error::io("chmod", path, e))?;
+    if entry.kind == FileKind::File {
+        let mtime = UNIX_EPOCH + Duration::new(entry.mtime_s.max(0) as u64, entry.mtime_ns);
+        let file = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path, e))?;
+        file.set_times(fs::FileTimes::new().set_modified(mtime)).map_err(|e| Error::io("set times of", path, e))?;
+    }
+    Ok(())
+}
+
+/// The last step of a restore: puts the control file in place, after the caller wrote the recovery
+/// settings. Until then PostgreSQL cannot start the directory.
+pub fn publish_control_file(target: &Path) -> Result<()> {
+    let pending = target.join(CONTROL_FILE_PENDING);
+    let control = target.join(CONTROL_FILE);
+    fs::File::open(&pending).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &pending, e))?;
+    fs::rename(&pending, &control).map_err(|e| Error::io("rename", &pending, e))?;
+    let global = target.join("global");
+    fs::File::open(&global).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", &global, e))
+}

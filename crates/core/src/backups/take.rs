@@ -1,0 +1,647 @@
+//! Taking a base backup: walk the data directory and tablespaces, split files into chunks, store
+//! the chunks no earlier backup holds in packs, and describe every file. PostgreSQL's side (start,
+//! stop, waiting for WAL) is the caller's; this is the per-file work.
+//!
+//! What is skipped follows PostgreSQL's documentation for low-level backups and `basebackup.c`:
+//! the contents of pg_wal, pg_replslot, pg_dynshmem, pg_notify, pg_serial, pg_snapshots,
+//! pg_stat_tmp and pg_subtrans (the directories themselves are kept); postmaster.pid/.opts,
+//! backup_label, tablespace_map, backup_manifest, recovery/standby signals, pg_internal.init,
+//! pgsql_tmp files and directories, temporary relations (`t<backend>_<node>`), and every fork of
+//! an unlogged relation except its init fork.
+//!
+//! Unchanged files: in an incremental backup a file whose size, mtime and inode equal what the
+//! previous backup recorded reuses that chunk list without being read, when (a) its mtime was at
+//! least [`MTIME_MARGIN`] older than the moment the previous backup read it (a write in the same
+//! clock tick as the read could otherwise leave the mtime unchanged), and (b) its bytes were read
+//! less than `reread_after` ago (default 7 days): the periodic full read that catches a file
+//! changed behind an unchanged mtime.
+//!
+//! Memory is bounded by the pipeline: one pack being filled, `parallel` packs uploading and one
+//! queued, whatever the size of a file or of the cluster.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::manifest::{BackupStats, ChunkRef, FileEntry, FileKind, PackRef, Tablespace};
+use super::{pack_path, unix_seconds, BackupManifest, CHUNK_SIZE, PACK_TARGET};
+use crate::error::{Error, Result};
+use crate::repository::{ObjectClass, Repository};
+use crate::store::WriteMode;
+
+/// See the module documentation.
+pub const MTIME_MARGIN: Duration = Duration::from_secs(2);
+pub const DEFAULT_REREAD_AFTER: Duration = Duration::from_secs(7 * 86_400);
+/// The key the extension signs snapshot manifests with: stored only in encrypted backups.
+pub const MANIFEST_KEY_FILE: &str = "backstop_manifest.key";
+
+const EXCLUDED_CONTENTS: &[&str] = &[
+    "pg_wal",
+    "pg_xlog",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_replslot",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+];
+const EXCLUDED_FILES: &[&str] = &[
+    "postmaster.pid",
+    "postmaster.opts",
+    "backup_label",
+    "backup_label.old",
+    "tablespace_map",
+    "backup_manifest",
+    "postgresql.auto.conf.tmp",
+    "current_logfiles.tmp",
+    "recovery.signal",
+    "standby.signal",
+    "recovery.conf",
+];
+
+pub struct TakeOptions {
+    pub data_dir: PathBuf,
+    /// Full reads every file; incremental reuses unchanged files of `previous`.
+    pub kind: super::BackupKind,
+    pub previous: Option<BackupManifest>,
+    pub reread_after: Duration,
+    /// Only when the repository encrypts: the key must never be stored readable.
+    pub include_manifest_key: bool,
+    /// Packs uploading at once.
+    pub parallel: usize,
+}
+
+/// Live counters, read by whoever reports progress while the backup runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub files_total: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub files_done: AtomicU64,
+    /// Bytes of files done, read or reused.
+    pub bytes_done: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_new: AtomicU64,
+    pub bytes_stored: AtomicU64,
+    pub packs_new: AtomicU64,
+}
+
+impl Progress {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// What the file copy produced: everything of the manifest that is not PostgreSQL's.
+#[derive(Debug)]
+pub struct Taken {
+    pub files: Vec<FileEntry>,
+    pub packs: Vec<PackRef>,
+    pub tablespaces: Vec<Tablespace>,
+    pub stats: BackupStats,
+}
+
+/// One directory entry found by the walk.
+struct Found {
+    path: String,
+    abs: PathBuf,
+    kind: FileKind,
+    meta: fs::Metadata,
+}
+
+fn skip_file(name: &str) -> bool {
+    EXCLUDED_FILES.contains(&name) || name.starts_with("pg_internal.init") || name.starts_with("pgsql_tmp")
+}
+
+/// `t<digits>_<digits>` with an optional fork or segment suffix: a temporary relation.
+fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else { return false };
+    let Some((backend, node)) = rest.split_once('_') else { return false };
+    let node = node.split(['.', '_']).next().unwrap_or("");
+    !backend.is_empty() && backend.bytes().all(|b| b.is_ascii_digit()) && !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The relfilenode a relation file belongs to, and whether it is the init fork.
+fn relation_of(name: &str) -> Option<(&str, bool)> {
+    let base = name.split('.').next()?;
+    let (node, fork) = match base.split_once('_') {
+        Some((node, fork)) => (node, Some(fork)),
+        None => (base, None),
+    };
+    (!node.is_empty() && node.bytes().all(|b| b.is_ascii_digit())).then_some((node, fork == Some("init")))
+}
+
+/// Database directories hold relation files: base/<oid> and pg_tblspc/<oid>/<version>/<oid>.
+fn is_database_dir(path: &str) -> bool {
+    let parts: Vec<&str> = path.split('/').collect();
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    matches!(parts.as_slice(), ["base", db] if numeric(db))
+        || matches!(parts.as_slice(), ["pg_tblspc", ts, _, db] if numeric(ts) && numeric(db))
+}
+
+fn walk(options: &TakeOptions, tablespaces: &mut Vec<Tablespace>) -> Result<Vec<Found>> {
+    let mut found = Vec::new();
+    walk_dir(options, &options.data_dir, "", tablespaces, &mut found)?;
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(found)
+}
+
+fn walk_dir(
+    options: &TakeOptions,
+    abs: &Path,
+    rel: &str,
+    tablespaces: &mut Vec<Tablespace>,
+    found: &mut Vec<Found>,
+) -> Result<()> {
+    let entries = match fs::read_dir(abs) {
+        Ok(entries) => entries,
+        // A directory removed while we walk (a dropped database): PostgreSQL replays that.
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !rel.is_empty() => return Ok(()),
+        Err(e) => return Err(Error::io("list", abs, e)),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", abs, e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            return Err(Error::InvalidInput(format!(
+                "{} holds a file whose name is not UTF-8; backstop cannot record it",
+                abs.display()
+            )));
+        };
+        names.push(name);
+    }
+    names.sort();
+    let in_database = is_database_dir(rel);
+    let unlogged: std::collections::HashSet<String> = if in_database {
+        names.iter().filter_map(|n| relation_of(n).filter(|(_, init)| *init).map(|(node, _)| node.to_string())).collect()
+    } else {
+        Default::default()
+    };
+    for name in names {
+        let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+        let child = abs.join(&name);
+        if rel.is_empty() && name == MANIFEST_KEY_FILE && !options.include_manifest_key {
+            continue;
+        }
+        if skip_file(&name) {
+            continue;
+        }
+        if in_database {
+            if is_temp_relation(&name) {
+                continue;
+            }
+            if let Some((node, init)) = relation_of(&name) {
+                if !init && unlogged.contains(node) {
+                    continue;
+                }
+            }
+        }
+        let link = match fs::symlink_metadata(&child) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", &child, e)),
+        };
+        if rel == "pg_tblspc" && link.file_type().is_symlink() {
+            let oid: u32 = name.parse().map_err(|_| {
+                Error::InvalidInput(format!("{} is a symlink in pg_tblspc whose name is not an OID", child.display()))
+            })?;
+            let target = fs::read_link(&child).map_err(|e| Error::io("read link", &child, e))?;
+            let location = target.to_str().filter(|t| t.starts_with('/')).ok_or_else(|| {
+                Error::InvalidInput(format!("tablespace link {} does not point to an absolute UTF-8 path", child.display()))
+            })?;
+            tablespaces.push(Tablespace { oid, location: location.to_string() });
+        }
+        // Follow links (pg_wal elsewhere, tablespaces): what matters is what they hold.
+        let meta = match fs::metadata(&child) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("stat", &child, e)),
+        };
+        if meta.is_dir() {
+            found.push(Found { path: path.clone(), abs: child.clone(), kind: FileKind::Dir, meta });
+            let excluded = (rel.is_empty() && EXCLUDED_CONTENTS.contains(&name.as_str())) || name.starts_with("pgsql_tmp");
+            if !excluded {
+                walk_dir(options, &child, &path, tablespaces, found)?;
+            } else if name == "pg_wal" {
+                // PostgreSQL recreates it, but an empty archive_status is what a restore expects.
+                if let Ok(meta) = fs::metadata(child.join("archive_status")) {
+                    found.push(Found {
+                        path: format!("{path}/archive_status"),
+                        abs: child.join("archive_status"),
+                        kind: FileKind::Dir,
+                        meta,
+                    });
+                }
+            }
+        } else if meta.is_file() {
+            found.push(Found { path, abs: child, kind: FileKind::File, meta });
+        }
+    }
+    Ok(())
+}
+
+fn mtime(meta: &fs::Metadata) -> (i64, u32) {
+    (meta.mtime(), meta.mtime_nsec().clamp(0, 999_999_999) as u32)
+}
+
+/// May `previous`'s record of a file stand for the file as it is now, without reading it?
+fn reusable(previous: &FileEntry, meta: &fs::Metadata, now: SystemTime, reread_after: Duration) -> bool {
+    let (mtime_s, mtime_ns) = mtime(meta);
+    let mtime_secs = mtime_s as f64 + mtime_ns as f64 / 1e9;
+    previous.kind == FileKind::File
+        && previous.size == meta.len()
+        && previous.mtime_s == mtime_s
+        && previous.mtime_ns == mtime_ns
+        && previous.inode == meta.ino()
+        && mtime_secs + MTIME_MARGIN.as_secs_f64() <= previous.read_at
+        && unix_seconds(now) - previous.read_at < reread_after.as_secs_f64()
+}
+
+/// A pack being filled; its index in the backup's pack table is fixed when it is started.
+struct OpenPack {
+    index: u32,
+    bytes: Vec<u8>,
+}
+
+struct SealedPack {
+    index: u32,
+    id: String,
+    bytes: Vec<u8>,
+}
+
+/// Chunk table: SHA-256 -> (pack index in this backup's table, offset, length).
+type ChunkIndex = HashMap<[u8; 32], (u32, u64, u32)>;
+
+struct Packer {
+    packs: Vec<Option<PackRef>>,
+    /// Previous backup's pack index -> index here, for packs this backup reuses.
+    adopted: HashMap<u32, u32>,
+    previous_packs: Vec<PackRef>,
+    known: ChunkIndex,
+    previous_known: ChunkIndex,
+    open: Option<OpenPack>,
+}
+
+impl Packer {
+    fn new(previous: Option<&BackupManifest>) -> Self {
+        let mut previous_known = ChunkIndex::new();
+        if let Some(previous) = previous {
+            for file in &previous.files {
+                for chunk in &file.chunks {
+                    if let Ok(hash) = hex::decode(&chunk.sha256) {
+                        if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+                            previous_known.insert(hash, (chunk.pack, chunk.offset, chunk.len));
+                        }
+                    }
+                }
+            }
+        }
+        Packer {
+            packs: Vec::new(),
+            adopted: HashMap::new(),
+            previous_packs: previous.map(|p| p.packs.clone()).unwrap_or_default(),
+            known: ChunkIndex::new(),
+            previous_known,
+            open: None,
+        }
+    }
+
+    fn adopt(&mut self, previous_index: u32) -> u32 {
+        if let Some(&index) = self.adopted.get(&previous_index) {
+            return index;
+        }
+        let index = self.packs.len() as u32;
+        self.packs.push(Some(self.previous_packs[previous_index as usize].clone()));
+        self.adopted.insert(previous_index, index);
+        index
+    }
+
+    /// Places a chunk: an existing copy if any backup here or before holds it, else the open pack.
+    /// Returns the reference and whether the bytes are new.
+    fn place(&mut self, hash: [u8; 32], data: &[u8]) -> (ChunkRef, bool) {
+        let sha256 = hex::encode(hash);
+        if let Some(&(pack, offset, len)) = self.known.get(&hash) {
+            return (ChunkRef { sha256, pack, offset, len }, false);
+        }
+        if let Some(&(previous_pack, offset, len)) = self.previous_known.get(&hash) {
+            let pack = self.adopt(previous_pack);
+            self.known.insert(hash, (pack, offset, len));
+            return (ChunkRef { sha256, pack, offset, len }, false);
+        }
+        if self.open.is_none() {
+            let index = self.packs.len() as u32;
+            self.packs.push(None);
+            self.open = Some(OpenPack { index, bytes: Vec::with_capacity(PACK_TARGET + CHUNK_SIZE) });
+        }
+        let open = self.open.as_mut().expect("opened above");
+        let offset = open.bytes.len() as u64;
+        open.bytes.extend_from_slice(data);
+        let reference = (open.index, offset, data.len() as u32);
+        self.known.insert(hash, reference);
+        (ChunkRef { sha256, pack: reference.0, offset, len: reference.2 }, true)
+    }
+
+    /// The open pack, sealed, once it is full (or at the end, whatever its size).
+    fn take_full(&mut self, force: bool) -> Option<SealedPack> {
+        let full = self.open.as_ref().is_some_and(|p| p.bytes.len() >= PACK_TARGET || (force && !p.bytes.is_empty()));
+        if !full {
+            return None;
+        }
+        let open = self.open.take().expect("checked");
+        let id = hex::encode(Sha256::digest(&open.bytes));
+        self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64 });
+        Some(SealedPack { index: open.index, id, bytes: open.bytes })
+    }
+}
+
+/// Reads every file and stores what is new. Runs the reading on a blocking thread of `handle`'s
+/// runtime and the uploads on the runtime; `cancel` stops both (nothing is published: the
+/// manifest is the caller's to write).
+pub async fn copy_files(
+    repository: &Repository,
+    options: TakeOptions,
+    progress: Arc<Progress>,
+    cancel: &CancellationToken,
+) -> Result<Taken> {
+    let parallel = options.parallel.max(1);
+    let (sender, receiver) = mpsc::channel::<SealedPack>(1);
+    let reader_cancel = cancel.child_token();
+    let reader_progress = progress.clone();
+    let reader = tokio::task::spawn_blocking({
+        let reader_cancel = reader_cancel.clone();
+        move || read_all(options, reader_progress, sender, &reader_cancel)
+    });
+    let uploads = mpsc_stream(receiver)
+        .map(|pack| {
+            let progress = progress.clone();
+            async move {
+                let stored = repository
+                    .put_bytes(&pack_path(&pack.id), pack.bytes.into(), ObjectClass::Data, WriteMode::CreateNew)
+                    .await?;
+                progress.bytes_stored.fetch_add(stored.trailer().object_len(), Ordering::Relaxed);
+                progress.packs_new.fetch_add(1, Ordering::Relaxed);
+                Ok::<u32, Error>(pack.index)
+            }
+        })
+        .buffer_unordered(parallel);
+    let mut uploads = std::pin::pin!(uploads);
+    let mut upload_error = None;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => {
+                reader_cancel.cancel();
+                upload_error.get_or_insert(Error::Cancelled);
+                break;
+            }
+            next = uploads.next() => match next {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    reader_cancel.cancel();
+                    upload_error = Some(e);
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    drop(uploads);
+    let read = reader.await.map_err(|e| Error::InvalidInput(format!("the backup's reader thread failed: {e}")))?;
+    if let Some(error) = upload_error {
+        return Err(error);
+    }
+    let (files, packs, tablespaces, mut stats) = read?;
+    stats.bytes_stored = Progress::get(&progress.bytes_stored);
+    stats.packs_new = Progress::get(&progress.packs_new);
+    stats.requests = stats.packs_new;
+    Ok(Taken { files, packs, tablespaces, stats })
+}
+
+fn mpsc_stream<T: Send + 'static>(mut receiver: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+type ReadResult = (Vec<FileEntry>, Vec<PackRef>, Vec<Tablespace>, BackupStats);
+
+fn read_all(
+    options: TakeOptions,
+    progress: Arc<Progress>,
+    sender: mpsc::Sender<SealedPack>,
+    cancel: &CancellationToken,
+) -> Result<ReadResult> {
+    let mut tablespaces = Vec::new();
+    let found = walk(&options, &mut tablespaces)?;
+    progress.files_total.store(found.iter().filter(|f| f.kind == FileKind::File).count() as u64, Ordering::Relaxed);
+    progress.bytes_total.store(found.iter().map(|f| if f.kind == FileKind::File { f.meta.len() } else { 0 }).sum(), Ordering::Relaxed);
+    let incremental = options.kind == super::BackupKind::Incremental;
+    let previous_files: HashMap<&str, &FileEntry> = match (&options.previous, incremental) {
+        (Some(previous), true) => previous.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+        _ => HashMap::new(),
+    };
+    let mut packer = Packer::new(options.previous.as_ref());
+    let mut stats = BackupStats::default();
+    let mut files = Vec::with_capacity(found.len());
+    let mut buffer = vec![0u8; CHUNK_SIZE];
+    let send = |sealed: SealedPack| -> Result<()> {
+        sender.blocking_send(sealed).map_err(|_| Error::Cancelled)
+    };
+    for entry in found {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let (mtime_s, mtime_ns) = mtime(&entry.meta);
+        let now = SystemTime::now();
+        let mut record = FileEntry {
+            path: entry.path.clone(),
+            kind: entry.kind,
+            mode: entry.meta.mode() & 0o7777,
+            size: 0,
+            mtime_s,
+            mtime_ns,
+            inode: entry.meta.ino(),
+            read_at: unix_seconds(now),
+            chunks: Vec::new(),
+        };
+        if entry.kind == FileKind::Dir {
+            files.push(record);
+            continue;
+        }
+        if let Some(previous) = previous_files.get(entry.path.as_str()).filter(|p| reusable(p, &entry.meta, now, options.reread_after)) {
+            record.size = previous.size;
+            record.read_at = previous.read_at;
+            for chunk in &previous.chunks {
+                let hash: [u8; 32] = hex::decode(&chunk.sha256).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| {
+                    Error::InvalidInput(format!("the previous backup's record of {} is damaged", entry.path))
+                })?;
+                let (pack, offset, len) = match packer.known.get(&hash) {
+                    Some(&known) => known,
+                    None => {
+                        let known = (packer.adopt(chunk.pack), chunk.offset, chunk.len);
+                        packer.known.insert(hash, known);
+                        known
+                    }
+                };
+                record.chunks.push(ChunkRef { sha256: chunk.sha256.clone(), pack, offset, len });
+            }
+            stats.files_reused += 1;
+            progress.files_done.fetch_add(1, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(record.size, Ordering::Relaxed);
+            stats.files += 1;
+            stats.bytes += record.size;
+            files.push(record);
+            continue;
+        }
+        let mut file = match fs::File::open(&entry.abs) {
+            Ok(file) => file,
+            // Removed since the walk (a dropped relation): WAL replay removes it too.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io("open", &entry.abs, e)),
+        };
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let n = read_full(&mut file, &mut buffer).map_err(|e| Error::io("read", &entry.abs, e))?;
+            if n == 0 {
+                break;
+            }
+            let data = &buffer[..n];
+            let hash: [u8; 32] = Sha256::digest(data).into();
+            let (chunk, new) = packer.place(hash, data);
+            if new {
+                stats.bytes_new += n as u64;
+                progress.bytes_new.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            record.chunks.push(chunk);
+            record.size += n as u64;
+            stats.bytes_read += n as u64;
+            progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+            progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(sealed) = packer.take_full(false) {
+                send(sealed)?;
+            }
+            if n < buffer.len() {
+                break;
+            }
+        }
+        progress.files_done.fetch_add(1, Ordering::Relaxed);
+        stats.files += 1;
+        stats.bytes += record.size;
+        files.push(record);
+    }
+    if let Some(sealed) = packer.take_full(true) {
+        send(sealed)?;
+    }
+    drop(sender);
+    let packs = packer
+        .packs
+        .into_iter()
+        .map(|p| p.ok_or_else(|| Error::InvalidInput("a pack was never sealed".into())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((files, packs, tablespaces, stats))
+}
+
+/// Fills `buffer` unless the file ends first; returns the bytes read.
+fn read_full(file: &mut fs::File, buffer: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match file.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relation_file_names_are_classified() {
+        assert!(is_temp_relation("t3_16384"));
+        assert!(is_temp_relation("t3_16384_fsm"));
+        assert!(is_temp_relation("t12_16384.1"));
+        assert!(!is_temp_relation("16384"));
+        assert!(!is_temp_relation("tablespace"));
+        assert_eq!(relation_of("16384_init"), Some(("16384", true)));
+        assert_eq!(relation_of("16384.2"), Some(("16384", false)));
+        assert_eq!(relation_of("16384_vm"), Some(("16384", false)));
+        assert_eq!(relation_of("PG_VERSION"), None);
+        assert!(is_database_dir("base/5"));
+        assert!(is_database_dir("pg_tblspc/16390/PG_15_202209061/5"));
+        assert!(!is_database_dir("global"));
+        assert!(!is_database_dir("base"));
+    }
+}
+
+/// What PostgreSQL said about the backup (pg_backup_start / pg_backup_stop), with who took it.
+#[derive(Debug, Clone)]
+pub struct BackupFacts {
+    pub id: super::BackupId,
+    pub cluster: String,
+    pub system_identifier: u64,
+    pub pg_version_num: u32,
+    pub wal_segment_size: u32,
+    pub timeline: u32,
+    pub start_lsn: super::Lsn,
+    pub stop_lsn: super::Lsn,
+    pub start_time: SystemTime,
+    pub stop_time: SystemTime,
+    pub previous: Option<super::BackupId>,
+    pub backup_label: String,
+}
+
+impl Taken {
+    pub fn into_manifest(self, facts: BackupFacts) -> BackupManifest {
+        let mut stats = self.stats;
+        stats.requests += 1; // the manifest
+        BackupManifest {
+            format_version: super::manifest::MANIFEST_FORMAT_VERSION,
+            kind: facts.id.kind(),
+            id: facts.id,
+            cluster: facts.cluster,
+            system_identifier: facts.system_identifier.to_string(),
+            pg_version_num: facts.pg_version_num,
+            wal_segment_size: facts.wal_segment_size,
+            timeline: facts.timeline,
+            start_lsn: facts.start_lsn,
+            stop_lsn: facts.stop_lsn,
+            start_time: unix_seconds(facts.start_time),
+            stop_time: unix_seconds(facts.stop_time),
+            previous: facts.previous,
+            backup_label: facts.backup_label,
+            tablespaces: self.tablespaces,
+            packs: self.packs,
+            files: self.files,
+            stats,
+        }
+    }
+}
+
+/// Reads a `backup_label`'s timeline and start position ("START WAL LOCATION: 0/2000028 (file
+/// 000000010000000000000002)", "START TIMELINE: 1").
+pub fn parse_label(label: &str) -> Result<(super::Lsn, u32)> {
+    let bad = || Error::InvalidInput("pg_backup_stop returned a backup_label backstop cannot read".into());
+    let mut lsn = None;
+    let mut timeline = None;
+    for line in label.lines() {
+        if let Some(rest) = line.strip_prefix("START WAL LOCATION: ") {
+            lsn = Some(super::Lsn::parse(rest.split_whitespace().next().ok_or_else(bad)?)?);
+        } else if let Some(rest) = line.strip_prefix("START TIMELINE: ") {
+            timeline = Some(rest.trim().parse::<u32>().map_err(|_| bad())?);
+        }
+    }
+    Ok((lsn.ok_or_else(bad)?, timeline.ok_or_else(bad)?))
+}

@@ -1,0 +1,351 @@
+//! What the repository can restore: the one listing of backups (SQL `backstop.backups()` and CLI
+//! `backstop backups list`), the deep verify (`backstop verify`), and the recovery window.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{manifest, pack_path, BackupId, BackupManifest, Lsn};
+use crate::error::{Error, Result};
+use crate::repository::Repository;
+use crate::wal::{self, WalFileKind, WalFileName};
+
+/// One backup as the listing shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupStatus {
+    pub id: BackupId,
+    /// None when the manifest itself could not be read.
+    #[serde(skip)]
+    pub manifest: Option<BackupManifest>,
+    /// "verified" when the manifest checks out and every pack it needs is stored with its size;
+    /// otherwise what is wrong.
+    pub state: String,
+    pub problem: Option<String>,
+}
+
+impl BackupStatus {
+    pub fn verified(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// Every committed backup, oldest first, each checked cheaply: manifest verified and validated,
+/// every pack present with the stored size its trailer implies (one streamed listing of packs/).
+pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> {
+    let ids = manifest::list_ids(repository).await?;
+    let packs_prefix = repository.key(&format!("{}/", super::PACKS_DIR));
+    let mut stored: HashSet<String> = HashSet::new();
+    if !ids.is_empty() {
+        for object in repository.store().list(&packs_prefix).await? {
+            if let Some(id) = object.key.rsplit('/').next() {
+                stored.insert(id.to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        match manifest::read(repository, &id).await {
+            Ok(m) => {
+                let missing: Vec<&str> = m.packs.iter().filter(|p| !stored.contains(&p.id)).map(|p| p.id.as_str()).collect();
+                let problem = (!missing.is_empty()).then(|| {
+                    format!("{} of its {} packs are missing (first: {})", missing.len(), m.packs.len(), pack_path(missing[0]))
+                });
+                out.push(BackupStatus {
+                    id,
+                    state: if problem.is_some() { "incomplete".into() } else { "verified".into() },
+                    problem,
+                    manifest: Some(m),
+                });
+            }
+            Err(e) => out.push(BackupStatus { id, manifest: None, state: "unreadable".into(), problem: Some(e.to_string()) }),
+        }
+    }
+    Ok(out)
+}
+
+/// An archived WAL file and when it was stored.
+#[derive(Debug, Clone)]
+pub struct ArchivedWal {
+    pub name: WalFileName,
+    pub modified: Option<SystemTime>,
+}
+
+pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
+    let prefix = repository.key("wal/");
+    let mut files = Vec::new();
+    for object in repository.store().list(&prefix).await? {
+        let name = object.key.rsplit('/').next().unwrap_or("");
+        if let Ok(name) = WalFileName::parse(name) {
+            files.push(ArchivedWal { name, modified: object.last_modified });
+        }
+    }
+    files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
+    Ok(files)
+}
+
+/// A stretch of time one can recover to, or a break in the WAL.
+#[derive(Debug, Clone, Serialize)]
+pub struct WindowPart {
+    pub timeline: u32,
+    /// "restorable" or "break".
+    pub status: &'static str,
+    pub from_lsn: Lsn,
+    pub to_lsn: Lsn,
+    /// Unix seconds: the end of the backup the stretch starts from.
+    pub from_time: Option<f64>,
+    /// Unix seconds: when the last segment of the stretch was archived; everything committed
+    /// before the segment was finished can be recovered.
+    pub to_time: Option<f64>,
+    pub backup: Option<BackupId>,
+    pub detail: String,
+}
+
+fn secs(time: Option<SystemTime>) -> Option<f64> {
+    time.map(super::unix_seconds)
+}
+
+/// "To which points in time can I restore right now?": per timeline, from the oldest verified
+/// backup's end to the newest archived WAL reachable from it without a gap; each gap is a break.
+pub fn recovery_window(backups: &[BackupStatus], wal_files: &[ArchivedWal], segment_size: u32) -> Vec<WindowPart> {
+    let seg = segment_size as u64;
+    let mut per_timeline: BTreeMap<u32, BTreeMap<u64, Option<SystemTime>>> = BTreeMap::new();
+    for file in wal_files.iter().filter(|f| f.name.kind == WalFileKind::Segment) {
+        if let Some((timeline, number)) = file.name.position(segment_size) {
+            per_timeline.entry(timeline).or_default().insert(number, file.modified);
+        }
+    }
+    let verified: Vec<&BackupManifest> =
+        backups.iter().filter(|b| b.verified()).filter_map(|b| b.manifest.as_ref()).collect();
+    let mut parts = Vec::new();
+    for (timeline, segments) in per_timeline {
+        // Contiguous runs of segments.
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for &n in segments.keys() {
+            match runs.last_mut() {
+                Some((_, end)) if *end + 1 == n => *end = n,
+                _ => runs.push((n, n)),
+            }
+        }
+        let mut reachable = false;
+        for (index, &(first, last)) in runs.iter().enumerate() {
+            if index > 0 {
+                let (_, previous_end) = runs[index - 1];
+                parts.push(WindowPart {
+                    timeline,
+                    status: "break",
+                    from_lsn: Lsn((previous_end + 1) * seg),
+                    to_lsn: Lsn(first * seg),
+                    from_time: None,
+                    to_time: None,
+                    backup: None,
+                    detail: format!(
+                        "segments {} to {} are missing: no recovery across this point",
+                        wal::segment_name(timeline, previous_end + 1, segment_size),
+                        wal::segment_name(timeline, first - 1, segment_size)
+                    ),
+                });
+                reachable = false;
+            }
+            let start = verified
+                .iter()
+                .filter(|b| b.timeline == timeline)
+                .filter(|b| b.start_lsn.segment(segment_size) >= first && b.stop_lsn.segment(segment_size) <= last)
+                .min_by(|a, b| a.stop_lsn.cmp(&b.stop_lsn));
+            let to_lsn = Lsn((last + 1) * seg);
+            let to_time = secs(segments[&last]);
+            match start {
+                Some(backup) => {
+                    parts.push(WindowPart {
+                        timeline,
+                        status: "restorable",
+                        from_lsn: backup.stop_lsn,
+                        to_lsn,
+                        from_time: Some(backup.stop_time),
+                        to_time,
+                        backup: Some(backup.id.clone()),
+                        detail: format!("from the end of backup {} to the newest archived segment", backup.id),
+                    });
+                    reachable = true;
+                }
+                None if index == 0 && timeline > 1 => parts.push(WindowPart {
+                    timeline,
+                    status: "restorable",
+                    from_lsn: Lsn(first * seg),
+                    to_lsn,
+                    from_time: None,
+                    to_time,
+                    backup: None,
+                    detail: format!(
+                        "timeline {timeline} after its switch, when the parent timeline reaches the switch point (see its .history)"
+                    ),
+                }),
+                None if reachable => {}
+                None => parts.push(WindowPart {
+                    timeline,
+                    status: "break",
+                    from_lsn: Lsn(first * seg),
+                    to_lsn,
+                    from_time: None,
+                    to_time,
+                    backup: None,
+                    detail: "archived WAL with no verified base backup to start from".into(),
+                }),
+            }
+        }
+    }
+    parts
+}
+
+/// The result of a deep verify.
+#[derive(Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub backups: Vec<BackupCheck>,
+    pub packs_checked: u64,
+    pub bytes_checked: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BackupCheck {
+    pub id: BackupId,
+    pub ok: bool,
+    pub problems: Vec<String>,
+    /// Missing WAL from the backup's start onward on its timeline.
+    pub wal_gaps: Vec<wal::Gap>,
+}
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.backups.iter().all(|b| b.ok)
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct VerifyProgress {
+    pub packs_total: AtomicU64,
+    pub packs_done: AtomicU64,
+    pub bytes_done: AtomicU64,
+}
+
+/// Reads every pack every backup needs (each once), checks it and every chunk in it, and checks the
+/// WAL from each backup's start onward for gaps.
+pub async fn verify(
+    repository: &Repository,
+    parallel: usize,
+    progress: &VerifyProgress,
+    cancel: &CancellationToken,
+) -> Result<VerifyReport> {
+    let backups = list_backups(repository).await?;
+    let wal_files = archived_wal(repository).await?;
+    // pack id -> chunks (offset, len, sha) any backup expects in it, and the backups using it.
+    let mut packs: HashMap<String, (u64, HashSet<(u64, u32, String)>, HashSet<usize>)> = HashMap::new();
+    let mut report = VerifyReport::default();
+    for (index, backup) in backups.iter().enumerate() {
+        report.backups.push(BackupCheck {
+            id: backup.id.clone(),
+            ok: backup.problem.is_none(),
+            problems: backup.problem.iter().cloned().collect(),
+            wal_gaps: Vec::new(),
+        });
+        let Some(m) = &backup.manifest else { continue };
+        for file in &m.files {
+            for chunk in &file.chunks {
+                let pack = &m.packs[chunk.pack as usize];
+                let entry = packs.entry(pack.id.clone()).or_insert_with(|| (pack.len, HashSet::new(), HashSet::new()));
+                entry.1.insert((chunk.offset, chunk.len, chunk.sha256.clone()));
+                entry.2.insert(index);
+            }
+        }
+        let segment_size = m.wal_segment_size;
+        let first = m.start_lsn.segment(segment_size);
+        let names: Vec<WalFileName> = wal_files
+            .iter()
+            .filter(|f| f.name.timeline == m.timeline && f.name.kind == WalFileKind::Segment)
+            .filter(|f| f.name.position(segment_size).is_some_and(|(_, n)| n >= first))
+            .map(|f| f.name.clone())
+            .collect();
+        let check = report.backups.last_mut().expect("pushed above");
+        let stop = m.stop_lsn.segment(segment_size);
+        let have: HashSet<u64> = names.iter().filter_map(|n| n.position(segment_size)).map(|(_, n)| n).collect();
+        let missing_to_stop: Vec<u64> = (first..=stop).filter(|n| !have.contains(n)).collect();
+        if let Some(&n) = missing_to_stop.first() {
+            check.ok = false;
+            check.problems.push(format!(
+                "WAL needed to make it consistent is missing: {} ({} of {} segments)",
+                wal::segment_name(m.timeline, n, segment_size),
+                missing_to_stop.len(),
+                stop - first + 1
+            ));
+        }
+        let mut with_start = names.clone();
+        with_start.push(WalFileName::parse(&wal::segment_name(m.timeline, first, segment_size))?);
+        check.wal_gaps = wal::find_gaps(with_start.iter(), segment_size);
+        if !check.wal_gaps.is_empty() {
+            check.ok = false;
+            check.problems.push(format!(
+                "the WAL after it has {} gap(s): recovery cannot pass {}",
+                check.wal_gaps.len(),
+                check.wal_gaps[0].first_missing
+            ));
+        }
+    }
+    progress.packs_total.store(packs.len() as u64, Ordering::Relaxed);
+    let results: Vec<(String, HashSet<usize>, Result<u64>)> = futures::stream::iter(packs.into_iter().map(
+        |(id, (len, chunks, users))| async move {
+            let result = check_pack(repository, &id, len, &chunks).await;
+            progress.packs_done.fetch_add(1, Ordering::Relaxed);
+            if let Ok(bytes) = &result {
+                progress.bytes_done.fetch_add(*bytes, Ordering::Relaxed);
+            }
+            (id, users, result)
+        },
+    ))
+    .buffer_unordered(parallel.max(1))
+    .take_until(cancel.cancelled())
+    .collect()
+    .await;
+    if cancel.is_cancelled() {
+        return Err(Error::Cancelled);
+    }
+    for (id, users, result) in results {
+        report.packs_checked += 1;
+        match result {
+            Ok(bytes) => report.bytes_checked += bytes,
+            Err(e) => {
+                for index in users {
+                    let check = &mut report.backups[index];
+                    check.ok = false;
+                    check.problems.push(format!("pack {}: {e}", pack_path(&id)));
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+async fn check_pack(repository: &Repository, id: &str, len: u64, chunks: &HashSet<(u64, u32, String)>) -> Result<u64> {
+    let path = pack_path(id);
+    let bytes = repository.get_bytes(&path).await?;
+    let key = repository.key(&path);
+    let chunks: Vec<(u64, u32, String)> = chunks.iter().cloned().collect();
+    let id = id.to_string();
+    tokio::task::spawn_blocking(move || {
+        let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
+        if bytes.len() as u64 != len || hex::encode(Sha256::digest(&bytes)) != id {
+            return Err(corrupt("its contents are not the pack the manifests name".into()));
+        }
+        for (offset, chunk_len, sha) in &chunks {
+            let data = bytes.get(*offset as usize..(*offset + *chunk_len as u64) as usize);
+            if !data.is_some_and(|d| hex::encode(Sha256::digest(d)) == *sha) {
+                return Err(corrupt(format!("chunk {sha} does not match its checksum")));
+            }
+        }
+        Ok(bytes.len() as u64)
+    })
+    .await
+    .map_err(|e| Error::InvalidInput(format!("a verify thread failed: {e}")))?
+}
