@@ -29,6 +29,9 @@ static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::n
 static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
 static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
+static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
+static BASE_BACKUP_REREAD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
+static BASE_BACKUP_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(2);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -138,6 +141,36 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"backstop.base_backup_wal_timeout",
+        c"Seconds a base backup waits for the WAL it needs (up to its stop LSN) to reach the repository.",
+        c"A backup whose WAL is not archived in time fails and publishes no manifest.",
+        &BASE_BACKUP_WAL_TIMEOUT,
+        1,
+        86_400,
+        context(),
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.base_backup_reread_days",
+        c"An incremental base backup reads a file again, unchanged metadata or not, once its last read is this old.",
+        c"The periodic full read that catches a file changed behind an unchanged size, mtime and inode. 0 reads every file every time.",
+        &BASE_BACKUP_REREAD_DAYS,
+        0,
+        3650,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.base_backup_parallel",
+        c"Packs a base backup uploads at once.",
+        c"Each holds up to 16 MiB of memory.",
+        &BASE_BACKUP_PARALLEL,
+        1,
+        32,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"backstop.s3_max_attempts",
         c"Attempts per S3 request, with exponential backoff between them.",
         c"",
@@ -197,6 +230,18 @@ pub fn repository() -> Option<String> {
 
 pub fn cluster_name() -> Option<String> {
     string_setting(&CLUSTER_NAME)
+}
+
+pub fn base_backup_wal_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(BASE_BACKUP_WAL_TIMEOUT.get().max(1) as u64)
+}
+
+pub fn base_backup_reread_after() -> std::time::Duration {
+    std::time::Duration::from_secs(BASE_BACKUP_REREAD_DAYS.get().max(0) as u64 * 86_400)
+}
+
+pub fn base_backup_parallel() -> usize {
+    BASE_BACKUP_PARALLEL.get().max(1) as usize
 }
 
 pub fn archive_lookahead() -> usize {

@@ -13,10 +13,12 @@ use pgrx::prelude::*;
 
 mod archive;
 mod archive_stats;
+mod backups;
 mod doctor;
 mod errors;
 mod gucs;
 mod io;
+mod jobs;
 mod manifest_key;
 mod repo;
 mod restore;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod backups;
 mod config;
 mod snapshots;
 mod wal;
@@ -26,6 +27,13 @@ enum Command {
     /// WAL archive: fetch (restore_command), push (archive_command), list, verify.
     #[command(subcommand)]
     Wal(wal::WalCommand),
+    /// Base backups: list what the repository holds.
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
+    /// Read every pack of every base backup and check it, and the WAL after each backup for gaps.
+    Verify(backups::VerifyArgs),
+    /// Rebuild a data directory from a base backup, ready for point-in-time recovery (server stopped).
+    Restore(Box<backups::RestoreArgs>),
     /// Table snapshots: list (and verify) what the repository holds.
     #[command(subcommand)]
     Snapshots(snapshots::SnapshotsCommand),
@@ -47,6 +55,9 @@ fn main() -> ExitCode {
         Command::Keygen => keygen().map(|()| ExitCode::SUCCESS),
         Command::Wal(command) => wal::run(command),
         Command::Snapshots(command) => snapshots::run(command),
+        Command::Backups(backups::BackupsCommand::List(args)) => backups::list(args),
+        Command::Verify(args) => backups::verify(args),
+        Command::Restore(args) => backups::restore(*args),
     };
     match result {
         Ok(code) => code,

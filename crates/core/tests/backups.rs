@@ -144,11 +144,23 @@ async fn take_backup(
     manifest
 }
 
-async fn restore_to(repository: &Repository, id: &BackupId, target: &Path, delta: bool) -> backstop_core::Result<restore::RestoreSummary> {
+async fn restore_to(
+    repository: &Repository,
+    id: &BackupId,
+    target: &Path,
+    delta: bool,
+) -> backstop_core::Result<restore::RestoreSummary> {
     let manifest = manifest::read(repository, id).await?;
-    let options = RestoreOptions { target_dir: target.to_path_buf(), tablespace_map: Default::default(), delta, parallel: 3 };
-    let summary =
-        restore::restore(repository, &manifest, &options, Arc::new(RestoreProgress::default()), &CancellationToken::new()).await?;
+    let options =
+        RestoreOptions { target_dir: target.to_path_buf(), tablespace_map: Default::default(), delta, parallel: 3 };
+    let summary = restore::restore(
+        repository,
+        &manifest,
+        &options,
+        Arc::new(RestoreProgress::default()),
+        &CancellationToken::new(),
+    )
+    .await?;
     restore::publish_control_file(target)?;
     Ok(summary)
 }
@@ -174,7 +186,9 @@ async fn full_story(store: Arc<dyn ObjectStore>, scratch: &Path) {
     let mut table = fs::read(data.join("base/5/16384")).unwrap();
     table[4 << 20..(4 << 20) + 8192].copy_from_slice(&noise(99, 8192));
     fs::write(data.join("base/5/16384"), &table).unwrap();
-    let incr = take_backup(&repository, &data, BackupKind::Incremental, Some(full.clone()), t0 + Duration::from_secs(60)).await;
+    let incr =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(full.clone()), t0 + Duration::from_secs(60))
+            .await;
     assert!(incr.stats.bytes_new <= 256 << 10, "one chunk changed, stored {:?}", incr.stats);
     assert!(incr.stats.files_reused >= 3, "unchanged files are not re-read: {:?}", incr.stats);
     assert!(incr.stats.bytes_read >= 8 << 20, "the changed file is read");

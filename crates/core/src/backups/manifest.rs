@@ -138,7 +138,10 @@ impl BackupManifest {
         if self.format_version != MANIFEST_FORMAT_VERSION {
             return Err(corrupt(
                 key,
-                format!("manifest format {} is not one this backstop reads ({MANIFEST_FORMAT_VERSION})", self.format_version),
+                format!(
+                    "manifest format {} is not one this backstop reads ({MANIFEST_FORMAT_VERSION})",
+                    self.format_version
+                ),
             ));
         }
         if self.stop_lsn < self.start_lsn || self.timeline == 0 || !self.wal_segment_size.is_power_of_two() {
@@ -182,7 +185,10 @@ impl BackupManifest {
                 total += chunk.len as u64;
             }
             if file.kind == FileKind::File && total != file.size {
-                return Err(corrupt(key, format!("{}: its chunks add up to {total} bytes, not {}", file.path, file.size)));
+                return Err(corrupt(
+                    key,
+                    format!("{}: its chunks add up to {total} bytes, not {}", file.path, file.size),
+                ));
             }
         }
         if !self.files.iter().any(|f| f.path == "global/pg_control") {
@@ -217,7 +223,9 @@ pub async fn read(repository: &Repository, id: &BackupId) -> Result<BackupManife
 pub async fn write(repository: &Repository, manifest: &BackupManifest) -> Result<()> {
     manifest.validate(&repository.key(&super::manifest_path(&manifest.id)))?;
     let json = serde_json::to_vec(manifest).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    repository.put_bytes(&super::manifest_path(&manifest.id), json.into(), ObjectClass::Metadata, WriteMode::CreateNew).await?;
+    repository
+        .put_bytes(&super::manifest_path(&manifest.id), json.into(), ObjectClass::Metadata, WriteMode::CreateNew)
+        .await?;
     Ok(())
 }
 

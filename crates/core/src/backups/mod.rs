@@ -21,6 +21,8 @@ pub mod restore;
 pub mod take;
 pub mod verify;
 
+pub use verify::BackupStatus;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::{Error, Result};
@@ -138,7 +140,8 @@ pub struct Lsn(pub u64);
 
 impl Lsn {
     pub fn parse(text: &str) -> Result<Lsn> {
-        let bad = || Error::InvalidInput(format!("\"{}\" is not an LSN; LSNs look like 0/3000028", text.escape_debug()));
+        let bad =
+            || Error::InvalidInput(format!("\"{}\" is not an LSN; LSNs look like 0/3000028", text.escape_debug()));
         let (high, low) = text.trim().split_once('/').ok_or_else(bad)?;
         let high = u32::from_str_radix(high, 16).map_err(|_| bad())?;
         let low = u32::from_str_radix(low, 16).map_err(|_| bad())?;
@@ -214,7 +217,11 @@ pub fn parse_time(text: &str) -> Result<SystemTime> {
     let num = |r: std::ops::Range<usize>| t.get(r).and_then(|s| s.parse::<u64>().ok()).ok_or_else(bad);
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if &t[4..5] != "-" || &t[7..8] != "-" || !matches!(&t[10..11], "T" | " " | "t") || &t[13..14] != ":" || &t[16..17] != ":"
+    if &t[4..5] != "-"
+        || &t[7..8] != "-"
+        || !matches!(&t[10..11], "T" | " " | "t")
+        || &t[13..14] != ":"
+        || &t[16..17] != ":"
     {
         return Err(bad());
     }

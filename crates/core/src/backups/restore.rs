@@ -91,7 +91,9 @@ impl Layout {
     }
 
     fn is_tablespace_link(&self, path: &str) -> Option<u32> {
-        path.strip_prefix("pg_tblspc/").and_then(|oid| oid.parse::<u32>().ok()).filter(|oid| self.spaces.contains_key(oid))
+        path.strip_prefix("pg_tblspc/")
+            .and_then(|oid| oid.parse::<u32>().ok())
+            .filter(|oid| self.spaces.contains_key(oid))
     }
 }
 
@@ -123,15 +125,22 @@ pub async fn restore(
     }
     let mut spaces = HashMap::new();
     for space in &manifest.tablespaces {
-        let location = options.tablespace_map.get(&space.oid).cloned().unwrap_or_else(|| PathBuf::from(&space.location));
+        let location =
+            options.tablespace_map.get(&space.oid).cloned().unwrap_or_else(|| PathBuf::from(&space.location));
         if location.to_str().is_none_or(|l| l.contains(['\n', '\r'])) {
-            return Err(invalid(format!("tablespace location {} cannot be written to tablespace_map", location.display())));
+            return Err(invalid(format!(
+                "tablespace location {} cannot be written to tablespace_map",
+                location.display()
+            )));
         }
         spaces.insert(space.oid, location);
     }
     for oid in options.tablespace_map.keys() {
         if !spaces.contains_key(oid) {
-            return Err(invalid(format!("--tablespace-map names OID {oid}, which backup {} does not hold", manifest.id)));
+            return Err(invalid(format!(
+                "--tablespace-map names OID {oid}, which backup {} does not hold",
+                manifest.id
+            )));
         }
     }
     if !options.delta {
@@ -150,6 +159,8 @@ pub async fn restore(
     check_packs_present(repository, manifest).await?;
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
     fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
+    // PostgreSQL refuses a data directory that others can read.
+    fs::set_permissions(target, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod", target, e))?;
     crate::disk::check_room(target, if options.delta { 0 } else { total })?;
     progress.bytes_total.store(total, Ordering::Relaxed);
 
@@ -266,6 +277,8 @@ fn prepare(
         if let Some(oid) = layout.is_tablespace_link(&entry.path) {
             let location = &layout.spaces[&oid];
             fs::create_dir_all(location).map_err(|e| Error::io("create", location, e))?;
+            fs::set_permissions(location, fs::Permissions::from_mode(0o700))
+                .map_err(|e| Error::io("chmod", location, e))?;
             let link = layout.target.join(&entry.path);
             if let Some(parent) = link.parent() {
                 fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
@@ -294,7 +307,12 @@ fn prepare(
             fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let mut existing = if delta { fs::File::open(&path).ok() } else { None };
-        let file = fs::OpenOptions::new().create(true).write(true).truncate(!delta).open(&path).map_err(|e| Error::io("create", &path, e))?;
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(!delta)
+            .open(&path)
+            .map_err(|e| Error::io("create", &path, e))?;
         file.set_len(entry.size).map_err(|e| Error::io("resize", &path, e))?;
         let mut offset = 0u64;
         for chunk in &entry.chunks {
@@ -327,7 +345,13 @@ fn remove_extras(layout: &Layout, manifest: &BackupManifest) -> Result<u64> {
     let wanted: HashSet<PathBuf> = manifest
         .files
         .iter()
-        .map(|f| if layout.is_tablespace_link(&f.path).is_some() { layout.target.join(&f.path) } else { layout.resolve(&f.path) })
+        .map(|f| {
+            if layout.is_tablespace_link(&f.path).is_some() {
+                layout.target.join(&f.path)
+            } else {
+                layout.resolve(&f.path)
+            }
+        })
         .chain(std::iter::once(layout.target.join(CONTROL_FILE_PENDING)))
         .collect();
     let mut removed = 0;
@@ -436,7 +460,8 @@ fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
 }
 
 fn set_attributes(path: &Path, entry: &FileEntry) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777)).map_err(|e| Error::io("chmod", path, e))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
+        .map_err(|e| Error::io("chmod", path, e))?;
     if entry.kind == FileKind::File {
         let mtime = UNIX_EPOCH + Duration::new(entry.mtime_s.max(0) as u64, entry.mtime_ns);
         let file = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path, e))?;
@@ -454,4 +479,133 @@ pub fn publish_control_file(target: &Path) -> Result<()> {
     fs::rename(&pending, &control).map_err(|e| Error::io("rename", &pending, e))?;
     let global = target.join("global");
     fs::File::open(&global).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync", &global, e))
+}
+
+/// Where recovery stops.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecoveryTarget {
+    /// Replay all archived WAL.
+    Latest,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    Time(std::time::SystemTime),
+    Lsn(super::Lsn),
+    Xid(u64),
+    Name(String),
+}
+
+impl RecoveryTarget {
+    /// The postgresql.conf setting this target is, if any.
+    pub fn setting(&self) -> Option<(&'static str, String)> {
+        match self {
+            RecoveryTarget::Latest => None,
+            RecoveryTarget::Immediate => Some(("recovery_target", "immediate".into())),
+            RecoveryTarget::Time(t) => Some(("recovery_target_time", super::format_utc(*t))),
+            RecoveryTarget::Lsn(lsn) => Some(("recovery_target_lsn", lsn.to_string())),
+            RecoveryTarget::Xid(xid) => Some(("recovery_target_xid", xid.to_string())),
+            RecoveryTarget::Name(name) => Some(("recovery_target_name", name.clone())),
+        }
+    }
+}
+
+/// The backup to restore for `target`: `requested` if given (refused when it ends after the
+/// target), else the newest usable backup that ends at or before the target. Only backups the
+/// listing found whole are candidates.
+pub fn choose_backup<'a>(
+    backups: &'a [super::verify::BackupStatus],
+    requested: Option<&super::BackupId>,
+    target: &RecoveryTarget,
+) -> Result<&'a BackupManifest> {
+    let ends_before = |m: &BackupManifest| match target {
+        RecoveryTarget::Time(t) => m.stop_time <= super::unix_seconds(*t),
+        RecoveryTarget::Lsn(lsn) => m.stop_lsn <= *lsn,
+        _ => true,
+    };
+    let describe_target = || match target.setting() {
+        Some((_, value)) => value,
+        None => "the end of the archive".into(),
+    };
+    if let Some(id) = requested {
+        let status = backups.iter().find(|b| &b.id == id).ok_or_else(|| {
+            invalid(format!("backup {id} is not in the repository (backstop backups list shows what is)"))
+        })?;
+        let manifest = status.manifest.as_ref().filter(|_| status.verified()).ok_or_else(|| {
+            invalid(format!("backup {id} cannot be restored: {}", status.problem.clone().unwrap_or_default()))
+        })?;
+        if !ends_before(manifest) {
+            return Err(invalid(format!(
+                "backup {id} ends at {} (LSN {}), after the recovery target {}: a backup can only be recovered forward from its end; pick an older backup",
+                super::format_utc(super::from_unix_seconds(manifest.stop_time)),
+                manifest.stop_lsn,
+                describe_target()
+            )));
+        }
+        return Ok(manifest);
+    }
+    let usable: Vec<&BackupManifest> =
+        backups.iter().filter(|b| b.verified()).filter_map(|b| b.manifest.as_ref()).collect();
+    if usable.is_empty() {
+        let why = match backups.last() {
+            Some(newest) => format!(
+                "; the newest, {}, cannot be used: {}",
+                newest.id,
+                newest.problem.as_deref().unwrap_or("it is not complete")
+            ),
+            None => String::new(),
+        };
+        return Err(invalid(format!("the repository holds no complete backup to restore{why}")));
+    }
+    usable.iter().rev().find(|m| ends_before(m)).copied().ok_or_else(|| {
+        let oldest = usable[0];
+        invalid(format!(
+            "no backup ends before the recovery target {}: the oldest, {}, ends at {} (LSN {}); a backup can only be recovered forward from its end",
+            describe_target(),
+            oldest.id,
+            super::format_utc(super::from_unix_seconds(oldest.stop_time)),
+            oldest.stop_lsn
+        ))
+    })
+}
+
+/// Removes recovery settings left in postgresql.auto.conf by an earlier restore (two targets at
+/// once stop PostgreSQL from starting), then appends `settings`.
+pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, String)]) -> Result<()> {
+    const OWNED: &[&str] = &[
+        "restore_command",
+        "recovery_target",
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+        "recovery_target_name",
+        "recovery_target_inclusive",
+        "recovery_target_action",
+        "recovery_target_timeline",
+        "primary_conninfo",
+    ];
+    let path = target.join("postgresql.auto.conf");
+    let existing = match fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io("read", &path, e)),
+    };
+    let mut out = String::new();
+    for line in existing.lines() {
+        let key = line.split(['=', ' ', '\t']).next().unwrap_or("").trim().to_ascii_lowercase();
+        if OWNED.contains(&key.as_str()) || line.starts_with("# backstop restore") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str(&format!("# backstop restore: {header}\n"));
+    for (key, value) in settings {
+        out.push_str(&format!("{key} = '{}'\n", value.replace('\'', "''")));
+    }
+    crate::store::file::write_file_atomically(&path, out.as_bytes())?;
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("chmod", &path, e))
+}
+
+/// Creates an empty signal file (recovery.signal or standby.signal), durably.
+pub fn write_signal(target: &Path, name: &str) -> Result<()> {
+    crate::store::file::write_file_atomically(&target.join(name), b"")
 }

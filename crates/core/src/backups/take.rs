@@ -128,7 +128,10 @@ fn is_temp_relation(name: &str) -> bool {
     let Some(rest) = name.strip_prefix('t') else { return false };
     let Some((backend, node)) = rest.split_once('_') else { return false };
     let node = node.split(['.', '_']).next().unwrap_or("");
-    !backend.is_empty() && backend.bytes().all(|b| b.is_ascii_digit()) && !node.is_empty() && node.bytes().all(|b| b.is_ascii_digit())
+    !backend.is_empty()
+        && backend.bytes().all(|b| b.is_ascii_digit())
+        && !node.is_empty()
+        && node.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// The relfilenode a relation file belongs to, and whether it is the init fork.
@@ -183,7 +186,10 @@ fn walk_dir(
     names.sort();
     let in_database = is_database_dir(rel);
     let unlogged: std::collections::HashSet<String> = if in_database {
-        names.iter().filter_map(|n| relation_of(n).filter(|(_, init)| *init).map(|(node, _)| node.to_string())).collect()
+        names
+            .iter()
+            .filter_map(|n| relation_of(n).filter(|(_, init)| *init).map(|(node, _)| node.to_string()))
+            .collect()
     } else {
         Default::default()
     };
@@ -217,7 +223,10 @@ fn walk_dir(
             })?;
             let target = fs::read_link(&child).map_err(|e| Error::io("read link", &child, e))?;
             let location = target.to_str().filter(|t| t.starts_with('/')).ok_or_else(|| {
-                Error::InvalidInput(format!("tablespace link {} does not point to an absolute UTF-8 path", child.display()))
+                Error::InvalidInput(format!(
+                    "tablespace link {} does not point to an absolute UTF-8 path",
+                    child.display()
+                ))
             })?;
             tablespaces.push(Tablespace { oid, location: location.to_string() });
         }
@@ -229,7 +238,8 @@ fn walk_dir(
         };
         if meta.is_dir() {
             found.push(Found { path: path.clone(), abs: child.clone(), kind: FileKind::Dir, meta });
-            let excluded = (rel.is_empty() && EXCLUDED_CONTENTS.contains(&name.as_str())) || name.starts_with("pgsql_tmp");
+            let excluded =
+                (rel.is_empty() && EXCLUDED_CONTENTS.contains(&name.as_str())) || name.starts_with("pgsql_tmp");
             if !excluded {
                 walk_dir(options, &child, &path, tablespaces, found)?;
             } else if name == "pg_wal" {
@@ -394,7 +404,8 @@ pub async fn copy_files(
             }
         })
         .buffer_unordered(parallel);
-    let mut uploads = std::pin::pin!(uploads);
+    // Boxed so that dropping it drops the receiver: a reader blocked on a full channel wakes up.
+    let mut uploads = Box::pin(uploads);
     let mut upload_error = None;
     loop {
         tokio::select! {
@@ -441,7 +452,9 @@ fn read_all(
     let mut tablespaces = Vec::new();
     let found = walk(&options, &mut tablespaces)?;
     progress.files_total.store(found.iter().filter(|f| f.kind == FileKind::File).count() as u64, Ordering::Relaxed);
-    progress.bytes_total.store(found.iter().map(|f| if f.kind == FileKind::File { f.meta.len() } else { 0 }).sum(), Ordering::Relaxed);
+    progress
+        .bytes_total
+        .store(found.iter().map(|f| if f.kind == FileKind::File { f.meta.len() } else { 0 }).sum(), Ordering::Relaxed);
     let incremental = options.kind == super::BackupKind::Incremental;
     let previous_files: HashMap<&str, &FileEntry> = match (&options.previous, incremental) {
         (Some(previous), true) => previous.files.iter().map(|f| (f.path.as_str(), f)).collect(),
@@ -451,9 +464,7 @@ fn read_all(
     let mut stats = BackupStats::default();
     let mut files = Vec::with_capacity(found.len());
     let mut buffer = vec![0u8; CHUNK_SIZE];
-    let send = |sealed: SealedPack| -> Result<()> {
-        sender.blocking_send(sealed).map_err(|_| Error::Cancelled)
-    };
+    let send = |sealed: SealedPack| -> Result<()> { sender.blocking_send(sealed).map_err(|_| Error::Cancelled) };
     for entry in found {
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
@@ -475,13 +486,16 @@ fn read_all(
             files.push(record);
             continue;
         }
-        if let Some(previous) = previous_files.get(entry.path.as_str()).filter(|p| reusable(p, &entry.meta, now, options.reread_after)) {
+        if let Some(previous) =
+            previous_files.get(entry.path.as_str()).filter(|p| reusable(p, &entry.meta, now, options.reread_after))
+        {
             record.size = previous.size;
             record.read_at = previous.read_at;
             for chunk in &previous.chunks {
-                let hash: [u8; 32] = hex::decode(&chunk.sha256).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| {
-                    Error::InvalidInput(format!("the previous backup's record of {} is damaged", entry.path))
-                })?;
+                let hash: [u8; 32] =
+                    hex::decode(&chunk.sha256).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| {
+                        Error::InvalidInput(format!("the previous backup's record of {} is damaged", entry.path))
+                    })?;
                 let (pack, offset, len) = match packer.known.get(&hash) {
                     Some(&known) => known,
                     None => {

@@ -51,9 +51,15 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
     for id in ids {
         match manifest::read(repository, &id).await {
             Ok(m) => {
-                let missing: Vec<&str> = m.packs.iter().filter(|p| !stored.contains(&p.id)).map(|p| p.id.as_str()).collect();
+                let missing: Vec<&str> =
+                    m.packs.iter().filter(|p| !stored.contains(&p.id)).map(|p| p.id.as_str()).collect();
                 let problem = (!missing.is_empty()).then(|| {
-                    format!("{} of its {} packs are missing (first: {})", missing.len(), m.packs.len(), pack_path(missing[0]))
+                    format!(
+                        "{} of its {} packs are missing (first: {})",
+                        missing.len(),
+                        m.packs.len(),
+                        pack_path(missing[0])
+                    )
                 });
                 out.push(BackupStatus {
                     id,
@@ -62,7 +68,9 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
                     manifest: Some(m),
                 });
             }
-            Err(e) => out.push(BackupStatus { id, manifest: None, state: "unreadable".into(), problem: Some(e.to_string()) }),
+            Err(e) => {
+                out.push(BackupStatus { id, manifest: None, state: "unreadable".into(), problem: Some(e.to_string()) })
+            }
         }
     }
     Ok(out)
@@ -231,6 +239,9 @@ pub struct VerifyProgress {
     pub bytes_done: AtomicU64,
 }
 
+/// A pack's length, the chunks (offset, length, sha256) backups expect in it, and those backups.
+type PackUse = (u64, HashSet<(u64, u32, String)>, HashSet<usize>);
+
 /// Reads every pack every backup needs (each once), checks it and every chunk in it, and checks the
 /// WAL from each backup's start onward for gaps.
 pub async fn verify(
@@ -242,7 +253,7 @@ pub async fn verify(
     let backups = list_backups(repository).await?;
     let wal_files = archived_wal(repository).await?;
     // pack id -> chunks (offset, len, sha) any backup expects in it, and the backups using it.
-    let mut packs: HashMap<String, (u64, HashSet<(u64, u32, String)>, HashSet<usize>)> = HashMap::new();
+    let mut packs: HashMap<String, PackUse> = HashMap::new();
     let mut report = VerifyReport::default();
     for (index, backup) in backups.iter().enumerate() {
         report.backups.push(BackupCheck {
@@ -294,20 +305,19 @@ pub async fn verify(
         }
     }
     progress.packs_total.store(packs.len() as u64, Ordering::Relaxed);
-    let results: Vec<(String, HashSet<usize>, Result<u64>)> = futures::stream::iter(packs.into_iter().map(
-        |(id, (len, chunks, users))| async move {
+    let results: Vec<(String, HashSet<usize>, Result<u64>)> =
+        futures::stream::iter(packs.into_iter().map(|(id, (len, chunks, users))| async move {
             let result = check_pack(repository, &id, len, &chunks).await;
             progress.packs_done.fetch_add(1, Ordering::Relaxed);
             if let Ok(bytes) = &result {
                 progress.bytes_done.fetch_add(*bytes, Ordering::Relaxed);
             }
             (id, users, result)
-        },
-    ))
-    .buffer_unordered(parallel.max(1))
-    .take_until(cancel.cancelled())
-    .collect()
-    .await;
+        }))
+        .buffer_unordered(parallel.max(1))
+        .take_until(cancel.cancelled())
+        .collect()
+        .await;
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
@@ -340,7 +350,7 @@ async fn check_pack(repository: &Repository, id: &str, len: u64, chunks: &HashSe
         }
         for (offset, chunk_len, sha) in &chunks {
             let data = bytes.get(*offset as usize..(*offset + *chunk_len as u64) as usize);
-            if !data.is_some_and(|d| hex::encode(Sha256::digest(d)) == *sha) {
+            if data.is_none_or(|d| hex::encode(Sha256::digest(d)) != *sha) {
                 return Err(corrupt(format!("chunk {sha} does not match its checksum")));
             }
         }

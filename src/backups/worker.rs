@@ -1,0 +1,217 @@
+//! The base backup job, in its own background worker process (see `jobs`): pg_backup_start and
+//! pg_backup_stop in the worker's own session, files read straight from the data directory and
+//! tablespaces while no transaction is open (no snapshot, no xmin held), the WAL up to the stop LSN
+//! awaited in the repository, and the manifest written last.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use backstop_core::backups::take::{self, BackupFacts, Progress, TakeOptions};
+use backstop_core::backups::{manifest, verify, BackupId, BackupKind, Lsn};
+use backstop_core::repository::CancellationToken;
+use backstop_core::wal::{self, WalFileName};
+use backstop_core::{Error, Repository};
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+use serde::Deserialize;
+
+use crate::jobs::{self, JobRequest, JobStatus};
+use crate::{gucs, io, repo};
+
+#[derive(Debug, Deserialize)]
+pub struct BackupArgs {
+    /// auto, full or incremental.
+    pub kind: String,
+    pub fast: bool,
+}
+
+/// Serialises base backups: a session-level advisory lock held by the worker.
+const LOCK_KEY: i64 = 0x6261_636b_7570; // "backup"
+
+fn progress_into(status: &mut JobStatus, progress: &Progress) {
+    status.files_done = Progress::get(&progress.files_done);
+    status.files_total = Progress::get(&progress.files_total);
+    status.bytes_done = Progress::get(&progress.bytes_done);
+    status.bytes_total = Progress::get(&progress.bytes_total);
+    status.bytes_new = Progress::get(&progress.bytes_new);
+}
+
+fn phase(status: &mut JobStatus, phase: &str) {
+    status.phase = phase.to_string();
+    jobs::write_status(status);
+}
+
+fn spi_error(e: pgrx::spi::Error) -> Error {
+    Error::InvalidInput(format!("PostgreSQL refused: {e}"))
+}
+
+pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+    let args: BackupArgs = serde_json::from_value(request.args.clone())
+        .map_err(|e| Error::InvalidInput(format!("the job request is not a base backup request: {e}")))?;
+    let locked = BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
+    })
+    .map_err(spi_error)?
+    .unwrap_or(false);
+    if !locked {
+        return Err(Error::InvalidInput(
+            "another base backup is running (SELECT * FROM backstop.job_progress shows it); only one runs at a time"
+                .into(),
+        ));
+    }
+    phase(status, "opening the repository");
+    let repository = repo::open_checked()?;
+    let backups = io::block_on(verify::list_backups(&repository))?;
+    let previous = backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.clone());
+    let kind = match (args.kind.as_str(), &previous) {
+        ("full", _) | ("auto", None) => BackupKind::Full,
+        ("incremental" | "auto", Some(_)) => BackupKind::Incremental,
+        ("incremental", None) => {
+            return Err(Error::InvalidInput(
+                "an incremental backup needs an earlier complete backup, and the repository holds none; take a full one (kind => 'full' or 'auto')".into(),
+            ))
+        }
+        (other, _) => return Err(Error::InvalidInput(format!("kind \"{other}\" is not auto, full or incremental"))),
+    };
+    // Ids have one-second resolution: never reuse an existing backup's second.
+    let (started, id) = loop {
+        let now = SystemTime::now();
+        let id = BackupId::new(now, kind);
+        if backups.iter().all(|b| b.id.as_str()[..16] != id.as_str()[..16]) {
+            break (now, id);
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
+            return Err(Error::Cancelled);
+        }
+    };
+    let clock = Instant::now();
+
+    phase(status, "pg_backup_start (checkpoint)");
+    let label = format!("backstop {id}");
+    BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.pg_backup_start($1, $2)::text",
+            &[label.as_str().into(), args.fast.into()],
+        )
+    })
+    .map_err(spi_error)?;
+
+    phase(status, "copying files");
+    let data_dir =
+        std::path::PathBuf::from(unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned());
+    let options = TakeOptions {
+        data_dir,
+        kind,
+        previous: previous.clone(),
+        reread_after: gucs::base_backup_reread_after(),
+        include_manifest_key: !gucs::codec_settings()?.recipients.is_empty(),
+        parallel: gucs::base_backup_parallel(),
+    };
+    let progress = Arc::new(Progress::default());
+    let cancel = CancellationToken::new();
+    let task = {
+        let repository = repository.clone();
+        let progress = progress.clone();
+        let cancel = cancel.clone();
+        io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })
+    };
+    while !task.is_finished() {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+            cancel.cancel();
+        }
+        progress_into(status, &progress);
+        jobs::write_status(status);
+    }
+    let taken = io::runtime()
+        .block_on(task)
+        .map_err(|e| Error::InvalidInput(format!("the backup's copy task failed: {e}")))??;
+    progress_into(status, &progress);
+
+    phase(status, "pg_backup_stop");
+    let (stop_lsn, backup_label) = BackgroundWorker::transaction(|| {
+        Spi::get_two::<String, String>("SELECT lsn::text, labelfile FROM pg_catalog.pg_backup_stop(false)")
+    })
+    .map_err(spi_error)?;
+    let stop_lsn = Lsn::parse(&stop_lsn.unwrap_or_default())?;
+    let backup_label = backup_label.unwrap_or_default();
+    let (start_lsn, timeline) = take::parse_label(&backup_label)?;
+
+    phase(status, "waiting for WAL to be archived");
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
+    wait_for_wal(&repository, timeline, start_lsn, stop_lsn, segment_size, &cancel)?;
+
+    phase(status, "writing the manifest");
+    let identity = repo::cluster_identity();
+    let manifest = taken.into_manifest(BackupFacts {
+        id: id.clone(),
+        cluster: repository.cluster().to_string(),
+        system_identifier: identity.system_identifier,
+        pg_version_num: identity.pg_version_num,
+        wal_segment_size: segment_size,
+        timeline,
+        start_lsn,
+        stop_lsn,
+        start_time: started,
+        stop_time: SystemTime::now(),
+        previous: previous.map(|p| p.id),
+        backup_label,
+    });
+    io::block_on(manifest::write(&repository, &manifest))?;
+    let stats = &manifest.stats;
+    Ok(serde_json::json!({
+        "backup_id": id,
+        "kind": kind.as_str(),
+        "start_lsn": start_lsn.to_string(),
+        "stop_lsn": stop_lsn.to_string(),
+        "timeline": timeline,
+        "files": stats.files,
+        "files_reused": stats.files_reused,
+        "bytes": stats.bytes,
+        "bytes_read": stats.bytes_read,
+        "bytes_new": stats.bytes_new,
+        "bytes_stored": stats.bytes_stored,
+        "packs_new": stats.packs_new,
+        "requests": stats.requests,
+        "seconds": clock.elapsed().as_secs_f64(),
+    }))
+}
+
+/// Waits until every segment from the backup's start to its stop LSN is in the repository: a
+/// backup without them cannot be made consistent, so none is published before they are.
+fn wait_for_wal(
+    repository: &Repository,
+    timeline: u32,
+    start: Lsn,
+    stop: Lsn,
+    segment_size: u32,
+    cancel: &CancellationToken,
+) -> Result<(), Error> {
+    let first = start.segment(segment_size);
+    // The segment holding the last byte before the stop LSN (PostgreSQL's XLByteToPrevSeg).
+    let last = Lsn(stop.0.saturating_sub(1)).segment(segment_size).max(first);
+    let mut pending: Vec<String> = (first..=last).map(|n| wal::segment_name(timeline, n, segment_size)).collect();
+    let deadline = Instant::now() + gucs::base_backup_wal_timeout();
+    loop {
+        let mut still = Vec::new();
+        for name in pending {
+            let path = WalFileName::parse(&name)?.object_path();
+            if io::block_on(repository.store().head(&repository.key(&path)))?.is_none() {
+                still.push(name);
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::InvalidInput(format!(
+                "WAL segment {} (needed to make the backup consistent) did not reach the repository within {} s; check archiving with backstop.doctor() and pg_stat_archiver. No manifest was written",
+                pending[0],
+                gucs::base_backup_wal_timeout().as_secs()
+            )));
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(250))) || cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+    }
+}

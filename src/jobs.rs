@@ -1,0 +1,442 @@
+//! Jobs: long work (base backups now; the scheduler's jobs later) in a background worker process
+//! of its own, never in the caller's transaction, so a multi-hour backup holds back no vacuum
+//! horizon and survives no longer than it should.
+//!
+//! - The caller takes a job id from `backstop.jobs_id_seq` (non-transactional), writes a request
+//!   file, and starts a dynamic background worker with the id as its argument.
+//! - The worker connects to the caller's database as the bootstrap superuser, records the job in
+//!   `backstop.jobs` in its own short transactions, and publishes its progress in a status file
+//!   (`$PGDATA/pg_stat_tmp/backstop_jobs/<id>.json`, replaced atomically about twice a second).
+//!   A file and not a table: the caller reads it whatever its isolation level, without taking a
+//!   snapshot, and nothing of it outlives a restart (pg_stat_tmp is not backed up either).
+//! - A caller that waits reads the file on its latch, sends progress NOTICEs, and on cancel or
+//!   statement_timeout terminates the worker (a drop guard does it while the ERROR unwinds).
+//!   The worker sees SIGTERM at its next check and stops without publishing anything.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BackgroundWorkerStatus, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::PgSqlErrorCode;
+use serde::{Deserialize, Serialize};
+
+use crate::errors::{notice, raise_with};
+
+extension_sql_file!("../sql/jobs.sql", name = "jobs_table");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    BaseBackup,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::BaseBackup => "base_backup",
+        }
+    }
+}
+
+/// What the caller asks for; read by the worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobRequest {
+    pub id: i64,
+    pub kind: JobKind,
+    pub requested_by: String,
+    pub args: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Starting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl JobState {
+    pub fn is_final(self) -> bool {
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Starting => "starting",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// The worker's status file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobStatus {
+    pub id: i64,
+    pub kind: JobKind,
+    pub state: JobState,
+    pub pid: i32,
+    /// Unix seconds.
+    pub started_at: f64,
+    pub phase: String,
+    pub files_done: u64,
+    pub files_total: u64,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub bytes_new: u64,
+    pub message: String,
+    pub result: Option<serde_json::Value>,
+    pub error: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl JobStatus {
+    pub fn new(request: &JobRequest) -> Self {
+        JobStatus {
+            id: request.id,
+            kind: request.kind,
+            state: JobState::Starting,
+            pid: unsafe { pg_sys::MyProcPid },
+            started_at: backstop_core::backups::unix_seconds(std::time::SystemTime::now()),
+            phase: "starting".into(),
+            files_done: 0,
+            files_total: 0,
+            bytes_done: 0,
+            bytes_total: 0,
+            bytes_new: 0,
+            message: String::new(),
+            result: None,
+            error: None,
+            hint: None,
+        }
+    }
+
+    /// Seconds since the job started.
+    pub fn elapsed(&self) -> f64 {
+        (backstop_core::backups::unix_seconds(std::time::SystemTime::now()) - self.started_at).max(0.0)
+    }
+
+    pub fn rate(&self) -> f64 {
+        let elapsed = self.elapsed();
+        if elapsed > 0.0 {
+            self.bytes_done as f64 / elapsed
+        } else {
+            0.0
+        }
+    }
+
+    pub fn eta_seconds(&self) -> Option<f64> {
+        let rate = self.rate();
+        (rate > 0.0 && self.bytes_total >= self.bytes_done).then(|| (self.bytes_total - self.bytes_done) as f64 / rate)
+    }
+}
+
+fn data_dir() -> PathBuf {
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+    PathBuf::from(dir.to_string_lossy().into_owned())
+}
+
+pub fn jobs_dir() -> PathBuf {
+    data_dir().join("pg_stat_tmp").join("backstop_jobs")
+}
+
+fn ensure_jobs_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = jobs_dir();
+    match fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) => Err(e),
+    }
+}
+
+fn write_json(path: &std::path::Path, value: &impl Serialize) -> std::io::Result<()> {
+    let temp = path.with_extension("tmp");
+    fs::write(&temp, serde_json::to_vec(value).map_err(std::io::Error::other)?)?;
+    fs::rename(&temp, path)
+}
+
+pub fn write_status(status: &JobStatus) {
+    // Progress is best effort: a full disk must not fail the job itself.
+    if let Ok(dir) = ensure_jobs_dir() {
+        let _ = write_json(&dir.join(format!("{}.json", status.id)), status);
+    }
+}
+
+pub fn read_status(id: i64) -> Option<JobStatus> {
+    let bytes = fs::read(jobs_dir().join(format!("{id}.json"))).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Every status file whose worker is alive or that finished, newest first.
+pub fn all_statuses() -> Vec<JobStatus> {
+    let mut out = Vec::new();
+    if let Ok(entries) = fs::read_dir(jobs_dir()) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Some(id) = name.strip_suffix(".json").and_then(|id| id.parse::<i64>().ok()) {
+                if let Some(status) = read_status(id) {
+                    out.push(status);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|s| std::cmp::Reverse(s.id));
+    out
+}
+
+/// Is a process with this pid still a backstop job worker? (`kill 0` plus the name PostgreSQL
+/// gives it, so a recycled pid is not mistaken for the job.)
+pub fn worker_alive(pid: i32) -> bool {
+    if pid <= 0 || unsafe { libc::kill(pid, 0) } != 0 {
+        return false;
+    }
+    fs::read_to_string(format!("/proc/{pid}/cmdline")).map(|c| c.contains("backstop job")).unwrap_or(true)
+}
+
+/// Starts a job's worker; returns its id and handle.
+pub fn start(kind: JobKind, args: serde_json::Value) -> (i64, DynamicBackgroundWorker) {
+    let id =
+        Spi::get_one::<i64>("SELECT pg_catalog.nextval('backstop.jobs_id_seq')").ok().flatten().unwrap_or_else(|| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                "could not allocate a job id",
+                "This is a bug in backstop.",
+            )
+        });
+    let requested_by = Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default();
+    let database =
+        Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    let request = JobRequest { id, kind, requested_by, args };
+    let dir = ensure_jobs_dir().unwrap_or_else(|e| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_IO_ERROR,
+            &format!("could not create {}: {e}", jobs_dir().display()),
+            "Check the data directory's permissions.",
+        )
+    });
+    if let Err(e) = write_json(&dir.join(format!("{id}.request.json")), &request) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_IO_ERROR,
+            &format!("could not write the job request: {e}"),
+            "Check free space in the data directory.",
+        );
+    }
+    let worker = BackgroundWorkerBuilder::new(&format!("backstop job {id} ({})", kind.as_str()))
+        .set_type("backstop job")
+        .set_library("backstop")
+        .set_function("backstop_job_main")
+        .set_argument(id.into_datum())
+        .set_extra(&database)
+        .enable_spi_access()
+        .set_restart_time(None)
+        .set_notify_pid(unsafe { pg_sys::MyProcPid })
+        .load_dynamic()
+        .unwrap_or_else(|_| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+                "could not start a background worker for the job: all max_worker_processes slots are in use",
+                "Raise max_worker_processes (needs a restart) or wait for other background workers to finish.",
+            )
+        });
+    if let Err(status) = worker.wait_for_startup() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            &format!("the job's background worker did not start ({status:?})"),
+            "See the server log for why the worker could not start.",
+        );
+    }
+    (id, worker)
+}
+
+/// Terminates the worker if the caller leaves before the job ended (cancel, statement_timeout,
+/// any ERROR): the unwinding drops it.
+struct TerminateOnDrop(Option<DynamicBackgroundWorker>);
+
+impl Drop for TerminateOnDrop {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            let _ = worker.terminate();
+        }
+    }
+}
+
+/// Waits for a job to end, sending a NOTICE from `describe` every few seconds.
+pub fn wait(id: i64, worker: DynamicBackgroundWorker, describe: impl Fn(&JobStatus) -> String) -> JobStatus {
+    let mut guard = TerminateOnDrop(Some(worker));
+    let mut last_notice = Instant::now();
+    let mut last_phase = String::new();
+    loop {
+        unsafe {
+            pg_sys::WaitLatch(
+                pg_sys::MyLatch,
+                (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+                250,
+                pg_sys::PG_WAIT_EXTENSION,
+            );
+            pg_sys::ResetLatch(pg_sys::MyLatch);
+        }
+        pgrx::check_for_interrupts!();
+        let status = read_status(id);
+        if let Some(status) = &status {
+            if status.state.is_final() {
+                guard.0.take();
+                return status.clone();
+            }
+            if status.phase != last_phase || last_notice.elapsed() >= Duration::from_secs(5) {
+                if status.state == JobState::Running {
+                    notice(&describe(status));
+                }
+                last_phase = status.phase.clone();
+                last_notice = Instant::now();
+            }
+        }
+        let stopped = matches!(guard.0.as_ref().map(|w| w.pid()), Some(Err(BackgroundWorkerStatus::Stopped)));
+        if stopped {
+            guard.0.take();
+            if let Some(status) = read_status(id).filter(|s| s.state.is_final()) {
+                return status;
+            }
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                &format!("job {id}'s background worker exited without finishing"),
+                "See the server log for the worker's error; nothing was published.",
+            );
+        }
+    }
+}
+
+/// Records a job row in its own transaction (worker side).
+fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
+    BackgroundWorker::transaction(|| {
+        Spi::run_with_args(sql, args).unwrap_or_else(|e| pgrx::warning!("backstop could not record the job: {e}"));
+    });
+}
+
+/// The worker's entry point: runs one job and records how it ended.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
+    let id = arg.value() as i64;
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = BackgroundWorker::get_extra().to_string();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    let request_path = jobs_dir().join(format!("{id}.request.json"));
+    let request: JobRequest = match fs::read(&request_path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+        Some(request) => request,
+        None => {
+            pgrx::warning!("backstop job {id}: its request file {} is missing or unreadable", request_path.display());
+            return;
+        }
+    };
+    let _ = fs::remove_file(&request_path);
+    let mut status = JobStatus::new(&request);
+    status.state = JobState::Running;
+    write_status(&status);
+    let pid = status.pid;
+    // Jobs whose worker died (crash, immediate shutdown) are recorded as failed, never forgotten.
+    record(
+        "UPDATE backstop.jobs SET state = 'failed', finished_at = pg_catalog.now(), \
+         error = 'the job''s worker ended without recording an outcome (server crash or restart?)' \
+         WHERE state = 'running' AND (pid IS NULL OR pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity))",
+        &[],
+    );
+    record(
+        "INSERT INTO backstop.jobs (job_id, kind, state, requested_by, pid) VALUES ($1, $2, 'running', $3, $4)",
+        &[id.into(), request.kind.as_str().into(), request.requested_by.as_str().into(), pid.into()],
+    );
+    let outcome = match request.kind {
+        JobKind::BaseBackup => crate::backups::worker::run(&request, &mut status),
+    };
+    match outcome {
+        Ok(result) => {
+            status.state = JobState::Succeeded;
+            status.result = Some(result);
+        }
+        Err(error) => {
+            status.state =
+                if matches!(error, backstop_core::Error::Cancelled) { JobState::Cancelled } else { JobState::Failed };
+            status.error = Some(error.to_string());
+            status.hint = Some(error.hint().to_string());
+            pgrx::log!("backstop job {id} ({}) {}: {error}", request.kind.as_str(), status.state.as_str());
+        }
+    }
+    status.phase = status.state.as_str().into();
+    record(
+        "UPDATE backstop.jobs SET state = $2, finished_at = pg_catalog.now(), result = $3, error = $4, hint = $5 WHERE job_id = $1",
+        &[
+            id.into(),
+            status.state.as_str().into(),
+            status.result.clone().map(pgrx::JsonB).into(),
+            status.error.clone().into(),
+            status.hint.clone().into(),
+        ],
+    );
+    write_status(&status);
+}
+
+/// Jobs running now and their progress: the `backstop.job_progress` view.
+#[pg_extern(volatile, parallel_unsafe)]
+fn job_progress() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(kind, String),
+        name!(pid, i32),
+        name!(started_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(phase, String),
+        name!(files_done, i64),
+        name!(files_total, i64),
+        name!(bytes_done, i64),
+        name!(bytes_total, i64),
+        name!(bytes_new, i64),
+        name!(bytes_per_second, f64),
+        name!(eta_seconds, Option<f64>),
+    ),
+> {
+    let rows: Vec<_> = all_statuses()
+        .into_iter()
+        .filter(|s| !s.state.is_final() && worker_alive(s.pid))
+        .map(|s| {
+            (
+                s.id,
+                s.kind.as_str().to_string(),
+                s.pid,
+                to_timestamptz(s.started_at),
+                s.phase.clone(),
+                s.files_done as i64,
+                s.files_total as i64,
+                s.bytes_done as i64,
+                s.bytes_total as i64,
+                s.bytes_new as i64,
+                s.rate(),
+                s.eta_seconds(),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+pub fn to_timestamptz(unix_seconds: f64) -> Option<pgrx::datum::TimestampWithTimeZone> {
+    pgrx::datum::TimestampWithTimeZone::try_from(unix_seconds_to_pg(unix_seconds)).ok()
+}
+
+/// Microseconds since 2000-01-01, PostgreSQL's timestamp representation.
+fn unix_seconds_to_pg(seconds: f64) -> i64 {
+    ((seconds - 946_684_800.0) * 1e6).round() as i64
+}
+
+extension_sql!(
+    r#"
+CREATE VIEW job_progress AS SELECT * FROM job_progress();
+"#,
+    name = "job_progress_view",
+    requires = [job_progress]
+);
