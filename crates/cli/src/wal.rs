@@ -326,7 +326,7 @@ async fn archived(repository: &Repository) -> Result<Vec<Archived>, Error> {
     let prefix = repository.key("wal/");
     Ok(repository
         .store()
-        .list(&prefix)
+        .list_all(&prefix)
         .await?
         .into_iter()
         .filter_map(|object| {

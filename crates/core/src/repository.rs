@@ -412,7 +412,7 @@ impl Repository {
             .await
             .map_err(|e| failed("write", e.to_string()))?;
         let read = self.get_bytes(&relative).await;
-        let listed = self.store.list(&self.key(".probe/")).await;
+        let listed = self.store.list_all(&self.key(".probe/")).await;
         let deleted = self.store.delete(&key).await;
         match read {
             Err(e) => return Err(failed("read back", e.to_string())),

@@ -191,7 +191,7 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
     // The server is back: nothing of the failed upload is visible, and the same upload now works.
     runtime.block_on(async {
         assert!(repo.store().head(&repo.key("outage/object")).await.unwrap().is_none());
-        assert!(repo.store().list(&repo.key("outage/")).await.unwrap().is_empty());
+        assert!(repo.store().list_all(&repo.key("outage/")).await.unwrap().is_empty());
         let stored = write_noise(&repo, "outage/object", 5, 32 << 20).await.unwrap();
         assert!(matches!(stored, PutResult::Stored { .. }));
     });

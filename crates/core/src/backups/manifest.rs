@@ -233,7 +233,8 @@ pub async fn write(repository: &Repository, manifest: &BackupManifest) -> Result
 pub async fn list_ids(repository: &Repository) -> Result<Vec<BackupId>> {
     let prefix = repository.key(&format!("{}/", super::BACKUPS_DIR));
     let mut ids = Vec::new();
-    for object in repository.store().list(&prefix).await? {
+    let mut objects = repository.store().list(&prefix);
+    while let Some(object) = futures::TryStreamExt::try_next(&mut objects).await? {
         let Some(rest) = object.key.strip_prefix(&prefix) else { continue };
         if let Some((id, super::MANIFEST_FILE)) = rest.split_once('/') {
             if let Ok(id) = BackupId::parse(id) {

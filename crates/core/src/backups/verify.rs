@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -41,7 +41,8 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
     let packs_prefix = repository.key(&format!("{}/", super::PACKS_DIR));
     let mut stored: HashSet<String> = HashSet::new();
     if !ids.is_empty() {
-        for object in repository.store().list(&packs_prefix).await? {
+        let mut objects = repository.store().list(&packs_prefix);
+        while let Some(object) = objects.try_next().await? {
             if let Some(id) = object.key.rsplit('/').next() {
                 stored.insert(id.to_string());
             }
@@ -86,7 +87,8 @@ pub struct ArchivedWal {
 pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
     let prefix = repository.key("wal/");
     let mut files = Vec::new();
-    for object in repository.store().list(&prefix).await? {
+    let mut objects = repository.store().list(&prefix);
+    while let Some(object) = objects.try_next().await? {
         let name = object.key.rsplit('/').next().unwrap_or("");
         if let Ok(name) = WalFileName::parse(name) {
             files.push(ArchivedWal { name, modified: object.last_modified });

@@ -237,21 +237,27 @@ impl ObjectStore for FileStore {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    fn list(&self, prefix: &str) -> super::ObjectStream {
         let root = self.root.clone();
         let prefix = prefix.to_string();
-        blocking(move || {
+        // A blocking walk feeds a bounded channel: memory stays at the channel's size.
+        let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<ObjectInfo>>(1024);
+        tokio::task::spawn_blocking(move || {
             // Walk only the deepest directory the prefix names, then filter by the full prefix.
             let dir_part = prefix.rsplit_once('/').map(|(dir, _)| dir).unwrap_or("");
             if !dir_part.is_empty() {
-                validate_key(dir_part)?;
+                if let Err(e) = validate_key(dir_part) {
+                    let _ = sender.blocking_send(Err(e));
+                    return;
+                }
             }
-            let mut found = Vec::new();
-            walk(&root, &root.join(dir_part), &prefix, &mut found)?;
-            found.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(found)
-        })
-        .await
+            if let Err(e) =
+                walk(&root, &root.join(dir_part), &prefix, &mut |info| sender.blocking_send(Ok(info)).is_ok())
+            {
+                let _ = sender.blocking_send(Err(e));
+            }
+        });
+        Box::pin(futures::stream::poll_fn(move |cx| receiver.poll_recv(cx)))
     }
 
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
@@ -305,12 +311,16 @@ pub fn write_file_atomically(target: &Path, contents: &[u8]) -> Result<()> {
     sync_dir(parent)
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> Result<()> {
+/// Visits the objects under `dir` whose key starts with `prefix`, in key order: each directory's
+/// entries are sorted with directories as `name/`, so the walk's order is the keys' byte order.
+/// Stops early (Ok) when `emit` returns false (the listener went away).
+fn walk(root: &Path, dir: &Path, prefix: &str, emit: &mut dyn FnMut(ObjectInfo) -> bool) -> Result<bool> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(Error::io("list", dir, e)),
     };
+    let mut children = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;
         let name = entry.file_name();
@@ -319,22 +329,35 @@ fn walk(root: &Path, dir: &Path, prefix: &str, found: &mut Vec<ObjectInfo>) -> R
             continue;
         }
         let path = entry.path();
+        let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
+        let sort_key = if file_type.is_dir() { format!("{name}/") } else { name.to_string() };
+        children.push((sort_key, path, file_type));
+    }
+    children.sort_by(|a, b| a.0.cmp(&b.0));
+    for (_, path, file_type) in children {
         let key = path
             .strip_prefix(root)
             .expect("walked paths are under the root")
             .to_string_lossy()
             .replace(std::path::MAIN_SEPARATOR, "/");
-        let file_type = entry.file_type().map_err(|e| Error::io("stat", &path, e))?;
         if file_type.is_dir() {
-            if prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix) {
-                walk(root, &path, prefix, found)?;
+            if (prefix.starts_with(&format!("{key}/")) || key.starts_with(prefix)) && !walk(root, &path, prefix, emit)?
+            {
+                return Ok(false);
             }
         } else if file_type.is_file() && key.starts_with(prefix) {
-            let meta = entry.metadata().map_err(|e| Error::io("stat", &path, e))?;
-            found.push(ObjectInfo { key, size: meta.len(), last_modified: meta.modified().ok() });
+            let meta = match fs::metadata(&path) {
+                Ok(meta) => meta,
+                // Deleted while listed: it is not there.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", &path, e)),
+            };
+            if !emit(ObjectInfo { key, size: meta.len(), last_modified: meta.modified().ok() }) {
+                return Ok(false);
+            }
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 struct FileUpload {

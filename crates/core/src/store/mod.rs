@@ -44,6 +44,9 @@ pub struct ObjectInfo {
 
 pub type ObjectReader = Pin<Box<dyn AsyncRead + Send>>;
 
+/// A listing, in key order.
+pub type ObjectStream = futures::stream::BoxStream<'static, Result<ObjectInfo>>;
+
 #[async_trait]
 pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     /// Where this store is, for messages (never contains credentials).
@@ -62,8 +65,15 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
 
     async fn head(&self, key: &str) -> Result<Option<ObjectInfo>>;
 
-    /// Every object whose key starts with `prefix`, sorted by key, across all result pages.
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// Every object whose key starts with `prefix`, in key order, as a stream: a listing of
+    /// millions of objects is consumed page by page, never held whole.
+    fn list(&self, prefix: &str) -> ObjectStream;
+
+    /// [`ObjectStore::list`] collected: for listings known to be small.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        self.list(prefix).try_collect().await
+    }
 
     /// The names one level below `prefix` that have objects under them ("directories"), sorted.
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>>;

@@ -336,23 +336,41 @@ impl ObjectStore for S3Store {
         }
     }
 
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+    fn list(&self, prefix: &str) -> super::ObjectStream {
+        use futures::StreamExt;
         let full_prefix = if self.prefix.is_empty() { prefix.to_string() } else { format!("{}/{prefix}", self.prefix) };
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full_prefix).into_paginator().send();
-        let mut found = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| self.error("list", prefix, e))?;
-            for object in page.contents() {
-                let Some(full) = object.key() else { continue };
-                found.push(ObjectInfo {
-                    key: self.relative_key(full).to_string(),
-                    size: object.size().unwrap_or(0).max(0) as u64,
-                    last_modified: object.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
-                });
+        let store = self.clone();
+        let prefix = prefix.to_string();
+        // One page (up to 1000 keys) at a time; S3 returns keys in byte order.
+        let pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&full_prefix).into_paginator().send();
+        futures::stream::unfold(Some(pages), move |pages| {
+            let store = store.clone();
+            let prefix = prefix.clone();
+            async move {
+                let mut pages = pages?;
+                let page = pages.next().await?;
+                let items: Vec<Result<ObjectInfo>> = match page {
+                    Ok(page) => page
+                        .contents()
+                        .iter()
+                        .filter_map(|object| {
+                            let full = object.key()?;
+                            Some(Ok(ObjectInfo {
+                                key: store.relative_key(full).to_string(),
+                                size: object.size().unwrap_or(0).max(0) as u64,
+                                last_modified: object
+                                    .last_modified()
+                                    .and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                            }))
+                        })
+                        .collect(),
+                    Err(e) => return Some((vec![Err(store.error("list", &prefix, e))], None)),
+                };
+                Some((items, Some(pages)))
             }
-        }
-        found.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(found)
+        })
+        .flat_map(futures::stream::iter)
+        .boxed()
     }
 
     async fn list_prefixes(&self, prefix: &str) -> Result<Vec<String>> {
