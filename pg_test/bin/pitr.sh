@@ -24,14 +24,19 @@ export BACKSTOP_CLUSTER=$cluster
 mask() {
   sed -E "s/[0-9]{8}T[0-9]{6}Z-([FI])/<backup id>-\1/g; s/$cluster/<cluster>/g; s/[0-9a-f]{64}/<sha256>/g;
           s/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+\+00/<time>/g; s/LSN [0-9A-F]+\/[0-9A-F]+/LSN <lsn>/g;
-          s#$base#<scenario>#g; s#s3://[^/ ]+/#s3://<bucket>/#g; s/[0-9]+ of its [0-9]+ packs/N of its N packs/g; s#packs/[0-9a-f]{2}/#packs/<xx>/#g"
+          s#$base#<scenario>#g; s#s3://[^/ ]+/#s3://<bucket>/#g; s/[0-9]+ of its [0-9]+ packs/N of its N packs/g; s#packs/[0-9a-f]{2}/#packs/<xx>/#g; s/ is corrupt: .*/ is corrupt: <why differs with where the byte fell>/"
 }
 
 case $1 in
   restore)
     name=$2
     shift 2
-    if backstop restore --target-dir "$base/$name" --json "$@" > "$base/$name.restore.json" 2> "$base/$name.restore.err"; then
+    # The scenario's server is still running on its tablespaces: every restore relocates them.
+    maps=()
+    for oid in $(psql -X -qAt -d postgres -c "SELECT oid FROM pg_tablespace WHERE spcname NOT IN ('pg_default', 'pg_global')"); do
+      maps+=(--tablespace-map "$oid=$base/$name.ts$oid")
+    done
+    if backstop restore --target-dir "$base/$name" --json "${maps[@]}" "$@" > "$base/$name.restore.json" 2> "$base/$name.restore.err"; then
       python3 -c '
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -61,6 +66,24 @@ if s["bytes_kept"] > 0:
       sleep 0.2
     done
     echo "$name started and promoted on timeline $(psql -X -qAt -h "$base/$name.run" -p "$port" -d "$PGDATABASE" -c "SELECT timeline_id FROM pg_control_checkpoint()")"
+    ;;
+  start-standby)
+    name=$2 port=$3
+    mkdir -p "$base/$name.run"
+    if ! pg_ctl -D "$base/$name" -l "$base/$name.log" -o "-p $port -c unix_socket_directories=$base/$name.run -c listen_addresses='' -c archive_mode=off" -w -t 120 start > /dev/null 2>&1; then
+      echo "$name did not start: $(grep -E 'FATAL|PANIC' "$base/$name.log" | tail -1 | sed -E 's/^.*(FATAL|PANIC): *//' | mask)"
+      exit 0
+    fi
+    echo "$name started, in recovery: $(psql -X -qAt -h "$base/$name.run" -p "$port" -d "$PGDATABASE" -c "SELECT pg_is_in_recovery()")"
+    ;;
+  sql-until)
+    # Runs SQL on it until it prints EXPECTED (60 s at most): a standby catching up.
+    for _ in $(seq 1 300); do
+      out=$(psql -X -qAt -h "$base/$2.run" -p "$3" -d "$PGDATABASE" -c "$4" 2>/dev/null)
+      [[ $out == "$5" ]] && { echo "$2 shows $5"; exit 0; }
+      sleep 0.2
+    done
+    echo "$2 never showed $5 (last: $out)"
     ;;
   sql)
     psql -X -qAt -h "$base/$2.run" -p "$3" -d "$PGDATABASE" -c "$4" 2>&1 | mask

@@ -11,6 +11,13 @@ BEGIN
 END $$;
 CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, note text);
 INSERT INTO accounts SELECT g, g * 10, repeat('a', 50) FROM generate_series(1, 20000) g;
+-- A tablespace outside the data directory: backed up, and relocated by every restore below.
+\getenv pgdata PGDATA
+\set ts_dir :pgdata '_ts1'
+\! mkdir -p "$PGDATA"_ts1
+CREATE TABLESPACE ts1 LOCATION :'ts_dir';
+CREATE TABLE audit (id int, what text) TABLESPACE ts1;
+INSERT INTO audit SELECT g, 'row ' || g FROM generate_series(1, 5000) g;
 -- Files written less than 2 s before a backup reads them are read again by the next one (their
 -- mtime could hide a change); the cluster is seconds old, so let its files age first.
 SELECT pg_sleep(2.5);
@@ -41,7 +48,9 @@ COMMIT;
 SELECT contents('accounts') AS at_xid \gset
 UPDATE accounts SET note = 'after the xid' WHERE id = 1;
 SELECT pg_create_restore_point('before_migration') IS NOT NULL AS restore_point;
+INSERT INTO audit SELECT g, 'after the backups' FROM generate_series(5001, 5100) g;
 SELECT contents('accounts') AS at_t \gset
+SELECT contents('audit') AS audit_at_t \gset
 SELECT pg_sleep(1.1);
 SELECT now() AS target_time \gset
 SELECT pg_sleep(1.1);
@@ -56,6 +65,8 @@ SELECT count(*) AS restorable_parts FROM backstop.recovery_window() WHERE status
 \! pitr.sh start at_time 5441 archive
 \! pitr.sh sql at_time 5441 "SELECT contents('accounts')"
 SELECT :'at_t' AS expected_at_t;
+\! pitr.sh sql at_time 5441 "SELECT contents('audit'), pg_tablespace_location(oid) LIKE '%at_time.ts%' AS relocated FROM pg_tablespace WHERE spcname = 'ts1'"
+SELECT :'audit_at_t' AS expected_audit_at_t;
 \! pitr.sh sql at_time 5441 "SELECT to_regclass('written_after_t') IS NULL AS nothing_after_t"
 -- Timeline 2: write there, archive it, stop.
 \! pitr.sh sql at_time 5441 "INSERT INTO accounts VALUES (99999, 0, 'timeline 2')"
@@ -85,3 +96,10 @@ SELECT :'at_xid' AS expected_at_xid;
 \! pitr.sh start on_tl2 5444
 \! pitr.sh sql on_tl2 5444 "SELECT note FROM accounts WHERE id = 99999"
 \! pitr.sh stop on_tl2
+-- A new replica from a backup, following the archive, without touching the primary.
+\! pitr.sh restore replica --standby --target-timeline current
+\! pitr.sh start-standby replica 5445
+CREATE TABLE after_replica AS SELECT 42 AS answer;
+SELECT next_segment() IS NOT NULL AS archived;
+\! pitr.sh sql-until replica 5445 "SELECT answer FROM after_replica" 42
+\! pitr.sh stop replica

@@ -128,8 +128,10 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     progress_into(status, &progress);
 
     phase(status, "pg_backup_stop");
-    let (stop_lsn, backup_label) = BackgroundWorker::transaction(|| {
-        Spi::get_two::<String, String>("SELECT lsn::text, labelfile FROM pg_catalog.pg_backup_stop(false)")
+    let (stop_lsn, backup_label, tablespace_map) = BackgroundWorker::transaction(|| {
+        Spi::get_three::<String, String, String>(
+            "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_catalog.pg_backup_stop(false)",
+        )
     })
     .map_err(spi_error)?;
     let stop_lsn = Lsn::parse(&stop_lsn.unwrap_or_default())?;
@@ -155,6 +157,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         stop_time: SystemTime::now(),
         previous: previous.map(|p| p.id),
         backup_label,
+        tablespace_map: tablespace_map.unwrap_or_default(),
     });
     io::block_on(manifest::write(&repository, &manifest))?;
     let stats = &manifest.stats;

@@ -343,6 +343,7 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         if let Some(conninfo) = &args.primary_conninfo {
             settings.push(("primary_conninfo", conninfo.clone()));
         }
+        settings.push(("recovery_target_timeline", args.target_timeline.clone()));
     } else {
         if let Some(setting) = target.setting() {
             settings.push(setting);

@@ -139,6 +139,7 @@ async fn take_backup(
         stop_time: at + Duration::from_secs(1),
         previous: previous_id,
         backup_label: label(),
+        tablespace_map: String::new(),
     });
     manifest::write(repository, &manifest).await.unwrap();
     manifest

@@ -37,6 +37,10 @@ pub struct BackupManifest {
     pub previous: Option<BackupId>,
     /// The `backup_label` pg_backup_stop returned; restored as the data directory's backup_label.
     pub backup_label: String,
+    /// The `tablespace_map` pg_backup_stop returned (empty without tablespaces). A restore writes
+    /// its own from [`BackupManifest::tablespaces`] and any relocation, never this text.
+    #[serde(default)]
+    pub tablespace_map: String,
     pub tablespaces: Vec<Tablespace>,
     pub packs: Vec<PackRef>,
     pub files: Vec<FileEntry>,
@@ -267,6 +271,7 @@ pub(crate) mod tests {
             stop_time: 2.0,
             previous: None,
             backup_label: "START WAL LOCATION: 0/3000028".into(),
+            tablespace_map: String::new(),
             tablespaces: vec![],
             packs: vec![PackRef { id: sha.clone(), len: 8192 }],
             files: vec![FileEntry {

@@ -615,6 +615,7 @@ pub struct BackupFacts {
     pub stop_time: SystemTime,
     pub previous: Option<super::BackupId>,
     pub backup_label: String,
+    pub tablespace_map: String,
 }
 
 impl Taken {
@@ -636,6 +637,7 @@ impl Taken {
             stop_time: unix_seconds(facts.stop_time),
             previous: facts.previous,
             backup_label: facts.backup_label,
+            tablespace_map: facts.tablespace_map,
             tablespaces: self.tablespaces,
             packs: self.packs,
             files: self.files,
