@@ -43,7 +43,83 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(encryption_check());
     checks.push(archiver_failures_check());
     checks.push(archive_backlog_check());
+    checks.extend(base_backup_checks());
+    checks.push(backup_job_check());
     checks
+}
+
+/// The newest base backup and its age, and whether WAL continues from it to the present.
+fn base_backup_checks() -> Vec<Check> {
+    let not_checked = |detail: String, hint: &str| {
+        vec![Check::fail("base_backup", detail.clone(), hint), Check::fail("pitr_reaches_now", detail, hint)]
+    };
+    let repository = match repo::open() {
+        Ok(repository) => repository,
+        Err(e) => return not_checked(format!("not checked: {e}"), e.hint()),
+    };
+    let listed = io::block_on(async {
+        tokio::time::timeout(REPOSITORY_CHECK_TIMEOUT, async {
+            let backups = backstop_core::backups::verify::list_backups(&repository).await?;
+            let wal = backstop_core::backups::verify::archived_wal(&repository).await?;
+            Ok::<_, Error>((backups, wal))
+        })
+        .await
+    });
+    let (backups, wal) = match listed {
+        Ok(Ok(found)) => found,
+        Ok(Err(e)) => return not_checked(format!("could not list the repository: {e}"), e.hint()),
+        Err(_) => return not_checked("the repository did not answer in time".into(), "Check repository_reachable."),
+    };
+    let current = Spi::get_two::<i32, String>(
+        "SELECT timeline_id, pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) FROM pg_catalog.pg_control_checkpoint()",
+    );
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
+    let current = match current {
+        Ok((Some(_), Some(file))) => {
+            backstop_core::wal::WalFileName::parse(&file).ok().and_then(|name| name.position(segment_size))
+        }
+        _ => None,
+    };
+    let Some(current) = current else {
+        return not_checked(
+            "could not read the server's WAL position (in recovery?)".into(),
+            "Run doctor() on the primary.",
+        );
+    };
+    backstop_core::backups::verify::doctor_checks(&backups, &wal, current, segment_size, std::time::SystemTime::now())
+}
+
+/// A base backup running now, or how the last one ended.
+fn backup_job_check() -> Check {
+    use crate::jobs::{self, JobKind, JobState};
+    if let Some(running) = jobs::all_statuses()
+        .into_iter()
+        .find(|s| s.kind == JobKind::BaseBackup && !s.state.is_final() && jobs::worker_alive(s.pid))
+    {
+        return Check::ok(
+            "backup_job",
+            format!("base backup job {} is running (pid {}): {}", running.id, running.pid, running.phase),
+        );
+    }
+    let last = Spi::get_three::<i64, String, String>(
+        // An aggregate: one row, NULLs when no job ran.
+        "SELECT max(job_id), (array_agg(state ORDER BY job_id DESC))[1], \
+         (array_agg(coalesce(error, '') ORDER BY job_id DESC))[1] FROM backstop.jobs WHERE kind = 'base_backup'",
+    );
+    match last {
+        Ok((Some(id), Some(state), error)) if state == JobState::Failed.as_str() => Check::warn(
+            "backup_job",
+            format!("the last base backup job, {id}, failed: {}", error.unwrap_or_default()),
+            "See backstop.jobs for its error and hint, fix the cause, and run backstop.base_backup() again.",
+        ),
+        Ok((Some(id), Some(state), _)) => Check::ok("backup_job", format!("the last base backup job, {id}, {state}")),
+        Ok(_) => Check::ok("backup_job", "no base backup job has run yet"),
+        Err(e) => Check::fail(
+            "backup_job",
+            format!("could not read backstop.jobs: {e}"),
+            "Check the extension's installation.",
+        ),
+    }
 }
 
 fn setting(name: &str) -> Option<String> {

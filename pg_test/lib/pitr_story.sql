@@ -59,6 +59,7 @@ DROP TABLE accounts;
 CREATE TABLE written_after_t AS SELECT 1 AS x;
 SELECT next_segment() IS NOT NULL AS archived_to_here;
 SELECT count(*) AS restorable_parts FROM backstop.recovery_window() WHERE status = 'restorable' AND timeline = 1;
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('base_backup', 'pitr_reaches_now', 'backup_job');
 -- Rebuild the cluster as it was at T, on another port, archiving (its promotion starts timeline 2).
 \setenv TARGET_TIME :target_time
 \! pitr.sh restore at_time --target-time "$TARGET_TIME"

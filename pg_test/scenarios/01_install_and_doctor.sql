@@ -18,7 +18,12 @@ SELECT "check", status FROM backstop.doctor();
 SELECT "check" FROM backstop.doctor() WHERE status <> 'ok' AND coalesce(hint, '') = '';
 SELECT r ->> 'verdict' AS verdict, r ->> 'reason' AS reason, jsonb_array_length(r -> 'checks') AS checks
 FROM backstop.doctor_report() AS r;
--- With encryption configured, the cluster is ready.
+-- A base backup: without one, archived WAL restores nothing and doctor says so.
+SET client_min_messages = warning;
+SELECT state, kind FROM backstop.base_backup();
+RESET client_min_messages;
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('base_backup', 'pitr_reaches_now', 'backup_job');
+-- With encryption configured too, the cluster is ready.
 SET backstop.encryption_recipients = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict;
 -- The same checks against an S3 repository (Garage on loopback).

@@ -34,7 +34,7 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 10, "{checks:?}");
+        assert_eq!(checks.len(), 13, "{checks:?}");
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
@@ -45,13 +45,18 @@ mod tests {
         assert!(checks["repository_reachable"].1.contains("file:///tmp/backstop-pgrx-test-repo"));
         assert_eq!(status(&checks, "encryption"), "warn");
         assert_eq!(status(&checks, "archiver_failures"), "ok");
+        // No base backup yet: the archive alone restores nothing, and doctor says so.
+        assert_eq!(status(&checks, "base_backup"), "fail");
+        assert!(checks["base_backup"].1.contains("no base backup"), "{:?}", checks["base_backup"]);
+        assert_eq!(status(&checks, "pitr_reaches_now"), "fail");
+        assert_eq!(status(&checks, "backup_job"), "ok");
         for (name, (status, _, hint)) in &checks {
             assert_eq!(status != "ok", hint.is_some(), "{name}: every non-ok check carries a hint");
         }
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 10);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 13);
     }
 
     #[pg_test]

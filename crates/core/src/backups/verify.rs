@@ -361,3 +361,144 @@ async fn check_pack(repository: &Repository, id: &str, len: u64, chunks: &HashSe
     .await
     .map_err(|e| Error::InvalidInput(format!("a verify thread failed: {e}")))?
 }
+
+/// Age beyond which the newest base backup is reported as stale by doctor().
+pub const STALE_BACKUP_AFTER: std::time::Duration = std::time::Duration::from_secs(8 * 86_400);
+
+/// doctor()'s view of base backups: is there a recent one, and can point-in-time recovery reach
+/// from it to the present (no gap in the archive, the archive close behind the server)?
+/// `current` is the server's timeline and the segment it is writing.
+pub fn doctor_checks(
+    backups: &[BackupStatus],
+    wal_files: &[ArchivedWal],
+    current: (u32, u64),
+    segment_size: u32,
+    now: SystemTime,
+) -> Vec<crate::doctor::Check> {
+    use crate::doctor::Check;
+    let schedule = "Take one with SELECT * FROM backstop.base_backup() (and schedule it).";
+    let Some(newest) = backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.as_ref()) else {
+        let detail = match backups.last() {
+            Some(b) => format!(
+                "no complete base backup: the newest, {}, is unusable ({})",
+                b.id,
+                b.problem.clone().unwrap_or_default()
+            ),
+            None => "no base backup in the repository: archived WAL alone restores nothing".to_string(),
+        };
+        return vec![
+            Check::fail("base_backup", detail, schedule),
+            Check::fail("pitr_reaches_now", "no base backup to recover from", schedule),
+        ];
+    };
+    let age = now.duration_since(super::from_unix_seconds(newest.stop_time)).unwrap_or_default();
+    let hours = age.as_secs() / 3600;
+    let mut checks = vec![if age > STALE_BACKUP_AFTER {
+        Check::warn(
+            "base_backup",
+            format!(
+                "the newest base backup, {}, is {} days old: recovery replays that much WAL",
+                newest.id,
+                hours / 24
+            ),
+            schedule,
+        )
+    } else {
+        Check::ok("base_backup", format!("newest base backup {} finished {hours} h ago", newest.id))
+    }];
+    let (timeline, segment) = current;
+    if newest.timeline != timeline {
+        checks.push(Check::warn(
+            "pitr_reaches_now",
+            format!(
+                "the newest base backup is on timeline {}, the server on timeline {timeline}: recovering to now needs the timeline history",
+                newest.timeline
+            ),
+            "Take a new base backup on this timeline.",
+        ));
+        return checks;
+    }
+    let first = newest.start_lsn.segment(segment_size);
+    let mut names: Vec<WalFileName> = wal_files
+        .iter()
+        .filter(|f| f.name.timeline == timeline && f.name.kind == WalFileKind::Segment)
+        .filter(|f| f.name.position(segment_size).is_some_and(|(_, n)| n >= first))
+        .map(|f| f.name.clone())
+        .collect();
+    let newest_archived = names.iter().filter_map(|n| n.position(segment_size)).map(|(_, n)| n).max();
+    if let Ok(start) = WalFileName::parse(&wal::segment_name(timeline, first, segment_size)) {
+        names.push(start);
+    }
+    let gaps = wal::find_gaps(names.iter(), segment_size);
+    let hint = "Look for archiving failures (backstop.doctor() archive rows, pg_stat_archiver); a gap means recovery stops there: take a new base backup after it.";
+    checks.push(match (gaps.first(), newest_archived) {
+        (Some(gap), _) => Check::fail(
+            "pitr_reaches_now",
+            format!(
+                "the archive has a gap after backup {}: {} to {} are missing, recovery cannot pass them",
+                newest.id, gap.first_missing, gap.last_missing
+            ),
+            hint,
+        ),
+        (None, None) => Check::fail("pitr_reaches_now", format!("no WAL archived since backup {}", newest.id), hint),
+        (None, Some(last)) if last + 2 < segment => Check::warn(
+            "pitr_reaches_now",
+            format!(
+                "WAL is continuous from backup {} to {}, but the server is already writing {}",
+                newest.id,
+                wal::segment_name(timeline, last, segment_size),
+                wal::segment_name(timeline, segment, segment_size)
+            ),
+            "Archiving is behind; see archive_backlog.",
+        ),
+        (None, Some(last)) => Check::ok(
+            "pitr_reaches_now",
+            format!(
+                "WAL is continuous from backup {} to {}: recovery can reach the present",
+                newest.id,
+                wal::segment_name(timeline, last, segment_size)
+            ),
+        ),
+    });
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backups::manifest::tests::sample;
+    use crate::doctor::Status;
+
+    fn status_of(manifest: BackupManifest) -> BackupStatus {
+        BackupStatus { id: manifest.id.clone(), manifest: Some(manifest), state: "verified".into(), problem: None }
+    }
+
+    fn wal(names: &[u64]) -> Vec<ArchivedWal> {
+        names
+            .iter()
+            .map(|&n| ArchivedWal {
+                name: WalFileName::parse(&wal::segment_name(1, n, 16 << 20)).unwrap(),
+                modified: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn doctor_says_whether_recovery_reaches_the_present() {
+        let seg = 16 << 20;
+        let mut m = sample(); // starts in segment 3, ends in 3
+        m.stop_time = super::super::unix_seconds(SystemTime::now());
+        let now = SystemTime::now();
+        let none = doctor_checks(&[], &[], (1, 9), seg, now);
+        assert_eq!((none[0].status, none[1].status), (Status::Fail, Status::Fail));
+        let fine = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 5, 6, 7, 8]), (1, 9), seg, now);
+        assert_eq!((fine[0].status, fine[1].status), (Status::Ok, Status::Ok), "{fine:?}");
+        let gap = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 6, 7, 8]), (1, 9), seg, now);
+        assert_eq!(gap[1].status, Status::Fail);
+        assert!(gap[1].detail.contains("000000010000000000000005"), "{gap:?}");
+        let behind = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4]), (1, 9), seg, now);
+        assert_eq!(behind[1].status, Status::Warn);
+        let old = doctor_checks(&[status_of(m)], &wal(&[3]), (1, 4), seg, now + STALE_BACKUP_AFTER * 2);
+        assert_eq!(old[0].status, Status::Warn);
+    }
+}
