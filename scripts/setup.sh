@@ -29,7 +29,7 @@ chown postgres:postgres "$IDENTITY_FILE"
 scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'" \
   "backstop.encryption_identity_file = '$IDENTITY_FILE'"
 
-step "main job: CREATE EXTENSION backstop, doctor, then a table snapshot and its guided recovery"
+step "main job: CREATE EXTENSION backstop, a base backup, doctor, then a table snapshot and its guided recovery"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
 -- Before the first release the extension version stays 0.1.0 and holds no data of its own, so the
 -- demo recreates it to pick up new SQL objects from a rebuild.
@@ -37,6 +37,10 @@ DROP EXTENSION IF EXISTS backstop;
 CREATE EXTENSION backstop;
 SELECT pg_switch_wal() IS NOT NULL AS switched_wal;
 SELECT pg_sleep(2);
+-- A base backup, in a background worker of its own; this session only waits and prints progress.
+SELECT * FROM backstop.base_backup();
+SELECT backup_id, kind, stop_time, bytes, bytes_new, bytes_stored, verified FROM backstop.backups();
+SELECT timeline, status, from_time, to_time FROM backstop.recovery_window();
 \x auto
 SELECT "check", status, detail, hint FROM backstop.doctor();
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict, backstop.doctor_report() ->> 'reason' AS reason;
@@ -53,6 +57,34 @@ SELECT strategy, description FROM backstop.recover('demo_orders');
 SELECT sql FROM backstop.copyback_plan('demo_orders_recovered') WHERE strategy = 'insert_missing' \gexec
 SELECT count(*) AS demo_orders_after_recovery FROM demo_orders;
 SQL
+
+step "point-in-time recovery: drop demo_orders, then rebuild the cluster as it was just before, beside it"
+psql_demo() { scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 -qAt "$@"; }
+BEFORE=$(psql_demo -c "SELECT count(*) FROM demo_orders")
+sleep 1
+TARGET=$(psql_demo -c "SELECT now()")
+sleep 1
+psql_demo -c "DROP TABLE demo_orders_recovered; DROP TABLE demo_orders"
+psql_demo -c "SELECT pg_switch_wal()" > /dev/null
+sleep 3
+CLUSTER=$(psql_demo -c "SELECT system_identifier FROM pg_control_system()")
+PITR_DIR=$DEMO_DIR/pitr
+PITR_PORT=$((DEMO_PORT + 6))
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -w -m fast stop > /dev/null 2>&1 || true
+rm -rf "$PITR_DIR" "$PITR_DIR.run" && mkdir -p "$PITR_DIR.run" && chown postgres:postgres "$DEMO_DIR" "$PITR_DIR.run"
+# The restore runs as the server's OS user: it writes the data directory the second server starts from.
+runuser -u postgres -- backstop restore --repository "$DEMO_REPOSITORY" --cluster "$CLUSTER" \
+  --identity-file "$IDENTITY_FILE" --target-dir "$PITR_DIR" --target-time "$TARGET"
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -l "$DEMO_DIR/pitr.log" -w -t 120 start \
+  -o "-p $PITR_PORT -c unix_socket_directories=$PITR_DIR.run -c listen_addresses='' -c archive_mode=off" > /dev/null
+for _ in $(seq 1 100); do
+  [[ $(runuser -u postgres -- psql -X -qAt -h "$PITR_DIR.run" -p "$PITR_PORT" -d postgres -c "SELECT pg_is_in_recovery()") == f ]] && break
+  sleep 0.2
+done
+AFTER=$(runuser -u postgres -- psql -X -qAt -h "$PITR_DIR.run" -p "$PITR_PORT" -d postgres -c "SELECT count(*) FROM demo_orders")
+runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -w -m fast stop > /dev/null
+echo "demo_orders had $BEFORE rows at $TARGET; the cluster recovered to that time has $AFTER"
+[[ $BEFORE == "$AFTER" ]] || { echo "point-in-time recovery did not bring demo_orders back" >&2; exit 1; }
 
 cat <<EOF
 
