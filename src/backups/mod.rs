@@ -30,7 +30,7 @@ fn describe(status: &JobStatus) -> String {
             mib(status.bytes_new),
             mib(status.rate() as u64)
         ));
-        if let Some(eta) = status.eta_seconds() {
+        if let Some(eta) = status.eta_seconds().filter(|_| status.bytes_done < status.bytes_total) {
             text.push_str(&format!(", ETA {eta:.0} s"));
         }
     }
