@@ -36,5 +36,9 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA @extschema@ TO backstop_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO backstop_admin;
+-- Job ids: the caller of a job function takes the next one (backstop.jobs itself is written only by
+-- the job's worker).
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA @extschema@ TO backstop_admin;
 -- backstop.restores is written only by backstop's own functions (as the table's owner), so the
 -- validation gate in front of copy-back plans cannot be forged by an INSERT or UPDATE.

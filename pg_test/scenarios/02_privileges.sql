@@ -26,6 +26,16 @@ SELECT count(*) AS restores FROM backstop.restores;
 INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, validation_passed)
      VALUES ('pg_catalog.pg_class'::regclass, 'x', 'y', 'snap_00000000', 0, true);
 UPDATE backstop.restores SET validation_passed = true;
+-- They take base backups (the job's worker runs as the server), and read the job history but
+-- cannot write it.
+SET client_min_messages = warning;
+SELECT state, kind FROM backstop.base_backup();
+RESET client_min_messages;
+SELECT count(*) AS jobs, min(requested_by) AS requested_by, min(state) AS state FROM backstop.jobs;
+INSERT INTO backstop.jobs (job_id, kind, state, requested_by) VALUES (999, 'base_backup', 'succeeded', 'x');
+SELECT count(*) AS running FROM backstop.job_progress;
+\c - scenario_plain
+SELECT * FROM backstop.base_backup();
 \c - postgres
 -- A backstop_admin left behind that can log in is refused; a plain group role is adopted, its
 -- members named.

@@ -520,7 +520,8 @@ impl<R: Read> Read for BodyReader<R> {
 pub struct DecodedReader {
     inner: Box<dyn Read + Send>,
     outcome: Arc<Mutex<BodyOutcome>>,
-    hasher: Sha256,
+    /// None when the caller checks the plain bytes itself (see [`decode_contents_checked_by_caller`]).
+    hasher: Option<Sha256>,
     len: u64,
     verified: Option<Trailer>,
     pub header: Header,
@@ -540,7 +541,9 @@ impl Read for DecodedReader {
         }
         let n = self.inner.read(out)?;
         if n > 0 {
-            self.hasher.update(&out[..n]);
+            if let Some(hasher) = self.hasher.as_mut() {
+                hasher.update(&out[..n]);
+            }
             self.len += n as u64;
             return Ok(n);
         }
@@ -553,11 +556,12 @@ impl Read for DecodedReader {
         let Some(trailer) = outcome.trailer.filter(|_| outcome.finished) else {
             return Err(integrity("its body ended before the end of the stored object"));
         };
-        let plain_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         if trailer.plain_len != self.len {
             return Err(integrity(format!("it decodes to {} bytes but records {}", self.len, trailer.plain_len)));
         }
-        if trailer.plain_sha256 != plain_sha256 {
+        let plain_sha256: Option<[u8; 32]> = self.hasher.take().map(|h| h.finalize().into());
+        if plain_sha256.is_some_and(|sha| sha != trailer.plain_sha256) {
+            let plain_sha256 = plain_sha256.expect("checked");
             return Err(integrity(format!(
                 "sha256 of its contents is {} but the object records {}",
                 hex::encode(plain_sha256),
@@ -609,6 +613,25 @@ pub fn decode<R: Read + Send + 'static>(
     raw: R,
     identities: &[age::x25519::Identity],
 ) -> Result<DecodedReader, DecodeStartError> {
+    decode_with(raw, identities, true)
+}
+
+/// Like [`decode`], but checks only the stored bytes (their SHA-256 and length) and the plain
+/// length, not the SHA-256 of the plain bytes: for callers that check every plain byte they use
+/// against checksums of their own, so a second full hash would only cost time. Packs of base
+/// backups are read this way: every chunk is checked against its SHA-256 before it is written.
+pub fn decode_contents_checked_by_caller<R: Read + Send + 'static>(
+    raw: R,
+    identities: &[age::x25519::Identity],
+) -> Result<DecodedReader, DecodeStartError> {
+    decode_with(raw, identities, false)
+}
+
+fn decode_with<R: Read + Send + 'static>(
+    raw: R,
+    identities: &[age::x25519::Identity],
+    verify_plain: bool,
+) -> Result<DecodedReader, DecodeStartError> {
     let (header, body, outcome) = start_body(raw)?;
     let decrypted: Box<dyn Read + Send> = if header.encrypted {
         if identities.is_empty() {
@@ -632,7 +655,8 @@ pub fn decode<R: Read + Send + 'static>(
     } else {
         decrypted
     };
-    Ok(DecodedReader { inner: plain, outcome, hasher: Sha256::new(), len: 0, verified: None, header })
+    let hasher = verify_plain.then(Sha256::new);
+    Ok(DecodedReader { inner: plain, outcome, hasher, len: 0, verified: None, header })
 }
 
 /// Reads an object's stored bytes through without decoding them, for encrypted objects whose
@@ -694,6 +718,27 @@ mod tests {
         reader.read_to_end(&mut out)?;
         assert!(reader.verified_trailer().is_some());
         Ok(out)
+    }
+
+    #[test]
+    fn decoding_checked_by_the_caller_still_refuses_damaged_stored_bytes() {
+        for (settings, identities) in all_settings() {
+            let plain = sample(300_000);
+            let (encoded, _) = encode_to_vec(&settings, &plain).unwrap();
+            let read = |bytes: Vec<u8>| -> io::Result<Vec<u8>> {
+                let mut reader = decode_contents_checked_by_caller(io::Cursor::new(bytes), &identities)
+                    .map_err(|e| io::Error::other(format!("{e:?}")))?;
+                let mut out = Vec::new();
+                reader.read_to_end(&mut out)?;
+                Ok(out)
+            };
+            assert!(read(encoded.clone()).unwrap() == plain, "{settings:?}");
+            for at in [HEADER_LEN + 10, encoded.len() / 2, encoded.len() - TRAILER_LEN - 1] {
+                let mut damaged = encoded.clone();
+                damaged[at] ^= 0x01;
+                assert!(read(damaged).is_err(), "{settings:?}: a flipped byte at {at} is refused");
+            }
+        }
     }
 
     #[test]

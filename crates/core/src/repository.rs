@@ -268,6 +268,24 @@ impl Repository {
         self.decode(relative, raw).await
     }
 
+    /// Reads and decodes a whole object, checking its stored bytes and lengths but not the SHA-256 of
+    /// its plain bytes: only for callers that check every byte they use by checksums of their own
+    /// (base backup packs, whose chunks are each checked against their SHA-256).
+    pub async fn get_bytes_checked_by_caller(&self, relative: &str) -> Result<Vec<u8>> {
+        let raw = self.get_raw(relative).await?;
+        let key = self.key(relative);
+        let identities = self.identities.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut plain = Vec::new();
+            let mut decoded = codec::decode_contents_checked_by_caller(Cursor::new(raw), &identities)
+                .map_err(|e| decode_start_error(&key, e))?;
+            decoded.read_to_end(&mut plain).map_err(|e| read_error(&key, e))?;
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| Error::Encryption(e.to_string()))?
+    }
+
     /// The stored bytes of an object, unverified: for spooling, to be checked by [`Repository::decode`].
     pub async fn get_raw(&self, relative: &str) -> Result<Vec<u8>> {
         let key = self.key(relative);

@@ -57,7 +57,7 @@ pub struct Tablespace {
 /// A pack this backup needs, written by this backup or an earlier one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRef {
-    /// SHA-256 of the pack's plain bytes, hex.
+    /// SHA-256 of the SHA-256s of its chunks in order, hex: named by its content.
     pub id: String,
     /// Plain length.
     pub len: u64,

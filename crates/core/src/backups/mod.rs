@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! <cluster>/backups/<backup-id>/manifest.json   every file with its chunks; written last
-//! <cluster>/packs/<hh>/<sha256>                 chunks concatenated; named by the SHA-256 of the pack
+//! <cluster>/packs/<hh>/<id>                     chunks concatenated; the id is the SHA-256 of the
+//!                                               chunks' SHA-256s in order (content-addressed)
 //! ```
 //!
 //! Invariants:

@@ -189,7 +189,8 @@ pub async fn restore(
         let pack_ref = manifest.packs[pack as usize].clone();
         async move {
             let path = pack_path(&pack_ref.id);
-            let bytes = repository.get_bytes(&path).await?;
+            // Every chunk taken from the pack is checked against its SHA-256 before it is written.
+            let bytes = repository.get_bytes_checked_by_caller(&path).await?;
             let key = repository.key(&path);
             tokio::task::spawn_blocking(move || write_pack(&layout, &key, &pack_ref, &paths, bytes, chunks, &progress))
                 .await
@@ -394,8 +395,12 @@ fn write_pack(
     progress: &RestoreProgress,
 ) -> Result<u64> {
     let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
-    if bytes.len() as u64 != pack.len || hex::encode(Sha256::digest(&bytes)) != pack.id {
-        return Err(corrupt("its contents are not the pack the manifest names; nothing from it was written".into()));
+    if bytes.len() as u64 != pack.len {
+        return Err(corrupt(format!(
+            "it holds {} bytes, the manifest expects {}: not the pack it names; nothing from it was written",
+            bytes.len(),
+            pack.len
+        )));
     }
     let mut written = 0u64;
     let mut open: HashMap<usize, fs::File> = HashMap::new();
@@ -424,8 +429,12 @@ fn write_pack(
     Ok(written)
 }
 
+/// Threads flushing files at the end of a restore: the disk gets several writes in flight.
+const SYNC_THREADS: usize = 4;
+
 fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
     let mut dirs = Vec::new();
+    let mut files = Vec::new();
     for entry in &manifest.files {
         if layout.is_tablespace_link(&entry.path).is_some() {
             continue;
@@ -433,11 +442,28 @@ fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
         let path = layout.resolve(&entry.path);
         set_attributes(&path, entry)?;
         if entry.kind == FileKind::File {
-            fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &path, e))?;
+            files.push(path);
         } else {
             dirs.push(path);
         }
     }
+    let per_thread = files.len().div_ceil(SYNC_THREADS).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = files
+            .chunks(per_thread)
+            .map(|part| {
+                scope.spawn(move || {
+                    for path in part {
+                        fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", path, e))?;
+                    }
+                    Ok::<(), Error>(())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .try_for_each(|w| w.join().unwrap_or_else(|_| Err(invalid("an fsync thread panicked".into()))))
+    })?;
     let label = &manifest.backup_label;
     if !label.starts_with("START WAL LOCATION: ") {
         return Err(invalid(format!("backup {}'s backup_label does not look like one", manifest.id)));
@@ -608,4 +634,70 @@ pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, S
 /// Creates an empty signal file (recovery.signal or standby.signal), durably.
 pub fn write_signal(target: &Path, name: &str) -> Result<()> {
     crate::store::file::write_file_atomically(&target.join(name), b"")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backups::manifest::tests::sample;
+    use crate::backups::verify::BackupStatus;
+    use crate::backups::{BackupId, Lsn};
+
+    fn backup(id: &str, stop_time: f64, stop_lsn: u64) -> BackupStatus {
+        let mut m = sample();
+        m.id = BackupId::parse(id).unwrap();
+        m.stop_time = stop_time;
+        m.stop_lsn = Lsn(stop_lsn);
+        m.start_lsn = Lsn(stop_lsn - 1);
+        BackupStatus { id: m.id.clone(), manifest: Some(m), state: "verified".into(), problem: None }
+    }
+
+    #[test]
+    fn the_newest_backup_that_ends_before_the_target_is_chosen() {
+        let backups = vec![backup("20261122T010000Z-F", 1000.0, 0x100), backup("20261122T020000Z-I", 2000.0, 0x200)];
+        let at = |s: f64| RecoveryTarget::Time(crate::backups::from_unix_seconds(s));
+        assert_eq!(choose_backup(&backups, None, &at(2500.0)).unwrap().stop_time, 2000.0);
+        assert_eq!(choose_backup(&backups, None, &at(1500.0)).unwrap().stop_time, 1000.0);
+        assert_eq!(choose_backup(&backups, None, &RecoveryTarget::Lsn(Lsn(0x150))).unwrap().stop_lsn, Lsn(0x100));
+        assert_eq!(choose_backup(&backups, None, &RecoveryTarget::Latest).unwrap().stop_lsn, Lsn(0x200));
+        let early = choose_backup(&backups, None, &at(500.0)).unwrap_err().to_string();
+        assert!(early.contains("no backup ends before") && early.contains("20261122T010000Z-F"), "{early}");
+        // An explicit backup that ends after the target is refused with the reason.
+        let id = BackupId::parse("20261122T020000Z-I").unwrap();
+        let late = choose_backup(&backups, Some(&id), &at(1500.0)).unwrap_err().to_string();
+        assert!(late.contains("after the recovery target"), "{late}");
+        // An incomplete backup is never a candidate.
+        let mut damaged = backups.clone();
+        damaged[1].problem = Some("1 of its 2 packs are missing".into());
+        assert_eq!(choose_backup(&damaged, None, &at(2500.0)).unwrap().stop_time, 1000.0);
+        let refused = choose_backup(&damaged, Some(&id), &at(2500.0)).unwrap_err().to_string();
+        assert!(refused.contains("packs are missing"), "{refused}");
+    }
+
+    #[test]
+    fn recovery_settings_replace_those_of_an_earlier_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join("postgresql.auto.conf"),
+            "work_mem = '64MB'\n# backstop restore: backup X\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01'\n",
+        )
+        .unwrap();
+        write_recovery_settings(
+            dir.path(),
+            "backup Y",
+            &[
+                ("restore_command", "backstop wal fetch '%f' \"%p\"".into()),
+                ("recovery_target_lsn", "0/3000000".into()),
+            ],
+        )
+        .unwrap();
+        let text = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        assert!(text.contains("work_mem = '64MB'"), "{text}");
+        assert!(
+            !text.contains("recovery_target_time") && !text.contains("'old'") && !text.contains("backup X"),
+            "{text}"
+        );
+        assert!(text.contains("restore_command = 'backstop wal fetch ''%f'' \"%p\"'"), "{text}");
+        assert!(text.contains("recovery_target_lsn = '0/3000000'"), "{text}");
+    }
 }

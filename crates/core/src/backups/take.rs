@@ -281,6 +281,9 @@ fn reusable(previous: &FileEntry, meta: &fs::Metadata, now: SystemTime, reread_a
 struct OpenPack {
     index: u32,
     bytes: Vec<u8>,
+    /// The SHA-256 of each chunk in it, in order: the pack's id is the SHA-256 of these, so it is
+    /// named by its content without hashing its bytes a second time.
+    hashes: Vec<u8>,
 }
 
 struct SealedPack {
@@ -351,11 +354,13 @@ impl Packer {
         if self.open.is_none() {
             let index = self.packs.len() as u32;
             self.packs.push(None);
-            self.open = Some(OpenPack { index, bytes: Vec::with_capacity(PACK_TARGET + CHUNK_SIZE) });
+            self.open =
+                Some(OpenPack { index, bytes: Vec::with_capacity(PACK_TARGET + CHUNK_SIZE), hashes: Vec::new() });
         }
         let open = self.open.as_mut().expect("opened above");
         let offset = open.bytes.len() as u64;
         open.bytes.extend_from_slice(data);
+        open.hashes.extend_from_slice(&hash);
         let reference = (open.index, offset, data.len() as u32);
         self.known.insert(hash, reference);
         (ChunkRef { sha256, pack: reference.0, offset, len: reference.2 }, true)
@@ -368,7 +373,7 @@ impl Packer {
             return None;
         }
         let open = self.open.take().expect("checked");
-        let id = hex::encode(Sha256::digest(&open.bytes));
+        let id = hex::encode(Sha256::digest(&open.hashes));
         self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64 });
         Some(SealedPack { index: open.index, id, bytes: open.bytes })
     }
