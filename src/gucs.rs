@@ -32,6 +32,7 @@ static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
 static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
 static BASE_BACKUP_REREAD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 static BASE_BACKUP_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(2);
+static BASE_BACKUP_COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(1);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -161,6 +162,16 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
+        c"backstop.base_backup_compression_level",
+        c"zstd level of base backup packs (when backstop.compression = zstd).",
+        c"Level 1 by default: on relation pages it is much faster than 3 and compresses about as well (see the README's benchmark).",
+        &BASE_BACKUP_COMPRESSION_LEVEL,
+        1,
+        19,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
         c"backstop.base_backup_parallel",
         c"Packs a base backup uploads at once.",
         c"Each holds up to 16 MiB of memory.",
@@ -274,6 +285,15 @@ pub fn codec_settings() -> Result<CodecSettings, backstop_core::Error> {
         None => Vec::new(),
     };
     Ok(CodecSettings::new(compression, recipients))
+}
+
+/// How base backup packs are written: the repository's codec with the base backup's zstd level.
+pub fn base_backup_codec_settings() -> Result<CodecSettings, backstop_core::Error> {
+    let mut settings = codec_settings()?;
+    if let Compression::Zstd { .. } = settings.compression {
+        settings.compression = Compression::zstd(BASE_BACKUP_COMPRESSION_LEVEL.get())?;
+    }
+    Ok(settings)
 }
 
 pub fn s3_options() -> S3Options {

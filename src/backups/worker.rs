@@ -110,7 +110,9 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
     let task = {
-        let repository = repository.clone();
+        // Packs may use their own zstd level; manifests and WAL keep the repository's.
+        let repository =
+            Repository::new(repository.store().clone(), repository.cluster(), gucs::base_backup_codec_settings()?)?;
         let progress = progress.clone();
         let cancel = cancel.clone();
         io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })

@@ -329,6 +329,28 @@ impl Repository {
         relative: &str,
         cancel: &CancellationToken,
     ) -> Result<VerifiedReader> {
+        self.open_with(handle, relative, cancel, true)
+    }
+
+    /// [`Repository::open_cancellable`] checking the stored bytes and lengths but not the SHA-256
+    /// of the plain bytes: only for callers that check every byte they use themselves (the chunks
+    /// of a base backup pack, each against its SHA-256).
+    pub fn open_checked_by_caller(
+        &self,
+        handle: &tokio::runtime::Handle,
+        relative: &str,
+        cancel: &CancellationToken,
+    ) -> Result<VerifiedReader> {
+        self.open_with(handle, relative, cancel, false)
+    }
+
+    fn open_with(
+        &self,
+        handle: &tokio::runtime::Handle,
+        relative: &str,
+        cancel: &CancellationToken,
+        verify_plain: bool,
+    ) -> Result<VerifiedReader> {
         let key = self.key(relative);
         let reader = handle.block_on(async {
             tokio::select! {
@@ -338,7 +360,13 @@ impl Repository {
         })?;
         let reader = CancellableReader { inner: reader, cancelled: Box::pin(cancel.clone().cancelled_owned()) };
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
-        Ok(VerifiedReader { decoded: start_decoding(&key, bridge, &self.identities)?, key })
+        let decoded = if verify_plain {
+            start_decoding(&key, bridge, &self.identities)?
+        } else {
+            codec::decode_contents_checked_by_caller(bridge, &self.identities)
+                .map_err(|e| decode_start_error(&key, e))?
+        };
+        Ok(VerifiedReader { decoded, key })
     }
 
     /// Reads a whole object and checks it: header, stored-bytes checksum and length always; the
@@ -564,6 +592,45 @@ impl Read for VerifiedReader {
 }
 
 impl VerifiedReader {
+    /// Fills `buffer` from the object; a short object or a failed check is an error naming it.
+    pub fn read_exact_checked(&mut self, buffer: &mut [u8]) -> Result<()> {
+        self.decoded.read_exact(buffer).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                Error::Corrupt {
+                    key: self.key.clone(),
+                    reason: "it ends before the data its manifest places in it".into(),
+                }
+            } else {
+                read_error(&self.key, e)
+            }
+        })
+    }
+
+    /// Reads and drops `bytes` plain bytes.
+    pub fn skip(&mut self, bytes: u64) -> Result<()> {
+        let copied = std::io::copy(&mut (&mut self.decoded).take(bytes), &mut std::io::sink())
+            .map_err(|e| read_error(&self.key, e))?;
+        if copied != bytes {
+            return Err(Error::Corrupt {
+                key: self.key.clone(),
+                reason: "it ends before the data its manifest places in it".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the object, so that every check of its end runs; returns its trailer.
+    pub fn finish(mut self) -> Result<Trailer> {
+        std::io::copy(&mut self.decoded, &mut std::io::sink()).map_err(|e| read_error(&self.key, e))?;
+        self.decoded
+            .verified_trailer()
+            .ok_or_else(|| Error::Corrupt { key: self.key.clone(), reason: "it did not verify at its end".into() })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Copies the whole object into `sink` and returns its verified trailer. On error, whatever was
     /// written to `sink` must be discarded: it is unverified.
     pub fn copy_to(self, sink: &mut impl std::io::Write) -> Result<Trailer> {

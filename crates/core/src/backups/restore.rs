@@ -182,19 +182,22 @@ pub async fn restore(
     progress.packs_total.store(needed.len() as u64, Ordering::Relaxed);
     let layout = Arc::new(layout);
     let paths: Arc<Vec<String>> = Arc::new(manifest.files.iter().map(|f| f.path.clone()).collect());
+    let handle = tokio::runtime::Handle::current();
     let mut fetches = futures::stream::iter(needed.into_iter().map(|(pack, chunks)| {
         let layout = layout.clone();
         let paths = paths.clone();
         let progress = progress.clone();
         let pack_ref = manifest.packs[pack as usize].clone();
+        let repository = repository.clone();
+        let handle = handle.clone();
+        let cancel = cancel.clone();
         async move {
-            let path = pack_path(&pack_ref.id);
-            // Every chunk taken from the pack is checked against its SHA-256 before it is written.
-            let bytes = repository.get_bytes_checked_by_caller(&path).await?;
-            let key = repository.key(&path);
-            tokio::task::spawn_blocking(move || write_pack(&layout, &key, &pack_ref, &paths, bytes, chunks, &progress))
-                .await
-                .map_err(|e| invalid(format!("a restore writer thread failed: {e}")))?
+            // Streamed through one chunk-sized buffer: memory stays flat whatever the pack size.
+            tokio::task::spawn_blocking(move || {
+                restore_pack(&repository, &handle, &cancel, &layout, &pack_ref, &paths, chunks, &progress)
+            })
+            .await
+            .map_err(|e| invalid(format!("a restore writer thread failed: {e}")))?
         }
     }))
     .buffer_unordered(options.parallel.max(1));
@@ -384,31 +387,37 @@ fn remove_extras(layout: &Layout, manifest: &BackupManifest) -> Result<u64> {
     Ok(removed)
 }
 
-/// Checks a downloaded pack and every chunk in it, then writes each chunk where it belongs.
-fn write_pack(
+/// Streams one pack and writes each chunk it holds where it belongs, every chunk checked against
+/// its SHA-256 first; the pack's stored bytes and lengths are checked when it has been read to its
+/// end. A chunk that does not match is never written.
+#[allow(clippy::too_many_arguments)]
+fn restore_pack(
+    repository: &Repository,
+    handle: &tokio::runtime::Handle,
+    cancel: &CancellationToken,
     layout: &Layout,
-    key: &str,
     pack: &super::PackRef,
     paths: &[String],
-    bytes: Vec<u8>,
-    chunks: PackPlan,
+    mut chunks: PackPlan,
     progress: &RestoreProgress,
 ) -> Result<u64> {
-    let corrupt = |reason: String| Error::Corrupt { key: key.to_string(), reason };
-    if bytes.len() as u64 != pack.len {
-        return Err(corrupt(format!(
-            "it holds {} bytes, the manifest expects {}: not the pack it names; nothing from it was written",
-            bytes.len(),
-            pack.len
-        )));
-    }
+    let mut reader = repository.open_checked_by_caller(handle, &pack_path(&pack.id), cancel)?;
+    let key = reader.key().to_string();
+    let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
+    chunks.sort_by_key(|c| c.0);
+    let mut position = 0u64;
+    let mut buffer = Vec::with_capacity(super::CHUNK_SIZE);
     let mut written = 0u64;
     let mut open: HashMap<usize, fs::File> = HashMap::new();
     for (offset, len, sha256, destinations) in chunks {
-        let data = bytes
-            .get(offset as usize..offset as usize + len as usize)
-            .ok_or_else(|| corrupt(format!("chunk {sha256} lies outside the pack")))?;
-        if hex::encode(Sha256::digest(data)) != sha256 {
+        if offset < position {
+            return Err(corrupt(format!("the manifest places overlapping chunks in it (at {offset})")));
+        }
+        reader.skip(offset - position)?;
+        buffer.resize(len as usize, 0);
+        reader.read_exact_checked(&mut buffer)?;
+        position = offset + len as u64;
+        if hex::encode(Sha256::digest(&buffer)) != sha256 {
             return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
         }
         for (file_index, file_offset) in destinations {
@@ -419,11 +428,16 @@ fn write_pack(
                     v.insert(fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?)
                 }
             };
-            file.write_all_at(data, file_offset).map_err(|e| Error::io("write", layout.target.clone(), e))?;
+            file.write_all_at(&buffer, file_offset)
+                .map_err(|e| Error::io("write", layout.resolve(&paths[file_index]), e))?;
             written += len as u64;
             progress.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
             progress.bytes_fetched.fetch_add(len as u64, Ordering::Relaxed);
         }
+    }
+    let trailer = reader.finish()?;
+    if trailer.plain_len != pack.len {
+        return Err(corrupt(format!("it holds {} bytes, the manifest expects {}", trailer.plain_len, pack.len)));
     }
     progress.packs_done.fetch_add(1, Ordering::Relaxed);
     Ok(written)
