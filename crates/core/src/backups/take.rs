@@ -588,6 +588,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_unchanged_file_is_reused_only_when_its_record_is_recent_and_safely_older_than_the_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("16384");
+        std::fs::write(&path, vec![1u8; 8192]).unwrap();
+        let written = SystemTime::now() - Duration::from_secs(3600);
+        std::fs::File::options().write(true).open(&path).unwrap().set_modified(written).unwrap();
+        let meta = std::fs::metadata(&path).unwrap();
+        let (mtime_s, mtime_ns) = mtime(&meta);
+        let record = FileEntry {
+            path: "base/5/16384".into(),
+            kind: FileKind::File,
+            mode: 0o600,
+            size: 8192,
+            mtime_s,
+            mtime_ns,
+            inode: meta.ino(),
+            read_at: unix_seconds(written) + 60.0,
+            chunks: vec![],
+        };
+        let now = SystemTime::now();
+        let week = DEFAULT_REREAD_AFTER;
+        assert!(reusable(&record, &meta, now, week));
+        // Read again once the last read is older than the re-read period.
+        assert!(!reusable(&record, &meta, now + week, week));
+        assert!(!reusable(&record, &meta, now, Duration::ZERO));
+        // Read within MTIME_MARGIN of the write: a later write in the same tick could hide.
+        let close = FileEntry { read_at: unix_seconds(written) + 1.0, ..record.clone() };
+        assert!(!reusable(&close, &meta, now, week));
+        // Any difference in size, mtime or inode.
+        assert!(!reusable(&FileEntry { size: 4096, ..record.clone() }, &meta, now, week));
+        assert!(!reusable(&FileEntry { mtime_ns: mtime_ns ^ 1, ..record.clone() }, &meta, now, week));
+        assert!(!reusable(&FileEntry { inode: record.inode + 1, ..record.clone() }, &meta, now, week));
+    }
+
+    #[test]
     fn relation_file_names_are_classified() {
         assert!(is_temp_relation("t3_16384"));
         assert!(is_temp_relation("t3_16384_fsm"));

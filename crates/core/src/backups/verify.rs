@@ -81,9 +81,12 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
 #[derive(Debug, Clone)]
 pub struct ArchivedWal {
     pub name: WalFileName,
+    pub stored_bytes: u64,
     pub modified: Option<SystemTime>,
 }
 
+/// Every WAL file in the repository, in name order: the one listing behind `backstop wal list`,
+/// `wal verify`, the recovery window and doctor().
 pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
     let prefix = repository.key("wal/");
     let mut files = Vec::new();
@@ -91,7 +94,7 @@ pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
     while let Some(object) = objects.try_next().await? {
         let name = object.key.rsplit('/').next().unwrap_or("");
         if let Ok(name) = WalFileName::parse(name) {
-            files.push(ArchivedWal { name, modified: object.last_modified });
+            files.push(ArchivedWal { name, stored_bytes: object.size, modified: object.last_modified });
         }
     }
     files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
@@ -480,9 +483,36 @@ mod tests {
             .iter()
             .map(|&n| ArchivedWal {
                 name: WalFileName::parse(&wal::segment_name(1, n, 16 << 20)).unwrap(),
+                stored_bytes: 0,
                 modified: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn the_recovery_window_starts_at_a_backup_and_breaks_at_a_gap() {
+        let seg = 16 << 20;
+        let mut m = sample(); // starts and ends in segment 3
+        m.stop_time = 1000.0;
+        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5, 7, 8]), seg);
+        let summary: Vec<(&str, String, String)> =
+            parts.iter().map(|p| (p.status, p.from_lsn.to_string(), p.to_lsn.to_string())).collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("restorable", m.stop_lsn.to_string(), "0/6000000".to_string()),
+                ("break", "0/6000000".to_string(), "0/7000000".to_string()),
+                ("break", "0/7000000".to_string(), "0/9000000".to_string()),
+            ],
+            "{parts:?}"
+        );
+        assert_eq!(parts[0].backup.as_ref(), Some(&m.id));
+        assert_eq!(parts[0].from_time, Some(1000.0));
+        assert!(parts[1].detail.contains("000000010000000000000006"), "{:?}", parts[1]);
+        // Without a verified backup nothing is restorable.
+        let mut broken = status_of(m);
+        broken.problem = Some("missing packs".into());
+        assert!(recovery_window(&[broken], &wal(&[3, 4]), seg).iter().all(|p| p.status == "break"));
     }
 
     #[test]
