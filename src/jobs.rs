@@ -133,9 +133,10 @@ impl JobStatus {
         }
     }
 
+    /// Seconds left at the rate so far; None once everything is read (or nothing is yet).
     pub fn eta_seconds(&self) -> Option<f64> {
         let rate = self.rate();
-        (rate > 0.0 && self.bytes_total >= self.bytes_done).then(|| (self.bytes_total - self.bytes_done) as f64 / rate)
+        (rate > 0.0 && self.bytes_total > self.bytes_done).then(|| (self.bytes_total - self.bytes_done) as f64 / rate)
     }
 }
 
@@ -425,12 +426,7 @@ fn job_progress() -> TableIterator<
 }
 
 pub fn to_timestamptz(unix_seconds: f64) -> Option<pgrx::datum::TimestampWithTimeZone> {
-    pgrx::datum::TimestampWithTimeZone::try_from(unix_seconds_to_pg(unix_seconds)).ok()
-}
-
-/// Microseconds since 2000-01-01, PostgreSQL's timestamp representation.
-fn unix_seconds_to_pg(seconds: f64) -> i64 {
-    ((seconds - 946_684_800.0) * 1e6).round() as i64
+    crate::snapshot::unix_micros_to_timestamptz((unix_seconds * 1e6).round() as i64)
 }
 
 extension_sql!(

@@ -373,7 +373,12 @@ pub fn fetch_verified(
 }
 
 fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(ms.saturating_mul(1000) - backstop_core::snapshot::time::EPOCH_SHIFT_MICROS).ok()
+    unix_micros_to_timestamptz(ms.saturating_mul(1000))
+}
+
+/// Microseconds since 1970 as a timestamptz (PostgreSQL counts from 2000).
+pub fn unix_micros_to_timestamptz(micros: i64) -> Option<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(micros.saturating_sub(backstop_core::snapshot::time::EPOCH_SHIFT_MICROS)).ok()
 }
 
 /// Lists snapshots (of one table, or all), newest first, and checks each: the manifest, and with

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
 
+use backstop_core::backups::verify::{archived_wal, ArchivedWal};
 use backstop_core::codec::CodecSettings;
 use backstop_core::repository::{ClusterIdentity, PutResult, Verified};
 use backstop_core::spool::Spool;
@@ -316,30 +317,6 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
     }
 }
 
-struct Archived {
-    name: WalFileName,
-    stored_bytes: u64,
-    modified: Option<std::time::SystemTime>,
-}
-
-async fn archived(repository: &Repository) -> Result<Vec<Archived>, Error> {
-    let prefix = repository.key("wal/");
-    Ok(repository
-        .store()
-        .list_all(&prefix)
-        .await?
-        .into_iter()
-        .filter_map(|object| {
-            let file = object.key.rsplit('/').next()?;
-            Some(Archived {
-                name: WalFileName::parse(file).ok()?,
-                stored_bytes: object.size,
-                modified: object.last_modified,
-            })
-        })
-        .collect())
-}
-
 fn kind_label(kind: WalFileKind) -> &'static str {
     match kind {
         WalFileKind::Segment => "segment",
@@ -350,11 +327,10 @@ fn kind_label(kind: WalFileKind) -> &'static str {
 }
 
 /// The repository, its archived WAL files in order, and the gaps between them.
-async fn archive_contents(args: &RepositoryArgs) -> Result<(Repository, Vec<Archived>, Vec<wal::Gap>), Error> {
+async fn archive_contents(args: &RepositoryArgs) -> Result<(Repository, Vec<ArchivedWal>, Vec<wal::Gap>), Error> {
     let (repository_args, _) = args.resolve()?;
     let repository = repository_args.open(CodecSettings::plain()).await?;
-    let mut files = archived(&repository).await?;
-    files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
+    let files = archived_wal(&repository).await?;
     let gaps = wal::find_gaps(files.iter().map(|f| &f.name), segment_size(&repository).await);
     Ok((repository, files, gaps))
 }
