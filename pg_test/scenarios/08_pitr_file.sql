@@ -17,6 +17,26 @@ CREATE EXTENSION backstop;
 SET statement_timeout = '4s';
 SELECT * FROM backstop.base_backup();
 RESET statement_timeout;
+-- The caller's ERROR returns at once; the worker stops at its next check, moments later.
+SELECT wait_for_job(max(job_id)) AS cancelled_job_ended FROM backstop.jobs;
+-- Still stalled: a backup started without waiting shows in job_progress, a second one is refused
+-- (one at a time), doctor says it runs; terminating its worker cancels it.
+CREATE FUNCTION wait_for_phase(id bigint, wanted text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    FOR attempt IN 1..600 LOOP
+        IF EXISTS (SELECT 1 FROM backstop.job_progress WHERE job_id = id AND phase = wanted) THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+    RETURN false;
+END $$;
+SELECT job_id AS stalled_job FROM backstop.base_backup(wait => false) \gset
+SELECT wait_for_phase(:stalled_job, 'waiting for WAL to be archived') AS waiting_for_wal;
+SELECT kind, phase, files_done = files_total AND files_total > 500 AS copied_every_file, eta_seconds IS NULL AS no_eta
+FROM backstop.job_progress;
+SELECT regexp_replace(error_of('SELECT * FROM backstop.base_backup()'), 'pid [0-9]+', 'pid <pid>') AS second_backup;
+SELECT status, detail LIKE '%is running%' AS says_running FROM backstop.doctor() WHERE "check" = 'backup_job';
+SELECT pg_terminate_backend(pid) AS terminated FROM backstop.job_progress;
+SELECT wait_for_job(:stalled_job) AS stalled_job_ended;
 \! pitr.sh chmod-wal 755
 SELECT count(*) AS backups_after_cancel FROM backstop.backups();
 SELECT pg_sleep(1);

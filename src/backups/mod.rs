@@ -30,7 +30,7 @@ fn describe(status: &JobStatus) -> String {
             mib(status.bytes_new),
             mib(status.rate() as u64)
         ));
-        if let Some(eta) = status.eta_seconds().filter(|_| status.bytes_done < status.bytes_total) {
+        if let Some(eta) = status.eta_seconds() {
             text.push_str(&format!(", ETA {eta:.0} s"));
         }
     }
@@ -89,7 +89,7 @@ fn base_backup(
         raise_with(
             PgSqlErrorCode::ERRCODE_OBJECT_IN_USE,
             &format!("base backup job {} is already running (pid {})", running.id, running.pid),
-            "Only one base backup runs at a time; wait for it (SELECT * FROM backstop.job_progress) or cancel it with pg_cancel_backend(pid).",
+            "Only one base backup runs at a time; wait for it (SELECT * FROM backstop.job_progress) or stop it with pg_terminate_backend(pid), which cancels it.",
         );
     }
     let (id, worker) = jobs::start(JobKind::BaseBackup, serde_json::json!({ "kind": kind, "fast": fast }));
