@@ -19,12 +19,7 @@ SCALE=${BENCH_SCALE:-200}
 DIR=${BENCH_DIR:-/var/lib/backstop-bench}
 PORT=${BENCH_PORT:-5440}
 
-ensure_debian_packages
-command -v pgbackrest >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
-if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
-  ensure_cargo_pgrx
-  BACKSTOP_PROFILE=release install_backstop
-fi
+prepare_bench
 
 as_postgres() { runuser -u postgres -- "$@"; }
 sql() { as_postgres psql -X -qAt -h "$DIR/cluster/run" -p "$PORT" -d postgres -c "$1"; }

@@ -92,3 +92,14 @@ write_backstop_conf() {
   grep -q "^include_if_exists = 'backstop.conf'" "$data/postgresql.conf" ||
     echo "include_if_exists = 'backstop.conf'" >> "$data/postgresql.conf"
 }
+
+# What every benchmark needs: the packages, pgBackRest (the peer), and a release build of backstop
+# (skipped with BENCH_SKIP_BUILD=1, to reuse the installed one).
+prepare_bench() {
+  ensure_debian_packages
+  command -v pgbackrest >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
+  if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
+    ensure_cargo_pgrx
+    BACKSTOP_PROFILE=release install_backstop
+  fi
+}

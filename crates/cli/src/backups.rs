@@ -88,8 +88,9 @@ pub struct RestoreArgs {
     /// Make a standby: standby.signal instead of recovery.signal, no recovery target.
     #[arg(long)]
     pub standby: bool,
-    /// With --standby: the connection string to the primary (kept out of process arguments of the
-    /// server; it is written to postgresql.auto.conf, mode 0600).
+    /// With --standby: the connection string to the primary, written to postgresql.auto.conf (mode
+    /// 0600). Give a password through BACKSTOP_PRIMARY_CONNINFO or a passfile, never on the command
+    /// line, where `ps` shows it.
     #[arg(long, env = "BACKSTOP_PRIMARY_CONNINFO")]
     pub primary_conninfo: Option<String>,
     /// Put a tablespace elsewhere: OID=DIR (repeatable).
