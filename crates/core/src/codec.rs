@@ -519,6 +519,9 @@ impl<R: Read> Read for BodyReader<R> {
 /// lengths matched the trailer; any mismatch is an `InvalidData` error carrying [`IntegrityError`].
 pub struct DecodedReader {
     inner: Box<dyn Read + Send>,
+    /// The stored body under the decoders, shared so that a decoder error can be diagnosed by
+    /// reading the rest of the stored bytes through their checksum (see [`DecodedReader::read`]).
+    body: SharedBody,
     outcome: Arc<Mutex<BodyOutcome>>,
     /// None when the caller checks the plain bytes itself (see [`decode_contents_checked_by_caller`]).
     hasher: Option<Sha256>,
@@ -534,12 +537,43 @@ impl DecodedReader {
     }
 }
 
+/// The stored body, read by the decoders through [`SharedBody`]'s `Read` and, after a decoder
+/// failed, drained by [`DecodedReader`] to check the stored-bytes checksum.
+#[derive(Clone)]
+struct SharedBody(Arc<Mutex<Box<dyn Read + Send>>>);
+
+impl Read for SharedBody {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        self.0.lock().expect("body lock").read(out)
+    }
+}
+
+impl DecodedReader {
+    /// A decoder failed on bytes it could not make sense of. Those bytes were either damaged
+    /// after they were stored or written damaged, and the stored-bytes checksum tells which:
+    /// read the rest of the body through it and report its mismatch when there is one. Without
+    /// this, whether a flipped byte is reported as "does not decode" or as a checksum mismatch
+    /// would depend on where it fell.
+    fn diagnose(&mut self, error: io::Error) -> io::Error {
+        if integrity_reason(&error).is_some() || is_source_error(&error) {
+            return error;
+        }
+        match io::copy(&mut self.body.clone(), &mut io::sink()) {
+            Err(stored) if integrity_reason(&stored).is_some() => stored,
+            _ => error,
+        }
+    }
+}
+
 impl Read for DecodedReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         if out.is_empty() || self.verified.is_some() {
             return Ok(0);
         }
-        let n = self.inner.read(out)?;
+        let n = match self.inner.read(out) {
+            Ok(n) => n,
+            Err(e) => return Err(self.diagnose(e)),
+        };
         if n > 0 {
             if let Some(hasher) = self.hasher.as_mut() {
                 hasher.update(&out[..n]);
@@ -549,7 +583,11 @@ impl Read for DecodedReader {
         }
         // The decoders stop at the end of their own framing; make sure the body really ended there.
         let mut rest = [0u8; 1];
-        if self.inner.read(&mut rest)? != 0 {
+        let more = match self.inner.read(&mut rest) {
+            Ok(n) => n,
+            Err(e) => return Err(self.diagnose(e)),
+        };
+        if more != 0 {
             return Err(integrity("it has data after the end of its compressed or encrypted stream"));
         }
         let outcome = self.outcome.lock().expect("outcome lock");
@@ -633,20 +671,30 @@ fn decode_with<R: Read + Send + 'static>(
     verify_plain: bool,
 ) -> Result<DecodedReader, DecodeStartError> {
     let (header, body, outcome) = start_body(raw)?;
+    let shared = SharedBody(Arc::new(Mutex::new(Box::new(body))));
+    let body = shared.clone();
     let decrypted: Box<dyn Read + Send> = if header.encrypted {
+        let diagnose = |error: DecodeStartError| diagnose_start(&shared, error);
         if identities.is_empty() {
             return Err(DecodeStartError::NoIdentity);
         }
-        let decryptor = age::Decryptor::new(body).map_err(|e| match e {
-            age::DecryptError::Io(io) => DecodeStartError::Io(io),
-            other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
-        })?;
+        let decryptor = age::Decryptor::new(body)
+            .map_err(|e| match e {
+                age::DecryptError::Io(io) => DecodeStartError::Io(io),
+                other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
+            })
+            .map_err(diagnose)?;
         let identities = identities.iter().map(|i| i as &dyn age::Identity);
-        Box::new(decryptor.decrypt(identities).map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => DecodeStartError::WrongIdentity,
-            age::DecryptError::Io(io) => DecodeStartError::Io(io),
-            other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
-        })?)
+        Box::new(
+            decryptor
+                .decrypt(identities)
+                .map_err(|e| match e {
+                    age::DecryptError::NoMatchingKeys => DecodeStartError::WrongIdentity,
+                    age::DecryptError::Io(io) => DecodeStartError::Io(io),
+                    other => DecodeStartError::Corrupt(format!("its age header is invalid: {other}")),
+                })
+                .map_err(diagnose)?,
+        )
     } else {
         Box::new(body)
     };
@@ -656,7 +704,22 @@ fn decode_with<R: Read + Send + 'static>(
         decrypted
     };
     let hasher = verify_plain.then(Sha256::new);
-    Ok(DecodedReader { inner: plain, outcome, hasher, len: 0, verified: None, header })
+    Ok(DecodedReader { inner: plain, body: shared, outcome, hasher, len: 0, verified: None, header })
+}
+
+/// An age header that does not parse (or whose MAC fails) may be a damaged stored byte: read the
+/// rest of the body through its checksum and report that mismatch when there is one, as
+/// [`DecodedReader`] does for errors of the decoders. "No identity matches" is checked too: a
+/// damaged recipient stanza looks like a wrong key, and sending a DBA to hunt for another key
+/// when the object is damaged wastes the night.
+fn diagnose_start(body: &SharedBody, error: DecodeStartError) -> DecodeStartError {
+    if !matches!(error, DecodeStartError::Corrupt(_) | DecodeStartError::WrongIdentity) {
+        return error;
+    }
+    match io::copy(&mut body.clone(), &mut io::sink()) {
+        Err(stored) => integrity_reason(&stored).map(DecodeStartError::Corrupt).unwrap_or(error),
+        Ok(_) => error,
+    }
 }
 
 /// Reads an object's stored bytes through without decoding them, for encrypted objects whose
@@ -790,7 +853,12 @@ mod tests {
                         let mut out = Vec::new();
                         r.read_to_end(&mut out).map(|_| out).map_err(|e| e.to_string())
                     });
-                assert!(result.is_err(), "{settings:?}: flipping byte {position} went unnoticed");
+                let Err(reason) = result else { panic!("{settings:?}: flipping byte {position} went unnoticed") };
+                // A flip inside the body (not the header, not the trailer) is damage to the stored
+                // bytes, and the error says so whichever decoder trips over it first.
+                if (HEADER_LEN..encoded.len() - TRAILER_LEN).contains(&position) {
+                    assert!(reason.contains("sha256 of the stored bytes"), "{settings:?} at {position}: {reason}");
+                }
             }
         }
     }

@@ -373,37 +373,6 @@ impl Repository {
     /// plain checksum too when the object can be decoded (not encrypted, or an identity is given).
     /// Streams the object, so memory stays bounded whatever its size.
     pub async fn verify(&self, relative: &str) -> Result<Verified> {
-        let result = self.verify_once(relative).await;
-        match &result {
-            // Bytes that do not decode were either damaged after they were stored or written
-            // damaged; the stored-bytes checksum tells which, so report that when it fails. Whether
-            // the decompressor notices a flipped byte before the checksum does depends on where
-            // it fell, so without this the reason would change with the data.
-            Err(Error::Corrupt { reason, .. }) if reason.starts_with("it does not decode") => {
-                match self.check_stored(relative).await {
-                    Err(stored @ Error::Corrupt { .. }) => Err(stored),
-                    _ => result,
-                }
-            }
-            _ => result,
-        }
-    }
-
-    /// Reads an object's stored bytes through, checking header, stored-bytes checksum and length.
-    async fn check_stored(&self, relative: &str) -> Result<Trailer> {
-        let key = self.key(relative);
-        let reader = self.store.get(&key).await?;
-        let handle = tokio::runtime::Handle::current();
-        tokio::task::spawn_blocking(move || {
-            codec::check_stored_bytes(tokio_util::io::SyncIoBridge::new_with_handle(reader, handle))
-                .map(|(_, trailer)| trailer)
-                .map_err(|e| decode_start_error(&key, e))
-        })
-        .await
-        .map_err(|e| Error::Encryption(e.to_string()))?
-    }
-
-    async fn verify_once(&self, relative: &str) -> Result<Verified> {
         let key = self.key(relative);
         let reader = self.store.get(&key).await?;
         let identities = self.identities.clone();
