@@ -2,5 +2,6 @@
 //! policy, retries and missed-run handling next. Plain Rust, no PostgreSQL.
 
 pub mod cron;
+pub mod retention;
 
 pub use cron::Cron;

@@ -1,0 +1,160 @@
+//! Retention math for `expire` (issue 10): which backups or snapshots to keep, by count, by age and
+//! grandfather-father-son (the newest item in each of the last N days, weeks, months, years that
+//! have one). Plain functions over synthetic histories, unit-tested.
+//!
+//! Invariant (design.md rule 6): the newest valid item is always kept, whatever the policy says.
+//! Items that are not valid (incomplete, damaged) never count towards a bucket and are never the
+//! reason something else is removed.
+
+use std::collections::HashSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Keep the newest N valid items.
+    pub keep_last: usize,
+    /// Keep every valid item younger than this.
+    pub keep_within: Option<Duration>,
+    pub daily: usize,
+    pub weekly: usize,
+    pub monthly: usize,
+    pub yearly: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub id: String,
+    pub time: SystemTime,
+    pub valid: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub id: String,
+    pub keep: bool,
+    /// Why it is kept ("newest valid", "last 3", "within 7 days", "daily", ...), or why it goes.
+    pub reasons: Vec<&'static str>,
+}
+
+fn days(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64 / 86_400
+}
+
+/// Decides for every item; the result is in the order of `items`.
+pub fn decide(items: &[Item], policy: &Policy, now: SystemTime) -> Vec<Decision> {
+    let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].valid).collect();
+    order.sort_by(|&a, &b| items[b].time.cmp(&items[a].time)); // newest first
+    let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); items.len()];
+    if let Some(&newest) = order.first() {
+        reasons[newest].push("newest valid");
+    }
+    for &i in order.iter().take(policy.keep_last) {
+        reasons[i].push("keep_last");
+    }
+    if let Some(window) = policy.keep_within {
+        for &i in &order {
+            if now.duration_since(items[i].time).unwrap_or_default() <= window {
+                reasons[i].push("keep_within");
+            }
+        }
+    }
+    let buckets: [(&'static str, usize, &dyn Fn(SystemTime) -> i64); 4] = [
+        ("daily", policy.daily, &|t| days(t)),
+        ("weekly", policy.weekly, &|t| (days(t) + 3).div_euclid(7)), // weeks start on Monday
+        ("monthly", policy.monthly, &|t| {
+            let (y, m, _) = crate::snapshot::time::civil_from_days(days(t));
+            y * 12 + m as i64
+        }),
+        ("yearly", policy.yearly, &|t| crate::snapshot::time::civil_from_days(days(t)).0),
+    ];
+    for (name, count, bucket_of) in buckets {
+        let mut seen = HashSet::new();
+        for &i in &order {
+            if seen.len() >= count {
+                break;
+            }
+            if seen.insert(bucket_of(items[i].time)) {
+                reasons[i].push(name);
+            }
+        }
+    }
+    items
+        .iter()
+        .zip(reasons)
+        .map(|(item, reasons)| {
+            let keep = !reasons.is_empty();
+            let reasons = if keep {
+                reasons
+            } else if item.valid {
+                vec!["outside the policy"]
+            } else {
+                vec!["not valid"]
+            };
+            Decision { id: item.id.clone(), keep, reasons }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backups::parse_time;
+
+    fn history(times: &[&str]) -> Vec<Item> {
+        times
+            .iter()
+            .enumerate()
+            .map(|(i, t)| Item { id: format!("b{i}"), time: parse_time(t).unwrap(), valid: true })
+            .collect()
+    }
+
+    fn kept(items: &[Item], policy: &Policy, now: &str) -> Vec<String> {
+        decide(items, policy, parse_time(now).unwrap()).into_iter().filter(|d| d.keep).map(|d| d.id).collect()
+    }
+
+    #[test]
+    fn the_newest_valid_item_survives_any_policy() {
+        let mut items = history(&["2026-01-01 00:00:00", "2026-02-01 00:00:00", "2026-03-01 00:00:00"]);
+        assert_eq!(kept(&items, &Policy::default(), "2026-11-22 00:00:00"), vec!["b2"]);
+        items[2].valid = false; // the newest is damaged: the newest *valid* one stays
+        let decisions = decide(&items, &Policy::default(), parse_time("2026-11-22 00:00:00").unwrap());
+        assert_eq!(decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["b1"]);
+        assert_eq!(decisions[2].reasons, vec!["not valid"]);
+    }
+
+    #[test]
+    fn grandfather_father_son_keeps_one_per_bucket() {
+        // Two backups a day for 60 days, from 2026-09-01 (a Tuesday).
+        let mut times = Vec::new();
+        for day in 0..60 {
+            let date = UNIX_EPOCH + Duration::from_secs((20_697 + day) * 86_400); // 2026-09-01
+            times.push(date + Duration::from_secs(3 * 3600));
+            times.push(date + Duration::from_secs(15 * 3600));
+        }
+        let items: Vec<Item> =
+            times.iter().enumerate().map(|(i, t)| Item { id: format!("b{i}"), time: *t, valid: true }).collect();
+        let policy = Policy { daily: 7, weekly: 4, monthly: 3, ..Policy::default() };
+        let now = crate::backups::format_utc(*times.last().unwrap());
+        let kept = kept(&items, &policy, &now);
+        // 2026-10-30 is a Friday. Daily: the evening backups of Oct 24..30 (days 53..59). Weekly
+        // (weeks start on Monday): Oct 26's week is covered by Oct 30, then Sun Oct 25 (b109, also
+        // daily), Sun Oct 18 (b95), Sun Oct 11 (b81). Monthly: October (b119), September's last
+        // (b59); August has none.
+        let expected: Vec<String> =
+            [59, 81, 95, 107, 109, 111, 113, 115, 117, 119].iter().map(|i| format!("b{i}")).collect();
+        assert_eq!(kept, expected);
+    }
+
+    #[test]
+    fn count_and_age_combine() {
+        let items = history(&[
+            "2026-11-01 00:00:00",
+            "2026-11-10 00:00:00",
+            "2026-11-18 00:00:00",
+            "2026-11-20 00:00:00",
+            "2026-11-21 00:00:00",
+        ]);
+        let policy = Policy { keep_last: 2, keep_within: Some(Duration::from_secs(5 * 86_400)), ..Policy::default() };
+        assert_eq!(kept(&items, &policy, "2026-11-22 00:00:00"), vec!["b2", "b3", "b4"]);
+    }
+}
