@@ -158,3 +158,85 @@ mod tests {
         assert_eq!(kept(&items, &policy, "2026-11-22 00:00:00"), vec!["b2", "b3", "b4"]);
     }
 }
+
+/// The WAL files `expire` may remove once the oldest retained base backup starts at
+/// `oldest_start` (an LSN): every segment (of any timeline), `.partial` and `.backup` file that
+/// ends at or before that position. Timeline history files are always kept: they are tiny and a
+/// recovery across timelines needs every one of them. With no retained backup nothing is removed.
+pub fn wal_to_expire(
+    files: &[crate::wal::WalFileName],
+    oldest_start: Option<crate::backups::Lsn>,
+    segment_size: u32,
+) -> Vec<String> {
+    use crate::wal::WalFileKind;
+    let Some(oldest) = oldest_start else { return Vec::new() };
+    let first_needed = oldest.segment(segment_size);
+    files
+        .iter()
+        .filter(|f| f.kind != WalFileKind::History)
+        .filter(|f| {
+            // The segment a file belongs to (a .backup file's name starts with its segment's).
+            let segment = crate::wal::WalFileName::parse(&f.name[..24]).ok().and_then(|s| s.position(segment_size));
+            segment.is_some_and(|(_, number)| number < first_needed)
+        })
+        .map(|f| f.name.clone())
+        .collect()
+}
+
+/// Packs no retained manifest references, older than `grace` (a running backup may be writing a
+/// pack its manifest does not list yet; its packs are younger than the grace period).
+pub fn packs_to_expire<'a>(
+    packs: &'a [crate::store::ObjectInfo],
+    referenced: &HashSet<String>,
+    grace: Duration,
+    now: SystemTime,
+) -> Vec<&'a crate::store::ObjectInfo> {
+    packs
+        .iter()
+        .filter(|p| !referenced.contains(p.key.rsplit('/').next().unwrap_or("")))
+        .filter(|p| p.last_modified.is_some_and(|m| now.duration_since(m).unwrap_or_default() >= grace))
+        .collect()
+}
+
+#[cfg(test)]
+mod wal_tests {
+    use super::*;
+    use crate::backups::Lsn;
+    use crate::wal::WalFileName;
+
+    #[test]
+    fn wal_before_the_oldest_retained_backup_goes_history_files_stay() {
+        let names = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000010000000000000002.00000028.backup",
+            "000000010000000000000003",
+            "00000002.history",
+            "000000010000000000000004.partial",
+            "000000020000000000000004",
+        ];
+        let files: Vec<WalFileName> = names.iter().map(|n| WalFileName::parse(n).unwrap()).collect();
+        let seg = 16 << 20;
+        assert!(wal_to_expire(&files, None, seg).is_empty(), "no retained backup: keep everything");
+        // The oldest retained backup starts in segment 3.
+        let gone = wal_to_expire(&files, Some(Lsn(3 * seg as u64 + 0x28)), seg);
+        assert_eq!(
+            gone,
+            vec!["000000010000000000000001", "000000010000000000000002", "000000010000000000000002.00000028.backup"]
+        );
+    }
+
+    #[test]
+    fn only_old_unreferenced_packs_go() {
+        let now = SystemTime::now();
+        let pack = |name: &str, age: u64| crate::store::ObjectInfo {
+            key: format!("c/packs/ab/{name}"),
+            size: 1,
+            last_modified: Some(now - Duration::from_secs(age)),
+        };
+        let packs = vec![pack("kept", 10_000), pack("old", 10_000), pack("fresh", 10)];
+        let referenced: HashSet<String> = ["kept".to_string()].into();
+        let gone = packs_to_expire(&packs, &referenced, Duration::from_secs(3600), now);
+        assert_eq!(gone.iter().map(|p| p.key.as_str()).collect::<Vec<_>>(), vec!["c/packs/ab/old"]);
+    }
+}
