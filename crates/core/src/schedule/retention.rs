@@ -36,6 +36,9 @@ pub struct Decision {
     pub reasons: Vec<&'static str>,
 }
 
+/// A GFS level: its name, how many buckets it keeps, and which bucket a time falls in.
+type Bucketing<'a> = (&'static str, usize, &'a dyn Fn(SystemTime) -> i64);
+
 fn days(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64 / 86_400
 }
@@ -58,7 +61,7 @@ pub fn decide(items: &[Item], policy: &Policy, now: SystemTime) -> Vec<Decision>
             }
         }
     }
-    let buckets: [(&'static str, usize, &dyn Fn(SystemTime) -> i64); 4] = [
+    let buckets: [Bucketing; 4] = [
         ("daily", policy.daily, &|t| days(t)),
         ("weekly", policy.weekly, &|t| (days(t) + 3).div_euclid(7)), // weeks start on Monday
         ("monthly", policy.monthly, &|t| {
