@@ -11,6 +11,7 @@ pub mod error;
 pub mod location;
 pub mod repository;
 pub mod runtime;
+pub mod schedule;
 pub mod snapshot;
 pub mod spool;
 pub mod store;
