@@ -115,6 +115,12 @@ impl Cron {
         &self.text
     }
 
+    /// Does the expression name particular hours (`30 2 * * *`) rather than every hour
+    /// (`*/15 * * * *`)? Decides how a repeated hour on a fall-back day is treated.
+    pub fn names_hours(&self) -> bool {
+        self.hours != (1 << 24) - 1
+    }
+
     fn day_matches(&self, day: u32, weekday: u32) -> bool {
         let by_day = self.days & (1 << day) != 0;
         let by_weekday = self.weekdays & (1 << weekday) != 0;
