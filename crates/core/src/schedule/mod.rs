@@ -3,6 +3,7 @@
 //! in the extension only reads the clock and the tables and acts on what these functions decide.
 
 pub mod cron;
+pub mod job;
 pub mod plan;
 pub mod retention;
 pub mod zone;
