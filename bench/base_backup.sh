@@ -66,7 +66,7 @@ DB_BYTES=$(bytes_in "$DIR/cluster/pgdata/base" "$DIR/cluster/pgdata/global")
 sleep 3 # files written in the last 2 s are re-read by the next incremental (README)
 
 declare -A TIME BYTES REQUESTS
-job_result() { sql "SELECT result->>'$1' FROM backstop.jobs ORDER BY job_id DESC LIMIT 1"; }
+job_result() { sql "SELECT result->>'$1' FROM backstop.job_runs ORDER BY job_id DESC LIMIT 1"; }
 
 echo "== full backups" >&2
 t=$(now); sql "SELECT state FROM backstop.base_backup(kind => 'full')" > /dev/null; TIME[backstop_full]=$(since "$t")

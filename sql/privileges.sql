@@ -36,7 +36,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA @extschema@ TO backstop_admin;
 REVOKE ALL ON ALL TABLES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT SELECT ON ALL TABLES IN SCHEMA @extschema@ TO backstop_admin;
--- Job ids: the caller of a job function takes the next one (backstop.jobs itself is written only by
+-- Job ids: the caller of a job function takes the next one (backstop.job_runs itself is written only by
 -- the job's worker).
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA @extschema@ TO backstop_admin;

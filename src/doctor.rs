@@ -25,6 +25,15 @@ fn doctor() -> TableIterator<
     TableIterator::new(rows)
 }
 
+// doctor()'s checks as a view, for monitoring queries: SELECT * FROM backstop.status WHERE status <> 'ok'.
+extension_sql!(
+    r#"
+CREATE VIEW status AS SELECT * FROM doctor();
+"#,
+    name = "status_view",
+    requires = [doctor]
+);
+
 /// The verdict (ready / degraded / not_ready), a reason and every check, for automation.
 #[pg_extern(volatile, parallel_unsafe)]
 fn doctor_report() -> pgrx::JsonB {
@@ -45,6 +54,7 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(archive_backlog_check());
     checks.extend(base_backup_checks());
     checks.push(backup_job_check());
+    checks.extend(crate::schedule::health::checks());
     checks
 }
 
@@ -86,7 +96,14 @@ fn base_backup_checks() -> Vec<Check> {
             "Run doctor() on the primary.",
         );
     };
-    backstop_core::backups::verify::doctor_checks(&backups, &wal, current, segment_size, std::time::SystemTime::now())
+    backstop_core::backups::verify::doctor_checks(
+        &backups,
+        &wal,
+        current,
+        segment_size,
+        std::time::SystemTime::now(),
+        gucs::max_base_backup_age(),
+    )
 }
 
 /// A base backup running now, or how the last one ended.
@@ -104,19 +121,19 @@ fn backup_job_check() -> Check {
     let last = Spi::get_three::<i64, String, String>(
         // An aggregate: one row, NULLs when no job ran.
         "SELECT max(job_id), (array_agg(state ORDER BY job_id DESC))[1], \
-         (array_agg(coalesce(error, '') ORDER BY job_id DESC))[1] FROM backstop.jobs WHERE kind = 'base_backup'",
+         (array_agg(coalesce(error, '') ORDER BY job_id DESC))[1] FROM backstop.job_runs WHERE kind = 'base_backup'",
     );
     match last {
         Ok((Some(id), Some(state), error)) if state == JobState::Failed.as_str() => Check::warn(
             "backup_job",
             format!("the last base backup job, {id}, failed: {}", error.unwrap_or_default()),
-            "See backstop.jobs for its error and hint, fix the cause, and run backstop.base_backup() again.",
+            "See backstop.job_runs for its error and hint, fix the cause, and run backstop.base_backup() again.",
         ),
         Ok((Some(id), Some(state), _)) => Check::ok("backup_job", format!("the last base backup job, {id}, {state}")),
         Ok(_) => Check::ok("backup_job", "no base backup job has run yet"),
         Err(e) => Check::fail(
             "backup_job",
-            format!("could not read backstop.jobs: {e}"),
+            format!("could not read backstop.job_runs: {e}"),
             "Check the extension's installation.",
         ),
     }

@@ -22,6 +22,7 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::NoSpace { .. } => ERRCODE_DISK_FULL,
         Error::Cancelled => ERRCODE_QUERY_CANCELED,
         Error::InvalidInput(_) => ERRCODE_INVALID_PARAMETER_VALUE,
+        Error::Job { .. } => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
     }
 }
 

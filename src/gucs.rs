@@ -33,6 +33,13 @@ static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
 static BASE_BACKUP_REREAD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
 static BASE_BACKUP_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(2);
 static BASE_BACKUP_COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(1);
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
+static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
+static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(3600);
+static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
+static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(8 * 24 * 3600);
+static MAX_SNAPSHOT_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
+static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -181,6 +188,70 @@ pub fn init() {
         context(),
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"backstop.database",
+        c"The database the scheduler connects to: the one where CREATE EXTENSION backstop ran.",
+        c"On reload the scheduler reconnects to the new database.",
+        &DATABASE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"backstop.scheduler",
+        c"Whether the scheduler runs backstop.schedules (off pauses every schedule; runs due meanwhile are missed).",
+        c"",
+        &SCHEDULER_ENABLED,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.missed_run_grace",
+        c"A run that fell due while the server was down still runs at start-up if it is at most this late; older ones are recorded as missed.",
+        c"",
+        &MISSED_RUN_GRACE,
+        0,
+        7 * 86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.job_runs_retention",
+        c"Days backstop.job_runs keeps finished runs (the scheduler prunes older ones; 0 keeps everything).",
+        c"",
+        &JOB_RUNS_RETENTION_DAYS,
+        0,
+        36_500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.max_base_backup_age",
+        c"doctor() reports degraded when the newest valid base backup is older than this.",
+        c"",
+        &MAX_BASE_BACKUP_AGE,
+        60,
+        365 * 86_400,
+        context(),
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"backstop.max_snapshot_age",
+        c"doctor() reports degraded when a scheduled table's newest snapshot is older than this.",
+        c"",
+        &MAX_SNAPSHOT_AGE,
+        60,
+        365 * 86_400,
+        context(),
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"backstop.test_clock",
+        c"For tests only: 'SPEED@SINCE' makes the scheduler's clock run SPEED times faster from unix second SINCE.",
+        c"Lets a test watch a week of schedules in minutes. Leave empty in production.",
+        &TEST_CLOCK,
+        GucContext::Sighup,
+        GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_int_guc(
         c"backstop.s3_max_attempts",
         c"Attempts per S3 request, with exponential backoff between them.",
@@ -241,6 +312,45 @@ pub fn repository() -> Option<String> {
 
 pub fn cluster_name() -> Option<String> {
     string_setting(&CLUSTER_NAME)
+}
+
+pub fn database() -> String {
+    string_setting(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn scheduler_enabled() -> bool {
+    SCHEDULER_ENABLED.get()
+}
+
+pub fn missed_run_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(MISSED_RUN_GRACE.get().max(0) as u64)
+}
+
+pub fn job_runs_retention_days() -> i32 {
+    JOB_RUNS_RETENTION_DAYS.get().max(0)
+}
+
+pub fn max_base_backup_age() -> std::time::Duration {
+    std::time::Duration::from_secs(MAX_BASE_BACKUP_AGE.get().max(60) as u64)
+}
+
+pub fn max_snapshot_age() -> std::time::Duration {
+    std::time::Duration::from_secs(MAX_SNAPSHOT_AGE.get().max(60) as u64)
+}
+
+/// The scheduler's clock: real time, or with `backstop.test_clock = 'SPEED@SINCE'` a clock that
+/// equals real time at unix second SINCE and runs SPEED times faster from then on.
+pub fn scheduler_now() -> std::time::SystemTime {
+    let real = std::time::SystemTime::now();
+    let Some((speed, since)) = string_setting(&TEST_CLOCK).and_then(|text| {
+        let (speed, since) = text.split_once('@')?;
+        Some((speed.trim().parse::<f64>().ok()?, since.trim().parse::<f64>().ok()?))
+    }) else {
+        return real;
+    };
+    let real_secs = backstop_core::backups::unix_seconds(real);
+    let virtual_secs = since + (real_secs - since).max(0.0) * speed.clamp(1.0, 100_000.0);
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(virtual_secs.max(0.0))
 }
 
 pub fn base_backup_wal_timeout() -> std::time::Duration {

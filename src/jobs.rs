@@ -5,7 +5,7 @@
 //! - The caller takes a job id from `backstop.jobs_id_seq` (non-transactional), writes a request
 //!   file, and starts a dynamic background worker with the id as its argument.
 //! - The worker connects to the caller's database as the bootstrap superuser, records the job in
-//!   `backstop.jobs` in its own short transactions, and publishes its progress in a status file
+//!   `backstop.job_runs` in its own short transactions, and publishes its progress in a status file
 //!   (`$PGDATA/pg_stat_tmp/backstop_jobs/<id>.json`, replaced atomically about twice a second).
 //!   A file and not a table: the caller reads it whatever its isolation level, without taking a
 //!   snapshot, and nothing of it outlives a restart (pg_stat_tmp is not backed up either).
@@ -28,27 +28,28 @@ use crate::errors::{notice, raise_with};
 
 extension_sql_file!("../sql/jobs.sql", name = "jobs_table");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    BaseBackup,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::BaseBackup => "base_backup",
-        }
-    }
-}
+pub use backstop_core::schedule::job::JobKind;
 
 /// What the caller asks for; read by the worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobRequest {
     pub id: i64,
     pub kind: JobKind,
+    /// The role the job acts for: the caller, or the schedule's owner.
     pub requested_by: String,
     pub args: serde_json::Value,
+    /// Set when the scheduler started the run.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default = "first_attempt")]
+    pub attempt: i32,
+    /// Unix seconds of the cron occurrence the run stands for.
+    #[serde(default)]
+    pub scheduled_for: Option<f64>,
+}
+
+fn first_attempt() -> i32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,59 +203,70 @@ pub fn worker_alive(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/cmdline")).map(|c| c.contains("backstop job")).unwrap_or(true)
 }
 
-/// Starts a job's worker; returns its id and handle.
+/// Takes the next job id (non-transactional: a rolled-back caller never reuses one).
+pub fn next_id() -> i64 {
+    Spi::get_one::<i64>("SELECT pg_catalog.nextval('backstop.jobs_id_seq')").ok().flatten().unwrap_or_else(|| {
+        raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, "could not allocate a job id", "This is a bug in backstop.")
+    })
+}
+
+/// Starts a job's worker for the calling backend; returns its id and handle.
 pub fn start(kind: JobKind, args: serde_json::Value) -> (i64, DynamicBackgroundWorker) {
-    let id =
-        Spi::get_one::<i64>("SELECT pg_catalog.nextval('backstop.jobs_id_seq')").ok().flatten().unwrap_or_else(|| {
-            raise_with(
-                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-                "could not allocate a job id",
-                "This is a bug in backstop.",
-            )
-        });
+    let id = next_id();
     let requested_by = Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default();
     let database =
         Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
-    let request = JobRequest { id, kind, requested_by, args };
-    let dir = ensure_jobs_dir().unwrap_or_else(|e| {
-        raise_with(
+    let request = JobRequest { id, kind, requested_by, args, schedule: None, attempt: 1, scheduled_for: None };
+    let worker = launch(&request, &database).unwrap_or_else(|(code, message, hint)| raise_with(code, &message, hint));
+    (id, worker)
+}
+
+/// Writes the request file and starts the worker, waiting until it runs. The caller's process is
+/// notified of the worker's start and end (its latch is set).
+pub fn launch(
+    request: &JobRequest,
+    database: &str,
+) -> Result<DynamicBackgroundWorker, (PgSqlErrorCode, String, &'static str)> {
+    let id = request.id;
+    let dir = ensure_jobs_dir().map_err(|e| {
+        (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
-            &format!("could not create {}: {e}", jobs_dir().display()),
+            format!("could not create {}: {e}", jobs_dir().display()),
             "Check the data directory's permissions.",
         )
-    });
-    if let Err(e) = write_json(&dir.join(format!("{id}.request.json")), &request) {
-        raise_with(
+    })?;
+    write_json(&dir.join(format!("{id}.request.json")), request).map_err(|e| {
+        (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
-            &format!("could not write the job request: {e}"),
+            format!("could not write the job request: {e}"),
             "Check free space in the data directory.",
-        );
-    }
-    let worker = BackgroundWorkerBuilder::new(&format!("backstop job {id} ({})", kind.as_str()))
+        )
+    })?;
+    let worker = BackgroundWorkerBuilder::new(&format!("backstop job {id} ({})", request.kind.as_str()))
         .set_type("backstop job")
         .set_library("backstop")
         .set_function("backstop_job_main")
         .set_argument(id.into_datum())
-        .set_extra(&database)
+        .set_extra(database)
         .enable_spi_access()
         .set_restart_time(None)
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
-        .unwrap_or_else(|_| {
-            raise_with(
+        .map_err(|_| {
+            (
                 PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-                "could not start a background worker for the job: all max_worker_processes slots are in use",
+                "could not start a background worker for the job: all max_worker_processes slots are in use".into(),
                 "Raise max_worker_processes (needs a restart) or wait for other background workers to finish.",
             )
-        });
+        })?;
     if let Err(status) = worker.wait_for_startup() {
-        raise_with(
+        return Err((
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            &format!("the job's background worker did not start ({status:?})"),
+            format!("the job's background worker did not start ({status:?})"),
             "See the server log for why the worker could not start.",
-        );
+        ));
     }
-    (id, worker)
+    Ok(worker)
 }
 
 /// Terminates the worker if the caller leaves before the job ended (cancel, statement_timeout,
@@ -314,11 +326,93 @@ pub fn wait(id: i64, worker: DynamicBackgroundWorker, describe: impl Fn(&JobStat
     }
 }
 
+extern "C-unwind" {
+    /// PostgreSQL's own SIGTERM handler for backends (`die` in postgres.c), taken by symbol:
+    /// pgrx's binding wraps it in a Rust function that cannot be a signal handler.
+    #[link_name = "die"]
+    fn postgres_die(signal: std::ffi::c_int);
+}
+
 /// Records a job row in its own transaction (worker side).
-fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
+pub fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
     BackgroundWorker::transaction(|| {
         Spi::run_with_args(sql, args).unwrap_or_else(|e| pgrx::warning!("backstop could not record the job: {e}"));
     });
+}
+
+/// The stable prefix of the LOG line every failed run raises, for log-based alerting.
+pub const FAILED_RUN_LOG_PREFIX: &str = "backstop: job run failed:";
+
+/// Marks runs whose worker is gone (server crash, immediate shutdown, a killed process) as failed:
+/// an interrupted run is recorded, never forgotten. Runs in its own transaction.
+pub fn fail_interrupted_runs() {
+    record(
+        "UPDATE backstop.job_runs SET state = 'failed', finished_at = pg_catalog.now(), \
+         error = 'the job''s worker ended without recording an outcome (server crash, restart or a killed process)', \
+         hint = 'See the server log around the run''s start; the run left nothing published.' \
+         WHERE state = 'running' AND (pid IS NULL OR pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid IS NOT NULL))",
+        &[],
+    );
+}
+
+/// Runs `f` (which may call SQL) in a subtransaction, turning an ERROR into the error's message
+/// and hint instead of ending the worker, so the run is recorded with what went wrong.
+pub fn sql_step<T>(f: impl FnOnce() -> T) -> Result<T, backstop_core::Error> {
+    subtransaction(f, true)
+}
+
+/// [`sql_step`] whose every effect is rolled back even when it succeeds: for drills, which must
+/// leave nothing behind (scratch tables, restore records), also when they fail.
+pub fn sql_scratch<T>(f: impl FnOnce() -> T) -> Result<T, backstop_core::Error> {
+    subtransaction(f, false)
+}
+
+fn subtransaction<T>(f: impl FnOnce() -> T, keep: bool) -> Result<T, backstop_core::Error> {
+    let (context, owner) = unsafe { (pg_sys::CurrentMemoryContext, pg_sys::CurrentResourceOwner) };
+    unsafe { pg_sys::BeginInternalSubTransaction(std::ptr::null()) };
+    let restore = move || unsafe {
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+    };
+    PgTryBuilder::new(std::panic::AssertUnwindSafe(|| {
+        let value = f();
+        if keep {
+            unsafe { pg_sys::ReleaseCurrentSubTransaction() };
+        } else {
+            unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        }
+        restore();
+        Ok(value)
+    }))
+    .catch_others(|caught| {
+        restore();
+        unsafe { pg_sys::RollbackAndReleaseCurrentSubTransaction() };
+        restore();
+        let (message, hint) = match &caught {
+            pgrx::pg_sys::panic::CaughtError::PostgresError(report)
+            | pgrx::pg_sys::panic::CaughtError::ErrorReport(report) => {
+                (report.message().to_string(), report.hint().unwrap_or_default().to_string())
+            }
+            pgrx::pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
+                (ereport.message().to_string(), String::new())
+            }
+        };
+        Err(backstop_core::Error::Job { message, hint })
+    })
+    .execute()
+}
+
+fn run_job(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::Value, backstop_core::Error> {
+    let spec = backstop_core::schedule::job::JobSpec::parse(request.kind.as_str(), &request.args)?;
+    use backstop_core::schedule::job::JobSpec;
+    match spec {
+        JobSpec::BaseBackup(_) => crate::backups::worker::run(request, status),
+        JobSpec::Snapshot(args) => crate::snapshot::job::run(request, &args, status),
+        JobSpec::Expire(args) => crate::expire::run(&args, status),
+        JobSpec::SnapshotRestore(args) => crate::drills::snapshot_restore(request, &args, status),
+        JobSpec::WalFetch(args) => crate::drills::wal_fetch(&args, status),
+        JobSpec::Pitr(args) => crate::drills::pitr(&args, status),
+    }
 }
 
 /// The worker's entry point: runs one job and records how it ended.
@@ -338,24 +432,35 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
         }
     };
     let _ = fs::remove_file(&request_path);
+    if matches!(request.kind, JobKind::Snapshot | JobKind::SnapshotRestore) {
+        // These jobs run SQL, which may wait on a lock: let SIGTERM end the process the way it
+        // ends a backend (the ERROR path aborts the transaction), instead of setting a flag that
+        // nothing checks while a lock wait lasts. The scheduler settles the run's state.
+        unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+    }
     let mut status = JobStatus::new(&request);
     status.state = JobState::Running;
     write_status(&status);
     let pid = status.pid;
-    // Jobs whose worker died (crash, immediate shutdown) are recorded as failed, never forgotten.
+    fail_interrupted_runs();
     record(
-        "UPDATE backstop.jobs SET state = 'failed', finished_at = pg_catalog.now(), \
-         error = 'the job''s worker ended without recording an outcome (server crash or restart?)' \
-         WHERE state = 'running' AND (pid IS NULL OR pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity))",
-        &[],
+        "INSERT INTO backstop.job_runs (job_id, kind, args, state, requested_by, pid, schedule, attempt, scheduled_for) \
+         VALUES ($1, $2, $3, 'running', $4, $5, $6, $7, pg_catalog.to_timestamp($8)) \
+         ON CONFLICT (job_id) DO UPDATE SET state = 'running', pid = EXCLUDED.pid, started_at = pg_catalog.now()",
+        &[
+            id.into(),
+            request.kind.as_str().into(),
+            pgrx::JsonB(request.args.clone()).into(),
+            request.requested_by.as_str().into(),
+            pid.into(),
+            request.schedule.clone().into(),
+            request.attempt.into(),
+            request.scheduled_for.into(),
+        ],
     );
-    record(
-        "INSERT INTO backstop.jobs (job_id, kind, state, requested_by, pid) VALUES ($1, $2, 'running', $3, $4)",
-        &[id.into(), request.kind.as_str().into(), request.requested_by.as_str().into(), pid.into()],
-    );
-    let outcome = match request.kind {
-        JobKind::BaseBackup => crate::backups::worker::run(&request, &mut status),
-    };
+    let started = Instant::now();
+    let outcome = run_job(&request, &mut status);
+    let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(result) => {
             status.state = JobState::Succeeded;
@@ -366,18 +471,28 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
                 if matches!(error, backstop_core::Error::Cancelled) { JobState::Cancelled } else { JobState::Failed };
             status.error = Some(error.to_string());
             status.hint = Some(error.hint().to_string());
-            pgrx::log!("backstop job {id} ({}) {}: {error}", request.kind.as_str(), status.state.as_str());
+            pgrx::log!(
+                "{FAILED_RUN_LOG_PREFIX} job {id} ({}{}) {}: {error}",
+                request.kind.as_str(),
+                request.schedule.as_deref().map(|s| format!(", schedule {s}")).unwrap_or_default(),
+                status.state.as_str()
+            );
         }
     }
     status.phase = status.state.as_str().into();
+    let number = |key: &str| status.result.as_ref().and_then(|r| r.get(key)).and_then(|v| v.as_i64());
     record(
-        "UPDATE backstop.jobs SET state = $2, finished_at = pg_catalog.now(), result = $3, error = $4, hint = $5 WHERE job_id = $1",
+        "UPDATE backstop.job_runs SET state = $2, finished_at = pg_catalog.now(), result = $3, error = $4, hint = $5, \
+         seconds = $6, bytes = $7, rows = $8 WHERE job_id = $1",
         &[
             id.into(),
             status.state.as_str().into(),
             status.result.clone().map(pgrx::JsonB).into(),
             status.error.clone().into(),
             status.hint.clone().into(),
+            seconds.into(),
+            number("bytes").into(),
+            number("rows").into(),
         ],
     );
     write_status(&status);

@@ -15,13 +15,16 @@ mod archive;
 mod archive_stats;
 mod backups;
 mod doctor;
+mod drills;
 mod errors;
+mod expire;
 mod gucs;
 mod io;
 mod jobs;
 mod manifest_key;
 mod repo;
 mod restore;
+mod schedule;
 mod snapshot;
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -45,6 +48,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         LOADED_AT_STARTUP.store(true, Ordering::Relaxed);
         archive_stats::init();
+        schedule::launcher::register();
     }
 }
 

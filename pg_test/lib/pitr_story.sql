@@ -3,7 +3,7 @@ CREATE FUNCTION wait_for_job(id bigint) RETURNS text LANGUAGE plpgsql AS $$
 DECLARE s text;
 BEGIN
     FOR attempt IN 1..1200 LOOP
-        SELECT state INTO s FROM backstop.jobs WHERE job_id = id;
+        SELECT state INTO s FROM backstop.job_runs WHERE job_id = id;
         IF s IS NOT NULL AND s <> 'running' THEN RETURN s; END IF;
         PERFORM pg_sleep(0.1);
     END LOOP;
@@ -35,7 +35,7 @@ SELECT :'state' AS started_as;
 SELECT wait_for_job(:job) AS incremental_job;
 SELECT kind, bytes_new < bytes / 5 AS stored_a_fraction, verified FROM backstop.backups() ORDER BY backup_id DESC LIMIT 1;
 SELECT state, result->>'kind' AS kind, (result->>'files_reused')::int > 0 AS reused_unchanged_files
-FROM backstop.jobs WHERE job_id = :job;
+FROM backstop.job_runs WHERE job_id = :job;
 -- Later changes, each a recovery target.
 INSERT INTO accounts SELECT g, 0, 'after backup' FROM generate_series(20001, 20500) g;
 SELECT contents('accounts') AS at_lsn \gset

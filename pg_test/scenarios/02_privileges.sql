@@ -31,8 +31,8 @@ UPDATE backstop.restores SET validation_passed = true;
 SET client_min_messages = warning;
 SELECT state, kind FROM backstop.base_backup();
 RESET client_min_messages;
-SELECT count(*) AS jobs, min(requested_by) AS requested_by, min(state) AS state FROM backstop.jobs;
-INSERT INTO backstop.jobs (job_id, kind, state, requested_by) VALUES (999, 'base_backup', 'succeeded', 'x');
+SELECT count(*) AS jobs, min(requested_by) AS requested_by, min(state) AS state FROM backstop.job_runs;
+INSERT INTO backstop.job_runs (job_id, kind, state, requested_by) VALUES (999, 'base_backup', 'succeeded', 'x');
 SELECT count(*) AS running FROM backstop.job_progress;
 \c - scenario_plain
 SELECT * FROM backstop.base_backup();

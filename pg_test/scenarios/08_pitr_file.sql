@@ -18,7 +18,7 @@ SET statement_timeout = '4s';
 SELECT * FROM backstop.base_backup();
 RESET statement_timeout;
 -- The caller's ERROR returns at once; the worker stops at its next check, moments later.
-SELECT wait_for_job(max(job_id)) AS cancelled_job_ended FROM backstop.jobs;
+SELECT wait_for_job(max(job_id)) AS cancelled_job_ended FROM backstop.job_runs;
 -- Still stalled: a backup started without waiting shows in job_progress, a second one is refused
 -- (one at a time), doctor says it runs; terminating its worker cancels it.
 CREATE FUNCTION wait_for_phase(id bigint, wanted text) RETURNS boolean LANGUAGE plpgsql AS $$
@@ -40,7 +40,7 @@ SELECT wait_for_job(:stalled_job) AS stalled_job_ended;
 \! pitr.sh chmod-wal 755
 SELECT count(*) AS backups_after_cancel FROM backstop.backups();
 SELECT pg_sleep(1);
-SELECT state, error LIKE '%cancel%' AS says_cancelled FROM backstop.jobs ORDER BY job_id DESC LIMIT 1;
+SELECT state, error LIKE '%cancel%' AS says_cancelled FROM backstop.job_runs ORDER BY job_id DESC LIMIT 1;
 -- Damage: a corrupted chunk, then a missing one; each refused with nothing startable left behind.
 \! pitr.sh damage-packs corrupt
 \! pitr.sh restore damaged --target-time "$TARGET_TIME"

@@ -46,7 +46,7 @@ fn setting(name: &str) -> String {
 
 /// Takes an online base backup of the whole cluster in a background worker. With `wait` (the
 /// default) the caller sees progress NOTICEs and a cancel stops the backup; without it the job id
-/// comes back at once (`backstop.job_progress`, `backstop.jobs`).
+/// comes back at once (`backstop.job_progress`, `backstop.job_runs`).
 #[pg_extern(volatile, parallel_unsafe)]
 fn base_backup(
     wait: default!(bool, true),
@@ -122,7 +122,7 @@ fn base_backup(
                 PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
             },
             &format!("base backup job {id} {}: {}", state.as_str(), status.error.unwrap_or_default()),
-            &status.hint.unwrap_or_else(|| "See backstop.jobs and the server log.".into()),
+            &status.hint.unwrap_or_else(|| "See backstop.job_runs and the server log.".into()),
         ),
     }
 }

@@ -26,7 +26,7 @@ pub struct BackupArgs {
 }
 
 /// Serialises base backups: a session-level advisory lock held by the worker.
-const LOCK_KEY: i64 = 0x6261_636b_7570; // "backup"
+pub const LOCK_KEY: i64 = 0x6261_636b_7570; // "backup"
 
 fn progress_into(status: &mut JobStatus, progress: &Progress) {
     status.files_done = Progress::get(&progress.files_done);
@@ -36,12 +36,12 @@ fn progress_into(status: &mut JobStatus, progress: &Progress) {
     status.bytes_new = Progress::get(&progress.bytes_new);
 }
 
-fn phase(status: &mut JobStatus, phase: &str) {
+pub fn phase(status: &mut JobStatus, phase: &str) {
     status.phase = phase.to_string();
     jobs::write_status(status);
 }
 
-fn spi_error(e: pgrx::spi::Error) -> Error {
+pub fn spi_error(e: pgrx::spi::Error) -> Error {
     Error::InvalidInput(format!("PostgreSQL refused: {e}"))
 }
 

@@ -18,11 +18,11 @@ mod tests {
     #[pg_test]
     fn a_bad_backup_kind_is_refused_before_any_job_starts() {
         own_namespace("backups_kind");
-        let jobs_before = Spi::get_one::<i64>("SELECT count(*) FROM backstop.jobs").unwrap();
+        let jobs_before = Spi::get_one::<i64>("SELECT count(*) FROM backstop.job_runs").unwrap();
         let error = error_of(None, "SELECT * FROM backstop.base_backup(kind => 'differential')").expect("refused");
         assert!(error.starts_with("22023: kind \"differential\" is not a base backup kind"), "{error}");
         assert!(error.contains("'auto'"), "the hint names the accepted kinds: {error}");
-        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.jobs").unwrap(), jobs_before);
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.job_runs").unwrap(), jobs_before);
     }
 
     #[pg_test]

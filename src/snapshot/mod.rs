@@ -2,6 +2,7 @@
 //! repository, committed by a manifest written last.
 
 pub mod catalog;
+pub mod job;
 pub mod reader;
 
 use std::time::{Duration, Instant};

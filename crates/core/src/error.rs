@@ -7,6 +7,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A job step failed with an error raised by PostgreSQL (a job's SQL step), kept with its hint.
+    #[error("{message}")]
+    Job { message: String, hint: String },
+
     #[error("invalid repository location \"{location}\": {reason}")]
     InvalidLocation { location: String, reason: String },
 
@@ -85,8 +89,9 @@ impl Error {
     }
 
     /// What the operator should do about this error, in one sentence.
-    pub fn hint(&self) -> &'static str {
+    pub fn hint(&self) -> &str {
         match self {
+            Error::Job { hint, .. } => hint,
             Error::InvalidLocation { .. } => {
                 "Set backstop.repository (or --repository) to file:///absolute/path or s3://bucket/prefix."
             }

@@ -368,6 +368,7 @@ async fn check_pack(repository: &Repository, id: &str, len: u64, chunks: &HashSe
 }
 
 /// Age beyond which the newest base backup is reported as stale by doctor().
+/// The default of `backstop.max_base_backup_age`.
 pub const STALE_BACKUP_AFTER: std::time::Duration = std::time::Duration::from_secs(8 * 86_400);
 
 /// doctor()'s view of base backups: is there a recent one, and can point-in-time recovery reach
@@ -379,6 +380,7 @@ pub fn doctor_checks(
     current: (u32, u64),
     segment_size: u32,
     now: SystemTime,
+    max_age: std::time::Duration,
 ) -> Vec<crate::doctor::Check> {
     use crate::doctor::Check;
     let schedule = "Take one with SELECT * FROM backstop.base_backup() (and schedule it).";
@@ -398,13 +400,14 @@ pub fn doctor_checks(
     };
     let age = now.duration_since(super::from_unix_seconds(newest.stop_time)).unwrap_or_default();
     let hours = age.as_secs() / 3600;
-    let mut checks = vec![if age > STALE_BACKUP_AFTER {
+    let mut checks = vec![if age > max_age {
         Check::warn(
             "base_backup",
             format!(
-                "the newest base backup, {}, is {} days old: recovery replays that much WAL",
+                "the newest base backup, {}, is {} days old (backstop.max_base_backup_age is {} days): recovery replays that much WAL",
                 newest.id,
-                hours / 24
+                hours / 24,
+                max_age.as_secs() / 86_400
             ),
             schedule,
         )
@@ -521,16 +524,18 @@ mod tests {
         let mut m = sample(); // starts in segment 3, ends in 3
         m.stop_time = super::super::unix_seconds(SystemTime::now());
         let now = SystemTime::now();
-        let none = doctor_checks(&[], &[], (1, 9), seg, now);
+        let none = doctor_checks(&[], &[], (1, 9), seg, now, STALE_BACKUP_AFTER);
         assert_eq!((none[0].status, none[1].status), (Status::Fail, Status::Fail));
-        let fine = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 5, 6, 7, 8]), (1, 9), seg, now);
+        let fine =
+            doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 5, 6, 7, 8]), (1, 9), seg, now, STALE_BACKUP_AFTER);
         assert_eq!((fine[0].status, fine[1].status), (Status::Ok, Status::Ok), "{fine:?}");
-        let gap = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 6, 7, 8]), (1, 9), seg, now);
+        let gap = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4, 6, 7, 8]), (1, 9), seg, now, STALE_BACKUP_AFTER);
         assert_eq!(gap[1].status, Status::Fail);
         assert!(gap[1].detail.contains("000000010000000000000005"), "{gap:?}");
-        let behind = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4]), (1, 9), seg, now);
+        let behind = doctor_checks(&[status_of(m.clone())], &wal(&[3, 4]), (1, 9), seg, now, STALE_BACKUP_AFTER);
         assert_eq!(behind[1].status, Status::Warn);
-        let old = doctor_checks(&[status_of(m)], &wal(&[3]), (1, 4), seg, now + STALE_BACKUP_AFTER * 2);
+        let old =
+            doctor_checks(&[status_of(m)], &wal(&[3]), (1, 4), seg, now + STALE_BACKUP_AFTER * 2, STALE_BACKUP_AFTER);
         assert_eq!(old[0].status, Status::Warn);
     }
 }

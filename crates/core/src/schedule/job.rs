@@ -12,7 +12,8 @@ use super::retention::Policy;
 use crate::error::{Error, Result};
 
 /// Every job kind, closed: a new one fails to compile wherever jobs are dispatched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobKind {
     Snapshot,
     BaseBackup,
@@ -49,7 +50,11 @@ impl JobKind {
     pub fn parse(text: &str) -> Result<JobKind> {
         ALL_KINDS.into_iter().find(|k| k.as_str() == text).ok_or_else(|| {
             let names: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();
-            Error::InvalidInput(format!("\"{}\" is not a backstop job; use one of {}", text.escape_debug(), names.join(", ")))
+            Error::InvalidInput(format!(
+                "\"{}\" is not a backstop job; use one of {}",
+                text.escape_debug(),
+                names.join(", ")
+            ))
         })
     }
 
@@ -115,9 +120,7 @@ impl PolicyArgs {
     }
 
     fn is_empty(&self) -> bool {
-        self.keep_last == 0
-            && self.keep_within.is_none()
-            && self.daily + self.weekly + self.monthly + self.yearly == 0
+        self.keep_last == 0 && self.keep_within.is_none() && self.daily + self.weekly + self.monthly + self.yearly == 0
     }
 }
 
@@ -185,9 +188,8 @@ pub enum JobSpec {
 
 fn args<T: serde::de::DeserializeOwned>(kind: JobKind, value: &Value) -> Result<T> {
     let value = if value.is_null() { Value::Object(Default::default()) } else { value.clone() };
-    serde_json::from_value(value).map_err(|e| {
-        Error::InvalidInput(format!("the arguments of a {} job are not valid: {e}", kind.as_str()))
-    })
+    serde_json::from_value(value)
+        .map_err(|e| Error::InvalidInput(format!("the arguments of a {} job are not valid: {e}", kind.as_str())))
 }
 
 impl JobSpec {
@@ -279,9 +281,8 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
 
 /// "512 MB", "1 GB", "1048576" (bytes).
 pub fn parse_bytes(text: &str) -> Result<u64> {
-    let bad = || {
-        Error::InvalidInput(format!("\"{}\" is not a size; write e.g. '512 MB' or '2 GB'", text.escape_debug()))
-    };
+    let bad =
+        || Error::InvalidInput(format!("\"{}\" is not a size; write e.g. '512 MB' or '2 GB'", text.escape_debug()));
     let trimmed = text.trim();
     let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
     let number: u64 = trimmed[..split].parse().map_err(|_| bad())?;
@@ -316,7 +317,8 @@ mod tests {
             JobSpec::Snapshot(SnapshotArgs { tables: vec![], schema: Some("public".into()) })
         );
         let JobSpec::Expire(expire) =
-            JobSpec::parse("expire", &json!({"backups": {"daily": 14, "weekly": 12, "keep_within": "2 days"}})).unwrap()
+            JobSpec::parse("expire", &json!({"backups": {"daily": 14, "weekly": 12, "keep_within": "2 days"}}))
+                .unwrap()
         else {
             panic!()
         };

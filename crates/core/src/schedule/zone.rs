@@ -162,9 +162,8 @@ mod tests {
             [("2026-03-28 22:00:00", "2026-03-29 04:00:00"), ("2026-10-24 22:00:00", "2026-10-25 04:00:00")]
         {
             let got = runs("0 * * * *", "Europe/Berlin", from, until);
-            let expected: Vec<String> = (1..=6)
-                .map(|h| format_utc(parse_time(from).unwrap() + Duration::from_secs(h * 3600)))
-                .collect();
+            let expected: Vec<String> =
+                (1..=6).map(|h| format_utc(parse_time(from).unwrap() + Duration::from_secs(h * 3600))).collect();
             assert_eq!(got, expected, "{from}");
         }
     }
@@ -172,16 +171,19 @@ mod tests {
     #[test]
     fn local_times_follow_the_zone_through_the_year() {
         // 09:00 in New York is 14:00 UTC in winter and 13:00 UTC in summer.
-        assert_eq!(runs("0 9 * * *", "America/New_York", "2026-01-10 00:00:00", "2026-01-11 00:00:00"), [
-            "2026-01-10 14:00:00.000000+00"
-        ]);
-        assert_eq!(runs("0 9 * * *", "America/New_York", "2026-07-10 00:00:00", "2026-07-11 00:00:00"), [
-            "2026-07-10 13:00:00.000000+00"
-        ]);
+        assert_eq!(
+            runs("0 9 * * *", "America/New_York", "2026-01-10 00:00:00", "2026-01-11 00:00:00"),
+            ["2026-01-10 14:00:00.000000+00"]
+        );
+        assert_eq!(
+            runs("0 9 * * *", "America/New_York", "2026-07-10 00:00:00", "2026-07-11 00:00:00"),
+            ["2026-07-10 13:00:00.000000+00"]
+        );
         // A zone east of UTC whose local day starts the previous UTC day.
-        assert_eq!(runs("0 1 * * mon", "Asia/Tokyo", "2026-11-22 00:00:00", "2026-11-29 00:00:00"), [
-            "2026-11-22 16:00:00.000000+00"
-        ]);
+        assert_eq!(
+            runs("0 1 * * mon", "Asia/Tokyo", "2026-11-22 00:00:00", "2026-11-29 00:00:00"),
+            ["2026-11-22 16:00:00.000000+00"]
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! silently, when Garage is not configured, unless BACKSTOP_SKIP_S3=1 says so explicitly.
 #![allow(dead_code)]
 
+pub mod backup_fixture;
+
 use std::sync::Arc;
 
 use backstop_core::store::file::FileStore;

@@ -1,0 +1,268 @@
+//! `expire`: retention applied to a repository. Planning reads everything and decides; applying
+//! deletes in an order that never leaves a retained backup without what it needs:
+//!
+//! 1. manifests of expired backups (the commit point: once it is gone the backup is gone),
+//!    snapshot manifests before their data;
+//! 2. WAL before the start of the oldest retained valid backup (PITR stays possible from it);
+//! 3. packs no retained manifest names, older than the grace period (a running backup writes its
+//!    packs before its manifest; the caller also holds the base-backup lock while expiring).
+//!
+//! Safety rules (design.md rule 6): the newest valid backup is never removed (the retention math
+//! guarantees it); no pack is removed when any backup's manifest could not be read (its references
+//! are unknown); no WAL is removed when no valid backup is retained.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::backups::{self, verify, PACKS_DIR};
+use crate::error::Result;
+use crate::repository::{CancellationToken, Repository};
+use crate::schedule::job::{parse_duration, ExpireArgs};
+use crate::schedule::retention::{self, Item};
+use crate::snapshot::stored;
+
+/// Interrupted backups' packs and snapshot directories younger than this are left alone.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Removal {
+    /// "backup", "snapshot", "wal", "pack", "incomplete snapshot".
+    pub what: &'static str,
+    /// The backup or snapshot id, WAL file or pack.
+    pub name: String,
+    /// Keys (relative to the cluster) deleted, in order.
+    #[serde(skip)]
+    pub keys: Vec<String>,
+    pub bytes: u64,
+    pub why: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Plan {
+    pub removals: Vec<Removal>,
+    /// Backups kept, with the reasons (newest valid, daily, ...).
+    pub kept_backups: Vec<(String, Vec<&'static str>)>,
+    pub kept_snapshots: usize,
+    /// What was deliberately not removed, and why (unreadable manifests, no valid backup).
+    pub held_back: Vec<String>,
+}
+
+impl Plan {
+    pub fn bytes(&self) -> u64 {
+        self.removals.iter().map(|r| r.bytes).sum()
+    }
+
+    pub fn count(&self, what: &str) -> usize {
+        self.removals.iter().filter(|r| r.what == what).count()
+    }
+}
+
+fn unix(seconds: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+}
+
+/// Decides what `args` removes from `repository` at `now`. Reads, never deletes.
+pub async fn plan(repository: &Repository, args: &ExpireArgs, now: SystemTime) -> Result<Plan> {
+    let grace = args.grace.as_deref().map(parse_duration).transpose()?.unwrap_or(DEFAULT_GRACE);
+    let mut plan = Plan::default();
+    if let Some(policy) = &args.backups {
+        plan_backups(repository, &policy.policy()?, grace, now, &mut plan).await?;
+    }
+    if let Some(policy) = &args.snapshots {
+        plan_snapshots(repository, &policy.policy()?, grace, now, &mut plan).await?;
+    }
+    Ok(plan)
+}
+
+async fn plan_backups(
+    repository: &Repository,
+    policy: &retention::Policy,
+    grace: Duration,
+    now: SystemTime,
+    plan: &mut Plan,
+) -> Result<()> {
+    let backups = verify::list_backups(repository).await?;
+    let items: Vec<Item> = backups
+        .iter()
+        .map(|b| Item {
+            id: b.id.to_string(),
+            time: b.manifest.as_ref().map(|m| unix(m.stop_time)).unwrap_or(UNIX_EPOCH),
+            valid: b.verified(),
+        })
+        .collect();
+    let decisions = retention::decide(&items, policy, now);
+    let mut referenced = HashSet::new();
+    let mut unreadable = Vec::new();
+    let mut oldest_retained: Option<&backups::manifest::BackupManifest> = None;
+    for (backup, decision) in backups.iter().zip(&decisions) {
+        if decision.keep || backup.manifest.is_none() {
+            // A backup whose manifest cannot be read is kept: what it references is unknown, and
+            // removing it is a decision for a DBA, not for retention.
+            match &backup.manifest {
+                Some(manifest) => {
+                    referenced.extend(manifest.packs.iter().map(|p| p.id.clone()));
+                    if backup.verified() && oldest_retained.is_none_or(|o| manifest.start_lsn < o.start_lsn) {
+                        oldest_retained = Some(manifest);
+                    }
+                }
+                None => unreadable.push(backup.id.to_string()),
+            }
+            plan.kept_backups.push((backup.id.to_string(), decision.reasons.clone()));
+        } else {
+            plan.removals.push(Removal {
+                what: "backup",
+                name: backup.id.to_string(),
+                keys: vec![backups::manifest_path(&backup.id)],
+                bytes: backup.manifest.as_ref().map(|m| m.stats.bytes_stored).unwrap_or(0),
+                why: if backup.verified() {
+                    "outside the retention policy".into()
+                } else {
+                    format!("not restorable ({}) and outside the retention policy", backup.state)
+                },
+            });
+        }
+    }
+    // WAL: only what precedes the oldest retained valid backup.
+    match oldest_retained {
+        Some(oldest) => {
+            let wal = verify::archived_wal(repository).await?;
+            let names: Vec<crate::wal::WalFileName> = wal.iter().map(|w| w.name.clone()).collect();
+            let gone: HashSet<String> =
+                retention::wal_to_expire(&names, Some(oldest.start_lsn), oldest.wal_segment_size).into_iter().collect();
+            for file in wal.iter().filter(|w| gone.contains(&w.name.name)) {
+                plan.removals.push(Removal {
+                    what: "wal",
+                    name: file.name.name.clone(),
+                    keys: vec![file.name.object_path()],
+                    bytes: file.stored_bytes,
+                    why: format!("before the oldest retained backup {} (starts at {})", oldest.id, oldest.start_lsn),
+                });
+            }
+        }
+        None => plan.held_back.push("WAL: no valid backup is retained, so every WAL file is kept".into()),
+    }
+    // Packs: unreferenced and older than the grace period.
+    if unreadable.is_empty() {
+        let packs = repository.store().list_all(&repository.key(&format!("{PACKS_DIR}/"))).await?;
+        for pack in retention::packs_to_expire(&packs, &referenced, grace, now) {
+            let name = pack.key.rsplit('/').next().unwrap_or_default().to_string();
+            plan.removals.push(Removal {
+                what: "pack",
+                keys: vec![backups::pack_path(&name)],
+                name,
+                bytes: pack.size,
+                why: "no retained backup names it".into(),
+            });
+        }
+    } else {
+        plan.held_back.push(format!(
+            "packs: the manifests of {} could not be read, so no pack is removed",
+            unreadable.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// A stored snapshot and its manifest, None when it has none (interrupted) or it does not read.
+type SnapshotWithManifest = (stored::StoredSnapshot, Option<crate::snapshot::manifest::SnapshotManifest>);
+
+async fn plan_snapshots(
+    repository: &Repository,
+    policy: &retention::Policy,
+    grace: Duration,
+    now: SystemTime,
+    plan: &mut Plan,
+) -> Result<()> {
+    let mut by_table: BTreeMap<(String, String), Vec<SnapshotWithManifest>> = BTreeMap::new();
+    for snapshot in stored::list(repository, None).await? {
+        let manifest = match stored::read_manifest(repository, &snapshot).await {
+            Ok(manifest) => Some(manifest),
+            // No manifest: an interrupted snapshot (collected below once older than the grace).
+            Err(crate::error::Error::NotFound { .. }) => None,
+            // A manifest that is there but does not verify is kept, and so is its data: that is
+            // for a DBA to look at, not for retention to erase.
+            Err(e @ crate::error::Error::Corrupt { .. }) => {
+                plan.held_back.push(format!(
+                    "snapshot {}.{} {}: its manifest does not verify ({e}); kept",
+                    snapshot.schema,
+                    snapshot.table,
+                    snapshot.id.as_str()
+                ));
+                continue;
+            }
+            // Anything else (the store did not answer) stops the plan: deciding on half a
+            // listing could remove what the other half needs.
+            Err(e) => return Err(e),
+        };
+        by_table.entry((snapshot.schema.clone(), snapshot.table.clone())).or_default().push((snapshot, manifest));
+    }
+    for snapshots in by_table.values() {
+        let mut items = Vec::new();
+        let mut incomplete = Vec::new();
+        for (snapshot, manifest) in snapshots {
+            match manifest {
+                Some(m) => items.push(Item {
+                    id: snapshot.id.as_str().to_string(),
+                    time: UNIX_EPOCH + Duration::from_millis(m.taken_at_unix_ms.max(0) as u64),
+                    valid: true,
+                }),
+                None => incomplete.push(snapshot),
+            }
+        }
+        for (decision, (snapshot, manifest)) in
+            retention::decide(&items, policy, now).iter().zip(snapshots.iter().filter(|(_, m)| m.is_some()))
+        {
+            if decision.keep {
+                plan.kept_snapshots += 1;
+                continue;
+            }
+            let manifest = manifest.as_ref().expect("filtered");
+            plan.removals.push(Removal {
+                what: "snapshot",
+                name: format!("{}.{} {}", snapshot.schema, snapshot.table, snapshot.id.as_str()),
+                keys: vec![
+                    crate::snapshot::manifest_path(&snapshot.schema, &snapshot.table, &snapshot.id),
+                    crate::snapshot::data_path(&snapshot.schema, &snapshot.table, &snapshot.id),
+                ],
+                bytes: manifest.data.stored_bytes,
+                why: "outside the retention policy".into(),
+            });
+        }
+        // A directory without a manifest is an interrupted snapshot once older than the grace.
+        for snapshot in incomplete {
+            let data = crate::snapshot::data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
+            let Some(info) = repository.store().head(&repository.key(&data)).await? else { continue };
+            if info.last_modified.is_some_and(|m| now.duration_since(m).unwrap_or_default() >= grace) {
+                plan.removals.push(Removal {
+                    what: "incomplete snapshot",
+                    name: format!("{}.{} {}", snapshot.schema, snapshot.table, snapshot.id.as_str()),
+                    keys: vec![data],
+                    bytes: info.size,
+                    why: "interrupted (no manifest) and older than the grace period".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deletes what `plan` lists, in its order (manifests first). Stops at the first failure: what
+/// was not deleted yet is still consistent, and the next run picks it up.
+pub async fn apply(repository: &Repository, plan: &Plan, cancel: &CancellationToken) -> Result<u64> {
+    let mut removed = 0;
+    let order = ["backup", "snapshot", "incomplete snapshot", "wal", "pack"];
+    for what in order {
+        for removal in plan.removals.iter().filter(|r| r.what == what) {
+            if cancel.is_cancelled() {
+                return Err(crate::error::Error::Cancelled);
+            }
+            for key in &removal.keys {
+                repository.store().delete(&repository.key(key)).await?;
+            }
+            removed += removal.bytes;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,53 @@
+//! The `expire` job: the retention policy of its args applied to the repository (the math and the
+//! deletion order live in `backstop_core::expire`). Runs in a job worker holding the base-backup
+//! lock, so no backup can be writing packs or reusing an older backup's chunks meanwhile.
+
+use std::time::SystemTime;
+
+use backstop_core::repository::CancellationToken;
+use backstop_core::schedule::job::ExpireArgs;
+use backstop_core::Error;
+use pgrx::bgworkers::BackgroundWorker;
+use pgrx::prelude::*;
+
+use crate::backups::worker::{phase, spi_error, LOCK_KEY};
+use crate::jobs::JobStatus;
+use crate::{io, repo};
+
+pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+    let locked = BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
+    })
+    .map_err(spi_error)?
+    .unwrap_or(false);
+    if !locked {
+        return Err(Error::InvalidInput(
+            "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
+        ));
+    }
+    phase(status, "planning");
+    let repository = repo::open_checked()?;
+    let plan = io::block_on(backstop_core::expire::plan(&repository, args, SystemTime::now()))?;
+    let removed = if args.dry_run {
+        0
+    } else {
+        phase(status, "removing");
+        let cancel = CancellationToken::new();
+        io::block_on(backstop_core::expire::apply(&repository, &plan, &cancel))?
+    };
+    let _ = BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_advisory_unlock($1)", &[LOCK_KEY.into()])
+    });
+    Ok(serde_json::json!({
+        "dry_run": args.dry_run,
+        "bytes": if args.dry_run { plan.bytes() } else { removed },
+        "backups_removed": plan.count("backup"),
+        "snapshots_removed": plan.count("snapshot") + plan.count("incomplete snapshot"),
+        "wal_removed": plan.count("wal"),
+        "packs_removed": plan.count("pack"),
+        "kept_backups": plan.kept_backups,
+        "kept_snapshots": plan.kept_snapshots,
+        "held_back": plan.held_back,
+        "removals": plan.removals,
+    }))
+}

@@ -1,0 +1,256 @@
+//! What doctor() (and the `backstop.status` view) say about the habits: is the scheduler alive,
+//! did every schedule's last run succeed and is none overdue, when did each drill last pass and
+//! how long it took (the RTO to quote), how old are the scheduled tables' snapshots, and the live
+//! RPO (how much WAL is not in the repository yet).
+
+use std::time::Duration;
+
+use backstop_core::doctor::Check;
+use pgrx::prelude::*;
+
+use crate::gucs;
+
+fn query<T>(
+    sql: &str,
+    row: impl Fn(&pgrx::spi::SpiHeapTupleData) -> Result<T, pgrx::spi::Error>,
+) -> Result<Vec<T>, String> {
+    Spi::connect(|client| {
+        let mut out = Vec::new();
+        for r in client.select(sql, None, &[])? {
+            out.push(row(&r)?);
+        }
+        Ok::<_, pgrx::spi::Error>(out)
+    })
+    .map_err(|e| e.to_string())
+}
+
+fn age_text(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+pub fn checks() -> Vec<Check> {
+    let mut checks = vec![scheduler_check(), schedules_check()];
+    checks.extend(drill_checks());
+    checks.push(snapshot_age_check());
+    checks.push(rpo_check());
+    checks
+}
+
+fn enabled_schedules() -> i64 {
+    Spi::get_one::<i64>("SELECT count(*) FROM backstop.schedules WHERE enabled").ok().flatten().unwrap_or(0)
+}
+
+fn scheduler_check() -> Check {
+    let schedules = enabled_schedules();
+    match super::launcher::alive() {
+        Some(pid) => Check::ok("scheduler", format!("running (pid {pid}), {schedules} enabled schedule(s)")),
+        None if schedules == 0 => Check::ok("scheduler", "no schedules: nothing runs on its own"),
+        None if !crate::loaded_at_startup() => Check::fail(
+            "scheduler",
+            format!("{schedules} schedule(s) exist but the scheduler is not running: backstop is not in shared_preload_libraries"),
+            "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
+        ),
+        None if unsafe { pg_sys::RecoveryInProgress() } => Check::ok(
+            "scheduler",
+            "this server is a standby: schedules run on the primary",
+        ),
+        None => Check::fail(
+            "scheduler",
+            format!(
+                "{schedules} schedule(s) exist but the scheduler is not running (backstop.database is {})",
+                gucs::database()
+            ),
+            "Check the server log for 'backstop scheduler'; backstop.database must name the database where the extension is installed.",
+        ),
+    }
+}
+
+fn schedules_check() -> Check {
+    let rows = query(
+        "SELECT name, last_state, coalesce(last_error, ''), \
+                pg_catalog.date_part('epoch', last_success_age)::float8, \
+                pg_catalog.date_part('epoch', pg_catalog.now() - next_run_at)::float8 \
+           FROM backstop.schedule_status WHERE enabled ORDER BY name",
+        |r| {
+            Ok((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?,
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<f64>(4)?,
+                r.get::<f64>(5)?,
+            ))
+        },
+    );
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            return Check::fail(
+                "schedules",
+                format!("could not read backstop.schedules: {e}"),
+                "Check the extension's installation.",
+            )
+        }
+    };
+    if rows.is_empty() {
+        return Check::warn(
+            "schedules",
+            "no schedules: backups, retention and drills run only when someone remembers",
+            "Schedule them, e.g. SELECT backstop.schedule('weekly-base', '0 3 * * sun', 'base_backup').",
+        );
+    }
+    let mut problems = Vec::new();
+    let mut fine = Vec::new();
+    for (name, last_state, error, success_age, late) in rows {
+        match last_state.as_deref() {
+            Some("failed" | "timed_out" | "missed" | "cancelled") => {
+                problems.push(format!("{name}: last run {} ({error})", last_state.unwrap_or_default()))
+            }
+            _ if late.is_some_and(|l| l > 300.0) => {
+                problems.push(format!("{name}: overdue by {}", age_text(late.unwrap_or_default())))
+            }
+            _ => fine.push(match success_age {
+                Some(age) => format!("{name}: last success {} ago", age_text(age)),
+                None => format!("{name}: not run yet"),
+            }),
+        }
+    }
+    if problems.is_empty() {
+        Check::ok("schedules", fine.join("; "))
+    } else {
+        Check::warn(
+            "schedules",
+            problems.join("; "),
+            "See SELECT * FROM backstop.job_runs WHERE state <> 'succeeded' ORDER BY job_id DESC for errors and hints.",
+        )
+    }
+}
+
+fn drill_checks() -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (check, kind) in [("drill_snapshot_restore", "snapshot_restore"), ("drill_wal_fetch", "wal_fetch")] {
+        let last = query(
+            &format!(
+                "SELECT state, coalesce(seconds, 0), pg_catalog.date_part('epoch', pg_catalog.now() - coalesce(finished_at, started_at))::float8, \
+                        coalesce(error, ''), coalesce(hint, '') \
+                   FROM backstop.job_runs WHERE kind = '{kind}' AND state IN ('succeeded', 'failed', 'timed_out') \
+                  ORDER BY job_id DESC LIMIT 1"
+            ),
+            |r| {
+                Ok((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<f64>(2)?.unwrap_or_default(),
+                    r.get::<f64>(3)?.unwrap_or_default(),
+                    r.get::<String>(4)?.unwrap_or_default(),
+                    r.get::<String>(5)?.unwrap_or_default(),
+                ))
+            },
+        );
+        checks.push(match last.as_deref() {
+            Ok([(state, seconds, age, _, _), ..]) if state == "succeeded" => Check::ok(
+                check,
+                format!("passed {} ago in {seconds:.1} s (the measured recovery time)", age_text(*age)),
+            ),
+            Ok([(state, _, age, error, hint), ..]) => Check::warn(
+                check,
+                format!("{state} {} ago: {error}", age_text(*age)),
+                if hint.is_empty() { "See backstop.job_runs for the run's error.".to_string() } else { hint.clone() },
+            ),
+            Ok(_) => Check::warn(
+                check,
+                "has never run: no restore of this kind has been tested",
+                format!("Run it now (SELECT * FROM backstop.run_job('{kind}')) and schedule it."),
+            ),
+            Err(e) => Check::fail(
+                check,
+                format!("could not read backstop.job_runs: {e}"),
+                "Check the extension's installation.",
+            ),
+        });
+    }
+    checks
+}
+
+/// The newest snapshot of every table a snapshot schedule names, against backstop.max_snapshot_age.
+fn snapshot_age_check() -> Check {
+    let tables = query(
+        "SELECT DISTINCT t FROM backstop.schedules, pg_catalog.jsonb_array_elements_text(coalesce(args->'tables', '[]')) t \
+          WHERE enabled AND job = 'snapshot' ORDER BY 1",
+        |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
+    )
+    .unwrap_or_default();
+    if tables.is_empty() {
+        return Check::ok("snapshot_age", "no snapshot schedule names a table");
+    }
+    let max = gucs::max_snapshot_age();
+    let mut stale = Vec::new();
+    let mut newest = Vec::new();
+    for table in &tables {
+        let age = Spi::get_one_with_args::<f64>(
+            "SELECT pg_catalog.date_part('epoch', pg_catalog.now() - max(taken_at))::float8 FROM backstop.snapshots($1, false)",
+            &[table.as_str().into()],
+        );
+        match age {
+            Ok(Some(age)) if Duration::from_secs_f64(age.max(0.0)) <= max => {
+                newest.push(format!("{table} {} ago", age_text(age)))
+            }
+            Ok(Some(age)) => stale.push(format!("{table}: newest snapshot {} old", age_text(age))),
+            Ok(None) => stale.push(format!("{table}: no snapshot")),
+            Err(e) => stale.push(format!("{table}: {e}")),
+        }
+    }
+    if stale.is_empty() {
+        Check::ok("snapshot_age", newest.join("; "))
+    } else {
+        Check::warn(
+            "snapshot_age",
+            format!("{} (backstop.max_snapshot_age is {})", stale.join("; "), age_text(max.as_secs_f64())),
+            "Check the snapshot schedules' runs in backstop.job_runs.",
+        )
+    }
+}
+
+/// Live RPO: WAL written but not yet in the repository, in bytes and seconds.
+fn rpo_check() -> Check {
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Check::ok("rpo", "this server is a standby: the primary's RPO is what counts");
+    }
+    let row = Spi::get_three::<f64, f64, String>(
+        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::float8, \
+                pg_catalog.date_part('epoch', pg_catalog.now() - a.last_archived_time)::float8, \
+                a.last_archived_wal FROM pg_catalog.pg_stat_archiver a",
+    );
+    let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
+    let row = row.map(|(insert, seconds, last)| {
+        let archived_end = last
+            .as_deref()
+            .and_then(|name| backstop_core::wal::WalFileName::parse(name).ok())
+            .and_then(|name| name.position(segment_size as u32))
+            .map(|(_, number)| (number + 1) * segment_size);
+        (insert.zip(archived_end).map(|(insert, end)| insert - end as f64), seconds, last.unwrap_or_default())
+    });
+    match row {
+        Ok((Some(bytes), seconds, last)) => {
+            let bytes = bytes.max(0.0) as u64;
+            let detail = format!(
+                "{bytes} bytes of WAL not yet archived; the newest archived segment, {last}, was archived {} ago",
+                seconds.map(age_text).unwrap_or_else(|| "?".into())
+            );
+            if bytes > 0 && seconds.is_some_and(|s| s > 3600.0) {
+                Check::warn("rpo", detail, "Writes since then would be lost with the server: set archive_timeout (e.g. 60s) and check archiving.")
+            } else {
+                Check::ok("rpo", detail)
+            }
+        }
+        _ => Check::warn(
+            "rpo",
+            "nothing has been archived yet: every write since the cluster started would be lost",
+            "Check archive_mode and archive_library, and SELECT pg_switch_wal() to archive the current segment.",
+        ),
+    }
+}

@@ -1,0 +1,602 @@
+//! The scheduler: one background worker, registered at server start when backstop is in
+//! `shared_preload_libraries`, connected to `backstop.database`. About once a second it
+//!
+//! 1. reaps the job workers it started: a run whose worker ended without recording an outcome is
+//!    failed (or timed out, when the scheduler stopped it), and a failed run with retries left is
+//!    queued again with exponential backoff;
+//! 2. stops runs that passed their schedule's timeout;
+//! 3. starts due runs (each in its own job worker process, so a long base backup does not hold
+//!    back a snapshot), applying the overlap policy, and records skipped and missed runs;
+//! 4. starts queued runs whose time came and whose schedule is idle;
+//! 5. prunes `backstop.job_runs` past `backstop.job_runs_retention`.
+//!
+//! Decisions come from `backstop_core::schedule::plan`; this file only reads the clock and the
+//! tables and acts. Nothing runs while the server is in recovery (a standby). SIGHUP reloads the
+//! configuration; SIGTERM stops the runs it started (recorded as cancelled) and exits, and the
+//! postmaster starts the scheduler again unless the server is shutting down. A run interrupted by
+//! a crash or restart is recorded as failed when the scheduler starts, never forgotten.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use backstop_core::schedule::job::JobKind;
+use backstop_core::schedule::plan::{self, Busy, Due, Overlap};
+use backstop_core::schedule::{Cron, Zone};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+
+use crate::gucs;
+use crate::jobs::{self, JobRequest};
+
+/// Registers the scheduler with the postmaster (from `_PG_init` while preloading).
+pub fn register() {
+    BackgroundWorkerBuilder::new("backstop scheduler")
+        .set_type("backstop scheduler")
+        .set_library("backstop")
+        .set_function("backstop_scheduler_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(Duration::from_secs(5)))
+        .load();
+}
+
+/// Why the scheduler stopped a run, for the state it records.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StopReason {
+    Timeout,
+    Shutdown,
+}
+
+struct Running {
+    schedule: String,
+    attempt: i32,
+    kind: String,
+    args: serde_json::Value,
+    owner: String,
+    max_retries: i32,
+    retry_backoff: Duration,
+    timeout: Option<Duration>,
+    started: Instant,
+    worker: DynamicBackgroundWorker,
+    stopped: Option<StopReason>,
+}
+
+struct ScheduleRow {
+    name: String,
+    cron: String,
+    time_zone: String,
+    job: String,
+    args: serde_json::Value,
+    overlap: String,
+    max_retries: i32,
+    retry_backoff: f64,
+    timeout: Option<f64>,
+    next_run_at: Option<f64>,
+    owner: String,
+}
+
+fn unix(time: SystemTime) -> f64 {
+    backstop_core::backups::unix_seconds(time)
+}
+
+fn from_unix(seconds: f64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
+}
+
+fn run_sql(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
+    BackgroundWorker::transaction(|| {
+        if let Err(e) = Spi::run_with_args(sql, args) {
+            pgrx::warning!("backstop scheduler: {e}");
+        }
+    });
+}
+
+fn extension_installed() -> bool {
+    BackgroundWorker::transaction(|| {
+        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'backstop')")
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    })
+}
+
+fn in_recovery() -> bool {
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+/// Records a run that did not start (skipped, missed, queued) under a new job id.
+fn record_run(
+    schedule: &ScheduleRow,
+    state: &str,
+    scheduled_for: SystemTime,
+    not_before: Option<SystemTime>,
+    error: Option<String>,
+) {
+    BackgroundWorker::transaction(|| {
+        let id = jobs::next_id();
+        let done = !matches!(state, "queued");
+        if let Err(e) = Spi::run_with_args(
+            "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, scheduled_for, not_before, requested_by, finished_at, error) \
+             VALUES ($1, $2, $3, $4, $5, pg_catalog.to_timestamp($6), pg_catalog.to_timestamp($7), $8, \
+                     CASE WHEN $9 THEN pg_catalog.now() END, $10)",
+            &[
+                id.into(),
+                schedule.name.as_str().into(),
+                schedule.job.as_str().into(),
+                JsonB(schedule.args.clone()).into(),
+                state.into(),
+                unix(scheduled_for).into(),
+                not_before.map(unix).into(),
+                schedule.owner.as_str().into(),
+                done.into(),
+                error.into(),
+            ],
+        ) {
+            pgrx::warning!("backstop scheduler could not record a {state} run of {}: {e}", schedule.name);
+        }
+    });
+}
+
+fn load_schedules() -> Vec<ScheduleRow> {
+    BackgroundWorker::transaction(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT name, cron, time_zone, job, args, overlap, max_retries, \
+                        pg_catalog.date_part('epoch', retry_backoff)::float8, \
+                        pg_catalog.date_part('epoch', timeout)::float8, \
+                        pg_catalog.date_part('epoch', next_run_at)::float8, owner::text \
+                   FROM backstop.schedules WHERE enabled ORDER BY name",
+                None,
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                out.push(ScheduleRow {
+                    name: row.get(1)?.unwrap_or_default(),
+                    cron: row.get(2)?.unwrap_or_default(),
+                    time_zone: row.get(3)?.unwrap_or_default(),
+                    job: row.get(4)?.unwrap_or_default(),
+                    args: row.get::<JsonB>(5)?.map(|j| j.0).unwrap_or_default(),
+                    overlap: row.get(6)?.unwrap_or_default(),
+                    max_retries: row.get(7)?.unwrap_or(0),
+                    retry_backoff: row.get(8)?.unwrap_or(300.0),
+                    timeout: row.get(9)?,
+                    next_run_at: row.get(10)?,
+                    owner: row.get(11)?.unwrap_or_default(),
+                });
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+        .unwrap_or_else(|e| {
+            pgrx::warning!("backstop scheduler could not read backstop.schedules: {e}");
+            Vec::new()
+        })
+    })
+}
+
+/// Schedules with a run in progress (started by this scheduler or still alive from before).
+fn busy_schedules() -> Vec<String> {
+    BackgroundWorker::transaction(|| {
+        Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT DISTINCT schedule FROM backstop.job_runs WHERE state = 'running' AND schedule IS NOT NULL",
+                None,
+                &[],
+            )?;
+            let mut out = Vec::new();
+            for row in rows {
+                if let Some(name) = row.get::<String>(1)? {
+                    out.push(name);
+                }
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        })
+        .unwrap_or_default()
+    })
+}
+
+struct Scheduler {
+    database: String,
+    running: HashMap<i64, Running>,
+    last_prune: Option<Instant>,
+}
+
+impl Scheduler {
+    fn start_run(&mut self, id: Option<i64>, schedule: &ScheduleRow, attempt: i32, scheduled_for: Option<SystemTime>) {
+        let kind = match JobKind::parse(&schedule.job) {
+            Ok(kind) => kind,
+            Err(e) => {
+                record_run(
+                    schedule,
+                    "failed",
+                    scheduled_for.unwrap_or_else(SystemTime::now),
+                    None,
+                    Some(e.to_string()),
+                );
+                return;
+            }
+        };
+        let id = id.unwrap_or_else(|| BackgroundWorker::transaction(jobs::next_id));
+        let request = JobRequest {
+            id,
+            kind,
+            requested_by: schedule.owner.clone(),
+            args: schedule.args.clone(),
+            schedule: Some(schedule.name.clone()),
+            attempt,
+            scheduled_for: scheduled_for.map(unix),
+        };
+        match jobs::launch(&request, &self.database) {
+            Ok(worker) => {
+                self.running.insert(
+                    id,
+                    Running {
+                        schedule: schedule.name.clone(),
+                        attempt,
+                        kind: schedule.job.clone(),
+                        args: schedule.args.clone(),
+                        owner: schedule.owner.clone(),
+                        max_retries: schedule.max_retries,
+                        retry_backoff: Duration::from_secs_f64(schedule.retry_backoff.max(1.0)),
+                        timeout: schedule.timeout.map(|t| Duration::from_secs_f64(t.max(1.0))),
+                        started: Instant::now(),
+                        worker,
+                        stopped: None,
+                    },
+                );
+            }
+            Err((_, message, hint)) => {
+                pgrx::log!("{} schedule {}: {message} ({hint})", jobs::FAILED_RUN_LOG_PREFIX, schedule.name);
+                record_run(schedule, "failed", scheduled_for.unwrap_or_else(SystemTime::now), None, Some(message));
+            }
+        }
+    }
+
+    /// Runs that ended: settle their state, queue retries.
+    fn reap(&mut self, now: SystemTime) {
+        let ended: Vec<i64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| matches!(r.worker.pid(), Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let run = self.running.remove(&id).expect("listed");
+            let (state, error) = match run.stopped {
+                Some(StopReason::Timeout) => (
+                    "timed_out",
+                    format!(
+                        "it ran longer than its timeout of {} s and was stopped",
+                        run.timeout.unwrap_or_default().as_secs()
+                    ),
+                ),
+                Some(StopReason::Shutdown) => {
+                    ("cancelled", "the scheduler stopped (server shutdown or SIGTERM)".into())
+                }
+                None => ("failed", "the job's worker ended without recording an outcome (see the server log)".into()),
+            };
+            // Settle a run its worker did not finish recording; a timed-out run is timed out even
+            // if the worker recorded itself as cancelled on the way out.
+            run_sql(
+                "UPDATE backstop.job_runs SET state = $2, error = $3, finished_at = coalesce(finished_at, pg_catalog.now()), \
+                 seconds = coalesce(seconds, $4) \
+                 WHERE job_id = $1 AND (state = 'running' OR ($2 = 'timed_out' AND state = 'cancelled'))",
+                &[id.into(), state.into(), error.as_str().into(), run.started.elapsed().as_secs_f64().into()],
+            );
+            let final_state = BackgroundWorker::transaction(|| {
+                Spi::get_one_with_args::<String>("SELECT state FROM backstop.job_runs WHERE job_id = $1", &[id.into()])
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            });
+            if matches!(final_state.as_str(), "failed" | "timed_out") {
+                if state != "failed" || run.stopped.is_none() {
+                    pgrx::log!(
+                        "{} job {id} ({}, schedule {}) {final_state}",
+                        jobs::FAILED_RUN_LOG_PREFIX,
+                        run.kind,
+                        run.schedule
+                    );
+                }
+                if run.attempt <= run.max_retries {
+                    let attempt = run.attempt + 1;
+                    let at = plan::retry_at(now, attempt as u32, run.retry_backoff);
+                    let row = ScheduleRow {
+                        name: run.schedule.clone(),
+                        cron: String::new(),
+                        time_zone: String::new(),
+                        job: run.kind.clone(),
+                        args: run.args.clone(),
+                        overlap: String::new(),
+                        max_retries: run.max_retries,
+                        retry_backoff: run.retry_backoff.as_secs_f64(),
+                        timeout: None,
+                        next_run_at: None,
+                        owner: run.owner.clone(),
+                    };
+                    BackgroundWorker::transaction(|| {
+                        let new_id = jobs::next_id();
+                        Spi::run_with_args(
+                            "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, attempt, scheduled_for, not_before, requested_by) \
+                             SELECT $1, schedule, kind, args, 'queued', $2, scheduled_for, pg_catalog.to_timestamp($3), requested_by \
+                               FROM backstop.job_runs WHERE job_id = $4",
+                            &[new_id.into(), attempt.into(), unix(at).into(), id.into()],
+                        )
+                        .unwrap_or_else(|e| pgrx::warning!("backstop scheduler could not queue a retry: {e}"));
+                    });
+                    drop(row);
+                }
+            }
+        }
+    }
+
+    fn enforce_timeouts(&mut self) {
+        for run in self.running.values_mut() {
+            if run.stopped.is_none() && run.timeout.is_some_and(|t| run.started.elapsed() > t) {
+                run.stopped = Some(StopReason::Timeout);
+                terminate(&run.worker);
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for run in self.running.values_mut() {
+            if run.stopped.is_none() {
+                run.stopped = Some(StopReason::Shutdown);
+                terminate(&run.worker);
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.running.is_empty() && Instant::now() < deadline {
+            self.reap(SystemTime::now());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn fire_due(&mut self, now: SystemTime) {
+        let schedules = load_schedules();
+        let mut busy = busy_schedules();
+        busy.extend(self.running.values().map(|r| r.schedule.clone()));
+        for schedule in &schedules {
+            let (Ok(cron), Ok(zone)) = (Cron::parse(&schedule.cron), Zone::parse(&schedule.time_zone)) else {
+                continue; // schedule() checked both; a row edited by hand is ignored, doctor says so
+            };
+            let Some(next_run_at) = schedule.next_run_at.map(from_unix) else {
+                let next = zone.next_run(&cron, now);
+                set_next_run(&schedule.name, next);
+                continue;
+            };
+            match plan::due(&cron, &zone, next_run_at, now, gucs::missed_run_grace()) {
+                Due::NotYet => {}
+                Due::Missed { newest, count, next } => {
+                    record_run(
+                        schedule,
+                        "missed",
+                        newest,
+                        None,
+                        Some(format!(
+                            "{count} run(s) fell due while the scheduler was not running; the newest is older than backstop.missed_run_grace"
+                        )),
+                    );
+                    pgrx::log!("{} schedule {}: {count} run(s) missed", jobs::FAILED_RUN_LOG_PREFIX, schedule.name);
+                    set_next_run(&schedule.name, next);
+                }
+                Due::Run { scheduled_for, missed, next } => {
+                    if missed > 0 {
+                        record_run(
+                            schedule,
+                            "missed",
+                            next_run_at,
+                            None,
+                            Some(format!("{missed} earlier run(s) fell due while the scheduler was not running; the newest ran instead")),
+                        );
+                    }
+                    set_next_run(&schedule.name, next);
+                    let is_busy = busy.contains(&schedule.name);
+                    let queued = is_busy && has_queued(&schedule.name);
+                    let policy = Overlap::parse(&schedule.overlap).unwrap_or(Overlap::Skip);
+                    match plan::on_busy(policy, is_busy, queued) {
+                        Busy::Start => {
+                            self.start_run(None, schedule, 1, Some(scheduled_for));
+                            busy.push(schedule.name.clone());
+                        }
+                        Busy::Skip => record_run(
+                            schedule,
+                            "skipped",
+                            scheduled_for,
+                            None,
+                            Some("the previous run of this schedule was still running (overlap = skip)".into()),
+                        ),
+                        Busy::Queue => record_run(schedule, "queued", scheduled_for, Some(now), None),
+                    }
+                }
+            }
+        }
+        self.start_queued(&schedules, &busy, now);
+    }
+
+    /// Queued runs (overlap 'queue', retries) whose time came, one per idle schedule.
+    fn start_queued(&mut self, schedules: &[ScheduleRow], busy: &[String], now: SystemTime) {
+        let queued: Vec<(i64, String, i32, Option<f64>, serde_json::Value)> = BackgroundWorker::transaction(|| {
+            Spi::connect(|client| {
+                let rows = client.select(
+                    "SELECT DISTINCT ON (schedule) job_id, schedule, attempt, \
+                            pg_catalog.date_part('epoch', scheduled_for)::float8, args \
+                       FROM backstop.job_runs WHERE state = 'queued' AND not_before <= pg_catalog.to_timestamp($1) \
+                      ORDER BY schedule, job_id",
+                    None,
+                    &[unix(now).into()],
+                )?;
+                let mut out = Vec::new();
+                for row in rows {
+                    out.push((
+                        row.get::<i64>(1)?.unwrap_or_default(),
+                        row.get::<String>(2)?.unwrap_or_default(),
+                        row.get::<i32>(3)?.unwrap_or(1),
+                        row.get::<f64>(4)?,
+                        row.get::<JsonB>(5)?.map(|j| j.0).unwrap_or_default(),
+                    ));
+                }
+                Ok::<_, pgrx::spi::Error>(out)
+            })
+            .unwrap_or_default()
+        });
+        for (id, name, attempt, scheduled_for, args) in queued {
+            if busy.contains(&name) || self.running.values().any(|r| r.schedule == name) {
+                continue;
+            }
+            let Some(schedule) = schedules.iter().find(|s| s.name == name) else {
+                continue; // disabled or removed: the run waits (unschedule cancels it)
+            };
+            let row = ScheduleRow { args, ..clone_schedule(schedule) };
+            self.start_run(Some(id), &row, attempt, scheduled_for.map(from_unix));
+        }
+    }
+
+    fn prune(&mut self) {
+        if self.last_prune.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let days = gucs::job_runs_retention_days();
+        if days > 0 {
+            run_sql(
+                "DELETE FROM backstop.job_runs WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
+                &[days.into()],
+            );
+        }
+    }
+}
+
+/// Asks a job worker to stop (SIGTERM, as TerminateBackgroundWorker would have the postmaster
+/// send), keeping the handle so the scheduler still sees when it ended.
+fn terminate(worker: &DynamicBackgroundWorker) {
+    if let Ok(pid) = worker.pid() {
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
+
+fn clone_schedule(s: &ScheduleRow) -> ScheduleRow {
+    ScheduleRow {
+        name: s.name.clone(),
+        cron: s.cron.clone(),
+        time_zone: s.time_zone.clone(),
+        job: s.job.clone(),
+        args: s.args.clone(),
+        overlap: s.overlap.clone(),
+        max_retries: s.max_retries,
+        retry_backoff: s.retry_backoff,
+        timeout: s.timeout,
+        next_run_at: s.next_run_at,
+        owner: s.owner.clone(),
+    }
+}
+
+fn has_queued(name: &str) -> bool {
+    BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>(
+            "SELECT EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = $1 AND state = 'queued')",
+            &[name.into()],
+        )
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+    })
+}
+
+fn set_next_run(name: &str, next: Option<SystemTime>) {
+    run_sql(
+        "UPDATE backstop.schedules SET next_run_at = pg_catalog.to_timestamp($2) WHERE name = $1",
+        &[name.into(), next.map(unix).into()],
+    );
+}
+
+/// The scheduler's main loop.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let database = gucs::database();
+    BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    pgrx::log!("backstop scheduler started (database {database})");
+    let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None };
+    let mut announced_missing = false;
+    let mut started = false;
+    while BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
+        if BackgroundWorker::sighup_received() {
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            if gucs::database() != scheduler.database {
+                // A worker stays connected to one database: exit and let the postmaster start
+                // the scheduler again, connected to the new one.
+                pgrx::log!(
+                    "backstop scheduler: backstop.database changed from {} to {}; restarting",
+                    scheduler.database,
+                    gucs::database()
+                );
+                scheduler.stop_all();
+                unsafe { pg_sys::proc_exit(1) };
+            }
+        }
+        if in_recovery() {
+            continue;
+        }
+        if !extension_installed() {
+            if !announced_missing {
+                pgrx::log!(
+                    "backstop scheduler: the extension is not installed in database {}; waiting for CREATE EXTENSION backstop",
+                    scheduler.database
+                );
+                announced_missing = true;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            continue;
+        }
+        if !started {
+            // Runs a crash or restart interrupted: failed, never forgotten.
+            jobs::fail_interrupted_runs();
+            write_heartbeat();
+            started = true;
+        }
+        let now = gucs::scheduler_now();
+        scheduler.reap(now);
+        scheduler.enforce_timeouts();
+        if gucs::scheduler_enabled() {
+            scheduler.fire_due(now);
+        }
+        scheduler.prune();
+        write_heartbeat();
+    }
+    // SIGTERM: stop the runs this scheduler started, recorded as cancelled.
+    scheduler.stop_all();
+    pgrx::log!("backstop scheduler stopped");
+}
+
+/// The scheduler's heartbeat: doctor() reads it to say whether the scheduler is alive.
+pub fn heartbeat_path() -> std::path::PathBuf {
+    jobs::jobs_dir().join("scheduler.json")
+}
+
+fn write_heartbeat() {
+    let beat = serde_json::json!({
+        "pid": unsafe { pg_sys::MyProcPid },
+        "at": unix(SystemTime::now()),
+    });
+    let dir = jobs::jobs_dir();
+    let _ = std::fs::create_dir_all(&dir);
+    let temp = dir.join("scheduler.json.tmp");
+    if std::fs::write(&temp, beat.to_string()).is_ok() {
+        let _ = std::fs::rename(&temp, heartbeat_path());
+    }
+}
+
+/// Is the scheduler alive? (Its heartbeat is recent and its pid runs.)
+pub fn alive() -> Option<i32> {
+    let beat: serde_json::Value = serde_json::from_slice(&std::fs::read(heartbeat_path()).ok()?).ok()?;
+    let pid = beat.get("pid")?.as_i64()? as i32;
+    let at = beat.get("at")?.as_f64()?;
+    let fresh = unix(SystemTime::now()) - at < 30.0;
+    (fresh && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
+}
