@@ -22,6 +22,7 @@ mod gucs;
 mod io;
 mod jobs;
 mod manifest_key;
+mod owner;
 mod repo;
 mod restore;
 mod schedule;
@@ -67,6 +68,7 @@ pub mod pg_test {
             "wal_level = replica",
             "archive_mode = on",
             "archive_command = '/bin/true'",
+            "backstop.database = 'pgrx_tests'",
         ]
     }
 }

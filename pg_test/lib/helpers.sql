@@ -72,3 +72,17 @@ BEGIN
                       FROM (SELECT t::text AS r FROM %s t) s', tbl) INTO result;
     RETURN result;
 END $$;
+
+-- Waits up to `seconds` until `condition` (a boolean SQL expression) holds; returns whether it did.
+-- Every check runs with a fresh snapshot, so rows other sessions commit meanwhile are seen.
+CREATE FUNCTION wait_until(condition text, seconds int DEFAULT 180) RETURNS boolean LANGUAGE plpgsql AS $$
+DECLARE ok boolean;
+BEGIN
+    FOR attempt IN 1..seconds * 5 LOOP
+        EXECUTE 'SELECT ' || condition INTO ok;
+        IF ok THEN RETURN true; END IF;
+        PERFORM pg_sleep(0.2);
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+    RETURN false;
+END $$;

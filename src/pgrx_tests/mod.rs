@@ -8,6 +8,7 @@ mod backups;
 mod doctor;
 mod privileges;
 mod restore_safety;
+mod schedules;
 mod settings;
 mod snapshots;
 

@@ -251,20 +251,7 @@ fn check_may_restore(manifest: &SnapshotManifest) {
 /// Writes backstop.restores as its owner: members of backstop_admin may read it, never write it,
 /// so the validation gate in front of copy-back plans cannot be forged.
 fn as_restores_owner<T>(f: impl FnOnce() -> T) -> T {
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'backstop.restores'::pg_catalog.regclass",
-    )
-    .unwrap_or_else(|e| spi_failed(e))
-    .expect("backstop.restores has an owner");
-    unsafe {
-        let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        // An ERROR in `f` aborts the (sub)transaction, which restores the user id itself.
-        pg_sys::SetUserIdAndSecContext(owner, context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32);
-        let result = f();
-        pg_sys::SetUserIdAndSecContext(user, context);
-        result
-    }
+    crate::owner::as_owner_of("backstop.restores", f)
 }
 
 /// A snapshot whose data was read completely and matched every checksum, spooled to an unlinked

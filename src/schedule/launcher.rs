@@ -54,8 +54,6 @@ struct Running {
     schedule: String,
     attempt: i32,
     kind: String,
-    args: serde_json::Value,
-    owner: String,
     max_retries: i32,
     retry_backoff: Duration,
     timeout: Option<Duration>,
@@ -237,8 +235,6 @@ impl Scheduler {
                         schedule: schedule.name.clone(),
                         attempt,
                         kind: schedule.job.clone(),
-                        args: schedule.args.clone(),
-                        owner: schedule.owner.clone(),
                         max_retries: schedule.max_retries,
                         retry_backoff: Duration::from_secs_f64(schedule.retry_backoff.max(1.0)),
                         timeout: schedule.timeout.map(|t| Duration::from_secs_f64(t.max(1.0))),
@@ -278,57 +274,52 @@ impl Scheduler {
                 }
                 None => ("failed", "the job's worker ended without recording an outcome (see the server log)".into()),
             };
-            // Settle a run its worker did not finish recording; a timed-out run is timed out even
-            // if the worker recorded itself as cancelled on the way out.
-            run_sql(
-                "UPDATE backstop.job_runs SET state = $2, error = $3, finished_at = coalesce(finished_at, pg_catalog.now()), \
-                 seconds = coalesce(seconds, $4) \
-                 WHERE job_id = $1 AND (state = 'running' OR ($2 = 'timed_out' AND state = 'cancelled'))",
-                &[id.into(), state.into(), error.as_str().into(), run.started.elapsed().as_secs_f64().into()],
-            );
-            let final_state = BackgroundWorker::transaction(|| {
+            // Settle a run its worker did not finish recording. When the scheduler stopped the
+            // run, its reason is the truth, whatever the worker (or another job's clean-up of
+            // interrupted runs) recorded on the way out.
+            let previous = BackgroundWorker::transaction(|| {
                 Spi::get_one_with_args::<String>("SELECT state FROM backstop.job_runs WHERE job_id = $1", &[id.into()])
                     .ok()
                     .flatten()
                     .unwrap_or_default()
             });
-            if matches!(final_state.as_str(), "failed" | "timed_out") {
-                if state != "failed" || run.stopped.is_none() {
+            let settle =
+                previous == "running" || (run.stopped.is_some() && matches!(previous.as_str(), "cancelled" | "failed"));
+            if settle {
+                run_sql(
+                    "UPDATE backstop.job_runs SET state = $2, error = $3, hint = $4, \
+                     finished_at = coalesce(finished_at, pg_catalog.now()), seconds = coalesce(seconds, $5) WHERE job_id = $1",
+                    &[
+                        id.into(),
+                        state.into(),
+                        error.as_str().into(),
+                        "See the server log around the run; its schedule runs again at its next time.".into(),
+                        run.started.elapsed().as_secs_f64().into(),
+                    ],
+                );
+                if state != "cancelled" {
                     pgrx::log!(
-                        "{} job {id} ({}, schedule {}) {final_state}",
+                        "{} job {id} ({}, schedule {}) {state}: {error}",
                         jobs::FAILED_RUN_LOG_PREFIX,
                         run.kind,
                         run.schedule
                     );
                 }
-                if run.attempt <= run.max_retries {
-                    let attempt = run.attempt + 1;
-                    let at = plan::retry_at(now, attempt as u32, run.retry_backoff);
-                    let row = ScheduleRow {
-                        name: run.schedule.clone(),
-                        cron: String::new(),
-                        time_zone: String::new(),
-                        job: run.kind.clone(),
-                        args: run.args.clone(),
-                        overlap: String::new(),
-                        max_retries: run.max_retries,
-                        retry_backoff: run.retry_backoff.as_secs_f64(),
-                        timeout: None,
-                        next_run_at: None,
-                        owner: run.owner.clone(),
-                    };
-                    BackgroundWorker::transaction(|| {
-                        let new_id = jobs::next_id();
-                        Spi::run_with_args(
+            }
+            let final_state = if settle { state.to_string() } else { previous };
+            if matches!(final_state.as_str(), "failed" | "timed_out") && run.attempt <= run.max_retries {
+                let attempt = run.attempt + 1;
+                let at = plan::retry_at(now, attempt as u32, run.retry_backoff);
+                BackgroundWorker::transaction(|| {
+                    let new_id = jobs::next_id();
+                    Spi::run_with_args(
                             "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, attempt, scheduled_for, not_before, requested_by) \
                              SELECT $1, schedule, kind, args, 'queued', $2, scheduled_for, pg_catalog.to_timestamp($3), requested_by \
                                FROM backstop.job_runs WHERE job_id = $4",
                             &[new_id.into(), attempt.into(), unix(at).into(), id.into()],
                         )
                         .unwrap_or_else(|e| pgrx::warning!("backstop scheduler could not queue a retry: {e}"));
-                    });
-                    drop(row);
-                }
+                });
             }
         }
     }
@@ -569,9 +560,11 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
         scheduler.prune();
         write_heartbeat();
     }
-    // SIGTERM: stop the runs this scheduler started, recorded as cancelled.
+    // SIGTERM: stop the runs this scheduler started, recorded as cancelled, and exit with a code
+    // that has the postmaster start the scheduler again (unless the server is shutting down).
     scheduler.stop_all();
     pgrx::log!("backstop scheduler stopped");
+    unsafe { pg_sys::proc_exit(1) };
 }
 
 /// The scheduler's heartbeat: doctor() reads it to say whether the scheduler is alive.

@@ -19,6 +19,10 @@ use crate::jobs::{self, JobState};
 
 extension_sql_file!("../../sql/schedules.sql", name = "schedules_table", requires = ["jobs_table"]);
 
+fn current_user() -> String {
+    Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default()
+}
+
 fn invalid(message: &str, hint: &str) -> ! {
     raise_with(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, message, hint)
 }
@@ -138,9 +142,10 @@ fn schedule(
         );
     }
     let next = zone.next_run(&parsed, crate::gucs::scheduler_now());
-    Spi::run_with_args(
-        "INSERT INTO backstop.schedules (name, cron, time_zone, job, args, enabled, overlap, max_retries, retry_backoff, timeout, next_run_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    let caller = current_user();
+    crate::owner::as_owner_of("backstop.schedules", || Spi::run_with_args(
+        "INSERT INTO backstop.schedules (name, cron, time_zone, job, args, enabled, overlap, max_retries, retry_backoff, timeout, next_run_at, owner) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         &[
             name.into(),
             parsed.as_str().into(),
@@ -153,8 +158,9 @@ fn schedule(
             retry_backoff.into(),
             timeout.into(),
             next.and_then(to_timestamptz).into(),
+            caller.as_str().into(),
         ],
-    )
+    ))
     .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."));
     if !crate::loaded_at_startup() {
         pgrx::warning!(
@@ -198,14 +204,19 @@ fn owned_schedule(name: &str) -> String {
 #[pg_extern(volatile, parallel_unsafe)]
 fn unschedule(name: &str) -> bool {
     owned_schedule(name);
-    Spi::run_with_args("DELETE FROM backstop.schedules WHERE name = $1", &[name.into()]).unwrap_or_else(|e| {
+    crate::owner::as_owner_of("backstop.schedules", || {
+        Spi::run_with_args("DELETE FROM backstop.schedules WHERE name = $1", &[name.into()])
+    })
+    .unwrap_or_else(|e| {
         raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
     });
-    Spi::run_with_args(
-        "UPDATE backstop.job_runs SET state = 'cancelled', finished_at = pg_catalog.now(), error = 'its schedule was removed' \
-         WHERE schedule = $1 AND state = 'queued'",
-        &[name.into()],
-    )
+    crate::owner::as_owner_of("backstop.job_runs", || {
+        Spi::run_with_args(
+            "UPDATE backstop.job_runs SET state = 'cancelled', finished_at = pg_catalog.now(), error = 'its schedule was removed' \
+             WHERE schedule = $1 AND state = 'queued'",
+            &[name.into()],
+        )
+    })
     .ok();
     true
 }
@@ -257,7 +268,7 @@ fn alter_schedule(
         invalid("max_retries is outside 0 to 10", "Use 0 (no retry) to 10.");
     }
     let next = zone.next_run(&parsed, crate::gucs::scheduler_now());
-    Spi::run_with_args(
+    crate::owner::as_owner_of("backstop.schedules", || Spi::run_with_args(
         "UPDATE backstop.schedules SET cron = $2, time_zone = $3, job = $4, args = $5, \
          overlap = coalesce($6, overlap), max_retries = coalesce($7, max_retries), \
          retry_backoff = coalesce($8, retry_backoff), timeout = CASE WHEN $9::interval IS NULL THEN timeout ELSE $9 END, \
@@ -275,7 +286,7 @@ fn alter_schedule(
             enabled.into(),
             next.and_then(to_timestamptz).into(),
         ],
-    )
+    ))
     .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."));
     TableIterator::new(vec![(name.to_string(), next.and_then(to_timestamptz))])
 }
@@ -349,8 +360,7 @@ fn run_job(
     ),
 > {
     let spec = check_job(job, &args.0);
-    let user = Spi::get_one::<String>("SELECT current_user::text").ok().flatten().unwrap_or_default();
-    run(spec.kind(), args.0, None, user, wait)
+    run(spec.kind(), args.0, None, current_user(), wait)
 }
 
 /// Runs a schedule's job now (outside its cron times), as the schedule's owner.

@@ -1,0 +1,113 @@
+-- A DBA's week with the scheduler. The scheduler's clock runs an hour per second
+-- (backstop.test_clock), so a day of cron passes in 24 seconds and nothing sleeps for minutes.
+-- Schedules are created (bad ones refused with the reason) and fire on time; an exclusive lock
+-- makes a snapshot time out, later runs of it skipped and the run retried; a damaged snapshot makes
+-- the restore drill fail and doctor turn degraded; a killed job is recorded as failed; SIGTERM
+-- stops the scheduler within seconds; schedules and history survive a restart, and runs that fell
+-- due while the server was down are recorded as missed.
+\set ON_ERROR_STOP 0
+\o /dev/null
+\i pg_test/lib/helpers.sql
+\o
+CREATE EXTENSION backstop;
+CREATE TABLE orders (id int PRIMARY KEY, note text);
+INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g;
+SELECT format('3600@%s', floor(extract(epoch FROM now()))) AS clock \gset
+ALTER SYSTEM SET backstop.database = 'schedule_week';
+ALTER SYSTEM SET backstop.test_clock = :'clock';
+ALTER SYSTEM SET backstop.missed_run_grace = '1h';
+SELECT pg_reload_conf() AS reloaded;
+SELECT wait_until($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'backstop scheduler' AND datname = 'schedule_week')$$, 30) AS scheduler_connected_here;
+
+-- Refused at schedule(), with the reason: nothing bad reaches the scheduler.
+SELECT error_of($$SELECT backstop.schedule('bad-cron', '61 2 * * *', 'base_backup')$$);
+SELECT error_of($$SELECT backstop.schedule('bad-job', '0 2 * * *', 'vacuum')$$);
+SELECT error_of($$SELECT backstop.schedule('bad-args', '0 2 * * *', 'expire', '{"backups": {"dayly": 14}}')$$);
+SELECT error_of($$SELECT backstop.schedule('bad-zone', '0 2 * * *', 'base_backup', time_zone => 'Mars/Olympus')$$);
+SELECT error_of($$SELECT backstop.schedule('bad-table', '0 2 * * *', 'snapshot', '{"tables": ["public.nope"]}')$$);
+SELECT error_of($$SELECT backstop.schedule('bad-overlap', '0 2 * * *', 'base_backup', overlap => 'wait')$$);
+
+-- The week's habits: nightly base backup and snapshot, daily drills and retention.
+SELECT name, next_run_at > now() AS in_the_future FROM backstop.schedule('nightly-base', '0 1 * * *', 'base_backup', '{"kind": "auto"}');
+SELECT name FROM backstop.schedule('nightly-orders', '30 1 * * *', 'snapshot', '{"tables": ["public.orders"]}', time_zone => 'Europe/Berlin');
+SELECT name FROM backstop.schedule('drill-snapshot', '0 4 * * *', 'snapshot_restore', '{"table": "public.orders"}');
+SELECT name FROM backstop.schedule('drill-wal', '0 5 * * *', 'wal_fetch', '{"newest": 2, "sample": 2}');
+SELECT name FROM backstop.schedule('retention', '0 6 * * *', 'expire', '{"backups": {"keep_last": 2}, "snapshots": {"keep_last": 3}, "grace": "0s"}');
+SELECT error_of($$SELECT backstop.schedule('retention', '0 7 * * *', 'expire', '{"backups": {"keep_last": 9}}')$$);
+-- 01:30 in Berlin is 00:30 or 23:30 UTC, depending on the season.
+SELECT name, to_char(next_run_at AT TIME ZONE 'Europe/Berlin', 'HH24:MI') AS berlin_time FROM backstop.schedules WHERE name = 'nightly-orders';
+
+-- Three days pass: every habit runs every day, each in its own worker.
+SELECT wait_until($$(SELECT count(*) FROM backstop.job_runs WHERE schedule = 'retention' AND state = 'succeeded') >= 3$$, 240) AS three_days_passed;
+SELECT schedule, count(*) FILTER (WHERE state = 'succeeded') >= 2 AS ran_daily,
+       count(*) FILTER (WHERE state NOT IN ('succeeded', 'running')) AS not_succeeded
+  FROM backstop.job_runs WHERE schedule IS NOT NULL GROUP BY schedule ORDER BY schedule;
+SELECT bool_and(seconds > 0) AS every_run_measured, bool_and(finished_at >= started_at) AS times_in_order
+  FROM backstop.job_runs WHERE state = 'succeeded';
+SELECT result->>'drill' AS drill, result->'tables'->0->>'rows' AS rows_compared
+  FROM backstop.job_runs WHERE kind = 'snapshot_restore' AND state = 'succeeded' ORDER BY job_id DESC LIMIT 1;
+SELECT (result->>'segments_in_chain')::int >= 1 AS wal_chain_checked, jsonb_array_length(result->'fetched') >= 1 AS segments_fetched
+  FROM backstop.job_runs WHERE kind = 'wal_fetch' AND state = 'succeeded' ORDER BY job_id DESC LIMIT 1;
+-- Retention keeps two base backups; the drill left no scratch table behind.
+SELECT wait_until($$(SELECT count(*) FROM backstop.backups()) <= 2$$, 60) AS two_backups_kept;
+SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
+SELECT check, status FROM backstop.doctor() WHERE check IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'snapshot_age') ORDER BY check;
+SELECT name, last_state FROM backstop.schedule_status ORDER BY name;
+
+-- A snapshot blocked by an exclusive lock: it times out after 2 s, runs due meanwhile are
+-- skipped (overlap = skip), and the timed-out run is retried once.
+SELECT name FROM backstop.schedule('hourly-orders', '0 * * * *', 'snapshot', '{"tables": ["public.orders"]}',
+                                   timeout => '2 seconds', max_retries => 1, retry_backoff => '1 second');
+\! server.sh hold-lock schedule_week public.orders 6
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state = 'timed_out')$$, 30) AS timed_out;
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state = 'skipped')$$, 30) AS skipped_while_running;
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND attempt = 2)$$, 30) AS retried;
+SELECT error FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state = 'timed_out' ORDER BY job_id LIMIT 1;
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state = 'succeeded')$$, 30) AS succeeded_once_the_lock_went;
+SELECT backstop.unschedule('hourly-orders') AS unscheduled;
+
+-- Someone damages the newest snapshot: the next drill fails, saying what, and doctor turns degraded.
+SELECT backstop.alter_schedule('nightly-orders', enabled => false) IS NOT NULL AS snapshots_paused;
+SELECT wait_until($$NOT EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'snapshot' AND state = 'running')$$, 30) AS no_snapshot_running;
+SELECT snapshot_id AS newest FROM backstop.snapshots('public.orders', false) ORDER BY taken_at DESC LIMIT 1 \gset
+\! snapshot.sh corrupt public orders :newest
+SELECT max(job_id) AS before_damage FROM backstop.job_runs \gset
+SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'snapshot_restore' AND job_id > %s AND state = 'failed')$$, :before_damage), 60) AS drill_failed;
+SELECT regexp_replace(error, 'snap_[0-9a-f]+', 'snap_<id>', 'g') AS drill_error
+  FROM backstop.job_runs WHERE kind = 'snapshot_restore' AND state = 'failed' ORDER BY job_id DESC LIMIT 1;
+SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
+SELECT check, status FROM backstop.doctor() WHERE check IN ('schedules', 'drill_snapshot_restore') ORDER BY check;
+SELECT backstop.doctor_report()->>'verdict' AS verdict;
+\! server.sh log-has 'backstop: job run failed: job'
+
+-- A job killed with SIGKILL mid-run: the server restarts after the crash, and the run is recorded
+-- as failed, not forgotten.
+\! server.sh hold-lock schedule_week public.orders 30
+SELECT job_id AS killed_job FROM backstop.run_job('snapshot', '{"tables": ["public.orders"]}', wait => false) \gset
+SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE job_id = %s AND state = 'running')$$, :killed_job), 30) AS job_running;
+SELECT pid AS killed_pid FROM backstop.job_runs WHERE job_id = :killed_job \gset
+\! server.sh kill-9 :killed_pid
+\c
+SELECT wait_until(format($$(SELECT state FROM backstop.job_runs WHERE job_id = %s) = 'failed'$$, :killed_job), 60) AS recorded_failed;
+SELECT state, error FROM backstop.job_runs WHERE job_id = :killed_job;
+
+-- SIGTERM stops the scheduler within seconds; the postmaster starts it again.
+SELECT pid AS scheduler_pid FROM pg_stat_activity WHERE backend_type = 'backstop scheduler' \gset
+SELECT pg_terminate_backend(:scheduler_pid) AS terminated;
+SELECT wait_until(format($$NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = %s)$$, :scheduler_pid), 5) AS stopped_within_5_seconds;
+SELECT wait_until($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'backstop scheduler')$$, 30) AS started_again;
+
+-- A restart: schedules and history survive, and runs that fell due while the server was down are
+-- recorded as missed (an hourly schedule misses a few hours in a few seconds of downtime).
+SELECT name FROM backstop.schedule('hourly-dry-expire', '0 * * * *', 'expire', '{"dry_run": true, "backups": {"keep_last": 2}}');
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-dry-expire' AND state = 'succeeded')$$, 30) AS hourly_ran;
+SELECT count(*) AS runs_before FROM backstop.job_runs \gset
+SELECT count(*) AS missed_before FROM backstop.job_runs WHERE state = 'missed' \gset
+\! server.sh restart
+\! sleep 3
+\c
+SELECT count(*) AS schedules FROM backstop.schedules;
+SELECT count(*) >= :runs_before AS history_kept FROM backstop.job_runs;
+SELECT wait_until(format($$(SELECT count(*) FROM backstop.job_runs WHERE state = 'missed') > %s$$, :missed_before), 30) AS missed_runs_recorded;
+SELECT wait_until($$(SELECT count(*) FROM backstop.job_runs WHERE schedule = 'hourly-dry-expire' AND state = 'succeeded') >= 2$$, 30) AS runs_continue_after_restart;
+SELECT error FROM backstop.job_runs WHERE state = 'missed' ORDER BY job_id DESC LIMIT 1;

@@ -1,0 +1,114 @@
+//! Schedules in SQL: what schedule() accepts and refuses, time zones, alter_schedule() and
+//! unschedule(), and who may touch a schedule. The scheduler firing runs is shown end to end by
+//! the schedule_week scenario (its clock runs fast; these tests run inside one transaction, which
+//! the scheduler cannot see).
+
+#[pgrx::pg_schema]
+mod tests {
+    use crate::pgrx_tests::error_of;
+    use pgrx::prelude::*;
+
+    fn refused(sql: &str) -> String {
+        error_of(None, sql).unwrap_or_else(|| panic!("{sql} was accepted"))
+    }
+
+    #[pg_test]
+    fn bad_schedules_are_refused_with_the_reason() {
+        for (sql, expected) in [
+            ("SELECT backstop.schedule('a', '61 2 * * *', 'base_backup')", "minute 61 is outside 0-59"),
+            ("SELECT backstop.schedule('a', '0 2 * *', 'base_backup')", "it has 4 fields, not 5"),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'vacuum')", "\"vacuum\" is not a backstop job"),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'expire', '{\"backups\": {\"dayly\": 14}}')",
+                "unknown field `dayly`",
+            ),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'expire')", "needs a retention policy"),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'base_backup', time_zone => 'Mars/Olympus')",
+                "\"Mars/Olympus\" is not a known time zone",
+            ),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'snapshot', '{\"tables\": [\"public.nope\"]}')",
+                "table public.nope does not exist",
+            ),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'base_backup', overlap => 'wait')", "overlap \"wait\""),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'base_backup', max_retries => 11)", "max_retries 11"),
+            ("SELECT backstop.schedule('a b', '0 2 * * *', 'base_backup')", "is not a schedule name"),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'pitr')", "pitr drill is not available"),
+        ] {
+            let error = refused(sql);
+            assert!(error.contains(expected), "{sql}: {error}");
+            assert!(error.starts_with("22023") || error.starts_with("42"), "a parameter error: {error}");
+        }
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.schedules").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn a_schedule_in_a_time_zone_runs_at_local_time() {
+        Spi::run("SELECT backstop.schedule('nightly', '30 2 * * *', 'base_backup', time_zone => 'Europe/Berlin')")
+            .unwrap();
+        let local = Spi::get_one::<String>(
+            "SELECT to_char(next_run_at AT TIME ZONE 'Europe/Berlin', 'HH24:MI') FROM backstop.schedules WHERE name = 'nightly'",
+        )
+        .unwrap();
+        // 02:30 exists on every day but the spring-forward one, when it runs at 03:30.
+        assert!(matches!(local.as_deref(), Some("02:30" | "03:30")), "{local:?}");
+        let (job, overlap, retries) = Spi::get_three::<String, String, i32>(
+            "SELECT job, overlap, max_retries FROM backstop.schedules WHERE name = 'nightly'",
+        )
+        .unwrap();
+        assert_eq!((job.as_deref(), overlap.as_deref(), retries), (Some("base_backup"), Some("skip"), Some(0)));
+        let duplicate = refused("SELECT backstop.schedule('nightly', '0 3 * * *', 'base_backup')");
+        assert!(duplicate.starts_with("42710: schedule \"nightly\" already exists"), "{duplicate}");
+    }
+
+    #[pg_test]
+    fn alter_schedule_changes_only_what_it_is_given_and_checks_it() {
+        Spi::run("SELECT backstop.schedule('weekly', '0 3 * * sun', 'base_backup', max_retries => 2)").unwrap();
+        Spi::run("SELECT backstop.alter_schedule('weekly', cron => '0 4 * * sat', overlap => 'queue')").unwrap();
+        let (cron, overlap, retries) =
+            Spi::get_three::<String, String, i32>("SELECT cron, overlap, max_retries FROM backstop.schedules").unwrap();
+        assert_eq!((cron.as_deref(), overlap.as_deref(), retries), (Some("0 4 * * sat"), Some("queue"), Some(2)));
+        let next_is_saturday = Spi::get_one::<bool>(
+            "SELECT extract(dow FROM next_run_at AT TIME ZONE 'UTC') = 6 AND to_char(next_run_at AT TIME ZONE 'UTC', 'HH24:MI') = '04:00' FROM backstop.schedules",
+        )
+        .unwrap();
+        assert_eq!(next_is_saturday, Some(true));
+        let bad = refused("SELECT backstop.alter_schedule('weekly', job => 'expire')");
+        assert!(bad.contains("needs a retention policy"), "the new job is checked with the kept args: {bad}");
+        let missing = refused("SELECT backstop.alter_schedule('nope', enabled => false)");
+        assert!(missing.starts_with("42704: schedule \"nope\" does not exist"), "{missing}");
+        assert_eq!(Spi::get_one::<bool>("SELECT backstop.unschedule('weekly')").unwrap(), Some(true));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.schedules").unwrap(), Some(0));
+    }
+
+    #[pg_test]
+    fn only_the_owner_or_a_superuser_changes_a_schedule() {
+        Spi::run("CREATE ROLE sched_other LOGIN; GRANT backstop_admin TO sched_other").unwrap();
+        Spi::run("SELECT backstop.schedule('mine', '0 3 * * *', 'base_backup')").unwrap();
+        let error = error_of(Some("sched_other"), "SELECT backstop.unschedule('mine')").expect("refused");
+        assert!(error.starts_with("42501: schedule \"mine\" belongs to"), "{error}");
+        let error = error_of(Some("sched_other"), "SELECT backstop.run_now('mine')").expect("refused");
+        assert!(error.starts_with("42501"), "{error}");
+        // And nobody outside backstop_admin calls schedule() at all.
+        Spi::run("CREATE ROLE sched_plain LOGIN").unwrap();
+        let error = error_of(Some("sched_plain"), "SELECT backstop.schedule('x', '0 3 * * *', 'base_backup')")
+            .expect("refused");
+        assert!(error.starts_with("42501"), "{error}");
+        // The tables are written only through the functions.
+        let error = error_of(Some("sched_other"), "DELETE FROM backstop.schedules").expect("refused");
+        assert!(error.starts_with("42501"), "{error}");
+    }
+
+    #[pg_test]
+    fn the_status_views_answer_with_no_schedules() {
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.schedule_status").unwrap(), Some(0));
+        let status =
+            Spi::get_one::<String>("SELECT status FROM backstop.status WHERE \"check\" = 'schedules'").unwrap();
+        assert_eq!(status.as_deref(), Some("warn"), "no schedules is worth a warning");
+        let drill = Spi::get_one::<String>("SELECT detail FROM backstop.status WHERE \"check\" = 'drill_wal_fetch'")
+            .unwrap()
+            .unwrap_or_default();
+        assert!(drill.contains("never run"), "{drill}");
+    }
+}
