@@ -29,7 +29,7 @@ chown postgres:postgres "$IDENTITY_FILE"
 scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'" \
   "backstop.encryption_identity_file = '$IDENTITY_FILE'"
 
-step "main job: CREATE EXTENSION backstop, a base backup, doctor, then a table snapshot and its guided recovery"
+step "main job: CREATE EXTENSION backstop, a base backup, doctor, a table snapshot and its guided recovery, then schedules and restore drills"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
 -- Before the first release the extension version stays 0.1.0 and holds no data of its own, so the
 -- demo recreates it to pick up new SQL objects from a rebuild.
@@ -56,6 +56,24 @@ DELETE FROM demo_orders WHERE id % 3 = 0;
 SELECT strategy, description FROM backstop.recover('demo_orders');
 SELECT sql FROM backstop.copyback_plan('demo_orders_recovered') WHERE strategy = 'insert_missing' \gexec
 SELECT count(*) AS demo_orders_after_recovery FROM demo_orders;
+-- The habits, scheduled (the scheduler worker runs them; backstop.database is this database): a
+-- nightly base backup and snapshot, daily restore drills, and retention (grandfather-father-son).
+SELECT * FROM backstop.schedule('nightly-base', '0 1 * * *', 'base_backup');
+SELECT * FROM backstop.schedule('nightly-orders', '30 1 * * *', 'snapshot', '{"tables": ["public.demo_orders"]}');
+SELECT * FROM backstop.schedule('drill-snapshot', '0 4 * * *', 'snapshot_restore', '{"table": "public.demo_orders"}');
+SELECT * FROM backstop.schedule('drill-wal', '0 5 * * *', 'wal_fetch');
+SELECT * FROM backstop.schedule('retention', '0 6 * * *', 'expire',
+  '{"backups": {"keep_last": 2, "daily": 14, "weekly": 12, "monthly": 12, "yearly": 7}, "snapshots": {"daily": 14, "weekly": 12}}');
+-- Both drills now, on demand: each restores for real, compares, cleans up, and measures its time.
+SELECT job_id, state, round(seconds::numeric, 2) AS seconds, result -> 'tables' AS compared
+  FROM backstop.run_job('snapshot_restore', '{"table": "public.demo_orders"}');
+SELECT job_id, state, round(seconds::numeric, 2) AS seconds, result ->> 'segments_in_chain' AS wal_segments_checked
+  FROM backstop.run_job('wal_fetch');
+-- What retention would remove now, without removing it.
+SELECT state, result -> 'kept_backups' AS kept, result ->> 'bytes' AS bytes_freed
+  FROM backstop.run_job('expire', '{"dry_run": true, "backups": {"keep_last": 1}}');
+SELECT name, job, cron, next_run_at, last_state FROM backstop.schedule_status;
+SELECT "check", status, detail FROM backstop.status WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'rpo');
 SQL
 
 step "point-in-time recovery: drop demo_orders, then rebuild the cluster as it was just before, beside it"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Shell side of the scheduler scenario: what happens to the server behind SQL's back.
-#   server.sh restart                 restarts the scenario's server (fast shutdown), waits until it accepts connections
+#   server.sh restart-after SECONDS   stops the scenario's server (fast shutdown), keeps it down SECONDS, starts it and waits until it accepts connections
 #   server.sh kill-9 PID              kills a process with SIGKILL (the postmaster then restarts every
 #                                     backend: a crash), waits until the server accepts connections again
 #   server.sh log-has TEXT            says whether the server log has a line with TEXT
@@ -18,9 +18,10 @@ wait_ready() {
 }
 
 case $1 in
-  restart)
-    "$pg_bin/pg_ctl" -D "$PGDATA" -w -m fast restart -l "$(dirname "$PGDATA")/server.log" > /dev/null &&
-      wait_ready && echo "server restarted"
+  restart-after)
+    "$pg_bin/pg_ctl" -D "$PGDATA" -w -m fast stop > /dev/null && sleep "$2" &&
+      "$pg_bin/pg_ctl" -D "$PGDATA" -w -l "$(dirname "$PGDATA")/server.log" start > /dev/null &&
+      wait_ready && echo "server stopped, down for $2 s, started again"
     ;;
   kill-9)
     kill -9 "$2" && sleep 1 && wait_ready && echo "killed the process with SIGKILL; the server restarted after the crash"

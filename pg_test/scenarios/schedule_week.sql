@@ -5,17 +5,20 @@
 -- the restore drill fail and doctor turn degraded; a killed job is recorded as failed; SIGTERM
 -- stops the scheduler within seconds; schedules and history survive a restart, and runs that fell
 -- due while the server was down are recorded as missed.
-\set ON_ERROR_STOP 0
+CREATE EXTENSION backstop;
+\set ECHO none
 \o /dev/null
 \i pg_test/lib/helpers.sql
 \o
-CREATE EXTENSION backstop;
+\set ECHO all
 CREATE TABLE orders (id int PRIMARY KEY, note text);
 INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g;
 SELECT format('3600@%s', floor(extract(epoch FROM now()))) AS clock \gset
 ALTER SYSTEM SET backstop.database = 'schedule_week';
 ALTER SYSTEM SET backstop.test_clock = :'clock';
-ALTER SYSTEM SET backstop.missed_run_grace = '1h';
+-- Runs up to six hours late (six seconds here) still run: a busy machine does not turn them into
+-- missed runs.
+ALTER SYSTEM SET backstop.missed_run_grace = '6h';
 SELECT pg_reload_conf() AS reloaded;
 SELECT wait_until($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'backstop scheduler' AND datname = 'schedule_week')$$, 30) AS scheduler_connected_here;
 
@@ -30,9 +33,9 @@ SELECT error_of($$SELECT backstop.schedule('bad-overlap', '0 2 * * *', 'base_bac
 -- The week's habits: nightly base backup and snapshot, daily drills and retention.
 SELECT name, next_run_at > now() AS in_the_future FROM backstop.schedule('nightly-base', '0 1 * * *', 'base_backup', '{"kind": "auto"}');
 SELECT name FROM backstop.schedule('nightly-orders', '30 1 * * *', 'snapshot', '{"tables": ["public.orders"]}', time_zone => 'Europe/Berlin');
-SELECT name FROM backstop.schedule('drill-snapshot', '0 4 * * *', 'snapshot_restore', '{"table": "public.orders"}');
-SELECT name FROM backstop.schedule('drill-wal', '0 5 * * *', 'wal_fetch', '{"newest": 2, "sample": 2}');
-SELECT name FROM backstop.schedule('retention', '0 6 * * *', 'expire', '{"backups": {"keep_last": 2}, "snapshots": {"keep_last": 3}, "grace": "0s"}');
+SELECT name FROM backstop.schedule('drill-snapshot', '0 8 * * *', 'snapshot_restore', '{"table": "public.orders"}');
+SELECT name FROM backstop.schedule('drill-wal', '0 10 * * *', 'wal_fetch', '{"newest": 2, "sample": 2}');
+SELECT name FROM backstop.schedule('retention', '0 14 * * *', 'expire', '{"backups": {"keep_last": 2}, "snapshots": {"keep_last": 3}, "grace": "0s"}');
 SELECT error_of($$SELECT backstop.schedule('retention', '0 7 * * *', 'expire', '{"backups": {"keep_last": 9}}')$$);
 -- 01:30 in Berlin is 00:30 or 23:30 UTC, depending on the season.
 SELECT name, to_char(next_run_at AT TIME ZONE 'Europe/Berlin', 'HH24:MI') AS berlin_time FROM backstop.schedules WHERE name = 'nightly-orders';
@@ -51,7 +54,7 @@ SELECT (result->>'segments_in_chain')::int >= 1 AS wal_chain_checked, jsonb_arra
 -- Retention keeps two base backups; the drill left no scratch table behind.
 SELECT wait_until($$(SELECT count(*) FROM backstop.backups()) <= 2$$, 60) AS two_backups_kept;
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
-SELECT check, status FROM backstop.doctor() WHERE check IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'snapshot_age') ORDER BY check;
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'snapshot_age') ORDER BY "check";
 SELECT name, last_state FROM backstop.schedule_status ORDER BY name;
 
 -- A snapshot blocked by an exclusive lock: it times out after 2 s, runs due meanwhile are
@@ -70,13 +73,15 @@ SELECT backstop.unschedule('hourly-orders') AS unscheduled;
 SELECT backstop.alter_schedule('nightly-orders', enabled => false) IS NOT NULL AS snapshots_paused;
 SELECT wait_until($$NOT EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'snapshot' AND state = 'running')$$, 30) AS no_snapshot_running;
 SELECT snapshot_id AS newest FROM backstop.snapshots('public.orders', false) ORDER BY taken_at DESC LIMIT 1 \gset
-\! snapshot.sh corrupt public orders :newest
+\setenv NEWEST :newest
+\! snapshot.sh corrupt public orders $NEWEST
 SELECT max(job_id) AS before_damage FROM backstop.job_runs \gset
 SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'snapshot_restore' AND job_id > %s AND state = 'failed')$$, :before_damage), 60) AS drill_failed;
-SELECT regexp_replace(error, 'snap_[0-9a-f]+', 'snap_<id>', 'g') AS drill_error
+SELECT regexp_replace(regexp_replace(regexp_replace(error, 'snap_[0-9a-f]+', 'snap_<id>', 'g'), '[0-9a-f]{64}', '<sha256>', 'g'),
+                      '\m[0-9]{15,20}\M', '<cluster>', 'g') AS drill_error
   FROM backstop.job_runs WHERE kind = 'snapshot_restore' AND state = 'failed' ORDER BY job_id DESC LIMIT 1;
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
-SELECT check, status FROM backstop.doctor() WHERE check IN ('schedules', 'drill_snapshot_restore') ORDER BY check;
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('schedules', 'drill_snapshot_restore') ORDER BY "check";
 SELECT backstop.doctor_report()->>'verdict' AS verdict;
 \! server.sh log-has 'backstop: job run failed: job'
 
@@ -86,7 +91,8 @@ SELECT backstop.doctor_report()->>'verdict' AS verdict;
 SELECT job_id AS killed_job FROM backstop.run_job('snapshot', '{"tables": ["public.orders"]}', wait => false) \gset
 SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE job_id = %s AND state = 'running')$$, :killed_job), 30) AS job_running;
 SELECT pid AS killed_pid FROM backstop.job_runs WHERE job_id = :killed_job \gset
-\! server.sh kill-9 :killed_pid
+\setenv KILLED_PID :killed_pid
+\! server.sh kill-9 $KILLED_PID
 \c
 SELECT wait_until(format($$(SELECT state FROM backstop.job_runs WHERE job_id = %s) = 'failed'$$, :killed_job), 60) AS recorded_failed;
 SELECT state, error FROM backstop.job_runs WHERE job_id = :killed_job;
@@ -98,16 +104,17 @@ SELECT wait_until(format($$NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid 
 SELECT wait_until($$EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'backstop scheduler')$$, 30) AS started_again;
 
 -- A restart: schedules and history survive, and runs that fell due while the server was down are
--- recorded as missed (an hourly schedule misses a few hours in a few seconds of downtime).
+-- recorded as missed (eight seconds down are eight hours of the scheduler's clock, more than the
+-- six-hour grace: an hourly schedule records them as missed and runs again at its next hour).
 SELECT name FROM backstop.schedule('hourly-dry-expire', '0 * * * *', 'expire', '{"dry_run": true, "backups": {"keep_last": 2}}');
 SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-dry-expire' AND state = 'succeeded')$$, 30) AS hourly_ran;
 SELECT count(*) AS runs_before FROM backstop.job_runs \gset
 SELECT count(*) AS missed_before FROM backstop.job_runs WHERE state = 'missed' \gset
-\! server.sh restart
-\! sleep 3
+\! server.sh restart-after 8
 \c
 SELECT count(*) AS schedules FROM backstop.schedules;
 SELECT count(*) >= :runs_before AS history_kept FROM backstop.job_runs;
 SELECT wait_until(format($$(SELECT count(*) FROM backstop.job_runs WHERE state = 'missed') > %s$$, :missed_before), 30) AS missed_runs_recorded;
 SELECT wait_until($$(SELECT count(*) FROM backstop.job_runs WHERE schedule = 'hourly-dry-expire' AND state = 'succeeded') >= 2$$, 30) AS runs_continue_after_restart;
-SELECT error FROM backstop.job_runs WHERE state = 'missed' ORDER BY job_id DESC LIMIT 1;
+SELECT regexp_replace(error, '^[0-9]+ ', 'N ') AS why FROM backstop.job_runs
+ WHERE schedule = 'hourly-dry-expire' AND state = 'missed' ORDER BY job_id DESC LIMIT 1;

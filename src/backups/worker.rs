@@ -13,17 +13,9 @@ use backstop_core::wal::{self, WalFileName};
 use backstop_core::{Error, Repository};
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
-use serde::Deserialize;
 
-use crate::jobs::{self, JobRequest, JobStatus};
+use crate::jobs::{self, JobKind, JobRequest, JobStatus};
 use crate::{gucs, io, repo};
-
-#[derive(Debug, Deserialize)]
-pub struct BackupArgs {
-    /// auto, full or incremental.
-    pub kind: String,
-    pub fast: bool,
-}
 
 /// Serialises base backups: a session-level advisory lock held by the worker.
 pub const LOCK_KEY: i64 = 0x6261_636b_7570; // "backup"
@@ -46,8 +38,12 @@ pub fn spi_error(e: pgrx::spi::Error) -> Error {
 }
 
 pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
-    let args: BackupArgs = serde_json::from_value(request.args.clone())
-        .map_err(|e| Error::InvalidInput(format!("the job request is not a base backup request: {e}")))?;
+    // The same arguments, defaults and checks as a scheduled base_backup job's.
+    let backstop_core::schedule::job::JobSpec::BaseBackup(args) =
+        backstop_core::schedule::job::JobSpec::parse(JobKind::BaseBackup.as_str(), &request.args)?
+    else {
+        unreachable!("parse returns the kind it was given")
+    };
     let locked = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
     })

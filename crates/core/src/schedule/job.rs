@@ -189,7 +189,7 @@ pub enum JobSpec {
 fn args<T: serde::de::DeserializeOwned>(kind: JobKind, value: &Value) -> Result<T> {
     let value = if value.is_null() { Value::Object(Default::default()) } else { value.clone() };
     serde_json::from_value(value)
-        .map_err(|e| Error::InvalidInput(format!("the arguments of a {} job are not valid: {e}", kind.as_str())))
+        .map_err(|e| Error::InvalidInput(format!("the arguments of the {} job are not valid: {e}", kind.as_str())))
 }
 
 impl JobSpec {
