@@ -22,22 +22,11 @@ pub fn snapshot_restore(
     let tables: Vec<String> = match &args.table {
         Some(table) => vec![table.clone()],
         None => crate::snapshot::job::as_role(&request.requested_by, || {
-            let mut names = Vec::new();
-            Spi::connect(|client| {
-                let rows = client.select(
-                    "SELECT DISTINCT table_name FROM backstop.snapshots(NULL, false) WHERE verified IS NOT FALSE ORDER BY 1",
-                    None,
-                    &[],
-                )?;
-                for row in rows {
-                    if let Some(name) = row.get::<String>(1)? {
-                        names.push(name);
-                    }
-                }
-                Ok::<_, pgrx::spi::Error>(())
-            })
-            .map_err(|e| Error::InvalidInput(format!("could not list snapshots: {e}")))?;
-            Ok(names)
+            crate::spi::texts(
+                "SELECT DISTINCT table_name FROM backstop.snapshots(NULL, false) WHERE verified IS NOT FALSE ORDER BY 1",
+                &[],
+            )
+            .map_err(|e| Error::InvalidInput(format!("could not list snapshots: {e}")))
         })?,
     };
     if tables.is_empty() {

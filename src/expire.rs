@@ -10,17 +10,12 @@ use backstop_core::Error;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use crate::backups::worker::{phase, spi_error, LOCK_KEY};
+use crate::backups::worker::{phase, try_backup_lock, LOCK_KEY};
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 
 pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
-    let locked = BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
-    })
-    .map_err(spi_error)?
-    .unwrap_or(false);
-    if !locked {
+    if !try_backup_lock()? {
         return Err(Error::InvalidInput(
             "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
         ));

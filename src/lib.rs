@@ -27,6 +27,7 @@ mod repo;
 mod restore;
 mod schedule;
 mod snapshot;
+mod spi;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;

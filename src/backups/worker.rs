@@ -28,6 +28,16 @@ fn progress_into(status: &mut JobStatus, progress: &Progress) {
     status.bytes_new = Progress::get(&progress.bytes_new);
 }
 
+/// Takes the base-backup lock for the rest of this worker's session (base backups and expire hold
+/// it); false when another process holds it.
+pub fn try_backup_lock() -> Result<bool, Error> {
+    Ok(BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
+    })
+    .map_err(spi_error)?
+    .unwrap_or(false))
+}
+
 pub fn phase(status: &mut JobStatus, phase: &str) {
     status.phase = phase.to_string();
     jobs::write_status(status);
@@ -44,12 +54,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     else {
         unreachable!("parse returns the kind it was given")
     };
-    let locked = BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
-    })
-    .map_err(spi_error)?
-    .unwrap_or(false);
-    if !locked {
+    if !try_backup_lock()? {
         return Err(Error::InvalidInput(
             "another base backup is running (SELECT * FROM backstop.job_progress shows it); only one runs at a time"
                 .into(),

@@ -178,20 +178,10 @@ fn load_schedules() -> Vec<ScheduleRow> {
 /// Schedules with a run in progress (started by this scheduler or still alive from before).
 fn busy_schedules() -> Vec<String> {
     BackgroundWorker::transaction(|| {
-        Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT DISTINCT schedule FROM backstop.job_runs WHERE state = 'running' AND schedule IS NOT NULL",
-                None,
-                &[],
-            )?;
-            let mut out = Vec::new();
-            for row in rows {
-                if let Some(name) = row.get::<String>(1)? {
-                    out.push(name);
-                }
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        })
+        crate::spi::texts(
+            "SELECT DISTINCT schedule FROM backstop.job_runs WHERE state = 'running' AND schedule IS NOT NULL",
+            &[],
+        )
         .unwrap_or_default()
     })
 }

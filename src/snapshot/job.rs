@@ -30,22 +30,12 @@ fn tables(request: &JobRequest, args: &SnapshotArgs) -> Result<Vec<String>, Erro
     match &args.schema {
         None => Ok(args.tables.clone()),
         Some(schema) => as_role(&request.requested_by, || {
-            let mut names = Vec::new();
-            Spi::connect(|client| {
-                let rows = client.select(
-                    "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c \
-                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname",
-                    None,
-                    &[schema.as_str().into()],
-                )?;
-                for row in rows {
-                    if let Some(name) = row.get::<String>(1)? {
-                        names.push(name);
-                    }
-                }
-                Ok::<_, pgrx::spi::Error>(())
-            })
+            let names = crate::spi::texts(
+                "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY c.relname",
+                &[schema.as_str().into()],
+            )
             .map_err(|e| Error::InvalidInput(format!("could not list the tables of schema {schema}: {e}")))?;
             if names.is_empty() {
                 return Err(Error::InvalidInput(format!("schema \"{schema}\" has no tables to snapshot")));
