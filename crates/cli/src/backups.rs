@@ -357,10 +357,7 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         }
         settings.push(("recovery_target_timeline", args.target_timeline.clone()));
     }
-    let header = format!("backup {} restored {}", manifest.id, format_utc(SystemTime::now()));
-    restore::write_recovery_settings(&args.target_dir, &header, &settings)?;
-    restore::write_signal(&args.target_dir, if args.standby { "standby.signal" } else { "recovery.signal" })?;
-    restore::publish_control_file(&args.target_dir)?;
+    restore::prepare_recovery(&args.target_dir, &manifest, &settings, args.standby)?;
     let seconds = started.elapsed().unwrap_or_default().as_secs_f64();
     if args.json {
         println!(

@@ -645,6 +645,21 @@ pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, S
     fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|e| Error::io("chmod", &path, e))
 }
 
+/// The end of every restore for recovery, the CLI's and the PITR drill's: the recovery settings
+/// (built by the caller, never taken from the repository), the signal file, and only then
+/// `pg_control`, so a restore that failed before this point cannot be started.
+pub fn prepare_recovery(
+    target: &Path,
+    manifest: &super::BackupManifest,
+    settings: &[(&str, String)],
+    standby: bool,
+) -> Result<()> {
+    let header = format!("backup {} restored {}", manifest.id, super::format_utc(std::time::SystemTime::now()));
+    write_recovery_settings(target, &header, settings)?;
+    write_signal(target, if standby { "standby.signal" } else { "recovery.signal" })?;
+    publish_control_file(target)
+}
+
 /// Creates an empty signal file (recovery.signal or standby.signal), durably.
 pub fn write_signal(target: &Path, name: &str) -> Result<()> {
     crate::store::file::write_file_atomically(&target.join(name), b"")
