@@ -2,14 +2,17 @@
 //! recorded when it was backed up, and leaves nothing behind. The run's measured duration (in
 //! `backstop.job_runs.seconds`) is the recovery time a DBA can quote.
 
-use backstop_core::schedule::job::{PitrArgs, SnapshotRestoreArgs, WalFetchArgs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backstop_core::schedule::job::{parse_bytes, PitrArgs, SnapshotRestoreArgs, WalFetchArgs};
 use backstop_core::Error;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use crate::backups::worker::phase;
 use crate::jobs::{sql_scratch, JobRequest, JobStatus};
-use crate::{io, repo};
+use crate::{gucs, io, repo};
 
 /// `snapshot_restore`: the newest snapshot of the table (or of every snapshotted table) restored
 /// into a scratch table, validated against its manifest (columns, row count, checksum of every
@@ -115,10 +118,251 @@ pub fn wal_fetch(args: &WalFetchArgs, status: &mut JobStatus) -> Result<serde_js
     Ok(value)
 }
 
-/// `pitr`: not in this build yet; `schedule()` refuses it, and a direct run fails saying so.
-pub fn pitr(_args: &PitrArgs, _status: &mut JobStatus) -> Result<serde_json::Value, Error> {
-    Err(Error::Job {
-        message: "the pitr drill is not available in this version of backstop".into(),
-        hint: "Drill PITR by hand meanwhile: backstop restore --target-dir DIR into a scratch directory and start a server on it.".into(),
-    })
+/// The PostgreSQL binaries this server runs from (pg_ctl, psql).
+fn bin_dir() -> std::path::PathBuf {
+    let exec = unsafe { std::ffi::CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char) };
+    std::path::PathBuf::from(exec.to_string_lossy().into_owned()).parent().map(|p| p.to_path_buf()).unwrap_or_default()
+}
+
+/// Stops the throwaway server (if it was started) and removes the drill's directory, whatever
+/// happened: a drill leaves nothing behind, also when it fails or is stopped.
+struct Throwaway {
+    dir: std::path::PathBuf,
+    started: bool,
+}
+
+impl Throwaway {
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg_ctl(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(bin_dir().join("pg_ctl"));
+        command.arg("-D").arg(self.data()).args(args);
+        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+        command
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        if self.started {
+            let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Waits for a child process, honouring SIGTERM (the child is killed) and a deadline.
+fn wait_child(mut child: std::process::Child, deadline: Duration, what: &str) -> Result<std::process::Output, Error> {
+    let started = Instant::now();
+    loop {
+        if let Some(_status) =
+            child.try_wait().map_err(|e| Error::Job { message: format!("{what}: {e}"), hint: String::new() })?
+        {
+            return child
+                .wait_with_output()
+                .map_err(|e| Error::Job { message: format!("{what}: {e}"), hint: String::new() });
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
+            let _ = child.kill();
+            return Err(Error::Cancelled);
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            return Err(Error::Job {
+                message: format!("{what} did not finish within {} s", deadline.as_secs()),
+                hint:
+                    "Replay more slowly bounded: lower max_replay, or take a newer base backup so less WAL is replayed."
+                        .into(),
+            });
+        }
+    }
+}
+
+/// One query on the throwaway server, through psql over its private socket; the first column of
+/// every row.
+fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql: &str) -> Result<Vec<String>, Error> {
+    let child = std::process::Command::new(bin_dir().join("psql"))
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+        .arg(dir)
+        .args(["-p", &port.to_string(), "-U", user, "-d", database, "-c", sql])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Job {
+            message: format!("could not run psql: {e}"),
+            hint: "Install PostgreSQL's client binaries next to the server's.".into(),
+        })?;
+    let output = wait_child(child, Duration::from_secs(3600), "a smoke check")?;
+    if !output.status.success() {
+        return Err(Error::Job {
+            message: format!("on the recovered server, {sql} failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
+            hint: "The restored cluster is damaged where this query reads: take a new base backup and run backstop verify.".into(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect())
+}
+
+/// `pitr`: the newest base backup restored (with `backstop restore`'s code) into a scratch
+/// directory, the WAL archived since replayed (at most `max_replay`) by a throwaway server on a
+/// private socket with archiving, replication and preloaded libraries off, then smoke checks:
+/// every chosen table (all user tables by default) read in full and counted, beside its count on
+/// this server now, and amcheck's `bt_index_check` on the chosen indexes. The server is stopped and
+/// the directory removed afterwards, also on failure.
+pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+    let max_replay = args.max_replay.as_deref().map(parse_bytes).transpose()?.unwrap_or(1 << 30);
+    let throwaway =
+        Throwaway { dir: gucs::drill_directory().join(format!("backstop-drill-{}", request.id)), started: false };
+    let mut throwaway = throwaway;
+    let _ = std::fs::remove_dir_all(&throwaway.dir);
+    phase(status, "restoring the newest base backup");
+    let repository = repo::open_checked()?;
+    let progress = Arc::new(backstop_core::backups::restore::RestoreProgress::default());
+    let cancel = backstop_core::repository::CancellationToken::new();
+    let task = {
+        let (repository, dir, progress, cancel) =
+            (repository.clone(), throwaway.dir.clone(), progress.clone(), cancel.clone());
+        // restore's future is not Send (it is driven with block_on, as the CLI drives it): run it
+        // on a thread of its own that blocks on the I/O runtime.
+        std::thread::spawn(move || {
+            io::runtime().block_on(backstop_core::drills::pitr::prepare(
+                &repository,
+                &dir,
+                max_replay,
+                progress,
+                &cancel,
+            ))
+        })
+    };
+    while !task.is_finished() {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(250))) {
+            cancel.cancel();
+        }
+        status.bytes_total = progress.bytes_total.load(std::sync::atomic::Ordering::Relaxed);
+        status.bytes_done = progress.bytes_done.load(std::sync::atomic::Ordering::Relaxed);
+        crate::jobs::write_status(status);
+    }
+    let prepared = task
+        .join()
+        .map_err(|_| Error::Job { message: "the drill's restore thread panicked".into(), hint: String::new() })??;
+
+    // A throwaway server: private socket (0700 directory, no TCP), nothing archived, nothing
+    // preloaded (no scheduler), little memory; settings from the backup are overridden on the
+    // command line, which wins over postgresql.auto.conf.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .ok()
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port())
+        .unwrap_or(54329);
+    let hba = throwaway.dir.join("pg_hba.conf");
+    std::fs::write(&hba, "local all all trust\n").map_err(|e| Error::io("write", &hba, e))?;
+    std::fs::write(throwaway.dir.join("postgresql.conf"), "").map_err(|e| Error::io("write", &throwaway.dir, e))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&throwaway.dir, std::fs::Permissions::from_mode(0o700));
+        let _ = std::fs::set_permissions(throwaway.data(), std::fs::Permissions::from_mode(0o700));
+    }
+    let options = format!(
+        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c port={port} -c listen_addresses='' \
+         -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' -c hot_standby=off \
+         -c max_connections=10 -c shared_buffers=128MB -c max_wal_senders=0 -c wal_level=replica \
+         -c logging_collector=off -c log_destination=stderr",
+        dir = throwaway.dir.display()
+    );
+    phase(status, "replaying WAL in a throwaway server");
+    let log = throwaway.dir.join("server.log");
+    let child = throwaway
+        .pg_ctl(&["-w", "-t", "86400", "-l", log.to_str().unwrap_or_default(), "-o", &options, "start"])
+        .spawn()
+        .map_err(|e| Error::Job {
+            message: format!("could not run pg_ctl: {e}"),
+            hint: "Install PostgreSQL's server binaries.".into(),
+        })?;
+    throwaway.started = true;
+    let output = wait_child(child, Duration::from_secs(6 * 3600), "the throwaway server's recovery")?;
+    if !output.status.success() {
+        let tail: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
+            .take(3)
+            .map(str::to_string)
+            .collect();
+        return Err(Error::Job {
+            message: format!("the restored backup {} did not recover: {}", prepared.backup, tail.join(" / ")),
+            hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify."
+                .into(),
+        });
+    }
+    let user = Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "postgres".into());
+    let database =
+        Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    let dir = throwaway.dir.clone();
+    let query = |sql: &str| drill_query(&dir, port, &user, &database, sql);
+    let recovering = query("SELECT pg_catalog.pg_is_in_recovery()")?;
+    if recovering.first().map(String::as_str) != Some("f") {
+        return Err(Error::Job { message: "the throwaway server did not finish recovery".into(), hint: String::new() });
+    }
+    phase(status, "smoke checks");
+    let tables: Vec<String> = if args.tables.is_empty() {
+        query(
+            "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+             ORDER BY 1",
+        )?
+    } else {
+        args.tables.clone()
+    };
+    let mut compared = Vec::new();
+    let mut rows_total = 0i64;
+    for table in &tables {
+        let quoted = format!("SELECT count(*) FROM {}", table_sql(table)?);
+        let recovered: i64 = query(&quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
+        rows_total += recovered;
+        let now = crate::spi::texts(&quoted, &[]).ok().and_then(|v| v.first().and_then(|c| c.parse::<i64>().ok()));
+        compared.push(serde_json::json!({ "table": table, "rows_recovered": recovered, "rows_now": now }));
+    }
+    let mut indexes = Vec::new();
+    if !args.indexes.is_empty() {
+        let available = query("SELECT count(*) FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'")?;
+        if available.first().map(String::as_str) == Some("1") {
+            query("CREATE EXTENSION IF NOT EXISTS amcheck")?;
+            for index in &args.indexes {
+                query(&format!("SELECT bt_index_check({}::pg_catalog.regclass)", quote_literal(index)))?;
+                indexes.push(serde_json::json!({ "index": index, "bt_index_check": "passed" }));
+            }
+        } else {
+            indexes.push(serde_json::json!({ "amcheck": "not installed: indexes not checked" }));
+        }
+    }
+    Ok(serde_json::json!({
+        "drill": "pitr",
+        "backup": prepared.backup,
+        "restored_bytes": prepared.restored.bytes,
+        "wal_files_replayed": prepared.wal_files,
+        "replayed_to": prepared.replay_to,
+        "tables": compared,
+        "indexes": indexes,
+        "rows": rows_total,
+        "bytes": prepared.restored.bytes + prepared.wal_bytes,
+    }))
+}
+
+/// A table name from the drill's args or the recovered catalog, as SQL: parsed by the server
+/// (parse_ident) and re-quoted, never pasted.
+fn table_sql(name: &str) -> Result<String, Error> {
+    let parts = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[name.into()])
+        .map_err(|e| Error::InvalidInput(format!("\"{name}\" is not a table name: {e}")))?;
+    if parts.is_empty() || parts.len() > 2 {
+        return Err(Error::InvalidInput(format!("\"{name}\" is not a table name; write schema.table")));
+    }
+    Ok(parts.iter().map(|p| backstop_core::snapshot::quote_ident(p)).collect::<Vec<_>>().join("."))
+}
+
+fn quote_literal(text: &str) -> String {
+    backstop_core::snapshot::quote_literal(text)
 }

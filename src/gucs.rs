@@ -39,6 +39,7 @@ static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(8 * 24 * 3600);
 static MAX_SNAPSHOT_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
+static DRILL_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -245,6 +246,14 @@ pub fn init() {
         GucFlags::UNIT_S,
     );
     GucRegistry::define_string_guc(
+        c"backstop.drill_directory",
+        c"Where the pitr drill restores its throwaway server (empty: the server's temporary directory, usually /tmp).",
+        c"It needs room for the whole cluster and the WAL it replays; the drill refuses to start when the file system is short.",
+        &DRILL_DIRECTORY,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
         c"backstop.test_clock",
         c"For tests only: 'SPEED@SINCE' makes the scheduler's clock run SPEED times faster from unix second SINCE.",
         c"Lets a test watch a week of schedules in minutes. Leave empty in production.",
@@ -316,6 +325,10 @@ pub fn cluster_name() -> Option<String> {
 
 pub fn database() -> String {
     string_setting(&DATABASE).unwrap_or_else(|| "postgres".into())
+}
+
+pub fn drill_directory() -> std::path::PathBuf {
+    string_setting(&DRILL_DIRECTORY).map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir)
 }
 
 pub fn scheduler_enabled() -> bool {

@@ -411,7 +411,7 @@ fn run_job(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         JobSpec::Expire(args) => crate::expire::run(&args, status),
         JobSpec::SnapshotRestore(args) => crate::drills::snapshot_restore(request, &args, status),
         JobSpec::WalFetch(args) => crate::drills::wal_fetch(&args, status),
-        JobSpec::Pitr(args) => crate::drills::pitr(&args, status),
+        JobSpec::Pitr(args) => crate::drills::pitr(request, &args, status),
     }
 }
 

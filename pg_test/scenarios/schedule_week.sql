@@ -54,7 +54,15 @@ SELECT (result->>'segments_in_chain')::int >= 1 AS wal_chain_checked, jsonb_arra
 -- Retention keeps two base backups; the drill left no scratch table behind.
 SELECT wait_until($$(SELECT count(*) FROM backstop.backups()) <= 2$$, 60) AS two_backups_kept;
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
-SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'snapshot_age') ORDER BY "check";
+-- The PITR drill, on demand: the newest base backup restored into a throwaway server, the WAL
+-- since replayed, every row of the table read, its primary key checked with amcheck; then the
+-- server is stopped and its directory removed.
+SELECT state, result->>'drill' AS drill, result->'tables'->0->>'table' AS table_read,
+       (result->'tables'->0->>'rows_recovered')::int AS rows_recovered,
+       result->'indexes'->0->>'bt_index_check' AS primary_key_check, seconds > 0 AS measured
+  FROM backstop.run_job('pitr', '{"tables": ["public.orders"], "indexes": ["public.orders_pkey"]}');
+SELECT count(*) AS drill_directories_left FROM pg_ls_dir('/tmp') d WHERE d LIKE 'backstop-drill-%';
+SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'drill_pitr', 'snapshot_age') ORDER BY "check";
 SELECT name, last_state FROM backstop.schedule_status ORDER BY name;
 
 -- A snapshot blocked by an exclusive lock: it times out after 2 s, runs due meanwhile are
@@ -84,6 +92,11 @@ SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_dri
 SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('schedules', 'drill_snapshot_restore') ORDER BY "check";
 SELECT backstop.doctor_report()->>'verdict' AS verdict;
 \! server.sh log-has 'backstop: job run failed: job'
+-- Every pack damaged: the PITR drill fails with the reason, and leaves nothing behind.
+\! pitr.sh damage-packs corrupt
+SELECT state, regexp_replace(regexp_replace(error, '[0-9a-f]{64}', '<sha256>', 'g'), '\m[0-9]{15,20}\M', '<cluster>', 'g') AS error
+  FROM backstop.run_job('pitr', '{"tables": ["public.orders"]}');
+SELECT count(*) AS drill_directories_left FROM pg_ls_dir('/tmp') d WHERE d LIKE 'backstop-drill-%';
 
 -- A job killed with SIGKILL mid-run: the server restarts after the crash, and the run is recorded
 -- as failed, not forgotten.

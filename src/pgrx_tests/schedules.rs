@@ -34,7 +34,11 @@ mod tests {
             ("SELECT backstop.schedule('a', '0 2 * * *', 'base_backup', overlap => 'wait')", "overlap \"wait\""),
             ("SELECT backstop.schedule('a', '0 2 * * *', 'base_backup', max_retries => 11)", "max_retries 11"),
             ("SELECT backstop.schedule('a b', '0 2 * * *', 'base_backup')", "is not a schedule name"),
-            ("SELECT backstop.schedule('a', '0 2 * * *', 'pitr')", "pitr drill is not available"),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'pitr', '{\"tables\": [\"public.nope\"]}')",
+                "table public.nope does not exist",
+            ),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'pitr', '{\"max_replay\": \"lots\"}')", "not a size"),
         ] {
             let error = refused(sql);
             assert!(error.contains(expected), "{sql}: {error}");

@@ -133,7 +133,9 @@ fn schedules_check() -> Check {
 
 fn drill_checks() -> Vec<Check> {
     let mut checks = Vec::new();
-    for (check, kind) in [("drill_snapshot_restore", "snapshot_restore"), ("drill_wal_fetch", "wal_fetch")] {
+    for (check, kind) in
+        [("drill_snapshot_restore", "snapshot_restore"), ("drill_wal_fetch", "wal_fetch"), ("drill_pitr", "pitr")]
+    {
         let last = query(
             &format!(
                 "SELECT state, coalesce(seconds, 0), pg_catalog.date_part('epoch', pg_catalog.now() - coalesce(finished_at, started_at))::float8, \

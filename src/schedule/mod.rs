@@ -31,50 +31,47 @@ fn to_timestamptz(time: SystemTime) -> Option<TimestampWithTimeZone> {
     jobs::to_timestamptz(backstop_core::backups::unix_seconds(time))
 }
 
-/// Checks a job and its args as `role` would run them: the spec parses, and every table a
-/// snapshot job names exists and is readable by the caller.
+/// Checks a job and its args as the caller would run them: the spec parses, and every table a
+/// snapshot, snapshot drill or pitr drill names exists and is readable by the caller.
 fn check_job(job: &str, args: &serde_json::Value) -> JobSpec {
     let spec = JobSpec::parse(job, args).or_raise();
-    match &spec {
-        JobSpec::Snapshot(a) => {
-            for table in &a.tables {
-                let readable = Spi::get_one_with_args::<bool>(
-                    "SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')",
-                    &[table.as_str().into()],
-                )
-                .ok()
-                .flatten();
-                match readable {
-                    Some(true) => {}
-                    Some(false) => raise_with(
-                        PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                        &format!("you cannot read table {table}, so you cannot schedule its snapshot"),
-                        "A scheduled snapshot runs as the schedule's owner; ask for SELECT on the table.",
-                    ),
-                    None => invalid(
-                        &format!("table {table} does not exist"),
-                        "Name tables schema-qualified, e.g. 'public.orders'.",
-                    ),
-                }
-            }
-            if let Some(schema) = &a.schema {
-                let exists = Spi::get_one_with_args::<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
-                    &[schema.as_str().into()],
-                )
-                .ok()
-                .flatten()
-                .unwrap_or(false);
-                if !exists {
-                    invalid(&format!("schema {schema} does not exist"), "Name an existing schema, e.g. 'public'.");
-                }
+    let tables: Vec<&String> = match &spec {
+        JobSpec::Snapshot(a) => a.tables.iter().collect(),
+        JobSpec::Pitr(a) => a.tables.iter().collect(),
+        _ => Vec::new(),
+    };
+    for table in tables {
+        let readable = Spi::get_one_with_args::<bool>(
+            "SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')",
+            &[table.as_str().into()],
+        )
+        .ok()
+        .flatten();
+        match readable {
+            Some(true) => {}
+            Some(false) => raise_with(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                &format!("you cannot read table {table}, so you cannot schedule a job that reads it"),
+                "A scheduled job runs as the schedule's owner; ask for SELECT on the table.",
+            ),
+            None => {
+                invalid(&format!("table {table} does not exist"), "Name tables schema-qualified, e.g. 'public.orders'.")
             }
         }
-        JobSpec::Pitr(_) => invalid(
-            "the pitr drill is not available in this version of backstop",
-            "Schedule the snapshot_restore and wal_fetch drills meanwhile.",
-        ),
-        _ => {}
+    }
+    if let JobSpec::Snapshot(a) = &spec {
+        if let Some(schema) = &a.schema {
+            let exists = Spi::get_one_with_args::<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+                &[schema.as_str().into()],
+            )
+            .ok()
+            .flatten()
+            .unwrap_or(false);
+            if !exists {
+                invalid(&format!("schema {schema} does not exist"), "Name an existing schema, e.g. 'public'.");
+            }
+        }
     }
     spec
 }

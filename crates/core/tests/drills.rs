@@ -48,15 +48,22 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
     assert_eq!(passed.newest_segment, "000000010000000000000006");
     assert_eq!(passed.segments_in_chain, 5);
     assert_eq!(passed.fetched.len(), 4);
-    assert!(passed.fetched.starts_with(&["000000010000000000000006".to_string(), "000000010000000000000005".to_string()]));
+    assert!(passed
+        .fetched
+        .starts_with(&["000000010000000000000006".to_string(), "000000010000000000000005".to_string()]));
 
     // The PITR drill's preparation: backup restored, WAL from its start up to one segment past its
     // end fetched, recovery reading only the spool, pg_control in place.
     let drill = scratch.join("drill");
-    let prepared =
-        drills::pitr::prepare(&repository, &drill, SEGMENT, Arc::new(RestoreProgress::default()), &CancellationToken::new())
-            .await
-            .unwrap();
+    let prepared = drills::pitr::prepare(
+        &repository,
+        &drill,
+        SEGMENT,
+        Arc::new(RestoreProgress::default()),
+        &CancellationToken::new(),
+    )
+    .await
+    .unwrap();
     assert_eq!(prepared.replay_to, "000000010000000000000003", "at most max_replay past the backup's end");
     let mut spooled: Vec<String> =
         fs::read_dir(drill.join("wal")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();

@@ -44,36 +44,36 @@ pub async fn prepare(
     cancel: &CancellationToken,
 ) -> Result<Prepared> {
     let backups = verify::list_backups(repository).await?;
-    let manifest = backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.clone()).ok_or_else(|| {
-        Error::Job {
+    let manifest =
+        backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.clone()).ok_or_else(|| Error::Job {
             message: "the repository holds no valid base backup to drill".into(),
             hint: "Take a base backup (SELECT * FROM backstop.base_backup()) and run the drill again.".into(),
-        }
-    })?;
+        })?;
     let segment_size = manifest.wal_segment_size as u64;
     let first = manifest.start_lsn.segment(segment_size as u32);
     let last_allowed = manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1);
     let archived = verify::archived_wal(repository).await?;
-    let mut wal: Vec<_> = archived
-        .iter()
+    let mut wal: Vec<verify::ArchivedWal> = archived
+        .into_iter()
         .filter(|a| match a.name.kind {
             WalFileKind::History => true,
-            WalFileKind::Segment => a.name.position(segment_size as u32).is_some_and(|(tli, number)| {
-                tli >= manifest.timeline && (first..=last_allowed).contains(&number)
-            }),
+            WalFileKind::Segment => a
+                .name
+                .position(segment_size as u32)
+                .is_some_and(|(tli, number)| tli >= manifest.timeline && (first..=last_allowed).contains(&number)),
             _ => false,
         })
         .collect();
     wal.sort_by(|a, b| a.name.name.cmp(&b.name.name));
-    let replay_to = wal
-        .iter()
-        .filter(|a| a.name.kind == WalFileKind::Segment)
-        .map(|a| a.name.name.clone())
-        .max()
-        .ok_or_else(|| Error::Job {
-            message: format!("no WAL from backup {} is in the repository", manifest.id),
-            hint: "The backup cannot be recovered without its WAL: check archiving (SELECT * FROM backstop.doctor()).".into(),
-        })?;
+    let replay_to =
+        wal.iter().filter(|a| a.name.kind == WalFileKind::Segment).map(|a| a.name.name.clone()).max().ok_or_else(
+            || Error::Job {
+                message: format!("no WAL from backup {} is in the repository", manifest.id),
+                hint:
+                    "The backup cannot be recovered without its WAL: check archiving (SELECT * FROM backstop.doctor())."
+                        .into(),
+            },
+        )?;
     let segments = wal.iter().filter(|a| a.name.kind == WalFileKind::Segment).count() as u64;
 
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
