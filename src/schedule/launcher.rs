@@ -52,6 +52,7 @@ enum StopReason {
 
 struct Running {
     schedule: String,
+    owner: String,
     attempt: i32,
     kind: String,
     max_retries: i32,
@@ -223,6 +224,7 @@ impl Scheduler {
                     id,
                     Running {
                         schedule: schedule.name.clone(),
+                        owner: schedule.owner.clone(),
                         attempt,
                         kind: schedule.job.clone(),
                         max_retries: schedule.max_retries,
@@ -273,8 +275,24 @@ impl Scheduler {
                     .flatten()
                     .unwrap_or_default()
             });
-            let settle =
-                previous == "running" || (run.stopped.is_some() && matches!(previous.as_str(), "cancelled" | "failed"));
+            if previous.is_empty() {
+                // The worker died before it recorded the run (it could not connect, its request
+                // was unreadable): record it here, or it would be forgotten.
+                run_sql(
+                    "INSERT INTO backstop.job_runs (job_id, schedule, kind, state, attempt, requested_by) \
+                     VALUES ($1, $2, $3, 'running', $4, $5) ON CONFLICT (job_id) DO NOTHING",
+                    &[
+                        id.into(),
+                        run.schedule.as_str().into(),
+                        run.kind.as_str().into(),
+                        run.attempt.into(),
+                        run.owner.as_str().into(),
+                    ],
+                );
+            }
+            let settle = previous.is_empty()
+                || previous == "running"
+                || (run.stopped.is_some() && matches!(previous.as_str(), "cancelled" | "failed"));
             if settle {
                 run_sql(
                     "UPDATE backstop.job_runs SET state = $2, error = $3, hint = $4, \
