@@ -292,6 +292,7 @@ impl Scheduler {
             }
             let settle = previous.is_empty()
                 || previous == "running"
+                || previous == "queued"
                 || (run.stopped.is_some() && matches!(previous.as_str(), "cancelled" | "failed"));
             if settle {
                 run_sql(
