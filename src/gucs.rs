@@ -255,7 +255,7 @@ pub fn init() {
     );
     GucRegistry::define_string_guc(
         c"backstop.test_clock",
-        c"For tests only: 'SPEED@SINCE' makes the scheduler's clock run SPEED times faster from unix second SINCE.",
+        c"For tests only: 'SPEED@SINCE[@START]' makes the scheduler's clock read START at unix second SINCE and run SPEED times faster.",
         c"Lets a test watch a week of schedules in minutes. Leave empty in production.",
         &TEST_CLOCK,
         GucContext::Sighup,
@@ -351,18 +351,21 @@ pub fn max_snapshot_age() -> std::time::Duration {
     std::time::Duration::from_secs(MAX_SNAPSHOT_AGE.get().max(60) as u64)
 }
 
-/// The scheduler's clock: real time, or with `backstop.test_clock = 'SPEED@SINCE'` a clock that
-/// equals real time at unix second SINCE and runs SPEED times faster from then on.
+/// The scheduler's clock: real time, or with `backstop.test_clock = 'SPEED@SINCE[@START]'` a clock
+/// that reads START (default SINCE) at real unix second SINCE and runs SPEED times faster from then.
 pub fn scheduler_now() -> std::time::SystemTime {
     let real = std::time::SystemTime::now();
-    let Some((speed, since)) = string_setting(&TEST_CLOCK).and_then(|text| {
-        let (speed, since) = text.split_once('@')?;
-        Some((speed.trim().parse::<f64>().ok()?, since.trim().parse::<f64>().ok()?))
+    let Some((speed, since, start)) = string_setting(&TEST_CLOCK).and_then(|text| {
+        let mut parts = text.split('@').map(|p| p.trim().parse::<f64>().ok());
+        let speed = parts.next()??;
+        let since = parts.next()??;
+        let start = parts.next().unwrap_or(Some(since))?;
+        Some((speed, since, start))
     }) else {
         return real;
     };
     let real_secs = backstop_core::backups::unix_seconds(real);
-    let virtual_secs = since + (real_secs - since).max(0.0) * speed.clamp(1.0, 100_000.0);
+    let virtual_secs = start + (real_secs - since).max(0.0) * speed.clamp(1.0, 100_000.0);
     std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(virtual_secs.max(0.0))
 }
 
