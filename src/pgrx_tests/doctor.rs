@@ -34,7 +34,7 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 13, "{checks:?}");
+        assert_eq!(checks.len(), 20, "{checks:?}");
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
@@ -50,13 +50,22 @@ mod tests {
         assert!(checks["base_backup"].1.contains("no base backup"), "{:?}", checks["base_backup"]);
         assert_eq!(status(&checks, "pitr_reaches_now"), "fail");
         assert_eq!(status(&checks, "backup_job"), "ok");
+        // The habits: no schedule, no drill yet, and doctor says both are worth fixing.
+        assert_eq!(status(&checks, "scheduler"), "ok", "{:?}", checks["scheduler"]);
+        assert_eq!(status(&checks, "schedules"), "warn");
+        for drill in ["drill_snapshot_restore", "drill_wal_fetch", "drill_pitr"] {
+            assert_eq!(status(&checks, drill), "warn", "{drill}");
+            assert!(checks[drill].1.contains("never run"), "{:?}", checks[drill]);
+        }
+        assert_eq!(status(&checks, "snapshot_age"), "ok");
+        assert!(checks.contains_key("rpo"));
         for (name, (status, _, hint)) in &checks {
             assert_eq!(status != "ok", hint.is_some(), "{name}: every non-ok check carries a hint");
         }
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 13);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 20);
     }
 
     #[pg_test]
