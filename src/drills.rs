@@ -11,7 +11,7 @@ use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
 use crate::backups::worker::phase;
-use crate::jobs::{sql_scratch, JobRequest, JobStatus};
+use crate::jobs::{sql_scratch, sql_step, JobRequest, JobStatus};
 use crate::{gucs, io, repo};
 
 /// `snapshot_restore`: the newest snapshot of the table (or of every snapshotted table) restored
@@ -150,6 +150,25 @@ impl Drop for Throwaway {
             let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).status();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A drill whose process died (a crash, `kill -9`) could not clean up after itself: stop any
+/// server still running in its directory and remove it, unless that drill's worker is alive.
+fn sweep_stale_drills(current: i64) {
+    let base = gucs::drill_directory();
+    let Ok(entries) = std::fs::read_dir(&base) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(id) = name.strip_prefix("backstop-drill-").and_then(|id| id.parse::<i64>().ok()) else { continue };
+        let alive =
+            crate::jobs::read_status(id).is_some_and(|s| !s.state.is_final() && crate::jobs::worker_alive(s.pid));
+        if id == current || alive {
+            continue;
+        }
+        let stale = Throwaway { dir: entry.path(), started: entry.path().join("data/postmaster.pid").exists() };
+        pgrx::log!("backstop: removing the directory of interrupted drill {id} ({})", stale.dir.display());
+        drop(stale);
     }
 }
 
@@ -295,12 +314,16 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
                 .into(),
         });
     }
-    let user = Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| "postgres".into());
-    let database =
-        Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    // A job worker runs SQL only inside a transaction of its own.
+    let (user, database) = BackgroundWorker::transaction(|| {
+        let user = Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| "postgres".into());
+        let database =
+            Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+        (user, database)
+    });
     let dir = throwaway.dir.clone();
     let query = |sql: &str| drill_query(&dir, port, &user, &database, sql);
     let recovering = query("SELECT pg_catalog.pg_is_in_recovery()")?;
@@ -320,11 +343,28 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     let mut compared = Vec::new();
     let mut rows_total = 0i64;
     for table in &tables {
-        let quoted = format!("SELECT count(*) FROM {}", table_sql(table)?);
+        let quoted =
+            format!("SELECT count(*) FROM {}", BackgroundWorker::transaction(|| sql_step(|| table_sql(table)))??);
         let recovered: i64 = query(&quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
         rows_total += recovered;
-        let now = crate::spi::texts(&quoted, &[]).ok().and_then(|v| v.first().and_then(|c| c.parse::<i64>().ok()));
-        compared.push(serde_json::json!({ "table": table, "rows_recovered": recovered, "rows_now": now }));
+        // This server's estimate now (pg_class.reltuples, no scan of production), for comparison.
+        let estimate = BackgroundWorker::transaction(|| {
+            sql_step(|| {
+                Spi::get_one_with_args::<f64>(
+                    "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
+                    &[table.as_str().into()],
+                )
+                .ok()
+                .flatten()
+            })
+            .ok()
+            .flatten()
+        });
+        compared.push(serde_json::json!({
+            "table": table,
+            "rows_recovered": recovered,
+            "rows_estimated_now": estimate.filter(|e| *e >= 0.0).map(|e| e as i64),
+        }));
     }
     let mut indexes = Vec::new();
     if !args.indexes.is_empty() {

@@ -35,7 +35,9 @@ ALTER SYSTEM SET backstop.cluster_name = 'foreign-namespace';
 SELECT pg_reload_conf();
 SELECT pg_sleep(0.5);
 SELECT failed_count AS failures_so_far FROM backstop.archive_status \gset
-SELECT next_segment() IS NOT NULL AS wrote_wal;
+-- Finish a segment without waiting for it to be archived: it must not be.
+INSERT INTO filler SELECT repeat('y', 100) FROM generate_series(1, 1000);
+SELECT pg_switch_wal() IS NOT NULL AS wrote_wal;
 SELECT wait_for_failures(:failures_so_far + 1) AS archiving_refused;
 SELECT last_error LIKE '%belongs to another cluster: cluster.json records system identifier 42%' AS says_foreign
 FROM backstop.archive_status;

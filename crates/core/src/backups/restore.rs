@@ -30,6 +30,8 @@ use crate::error::{Error, Result};
 use crate::repository::Repository;
 
 pub const CONTROL_FILE: &str = "global/pg_control";
+/// Files a pack's download keeps open at once (closed files are synced later, by path).
+const MAX_OPEN_FILES: usize = 32;
 const CONTROL_FILE_PENDING: &str = "global/pg_control.backstop-restoring";
 
 pub struct RestoreOptions {
@@ -421,6 +423,12 @@ fn restore_pack(
             return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
         }
         for (file_index, file_offset) in destinations {
+            // A pack of small files (catalogs) reaches hundreds of them: keep a bounded number
+            // open, so a restore inside the server (the pitr drill), whose process already holds
+            // PostgreSQL's own descriptors, never runs out of them.
+            if open.len() >= MAX_OPEN_FILES && !open.contains_key(&file_index) {
+                open.clear();
+            }
             let file = match open.entry(file_index) {
                 std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
                 std::collections::hash_map::Entry::Vacant(v) => {
