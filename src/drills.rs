@@ -231,9 +231,9 @@ fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql
 /// the directory removed afterwards, also on failure.
 pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
     let max_replay = args.max_replay.as_deref().map(parse_bytes).transpose()?.unwrap_or(1 << 30);
-    let throwaway =
+    sweep_stale_drills(request.id);
+    let mut throwaway =
         Throwaway { dir: gucs::drill_directory().join(format!("backstop-drill-{}", request.id)), started: false };
-    let mut throwaway = throwaway;
     let _ = std::fs::remove_dir_all(&throwaway.dir);
     phase(status, "restoring the newest base backup");
     let repository = repo::open_checked()?;
