@@ -58,7 +58,8 @@ SELECT (result->>'segments_in_chain')::int >= 1 AS wal_chain_checked, jsonb_arra
   FROM backstop.job_runs WHERE kind = 'wal_fetch' AND state = 'succeeded' ORDER BY job_id DESC LIMIT 1;
 -- Retention keeps two base backups (three were taken); the drill left no scratch table behind.
 SELECT count(*) AS backups_kept FROM backstop.backups();
-SELECT sum((result->>'backups_removed')::int) AS backups_expired, sum((result->>'wal_removed')::int) > 0 AS wal_expired
+SELECT (SELECT count(*) FROM backstop.job_runs WHERE kind = 'base_backup' AND state = 'succeeded') >= 3 AS three_or_more_taken,
+       sum((result->>'backups_removed')::int) >= 1 AS older_ones_expired, sum((result->>'wal_removed')::int) > 0 AS their_wal_expired
   FROM backstop.job_runs WHERE schedule = 'retention';
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
 -- The PITR drill, on demand: the newest base backup restored into a throwaway server, the WAL
