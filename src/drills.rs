@@ -326,9 +326,37 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     });
     let dir = throwaway.dir.clone();
     let query = |sql: &str| drill_query(&dir, port, &user, &database, sql);
-    let recovering = query("SELECT pg_catalog.pg_is_in_recovery()")?;
-    if recovering.first().map(String::as_str) != Some("f") {
-        return Err(Error::Job { message: "the throwaway server did not finish recovery".into(), hint: String::new() });
+    // pg_ctl returns once the server is consistent; with hot standby off it accepts connections
+    // only when replay has ended and it has promoted. Wait for that, as long as it is alive.
+    let replay_started = Instant::now();
+    loop {
+        match query("SELECT pg_catalog.pg_is_in_recovery()") {
+            Ok(rows) if rows.first().map(String::as_str) == Some("f") => break,
+            Ok(_) => {}
+            Err(error) => {
+                let alive = throwaway.pg_ctl(&["status"]).status().map(|s| s.success()).unwrap_or(false);
+                if !alive {
+                    let tail: Vec<String> = std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .lines()
+                        .filter(|l| l.contains("FATAL") || l.contains("PANIC"))
+                        .take(3)
+                        .map(str::to_string)
+                        .collect();
+                    return Err(Error::Job {
+                        message: format!("the restored backup {} did not recover: {}", prepared.backup, tail.join(" / ")),
+                        hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify."
+                            .into(),
+                    });
+                }
+                if replay_started.elapsed() > Duration::from_secs(6 * 3600) {
+                    return Err(error);
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+            return Err(Error::Cancelled);
+        }
     }
     phase(status, "smoke checks");
     let tables: Vec<String> = if args.tables.is_empty() {

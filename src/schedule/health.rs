@@ -48,25 +48,38 @@ fn enabled_schedules() -> i64 {
 
 fn scheduler_check() -> Check {
     let schedules = enabled_schedules();
-    match super::launcher::alive() {
-        Some(pid) => Check::ok("scheduler", format!("running (pid {pid}), {schedules} enabled schedule(s)")),
-        None if schedules == 0 => Check::ok("scheduler", "no schedules: nothing runs on its own"),
-        None if !crate::loaded_at_startup() => Check::fail(
+    let running = Spi::get_two::<i32, String>(
+        "SELECT pid, datname::text FROM pg_catalog.pg_stat_activity WHERE backend_type = 'backstop scheduler' LIMIT 1",
+    );
+    let here = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    match running {
+        Ok((Some(pid), Some(database))) if database == here => {
+            Check::ok("scheduler", format!("running (pid {pid}), {schedules} enabled schedule(s)"))
+        }
+        Ok((Some(pid), database)) if schedules > 0 => Check::fail(
+            "scheduler",
+            format!(
+                "the scheduler (pid {pid}) is connected to database {}, not to {here}, where these {schedules} schedule(s) are",
+                database.unwrap_or_default()
+            ),
+            format!("Set backstop.database = '{here}' (ALTER SYSTEM, then SELECT pg_reload_conf())."),
+        ),
+        _ if schedules == 0 => Check::ok("scheduler", "no schedules: nothing runs on its own"),
+        _ if !crate::loaded_at_startup() => Check::fail(
             "scheduler",
             format!("{schedules} schedule(s) exist but the scheduler is not running: backstop is not in shared_preload_libraries"),
             "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
         ),
-        None if unsafe { pg_sys::RecoveryInProgress() } => Check::ok(
-            "scheduler",
-            "this server is a standby: schedules run on the primary",
-        ),
-        None => Check::fail(
+        _ if unsafe { pg_sys::RecoveryInProgress() } => {
+            Check::ok("scheduler", "this server is a standby: schedules run on the primary")
+        }
+        _ => Check::fail(
             "scheduler",
             format!(
                 "{schedules} schedule(s) exist but the scheduler is not running (backstop.database is {})",
                 gucs::database()
             ),
-            "Check the server log for 'backstop scheduler'; backstop.database must name the database where the extension is installed.",
+            "It restarts 5 s after an error: check the server log for 'backstop scheduler'. backstop.database must name the database where the extension is installed.",
         ),
     }
 }

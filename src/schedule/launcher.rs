@@ -557,7 +557,6 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
         if !started {
             // Runs a crash or restart interrupted: failed, never forgotten.
             jobs::fail_interrupted_runs();
-            write_heartbeat();
             started = true;
         }
         let now = gucs::scheduler_now();
@@ -567,38 +566,10 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
             scheduler.fire_due(now);
         }
         scheduler.prune();
-        write_heartbeat();
     }
     // SIGTERM: stop the runs this scheduler started, recorded as cancelled, and exit with a code
     // that has the postmaster start the scheduler again (unless the server is shutting down).
     scheduler.stop_all();
     pgrx::log!("backstop scheduler stopped");
     unsafe { pg_sys::proc_exit(1) };
-}
-
-/// The scheduler's heartbeat: doctor() reads it to say whether the scheduler is alive.
-pub fn heartbeat_path() -> std::path::PathBuf {
-    jobs::jobs_dir().join("scheduler.json")
-}
-
-fn write_heartbeat() {
-    let beat = serde_json::json!({
-        "pid": unsafe { pg_sys::MyProcPid },
-        "at": unix(SystemTime::now()),
-    });
-    let dir = jobs::jobs_dir();
-    let _ = std::fs::create_dir_all(&dir);
-    let temp = dir.join("scheduler.json.tmp");
-    if std::fs::write(&temp, beat.to_string()).is_ok() {
-        let _ = std::fs::rename(&temp, heartbeat_path());
-    }
-}
-
-/// Is the scheduler alive? (Its heartbeat is recent and its pid runs.)
-pub fn alive() -> Option<i32> {
-    let beat: serde_json::Value = serde_json::from_slice(&std::fs::read(heartbeat_path()).ok()?).ok()?;
-    let pid = beat.get("pid")?.as_i64()? as i32;
-    let at = beat.get("at")?.as_f64()?;
-    let fresh = unix(SystemTime::now()) - at < 30.0;
-    (fresh && unsafe { libc::kill(pid, 0) } == 0).then_some(pid)
 }
