@@ -85,6 +85,15 @@ SELECT error FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state =
 SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-orders' AND state = 'succeeded')$$, 30) AS succeeded_once_the_lock_went;
 SELECT backstop.unschedule('hourly-orders') AS unscheduled;
 
+-- With overlap = 'queue' a run that falls due while the previous one still runs waits, and starts
+-- as soon as that one ends (one waits; the ones due meanwhile are skipped).
+SELECT name FROM backstop.schedule('hourly-queued', '0 * * * *', 'snapshot', '{"tables": ["public.orders"]}', overlap => 'queue');
+\! server.sh hold-lock schedule_week public.orders 4
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-queued' AND state = 'queued')$$, 30) AS queued_while_running;
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-queued' AND state = 'succeeded' AND not_before IS NOT NULL)$$, 30) AS queued_run_ran_after;
+SELECT count(*) FILTER (WHERE state = 'queued') <= 1 AS at_most_one_waits FROM backstop.job_runs WHERE schedule = 'hourly-queued';
+SELECT backstop.unschedule('hourly-queued') AS unscheduled;
+
 -- Someone damages the newest snapshot: the next drill fails, saying what, and doctor turns degraded.
 SELECT backstop.alter_schedule('nightly-orders', enabled => false) IS NOT NULL AS snapshots_paused;
 SELECT wait_until($$NOT EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'snapshot' AND state = 'running')$$, 30) AS no_snapshot_running;
