@@ -301,18 +301,7 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     throwaway.started = true;
     let output = wait_child(child, Duration::from_secs(6 * 3600), "the throwaway server's recovery")?;
     if !output.status.success() {
-        let tail: Vec<String> = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
-            .take(3)
-            .map(str::to_string)
-            .collect();
-        return Err(Error::Job {
-            message: format!("the restored backup {} did not recover: {}", prepared.backup, tail.join(" / ")),
-            hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify."
-                .into(),
-        });
+        return Err(did_not_recover(&log, &prepared.backup));
     }
     // A job worker runs SQL only inside a transaction of its own.
     let (user, database) = BackgroundWorker::transaction(|| {
@@ -336,18 +325,7 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
             Err(error) => {
                 let alive = throwaway.pg_ctl(&["status"]).status().map(|s| s.success()).unwrap_or(false);
                 if !alive {
-                    let tail: Vec<String> = std::fs::read_to_string(&log)
-                        .unwrap_or_default()
-                        .lines()
-                        .filter(|l| l.contains("FATAL") || l.contains("PANIC"))
-                        .take(3)
-                        .map(str::to_string)
-                        .collect();
-                    return Err(Error::Job {
-                        message: format!("the restored backup {} did not recover: {}", prepared.backup, tail.join(" / ")),
-                        hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify."
-                            .into(),
-                    });
+                    return Err(did_not_recover(&log, &prepared.backup));
                 }
                 if replay_started.elapsed() > Duration::from_secs(6 * 3600) {
                     return Err(error);
@@ -418,6 +396,22 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         "rows": rows_total,
         "bytes": prepared.restored.bytes + prepared.wal_bytes,
     }))
+}
+
+/// The throwaway server stopped or never became ready: the first FATAL/PANIC/ERROR lines of its
+/// log say why.
+fn did_not_recover(log: &std::path::Path, backup: &str) -> Error {
+    let tail: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    Error::Job {
+        message: format!("the restored backup {backup} did not recover: {}", tail.join(" / ")),
+        hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify.".into(),
+    }
 }
 
 /// A table name from the drill's args or the recovered catalog, as SQL: parsed by the server
