@@ -205,7 +205,10 @@ fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql
     let child = std::process::Command::new(bin_dir().join("psql"))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(dir)
-        .args(["-p", &port.to_string(), "-U", user, "-d", database, "-c", sql])
+        .args(["-p", &port.to_string(), "-U", user, "-c", sql])
+        // The database name may come from a manifest: an environment variable is taken as a
+        // name, where -d would also read a connection string.
+        .env("PGDATABASE", database)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -224,11 +227,12 @@ fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql
 }
 
 /// `pitr`: the newest base backup restored (with `backstop restore`'s code) into a scratch
-/// directory, the WAL archived since replayed (at most `max_replay`) by a throwaway server on a
-/// private socket with archiving, replication and preloaded libraries off, then smoke checks:
-/// every chosen table (all user tables by default) read in full and counted, beside its count on
-/// this server now, and amcheck's `bt_index_check` on the chosen indexes. The server is stopped and
-/// the directory removed afterwards, also on failure.
+/// directory and recovered by a throwaway server on a private socket with archiving, replication
+/// and preloaded libraries off. Where the backup recorded row counts, replay first stops, paused
+/// and read-only, just before the WAL position those counts match, and every counted table (or
+/// the chosen ones) must hold exactly its recorded rows; then the rest of the WAL fetched (at most
+/// `max_replay`) is replayed, the server promotes, and amcheck's `bt_index_check` runs on the
+/// chosen indexes. The server is stopped and the directory removed afterwards, also on failure.
 pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
     let max_replay = args.max_replay.as_deref().map(parse_bytes).transpose()?.unwrap_or(1 << 30);
     sweep_stale_drills(request.id);
@@ -268,7 +272,8 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
 
     // A throwaway server: private socket (0700 directory, no TCP), nothing archived, nothing
     // preloaded (no scheduler), little memory; settings from the backup are overridden on the
-    // command line, which wins over postgresql.auto.conf.
+    // command line, which wins over postgresql.auto.conf. Hot standby needs the limits the
+    // primary runs with (they are in the WAL it replays), so those are this server's.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .ok()
         .and_then(|l| l.local_addr().ok())
@@ -282,95 +287,136 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         let _ = std::fs::set_permissions(&throwaway.dir, std::fs::Permissions::from_mode(0o700));
         let _ = std::fs::set_permissions(throwaway.data(), std::fs::Permissions::from_mode(0o700));
     }
-    let options = format!(
-        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c port={port} -c listen_addresses='' \
-         -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' -c hot_standby=off \
-         -c max_connections=10 -c shared_buffers=128MB -c max_wal_senders=0 -c wal_level=replica \
-         -c logging_collector=off -c log_destination=stderr",
-        dir = throwaway.dir.display()
-    );
-    phase(status, "replaying WAL in a throwaway server");
-    let log = throwaway.dir.join("server.log");
-    let child = throwaway
-        .pg_ctl(&["-w", "-t", "86400", "-l", log.to_str().unwrap_or_default(), "-o", &options, "start"])
-        .spawn()
-        .map_err(|e| Error::Job {
-            message: format!("could not run pg_ctl: {e}"),
-            hint: "Install PostgreSQL's server binaries.".into(),
-        })?;
-    throwaway.started = true;
-    let output = wait_child(child, Duration::from_secs(6 * 3600), "the throwaway server's recovery")?;
-    if !output.status.success() {
-        return Err(did_not_recover(&log, &prepared.backup));
-    }
     // A job worker runs SQL only inside a transaction of its own.
-    let (user, database) = BackgroundWorker::transaction(|| {
+    let (user, this_database, limits) = BackgroundWorker::transaction(|| {
         let user = Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")
             .ok()
             .flatten()
             .unwrap_or_else(|| "postgres".into());
         let database =
             Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
-        (user, database)
+        let limits = crate::spi::texts(
+            "SELECT format('-c %s=%s', name, setting) FROM pg_catalog.pg_settings WHERE name IN \
+             ('max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction') \
+             AND setting ~ '^[0-9]+$' ORDER BY name",
+            &[],
+        )
+        .unwrap_or_default()
+        .join(" ");
+        (user, database, limits)
     });
+    let options = format!(
+        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c port={port} -c listen_addresses='' \
+         -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' \
+         -c shared_buffers=128MB -c wal_level=replica {limits} \
+         -c logging_collector=off -c log_destination=stderr",
+        dir = throwaway.dir.display()
+    );
+    let log = throwaway.dir.join("server.log");
     let dir = throwaway.dir.clone();
+    let database = prepared.row_counts.as_ref().map(|c| c.database.clone()).unwrap_or(this_database);
     let query = |sql: &str| drill_query(&dir, port, &user, &database, sql);
-    // pg_ctl returns once the server is consistent; with hot standby off it accepts connections
-    // only when replay has ended and it has promoted. Wait for that, as long as it is alive.
-    let replay_started = Instant::now();
-    loop {
-        match query("SELECT pg_catalog.pg_is_in_recovery()") {
-            Ok(rows) if rows.first().map(String::as_str) == Some("f") => break,
-            Ok(_) => {}
-            Err(error) => {
-                let alive = throwaway.pg_ctl(&["status"]).status().map(|s| s.success()).unwrap_or(false);
-                if !alive {
-                    return Err(did_not_recover(&log, &prepared.backup));
-                }
-                if replay_started.elapsed() > Duration::from_secs(6 * 3600) {
-                    return Err(error);
-                }
-            }
-        }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
-            return Err(Error::Cancelled);
-        }
-    }
-    phase(status, "smoke checks");
-    let tables: Vec<String> = if args.tables.is_empty() {
-        query(
-            "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
-             ORDER BY 1",
-        )?
-    } else {
-        args.tables.clone()
-    };
+
+    // First stop where the backup counted its rows (just before that WAL position), paused, open
+    // read-only: every counted table must hold exactly the rows it held then.
     let mut compared = Vec::new();
     let mut rows_total = 0i64;
-    for table in &tables {
-        let quoted =
-            format!("SELECT count(*) FROM {}", BackgroundWorker::transaction(|| sql_step(|| table_sql(table)))??);
-        let recovered: i64 = query(&quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
-        rows_total += recovered;
-        // This server's estimate now (pg_class.reltuples, no scan of production), for comparison.
-        let estimate = BackgroundWorker::transaction(|| {
-            sql_step(|| {
-                Spi::get_one_with_args::<f64>(
-                    "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
-                    &[table.as_str().into()],
-                )
+    if let Some(counts) = &prepared.row_counts {
+        phase(status, &format!("replaying WAL to {} (where the backup counted rows)", counts.lsn));
+        start_throwaway(
+            &mut throwaway,
+            &log,
+            &format!(
+                "{options} -c hot_standby=on -c recovery_target_lsn='{}' -c recovery_target_inclusive=off \
+                 -c recovery_target_action=pause",
+                counts.lsn
+            ),
+            &prepared.backup,
+        )?;
+        wait_for_server(&throwaway, &log, &prepared.backup, || {
+            Ok(query("SELECT pg_catalog.pg_get_wal_replay_pause_state()")?.first().map(String::as_str)
+                == Some("paused"))
+        })?;
+        phase(status, "comparing row counts with the backup's");
+        let wanted: Vec<String> = args
+            .tables
+            .iter()
+            .map(|t| BackgroundWorker::transaction(|| sql_step(|| table_sql(t)))?)
+            .collect::<Result<_, _>>()?;
+        let mut chosen = Vec::new();
+        for recorded in &counts.tables {
+            let table = BackgroundWorker::transaction(|| sql_step(|| table_sql(&recorded.table)))??;
+            if wanted.is_empty()
+                || wanted.iter().any(|w| *w == table || (!w.contains("\".\"") && table.ends_with(&format!(".{w}"))))
+            {
+                chosen.push((recorded, table));
+            }
+        }
+        let quoted: std::collections::HashMap<&str, &str> =
+            chosen.iter().map(|(r, t)| (r.table.as_str(), t.as_str())).collect();
+        let matched = backstop_core::drills::pitr::compare_row_counts(
+            &prepared.backup,
+            counts,
+            chosen.iter().map(|(r, _)| *r),
+            |recorded| {
+                let rows = query(&format!("SELECT count(*) FROM {}", quoted[recorded.table.as_str()]))
+                    .map_err(|e| e.to_string())?;
+                rows.first().and_then(|c| c.parse::<i64>().ok()).ok_or_else(|| "no count returned".to_string())
+            },
+        )?;
+        rows_total = matched.iter().map(|t| t.rows_recovered).sum();
+        compared = matched.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
+        phase(status, "stopping the paused server to replay the rest");
+        let stopped = throwaway.pg_ctl(&["-m", "fast", "-w", "-t", "600", "stop"]).status();
+        if !stopped.map(|s| s.success()).unwrap_or(false) {
+            return Err(did_not_recover(&log, &prepared.backup));
+        }
+        throwaway.started = false;
+    }
+
+    // Then replay the rest of the WAL fetched and promote. With hot standby off, the server
+    // accepts connections only when replay has ended and it has promoted.
+    phase(status, "replaying WAL in a throwaway server");
+    start_throwaway(&mut throwaway, &log, &format!("{options} -c hot_standby=off"), &prepared.backup)?;
+    wait_for_server(&throwaway, &log, &prepared.backup, || {
+        Ok(query("SELECT pg_catalog.pg_is_in_recovery()")?.first().map(String::as_str) == Some("f"))
+    })?;
+    phase(status, "smoke checks");
+    if prepared.row_counts.is_none() {
+        // No counts recorded with this backup: count what the recovered server holds, beside
+        // this server's estimate now (pg_class.reltuples, no scan of production).
+        let tables: Vec<String> = if args.tables.is_empty() {
+            query(
+                "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
+                 ORDER BY 1",
+            )?
+        } else {
+            args.tables.clone()
+        };
+        for table in &tables {
+            let quoted =
+                format!("SELECT count(*) FROM {}", BackgroundWorker::transaction(|| sql_step(|| table_sql(table)))??);
+            let recovered: i64 = query(&quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
+            rows_total += recovered;
+            let estimate = BackgroundWorker::transaction(|| {
+                sql_step(|| {
+                    Spi::get_one_with_args::<f64>(
+                        "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
+                        &[table.as_str().into()],
+                    )
+                    .ok()
+                    .flatten()
+                })
                 .ok()
                 .flatten()
-            })
-            .ok()
-            .flatten()
-        });
-        compared.push(serde_json::json!({
-            "table": table,
-            "rows_recovered": recovered,
-            "rows_estimated_now": estimate.filter(|e| *e >= 0.0).map(|e| e as i64),
-        }));
+            });
+            compared.push(serde_json::json!({
+                "table": table,
+                "rows_recovered": recovered,
+                "rows_estimated_now": estimate.filter(|e| *e >= 0.0).map(|e| e as i64),
+            }));
+        }
     }
     let mut indexes = Vec::new();
     if !args.indexes.is_empty() {
@@ -391,11 +437,58 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         "restored_bytes": prepared.restored.bytes,
         "wal_files_replayed": prepared.wal_files,
         "replayed_to": prepared.replay_to,
+        "row_counts": if prepared.row_counts.is_some() { "compared with the backup's" } else { "none recorded with the backup" },
         "tables": compared,
         "indexes": indexes,
         "rows": rows_total,
         "bytes": prepared.restored.bytes + prepared.wal_bytes,
     }))
+}
+
+/// Starts the throwaway server; `pg_ctl -w` returns once it accepts connections or has failed.
+fn start_throwaway(throwaway: &mut Throwaway, log: &std::path::Path, options: &str, backup: &str) -> Result<(), Error> {
+    let child = throwaway
+        .pg_ctl(&["-w", "-t", "86400", "-l", log.to_str().unwrap_or_default(), "-o", options, "start"])
+        .spawn()
+        .map_err(|e| Error::Job {
+            message: format!("could not run pg_ctl: {e}"),
+            hint: "Install PostgreSQL's server binaries.".into(),
+        })?;
+    throwaway.started = true;
+    let output = wait_child(child, Duration::from_secs(6 * 3600), "the throwaway server's recovery")?;
+    if !output.status.success() {
+        return Err(did_not_recover(log, backup));
+    }
+    Ok(())
+}
+
+/// pg_ctl returns once the server is consistent, not when replay is done: polls `ready` for as
+/// long as the server lives (its death is reported with its log's reason).
+fn wait_for_server(
+    throwaway: &Throwaway,
+    log: &std::path::Path,
+    backup: &str,
+    mut ready: impl FnMut() -> Result<bool, Error>,
+) -> Result<(), Error> {
+    let started = Instant::now();
+    loop {
+        match ready() {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(error) => {
+                let alive = throwaway.pg_ctl(&["status"]).status().map(|s| s.success()).unwrap_or(false);
+                if !alive {
+                    return Err(did_not_recover(log, backup));
+                }
+                if started.elapsed() > Duration::from_secs(6 * 3600) {
+                    return Err(error);
+                }
+            }
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+            return Err(Error::Cancelled);
+        }
+    }
 }
 
 /// The throwaway server stopped or never became ready: the first FATAL/PANIC/ERROR lines of its

@@ -333,6 +333,12 @@ extern "C-unwind" {
     fn postgres_die(signal: std::ffi::c_int);
 }
 
+/// From now on SIGTERM ends this job process the way it ends a backend: the ERROR path aborts
+/// the transaction, also inside a long scan or a lock wait, where a flag would go unchecked.
+pub fn die_on_sigterm() {
+    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+}
+
 /// Records a job row in its own transaction (worker side).
 pub fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
     BackgroundWorker::transaction(|| {
@@ -436,7 +442,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
         // These jobs run SQL, which may wait on a lock: let SIGTERM end the process the way it
         // ends a backend (the ERROR path aborts the transaction), instead of setting a flag that
         // nothing checks while a lock wait lasts. The scheduler settles the run's state.
-        unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+        die_on_sigterm();
     }
     let mut status = JobStatus::new(&request);
     status.state = JobState::Running;

@@ -62,11 +62,17 @@ SELECT (SELECT count(*) FROM backstop.job_runs WHERE kind = 'base_backup' AND st
        sum((result->>'backups_removed')::int) >= 1 AS older_ones_expired, sum((result->>'wal_removed')::int) > 0 AS their_wal_expired
   FROM backstop.job_runs WHERE schedule = 'retention';
 SELECT count(*) AS scratch_tables FROM pg_class WHERE relname LIKE 'backstop_drill_%';
--- The PITR drill, on demand: the newest base backup restored into a throwaway server, the WAL
--- since replayed, every row of the table read, its primary key checked with amcheck; then the
--- server is stopped and its directory removed.
+-- The PITR drill, on demand: the newest base backup restored into a throwaway server, replay
+-- paused where the backup counted its rows and the table counted again there (rows written since
+-- the backup must not be in that count), the rest of the WAL replayed, the primary key checked
+-- with amcheck; then the server is stopped and its directory removed.
+INSERT INTO orders SELECT g, 'written after the newest base backup' FROM generate_series(1001, 1005) g;
+SELECT pg_walfile_name(pg_switch_wal()) AS switched_wal \gset
+SELECT wait_until(format($$(SELECT last_archived_wal FROM pg_stat_archiver) >= %L$$, :'switched_wal'), 30) AS new_rows_archived;
 SELECT state, result->>'drill' AS drill, result->'tables'->0->>'table' AS table_read,
-       (result->'tables'->0->>'rows_recovered')::int AS rows_recovered,
+       (result->'tables'->0->>'rows_at_backup')::int AS rows_at_backup,
+       (result->'tables'->0->>'rows_recovered')::int AS rows_recovered, (SELECT count(*) FROM orders) AS rows_now,
+       result->>'replayed_to' >= :'switched_wal' AS replayed_past_them,
        result->'indexes'->0->>'bt_index_check' AS primary_key_check, seconds > 0 AS measured
   FROM backstop.run_job('pitr', '{"tables": ["public.orders"], "indexes": ["public.orders_pkey"]}');
 SELECT count(*) AS drill_directories_left FROM pg_ls_dir('/tmp') d WHERE d LIKE 'backstop-drill-%';

@@ -145,6 +145,20 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     wait_for_wal(&repository, timeline, start_lsn, stop_lsn, segment_size, &cancel)?;
 
+    let row_counts = if args.count_rows {
+        phase(status, "counting rows (for the pitr drill)");
+        match count_rows(&id, &repository, timeline, segment_size, &cancel) {
+            Ok(counts) => Some(counts),
+            Err(Error::Cancelled) => return Err(Error::Cancelled),
+            Err(e) => {
+                pgrx::warning!("backstop: backup {id} is published without row counts: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
     phase(status, "writing the manifest");
     let identity = repo::cluster_identity();
     let manifest = taken.into_manifest(BackupFacts {
@@ -161,6 +175,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         previous: previous.map(|p| p.id),
         backup_label,
         tablespace_map: tablespace_map.unwrap_or_default(),
+        row_counts,
     });
     io::block_on(manifest::write(&repository, &manifest))?;
     let stats = &manifest.stats;
@@ -180,6 +195,71 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         "requests": stats.requests,
         "seconds": clock.elapsed().as_secs_f64(),
     }))
+}
+
+/// Counts every permanent table of this database in one REPEATABLE READ snapshot, whose first
+/// statement reads the WAL insert position: a recovery that stops just before that position
+/// replays exactly the commits this snapshot sees (up to a commit caught between writing its WAL
+/// record and becoming visible in that same instant). A restore point and a segment switch then
+/// push the WAL up to it into the repository, and the count is kept only once it is there, so a
+/// drill can always replay to it.
+fn count_rows(
+    id: &BackupId,
+    repository: &Repository,
+    timeline: u32,
+    segment_size: u32,
+    cancel: &CancellationToken,
+) -> Result<manifest::RowCounts, Error> {
+    // A scan of a big table must stop on SIGTERM; the manifest is not written yet, so dying here
+    // leaves no backup, as any cancelled backup.
+    jobs::die_on_sigterm();
+    let set = |level: &str| {
+        BackgroundWorker::transaction(|| Spi::run(&format!("SET default_transaction_isolation = '{level}'")))
+            .map_err(spi_error)
+    };
+    set("repeatable read")?;
+    let counted = BackgroundWorker::transaction(|| -> Result<manifest::RowCounts, Error> {
+        let lsn = Spi::get_one::<String>("SELECT pg_catalog.pg_current_wal_insert_lsn()::text")
+            .map_err(spi_error)?
+            .unwrap_or_default();
+        Spi::run("SET LOCAL lock_timeout = '30s'").map_err(spi_error)?;
+        let database = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text")
+            .map_err(spi_error)?
+            .unwrap_or_default();
+        let tables = crate::spi::texts(
+            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind = 'r' AND c.relpersistence = 'p' \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' \
+             ORDER BY 1",
+            &[],
+        )
+        .map_err(spi_error)?;
+        let mut counts = Vec::new();
+        for table in tables {
+            // Quoted by the server from the catalog; a table locked past lock_timeout is left out.
+            match jobs::sql_step(|| Spi::get_one::<i64>(&format!("SELECT count(*) FROM {table}"))) {
+                Ok(Ok(Some(rows))) => counts.push(manifest::TableRows { table, rows }),
+                Ok(Err(e)) => pgrx::warning!("backstop: {table} was not counted: {e}"),
+                Err(e) => pgrx::warning!("backstop: {table} was not counted: {e}"),
+                Ok(Ok(None)) => {}
+            }
+        }
+        Ok(manifest::RowCounts { database, lsn: Lsn::parse(&lsn)?, tables: counts })
+    });
+    set("read committed")?;
+    let counted = counted?;
+    let name = format!("backstop {id} row counts");
+    BackgroundWorker::transaction(|| {
+        Spi::get_one_with_args::<String>(
+            "SELECT pg_catalog.pg_create_restore_point($1)::text",
+            &[name.as_str().into()],
+        )?;
+        Spi::get_one::<String>("SELECT pg_catalog.pg_switch_wal()::text")
+    })
+    .map_err(spi_error)?;
+    wait_for_wal(repository, timeline, counted.lsn, counted.lsn, segment_size, cancel)?;
+    Ok(counted)
 }
 
 /// Waits until every segment from the backup's start to its stop LSN is in the repository: a

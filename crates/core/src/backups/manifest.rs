@@ -45,6 +45,28 @@ pub struct BackupManifest {
     pub packs: Vec<PackRef>,
     pub files: Vec<FileEntry>,
     pub stats: BackupStats,
+    /// Every table's row count, taken right after the backup in one snapshot, and the WAL
+    /// position that snapshot matches: a recovery stopped just before `lsn` must hold exactly
+    /// these rows (the `pitr` drill checks it). Absent when counting was turned off or could
+    /// not finish.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_counts: Option<RowCounts>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    /// The database the tables are in (the one backstop's worker connects to).
+    pub database: String,
+    /// `pg_current_wal_insert_lsn()` read in the counting snapshot's first statement.
+    pub lsn: Lsn,
+    pub tables: Vec<TableRows>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRows {
+    /// As `regclass` prints it (schema-qualified, quoted where needed). Parsed, never pasted.
+    pub table: String,
+    pub rows: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +220,11 @@ impl BackupManifest {
         if !self.files.iter().any(|f| f.path == "global/pg_control") {
             return Err(corrupt(key, "it holds no global/pg_control".into()));
         }
+        if let Some(counts) = &self.row_counts {
+            if counts.lsn < self.stop_lsn || counts.tables.iter().any(|t| t.rows < 0 || t.table.contains('\0')) {
+                return Err(corrupt(key, "its row counts are impossible (taken before the backup ended)".into()));
+            }
+        }
         Ok(())
     }
 
@@ -286,6 +313,11 @@ pub(crate) mod tests {
                 chunks: vec![ChunkRef { sha256: sha, pack: 0, offset: 0, len: 8192 }],
             }],
             stats: BackupStats::default(),
+            row_counts: Some(RowCounts {
+                database: "postgres".into(),
+                lsn: Lsn(0x4000028),
+                tables: vec![TableRows { table: "public.t".into(), rows: 3 }],
+            }),
         }
     }
 
@@ -309,5 +341,21 @@ pub(crate) mod tests {
         let mut m = sample();
         m.tablespaces.push(Tablespace { oid: 5, location: "relative/dir".into() });
         assert!(m.validate("m").is_err());
+        // Counts that claim a point before the backup ended cannot be compared with a recovery.
+        let mut m = sample();
+        m.row_counts.as_mut().unwrap().lsn = Lsn(0x3000000);
+        assert!(m.validate("m").unwrap_err().to_string().contains("row counts"));
+        let mut m = sample();
+        m.row_counts.as_mut().unwrap().tables[0].rows = -1;
+        assert!(m.validate("m").is_err());
+    }
+
+    #[test]
+    fn manifests_without_row_counts_still_read() {
+        let mut json = serde_json::to_value(sample()).unwrap();
+        json.as_object_mut().unwrap().remove("row_counts");
+        let m: BackupManifest = serde_json::from_value(json).unwrap();
+        assert!(m.row_counts.is_none());
+        m.validate("m").unwrap();
     }
 }

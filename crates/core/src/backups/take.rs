@@ -656,6 +656,7 @@ pub struct BackupFacts {
     pub previous: Option<super::BackupId>,
     pub backup_label: String,
     pub tablespace_map: String,
+    pub row_counts: Option<super::manifest::RowCounts>,
 }
 
 impl Taken {
@@ -682,6 +683,7 @@ impl Taken {
             packs: self.packs,
             files: self.files,
             stats,
+            row_counts: facts.row_counts,
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::backups::manifest::{RowCounts, TableRows};
 use crate::backups::restore::{self, RestoreOptions, RestoreProgress, RestoreSummary};
 use crate::backups::verify;
 use crate::error::{Error, Result};
@@ -31,6 +32,9 @@ pub struct Prepared {
     pub wal_bytes: u64,
     /// The newest segment fetched: recovery replays up to its end.
     pub replay_to: String,
+    /// The rows counted right after the backup, and the WAL position they match.
+    #[serde(skip)]
+    pub row_counts: Option<RowCounts>,
 }
 
 /// Prepares `dir` (which must be empty or absent) for a recovery of the newest valid backup,
@@ -51,7 +55,10 @@ pub async fn prepare(
         })?;
     let segment_size = manifest.wal_segment_size as u64;
     let first = manifest.start_lsn.segment(segment_size as u32);
-    let last_allowed = manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1);
+    // At least up to where the backup's row counts were taken, so the counts can be compared.
+    let counted_at = manifest.row_counts.as_ref().map(|c| c.lsn.segment(segment_size as u32)).unwrap_or(0);
+    let last_allowed =
+        (manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1)).max(counted_at);
     let archived = verify::archived_wal(repository).await?;
     let mut wal: Vec<verify::ArchivedWal> = archived
         .into_iter()
@@ -113,5 +120,109 @@ pub async fn prepare(
         wal_files: wal.len() as u64,
         wal_bytes,
         replay_to,
+        row_counts: manifest.row_counts.clone(),
     })
+}
+
+/// One table's rows at backup time and after recovery to the same point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ComparedTable {
+    pub table: String,
+    pub rows_at_backup: i64,
+    pub rows_recovered: i64,
+}
+
+/// Compares what a server recovered to `counts.lsn` holds with the rows counted when the backup
+/// was taken: `count` reads one table there. Every difference (and every table that could not be
+/// read) is named in one error; the drill fails on any.
+pub fn compare_row_counts<'a>(
+    backup: &str,
+    counts: &RowCounts,
+    tables: impl IntoIterator<Item = &'a TableRows>,
+    mut count: impl FnMut(&TableRows) -> std::result::Result<i64, String>,
+) -> Result<Vec<ComparedTable>> {
+    let mut compared = Vec::new();
+    let mut differ = Vec::new();
+    for recorded in tables {
+        match count(recorded) {
+            Ok(found) if found == recorded.rows => compared.push(ComparedTable {
+                table: recorded.table.clone(),
+                rows_at_backup: recorded.rows,
+                rows_recovered: found,
+            }),
+            Ok(found) => differ.push(format!("{} holds {found} rows, not {}", recorded.table, recorded.rows)),
+            Err(e) => differ.push(format!("{} could not be read ({e})", recorded.table)),
+        }
+    }
+    if differ.is_empty() {
+        return Ok(compared);
+    }
+    Err(Error::Job {
+        message: format!(
+            "backup {backup} recovered to {} does not hold the rows counted when it was taken: {}",
+            counts.lsn,
+            differ.join("; ")
+        ),
+        hint:
+            "Do not rely on this backup: take a new base backup now, run backstop verify, and keep the older backups."
+                .into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backups::Lsn;
+
+    fn counts() -> RowCounts {
+        RowCounts {
+            database: "app".into(),
+            lsn: Lsn(0x5000028),
+            tables: vec![
+                TableRows { table: "public.orders".into(), rows: 42 },
+                TableRows { table: "public.users".into(), rows: 7 },
+            ],
+        }
+    }
+
+    #[test]
+    fn equal_counts_pass_and_are_reported() {
+        let c = counts();
+        let compared = compare_row_counts("B", &c, &c.tables, |t| Ok(t.rows)).unwrap();
+        assert_eq!(compared.len(), 2);
+        assert_eq!(
+            compared[0],
+            ComparedTable { table: "public.orders".into(), rows_at_backup: 42, rows_recovered: 42 }
+        );
+    }
+
+    #[test]
+    fn a_missing_row_or_an_unreadable_table_fails_naming_each() {
+        let c = counts();
+        let error = compare_row_counts("B", &c, &c.tables, |t| {
+            if t.table == "public.orders" {
+                Ok(41)
+            } else {
+                Err("relation does not exist".into())
+            }
+        })
+        .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("backup B recovered to 0/5000028"), "{text}");
+        assert!(text.contains("public.orders holds 41 rows, not 42"), "{text}");
+        assert!(text.contains("public.users could not be read (relation does not exist)"), "{text}");
+        assert!(error.hint().contains("take a new base backup"));
+    }
+
+    #[test]
+    fn only_the_chosen_tables_are_read() {
+        let c = counts();
+        let mut read = Vec::new();
+        compare_row_counts("B", &c, c.tables.iter().filter(|t| t.table == "public.users"), |t| {
+            read.push(t.table.clone());
+            Ok(t.rows)
+        })
+        .unwrap();
+        assert_eq!(read, ["public.users"]);
+    }
 }

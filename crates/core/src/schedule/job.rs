@@ -80,6 +80,10 @@ pub struct BaseBackupArgs {
     pub kind: String,
     #[serde(default = "yes")]
     pub fast: bool,
+    /// Count every table's rows right after the backup, for the `pitr` drill to compare with
+    /// (one scan of each table; turn off where that costs too much).
+    #[serde(default = "yes")]
+    pub count_rows: bool,
 }
 
 fn auto() -> String {
@@ -310,7 +314,7 @@ mod tests {
     fn good_jobs_parse_with_defaults() {
         assert_eq!(
             JobSpec::parse("base_backup", &json!({})).unwrap(),
-            JobSpec::BaseBackup(BaseBackupArgs { kind: "auto".into(), fast: true })
+            JobSpec::BaseBackup(BaseBackupArgs { kind: "auto".into(), fast: true, count_rows: true })
         );
         assert_eq!(
             JobSpec::parse("snapshot", &json!({"schema": "public"})).unwrap(),

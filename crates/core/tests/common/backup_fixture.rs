@@ -150,6 +150,7 @@ pub async fn take_backup_from(
         previous: previous_id,
         backup_label: label(),
         tablespace_map: String::new(),
+        row_counts: None,
     });
     if let Some(start) = start {
         manifest.start_lsn = start;
