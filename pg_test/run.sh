@@ -16,9 +16,17 @@ filter=${1:-}
 
 mkdir -p "$RESULTS"
 
+# A standby a scenario made (pg_test/bin/server.sh standby-start) and left running.
+stop_standby() {
+  if [[ -f $SCENARIO_DIR/standby/pgdata/postmaster.pid ]]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$SCENARIO_DIR/standby/pgdata" -w -m immediate stop >/dev/null 2>&1 || true
+  fi
+}
+
 # Every scenario gets a cluster of its own: its own system identifier (so its own repository
 # namespace), statistics and configuration.
 fresh_cluster() {
+  stop_standby
   scripts/cluster.sh stop "$SCENARIO_DIR" 2>/dev/null || true
   rm -rf "$SCENARIO_DIR"
   mkdir -p "$SCENARIO_DIR"
@@ -63,6 +71,7 @@ for scenario in pg_test/scenarios/*.sql; do
     failed=$((failed + 1))
   fi
 done
+stop_standby
 scripts/cluster.sh stop "$SCENARIO_DIR"
 echo "scenarios: $passed passed, $failed failed"
 ((failed == 0))

@@ -49,6 +49,9 @@ CREATE TABLE schedules (
     max_retries integer NOT NULL DEFAULT 0 CHECK (max_retries BETWEEN 0 AND 10),
     retry_backoff interval NOT NULL DEFAULT '5 minutes',
     timeout interval,
+    -- Where it runs: 'primary', 'standby' (standbys only) or 'any'. Only read-only jobs (the
+    -- wal_fetch and pitr drills) may run on a standby; schedule() checks it.
+    runs_on text NOT NULL DEFAULT 'primary' CHECK (runs_on IN ('primary', 'standby', 'any')),
     -- The next cron occurrence, kept by the scheduler (NULL: compute at the next tick).
     next_run_at timestamptz,
     -- The role the jobs run as: the one who created the schedule.

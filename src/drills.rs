@@ -153,6 +153,13 @@ impl Drop for Throwaway {
     }
 }
 
+/// In a drill's directory: the data directory of the server that runs the drill.
+const OWNER_FILE: &str = "server";
+
+fn this_data_dir() -> String {
+    unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned()
+}
+
 /// A drill whose process died (a crash, `kill -9`) could not clean up after itself: stop any
 /// server still running in its directory and remove it, unless that drill's worker is alive.
 fn sweep_stale_drills(current: i64) {
@@ -161,6 +168,10 @@ fn sweep_stale_drills(current: i64) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_prefix("backstop-drill-").and_then(|id| id.parse::<i64>().ok()) else { continue };
+        // Only this server's drills: a primary and its standby may share the directory (and job ids).
+        if std::fs::read_to_string(entry.path().join(OWNER_FILE)).ok().as_deref() != Some(this_data_dir().as_str()) {
+            continue;
+        }
         let alive =
             crate::jobs::read_status(id).is_some_and(|s| !s.state.is_final() && crate::jobs::worker_alive(s.pid));
         if id == current || alive {
@@ -239,6 +250,9 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     let mut throwaway =
         Throwaway { dir: gucs::drill_directory().join(format!("backstop-drill-{}", request.id)), started: false };
     let _ = std::fs::remove_dir_all(&throwaway.dir);
+    std::fs::create_dir_all(&throwaway.dir).map_err(|e| Error::io("create", &throwaway.dir, e))?;
+    let marker = throwaway.dir.join(OWNER_FILE);
+    std::fs::write(&marker, this_data_dir()).map_err(|e| Error::io("write", &marker, e))?;
     phase(status, "restoring the newest base backup");
     let repository = repo::open_checked()?;
     let progress = Arc::new(backstop_core::backups::restore::RestoreProgress::default());
@@ -289,12 +303,10 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     }
     // A job worker runs SQL only inside a transaction of its own.
     let (user, this_database, limits) = BackgroundWorker::transaction(|| {
-        let user = Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")
-            .ok()
-            .flatten()
+        // Read-only SPI throughout: the drill may run on a standby.
+        let user = crate::spi::text("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
             .unwrap_or_else(|| "postgres".into());
-        let database =
-            Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+        let database = crate::spi::text("SELECT pg_catalog.current_database()::text", &[]).unwrap_or_default();
         let limits = crate::spi::texts(
             "SELECT format('-c %s=%s', name, setting) FROM pg_catalog.pg_settings WHERE name IN \
              ('max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction') \
@@ -401,12 +413,11 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
             rows_total += recovered;
             let estimate = BackgroundWorker::transaction(|| {
                 sql_step(|| {
-                    Spi::get_one_with_args::<f64>(
-                        "SELECT reltuples::float8 FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
+                    crate::spi::text(
+                        "SELECT reltuples::text FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass($1)",
                         &[table.as_str().into()],
                     )
-                    .ok()
-                    .flatten()
+                    .and_then(|t| t.parse::<f64>().ok())
                 })
                 .ok()
                 .flatten()

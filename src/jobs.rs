@@ -60,11 +60,14 @@ pub enum JobState {
     Succeeded,
     Failed,
     Cancelled,
+    /// Stopped by the scheduler past its schedule's timeout (settled in a status file on a standby).
+    #[serde(rename = "timed_out")]
+    TimedOut,
 }
 
 impl JobState {
     pub fn is_final(self) -> bool {
-        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled)
+        matches!(self, JobState::Succeeded | JobState::Failed | JobState::Cancelled | JobState::TimedOut)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +77,7 @@ impl JobState {
             JobState::Succeeded => "succeeded",
             JobState::Failed => "failed",
             JobState::Cancelled => "cancelled",
+            JobState::TimedOut => "timed_out",
         }
     }
 }
@@ -97,6 +101,12 @@ pub struct JobStatus {
     pub result: Option<serde_json::Value>,
     pub error: Option<String>,
     pub hint: Option<String>,
+    /// The schedule that started it, if any.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Measured duration, once it ended.
+    #[serde(default)]
+    pub seconds: Option<f64>,
 }
 
 impl JobStatus {
@@ -117,6 +127,8 @@ impl JobStatus {
             result: None,
             error: None,
             hint: None,
+            schedule: request.schedule.clone(),
+            seconds: None,
         }
     }
 
@@ -169,6 +181,29 @@ pub fn write_status(status: &JobStatus) {
     // Progress is best effort: a full disk must not fail the job itself.
     if let Ok(dir) = ensure_jobs_dir() {
         let _ = write_json(&dir.join(format!("{}.json", status.id)), status);
+    }
+}
+
+/// A job id for a run on a standby, which cannot take one from the primary's sequence: negative
+/// (never one of the primary's), from the clock in microseconds (unique on this server).
+pub fn standby_job_id() -> i64 {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_micros();
+    -(micros as i64)
+}
+
+fn standby_next_runs_path() -> PathBuf {
+    jobs_dir().join("standby_next_runs")
+}
+
+/// A standby scheduler's next run per schedule (Unix seconds), which it cannot keep in
+/// `backstop.schedules` there.
+pub fn standby_next_runs() -> std::collections::HashMap<String, f64> {
+    fs::read(standby_next_runs_path()).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+}
+
+pub fn write_standby_next_runs(next_runs: &std::collections::HashMap<String, f64>) {
+    if ensure_jobs_dir().is_ok() {
+        let _ = write_json(&standby_next_runs_path(), next_runs);
     }
 }
 
@@ -249,6 +284,9 @@ pub fn launch(
         .set_argument(id.into_datum())
         .set_extra(database)
         .enable_spi_access()
+        // After enable_spi_access, which sets RecoveryFinished: a hot standby runs the read-only
+        // jobs its schedules allow, which would otherwise wait until recovery ends.
+        .set_start_time(pgrx::bgworkers::BgWorkerStartTime::ConsistentState)
         .set_restart_time(None)
         .set_notify_pid(unsafe { pg_sys::MyProcPid })
         .load_dynamic()
@@ -341,6 +379,9 @@ pub fn die_on_sigterm() {
 
 /// Records a job row in its own transaction (worker side).
 pub fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return; // a standby's tables are read-only: its runs live in their status files
+    }
     BackgroundWorker::transaction(|| {
         Spi::run_with_args(sql, args).unwrap_or_else(|e| pgrx::warning!("backstop could not record the job: {e}"));
     });
@@ -486,6 +527,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
         }
     }
     status.phase = status.state.as_str().into();
+    status.seconds = Some(seconds);
     let number = |key: &str| status.result.as_ref().and_then(|r| r.get(key)).and_then(|v| v.as_i64());
     record(
         "UPDATE backstop.job_runs SET state = $2, finished_at = pg_catalog.now(), result = $3, error = $4, hint = $5, \
@@ -540,6 +582,46 @@ fn job_progress() -> TableIterator<
                 s.bytes_new as i64,
                 s.rate(),
                 s.eta_seconds(),
+            )
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// The runs of scheduled jobs on this standby, newest first: the standby's job history, kept in
+/// status files since its tables are read-only (empty on a primary, whose history is
+/// `backstop.job_runs`).
+#[pg_extern(volatile, parallel_unsafe)]
+fn standby_runs() -> TableIterator<
+    'static,
+    (
+        name!(job_id, i64),
+        name!(schedule, Option<String>),
+        name!(kind, String),
+        name!(state, String),
+        name!(started_at, Option<pgrx::datum::TimestampWithTimeZone>),
+        name!(seconds, Option<f64>),
+        name!(result, Option<pgrx::JsonB>),
+        name!(error, Option<String>),
+        name!(hint, Option<String>),
+    ),
+> {
+    let mut statuses: Vec<JobStatus> = all_statuses().into_iter().filter(|s| s.id < 0).collect();
+    statuses.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+    let rows: Vec<_> = statuses
+        .into_iter()
+        .map(|s| {
+            let state = if !s.state.is_final() && !worker_alive(s.pid) { "failed" } else { s.state.as_str() };
+            (
+                s.id,
+                s.schedule.clone(),
+                s.kind.as_str().to_string(),
+                state.to_string(),
+                to_timestamptz(s.started_at),
+                s.seconds,
+                s.result.clone().map(pgrx::JsonB),
+                s.error.clone(),
+                s.hint.clone(),
             )
         })
         .collect();

@@ -14,3 +14,9 @@ pub fn texts(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<String
         Ok(out)
     })
 }
+
+/// The first column of the first row, as text: read-only SPI (pgrx's `Spi::get_one` marks the
+/// transaction as writing, which takes a transaction id and fails on a standby).
+pub fn text(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Option<String> {
+    texts(sql, args).ok().and_then(|rows| rows.into_iter().next())
+}

@@ -11,7 +11,10 @@
 //! 5. prunes `backstop.job_runs` past `backstop.job_runs_retention`.
 //!
 //! Decisions come from `backstop_core::schedule::plan`; this file only reads the clock and the
-//! tables and acts. Nothing runs while the server is in recovery (a standby). SIGHUP reloads the
+//! tables and acts. On a standby (the scheduler starts once it is consistent) only schedules
+//! with `runs_on` 'standby' or 'any' run, and only read-only jobs may say so; their runs are kept
+//! in status files (`backstop.standby_runs`), since the tables are read-only there, and a
+//! promotion restarts the scheduler as the primary's. SIGHUP reloads the
 //! configuration; SIGTERM stops the runs it started (recorded as cancelled) and exits, and the
 //! postmaster starts the scheduler again unless the server is shutting down. A run interrupted by
 //! a crash or restart is recorded as failed when the scheduler starts, never forgotten.
@@ -20,7 +23,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backstop_core::schedule::job::JobKind;
-use backstop_core::schedule::plan::{self, Busy, Due, Overlap};
+use backstop_core::schedule::plan::{self, Busy, Due, Overlap, RunsOn};
 use backstop_core::schedule::{Cron, Zone};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker, SignalWakeFlags,
@@ -38,7 +41,7 @@ pub fn register() {
         .set_library("backstop")
         .set_function("backstop_scheduler_main")
         .enable_spi_access()
-        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
 }
@@ -75,6 +78,7 @@ struct ScheduleRow {
     timeout: Option<f64>,
     next_run_at: Option<f64>,
     owner: String,
+    runs_on: RunsOn,
 }
 
 fn unix(time: SystemTime) -> f64 {
@@ -95,10 +99,10 @@ fn run_sql(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
 
 fn extension_installed() -> bool {
     BackgroundWorker::transaction(|| {
-        Spi::get_one::<bool>("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'backstop')")
-            .ok()
-            .flatten()
-            .unwrap_or(false)
+        // Read-only SPI: this runs on a standby too.
+        crate::spi::text("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'backstop')::text", &[])
+            .as_deref()
+            == Some("true")
     })
 }
 
@@ -146,7 +150,7 @@ fn load_schedules() -> Vec<ScheduleRow> {
                 "SELECT name, cron, time_zone, job, args, overlap, max_retries, \
                         pg_catalog.date_part('epoch', retry_backoff)::float8, \
                         pg_catalog.date_part('epoch', timeout)::float8, \
-                        pg_catalog.date_part('epoch', next_run_at)::float8, owner::text \
+                        pg_catalog.date_part('epoch', next_run_at)::float8, owner::text, runs_on \
                    FROM backstop.schedules WHERE enabled ORDER BY name",
                 None,
                 &[],
@@ -165,6 +169,7 @@ fn load_schedules() -> Vec<ScheduleRow> {
                     timeout: row.get(9)?,
                     next_run_at: row.get(10)?,
                     owner: row.get(11)?.unwrap_or_default(),
+                    runs_on: RunsOn::parse(&row.get::<String>(12)?.unwrap_or_default()).unwrap_or(RunsOn::Primary),
                 });
             }
             Ok::<_, pgrx::spi::Error>(out)
@@ -238,6 +243,9 @@ impl Scheduler {
             }
             Err((_, message, hint)) => {
                 pgrx::log!("{} schedule {}: {message} ({hint})", jobs::FAILED_RUN_LOG_PREFIX, schedule.name);
+                if in_recovery() {
+                    return;
+                }
                 record_run(schedule, "failed", scheduled_for.unwrap_or_else(SystemTime::now), None, Some(message));
             }
         }
@@ -245,6 +253,10 @@ impl Scheduler {
 
     /// Runs that ended: settle their state, queue retries.
     fn reap(&mut self, now: SystemTime) {
+        if in_recovery() {
+            self.reap_on_standby();
+            return;
+        }
         let ended: Vec<i64> = self
             .running
             .iter()
@@ -356,11 +368,95 @@ impl Scheduler {
         }
     }
 
+    /// On a standby nothing can be written to the tables: a run its worker did not finish is
+    /// settled in its status file (what `backstop.standby_runs` lists) and in the log.
+    fn reap_on_standby(&mut self) {
+        let ended: Vec<i64> = self
+            .running
+            .iter()
+            .filter(|(_, r)| matches!(r.worker.pid(), Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            let run = self.running.remove(&id).expect("listed");
+            let Some(mut status) = jobs::read_status(id) else { continue };
+            if status.state.is_final() && run.stopped.is_none() {
+                continue;
+            }
+            let (state, error) = match run.stopped {
+                Some(StopReason::Timeout) => {
+                    (jobs::JobState::TimedOut, "it ran longer than its timeout and was stopped")
+                }
+                Some(StopReason::Shutdown) => {
+                    (jobs::JobState::Cancelled, "the scheduler stopped (server shutdown, promotion or SIGTERM)")
+                }
+                None => {
+                    (jobs::JobState::Failed, "the job's worker ended without recording an outcome (see the server log)")
+                }
+            };
+            status.state = state;
+            status.phase = state.as_str().into();
+            status.error = Some(error.into());
+            status.seconds = Some(run.started.elapsed().as_secs_f64());
+            jobs::write_status(&status);
+            if state != jobs::JobState::Cancelled {
+                pgrx::log!(
+                    "{} job {id} ({}, schedule {}, on this standby) {}: {error}",
+                    jobs::FAILED_RUN_LOG_PREFIX,
+                    run.kind,
+                    run.schedule,
+                    state.as_str()
+                );
+            }
+        }
+    }
+
+    /// A standby's tick: the schedules that may run here fire by their cron in this server's own
+    /// memory of their next run (kept in a file beside the job status files, since the tables
+    /// are read-only), a run still going is skipped, and a run missed by more than the grace
+    /// period is logged, not run. No retries and no queue: those need the history tables.
+    fn fire_due_on_standby(&mut self, now: SystemTime) {
+        let schedules = load_schedules();
+        let mut next_runs = jobs::standby_next_runs();
+        next_runs.retain(|name, _| schedules.iter().any(|s| s.name == *name && s.runs_on.runs_here(true)));
+        for schedule in schedules.iter().filter(|s| s.runs_on.runs_here(true)) {
+            let (Ok(cron), Ok(zone)) = (Cron::parse(&schedule.cron), Zone::parse(&schedule.time_zone)) else {
+                continue;
+            };
+            let Some(next_run_at) = next_runs.get(&schedule.name).copied().map(from_unix) else {
+                if let Some(next) = zone.next_run(&cron, now) {
+                    next_runs.insert(schedule.name.clone(), unix(next));
+                }
+                continue;
+            };
+            match plan::due(&cron, &zone, next_run_at, now, gucs::missed_run_grace()) {
+                Due::NotYet => {}
+                Due::Missed { count, next, .. } => {
+                    pgrx::log!(
+                        "{} schedule {}: {count} run(s) missed on this standby",
+                        jobs::FAILED_RUN_LOG_PREFIX,
+                        schedule.name
+                    );
+                    set_or_remove(&mut next_runs, &schedule.name, next);
+                }
+                Due::Run { scheduled_for, next, .. } => {
+                    set_or_remove(&mut next_runs, &schedule.name, next);
+                    if self.running.values().any(|r| r.schedule == schedule.name) {
+                        pgrx::log!("backstop scheduler: schedule {} skipped a run on this standby: the previous one still runs", schedule.name);
+                        continue;
+                    }
+                    self.start_run(Some(jobs::standby_job_id()), schedule, 1, Some(scheduled_for));
+                }
+            }
+        }
+        jobs::write_standby_next_runs(&next_runs);
+    }
+
     fn fire_due(&mut self, now: SystemTime) {
         let schedules = load_schedules();
         let mut busy = busy_schedules();
         busy.extend(self.running.values().map(|r| r.schedule.clone()));
-        for schedule in &schedules {
+        for schedule in schedules.iter().filter(|s| s.runs_on.runs_here(false)) {
             let (Ok(cron), Ok(zone)) = (Cron::parse(&schedule.cron), Zone::parse(&schedule.time_zone)) else {
                 continue; // schedule() checked both; a row edited by hand is ignored, doctor says so
             };
@@ -492,6 +588,7 @@ fn clone_schedule(s: &ScheduleRow) -> ScheduleRow {
         timeout: s.timeout,
         next_run_at: s.next_run_at,
         owner: s.owner.clone(),
+        runs_on: s.runs_on,
     }
 }
 
@@ -505,6 +602,13 @@ fn has_queued(name: &str) -> bool {
         .flatten()
         .unwrap_or(false)
     })
+}
+
+fn set_or_remove(next_runs: &mut HashMap<String, f64>, name: &str, next: Option<SystemTime>) {
+    match next {
+        Some(next) => next_runs.insert(name.to_string(), unix(next)),
+        None => next_runs.remove(name),
+    };
 }
 
 fn set_next_run(name: &str, next: Option<SystemTime>) {
@@ -521,7 +625,11 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    pgrx::log!("backstop scheduler started (database {database})");
+    let standby = in_recovery();
+    pgrx::log!(
+        "backstop scheduler started (database {database}{})",
+        if standby { ", on a standby: only schedules with runs_on 'standby' or 'any' run here" } else { "" }
+    );
     let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None };
     let mut announced_missing = false;
     let mut started = false;
@@ -540,8 +648,11 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
                 unsafe { pg_sys::proc_exit(1) };
             }
         }
-        if in_recovery() {
-            continue;
+        if in_recovery() != standby {
+            // Promoted: start again as the primary's scheduler (interrupted runs recorded, the
+            // primary's schedules from their stored next run). Standby runs still going go on.
+            pgrx::log!("backstop scheduler: this server was promoted; restarting as the primary's scheduler");
+            unsafe { pg_sys::proc_exit(1) };
         }
         if !extension_installed() {
             if !announced_missing {
@@ -554,12 +665,20 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
             std::thread::sleep(Duration::from_secs(2));
             continue;
         }
+        let now = gucs::scheduler_now();
+        if standby {
+            scheduler.reap(now);
+            scheduler.enforce_timeouts();
+            if gucs::scheduler_enabled() {
+                scheduler.fire_due_on_standby(now);
+            }
+            continue;
+        }
         if !started {
             // Runs a crash or restart interrupted: failed, never forgotten.
             jobs::fail_interrupted_runs();
             started = true;
         }
-        let now = gucs::scheduler_now();
         scheduler.reap(now);
         scheduler.enforce_timeouts();
         if gucs::scheduler_enabled() {

@@ -8,7 +8,7 @@ pub mod launcher;
 use std::time::SystemTime;
 
 use backstop_core::schedule::job::{JobKind, JobSpec};
-use backstop_core::schedule::plan::Overlap;
+use backstop_core::schedule::plan::{Overlap, RunsOn};
 use backstop_core::schedule::{Cron, Zone};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
 use pgrx::prelude::*;
@@ -109,11 +109,13 @@ fn schedule(
     retry_backoff: default!(Interval, "'5 minutes'"),
     timeout: default!(Option<Interval>, "NULL"),
     enabled: default!(bool, true),
+    runs_on: default!(&str, "'primary'"),
 ) -> TableIterator<'static, (name!(name, String), name!(next_run_at, Option<TimestampWithTimeZone>))> {
     check_name(name);
     let parsed = Cron::parse(cron).or_raise();
     let zone = Zone::parse(time_zone).or_raise();
-    check_job(job, &args.0);
+    let spec = check_job(job, &args.0);
+    RunsOn::parse(runs_on).and_then(|r| r.check(spec.kind())).or_raise();
     Overlap::parse(overlap).or_raise();
     if !(0..=10).contains(&max_retries) {
         invalid(&format!("max_retries {max_retries} is outside 0 to 10"), "Use 0 (no retry) to 10.");
@@ -141,8 +143,8 @@ fn schedule(
     let next = zone.next_run(&parsed, crate::gucs::scheduler_now());
     let caller = current_user();
     crate::owner::as_owner_of("backstop.schedules", || Spi::run_with_args(
-        "INSERT INTO backstop.schedules (name, cron, time_zone, job, args, enabled, overlap, max_retries, retry_backoff, timeout, next_run_at, owner) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "INSERT INTO backstop.schedules (name, cron, time_zone, job, args, enabled, overlap, max_retries, retry_backoff, timeout, next_run_at, owner, runs_on) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         &[
             name.into(),
             parsed.as_str().into(),
@@ -156,6 +158,7 @@ fn schedule(
             timeout.into(),
             next.and_then(to_timestamptz).into(),
             caller.as_str().into(),
+            runs_on.into(),
         ],
     ))
     .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."));
@@ -232,12 +235,13 @@ fn alter_schedule(
     retry_backoff: default!(Option<Interval>, "NULL"),
     timeout: default!(Option<Interval>, "NULL"),
     enabled: default!(Option<bool>, "NULL"),
+    runs_on: default!(Option<&str>, "NULL"),
 ) -> TableIterator<'static, (name!(name, String), name!(next_run_at, Option<TimestampWithTimeZone>))> {
     owned_schedule(name);
-    let (old_cron, old_zone, old_job, old_args) = Spi::connect(|client| {
+    let (old_cron, old_zone, old_job, old_args, old_runs_on) = Spi::connect(|client| {
         let row = client
             .select(
-                "SELECT cron, time_zone, job, args FROM backstop.schedules WHERE name = $1",
+                "SELECT cron, time_zone, job, args, runs_on FROM backstop.schedules WHERE name = $1",
                 Some(1),
                 &[name.into()],
             )?
@@ -247,6 +251,7 @@ fn alter_schedule(
             row.get::<String>(2)?,
             row.get::<String>(3)?,
             row.get::<JsonB>(4)?,
+            row.get::<String>(5)?,
         ))
     })
     .unwrap_or_else(|e| {
@@ -257,7 +262,9 @@ fn alter_schedule(
     let zone = Zone::parse(time_zone.map(str::to_string).or(old_zone).as_deref().unwrap_or("UTC")).or_raise();
     let job_text = job.map(str::to_string).or(old_job).unwrap_or_default();
     let args_value = args.map(|a| a.0).or(old_args.map(|a| a.0)).unwrap_or_default();
-    check_job(&job_text, &args_value);
+    let spec = check_job(&job_text, &args_value);
+    let runs_on = runs_on.map(str::to_string).or(old_runs_on).unwrap_or_else(|| "primary".into());
+    RunsOn::parse(&runs_on).and_then(|r| r.check(spec.kind())).or_raise();
     if let Some(overlap) = overlap {
         Overlap::parse(overlap).or_raise();
     }
@@ -269,7 +276,7 @@ fn alter_schedule(
         "UPDATE backstop.schedules SET cron = $2, time_zone = $3, job = $4, args = $5, \
          overlap = coalesce($6, overlap), max_retries = coalesce($7, max_retries), \
          retry_backoff = coalesce($8, retry_backoff), timeout = CASE WHEN $9::interval IS NULL THEN timeout ELSE $9 END, \
-         enabled = coalesce($10, enabled), next_run_at = $11 WHERE name = $1",
+         enabled = coalesce($10, enabled), next_run_at = $11, runs_on = $12 WHERE name = $1",
         &[
             name.into(),
             parsed.as_str().into(),
@@ -282,6 +289,7 @@ fn alter_schedule(
             timeout.into(),
             enabled.into(),
             next.and_then(to_timestamptz).into(),
+            runs_on.as_str().into(),
         ],
     ))
     .unwrap_or_else(|e| raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop."));

@@ -47,6 +47,14 @@ impl JobKind {
         }
     }
 
+    /// Writes nothing to the database or the repository (so it may run on a standby).
+    pub fn read_only(self) -> bool {
+        match self {
+            JobKind::WalFetch | JobKind::Pitr => true,
+            JobKind::Snapshot | JobKind::BaseBackup | JobKind::Expire | JobKind::SnapshotRestore => false,
+        }
+    }
+
     pub fn parse(text: &str) -> Result<JobKind> {
         ALL_KINDS.into_iter().find(|k| k.as_str() == text).ok_or_else(|| {
             let names: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();

@@ -22,6 +22,51 @@ pub enum Overlap {
     Queue,
 }
 
+/// Where a schedule runs: on the primary (the default), on standbys only, or on both. Nothing
+/// runs on a standby unless its schedule says so, and only jobs that write nothing to the
+/// database or the repository may (a standby's tables are read-only, and a standby must not
+/// race the primary's backups and retention over the repository).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunsOn {
+    Primary,
+    Standby,
+    Any,
+}
+
+impl RunsOn {
+    pub fn parse(text: &str) -> Result<RunsOn> {
+        match text {
+            "primary" => Ok(RunsOn::Primary),
+            "standby" => Ok(RunsOn::Standby),
+            "any" => Ok(RunsOn::Any),
+            other => Err(Error::InvalidInput(format!(
+                "runs_on \"{}\" is not a place; use 'primary' (the default), 'standby' (standbys only) or 'any' (the primary and every standby)",
+                other.escape_debug()
+            ))),
+        }
+    }
+
+    /// Checks that `kind` may run where this says.
+    pub fn check(self, kind: crate::schedule::job::JobKind) -> Result<RunsOn> {
+        if self != RunsOn::Primary && !kind.read_only() {
+            return Err(Error::InvalidInput(format!(
+                "the {} job writes to the database or the repository, so it runs only on the primary; on a standby only the drills wal_fetch and pitr may run",
+                kind.as_str()
+            )));
+        }
+        Ok(self)
+    }
+
+    /// Does a schedule with this setting run on a server that is (or is not) in recovery?
+    pub fn runs_here(self, in_recovery: bool) -> bool {
+        match self {
+            RunsOn::Primary => !in_recovery,
+            RunsOn::Standby => in_recovery,
+            RunsOn::Any => true,
+        }
+    }
+}
+
 impl Overlap {
     pub fn parse(text: &str) -> Result<Overlap> {
         match text {
@@ -169,5 +214,21 @@ mod tests {
         assert_eq!(retry_at(failed, 3, backoff), failed + Duration::from_secs(120));
         assert_eq!(retry_at(failed, 5, backoff), failed + Duration::from_secs(480));
         assert_eq!(retry_at(failed, 40, backoff), failed + Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn standbys_run_only_what_says_so_and_only_read_only_jobs() {
+        use crate::schedule::job::JobKind;
+        assert!(RunsOn::Primary.runs_here(false) && !RunsOn::Primary.runs_here(true));
+        assert!(RunsOn::Standby.runs_here(true) && !RunsOn::Standby.runs_here(false));
+        assert!(RunsOn::Any.runs_here(true) && RunsOn::Any.runs_here(false));
+        assert!(RunsOn::Standby.check(JobKind::WalFetch).is_ok());
+        assert!(RunsOn::Any.check(JobKind::Pitr).is_ok());
+        for kind in [JobKind::BaseBackup, JobKind::Expire, JobKind::Snapshot, JobKind::SnapshotRestore] {
+            let error = RunsOn::Standby.check(kind).unwrap_err().to_string();
+            assert!(error.contains("runs only on the primary"), "{error}");
+            assert!(RunsOn::Primary.check(kind).is_ok());
+        }
+        assert!(RunsOn::parse("replica").unwrap_err().to_string().contains("'standby'"));
     }
 }
