@@ -11,6 +11,7 @@ pub mod drills;
 pub mod error;
 pub mod expire;
 pub mod location;
+pub mod logical;
 pub mod repository;
 pub mod runtime;
 pub mod schedule;

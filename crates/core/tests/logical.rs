@@ -1,0 +1,93 @@
+//! Logical backup manifests against a real repository (file store and Garage): any database name
+//! is stored under one path component and listed back as itself, a manifest is read back only
+//! where it was written, and a manifest is never replaced.
+
+mod common;
+
+use std::sync::Arc;
+
+use backstop_core::backups::manifest::TableRows;
+use backstop_core::logical::manifest::{self, LogicalManifest, StoredObject, Verification, LOGICAL_FORMAT_VERSION};
+use backstop_core::logical::{object_path, LogicalId, MANIFEST_FILE};
+use backstop_core::repository::ObjectClass;
+use backstop_core::{ObjectStore, WriteMode};
+use common::backup_fixture::repository;
+
+fn sample(database: &str, id: &str) -> LogicalManifest {
+    let object = |bytes| StoredObject { bytes, sha256: "ab".repeat(32) };
+    LogicalManifest {
+        format_version: LOGICAL_FORMAT_VERSION,
+        id: LogicalId::parse(id).unwrap(),
+        cluster: "c1".into(),
+        database: database.into(),
+        pg_version_num: 150000,
+        pg_dump_version: "pg_dump (PostgreSQL) 15.20".into(),
+        start_time: 1.0,
+        stop_time: 2.0,
+        dump: object(4096),
+        schema: object(10),
+        globals: object(10),
+        tables: vec![TableRows { table: "public.orders".into(), rows: 3 }],
+        sequences: vec![],
+        verification: Verification { list_entries: 9, verified_at: 2.0 },
+    }
+}
+
+async fn story(store: Arc<dyn ObjectStore>) {
+    let repository = repository(store);
+    let names = ["app", "my db", "a/b", ".."];
+    for (i, name) in names.iter().enumerate() {
+        manifest::write(&repository, &sample(name, &format!("2026112{i}T031500Z-L"))).await.unwrap();
+    }
+    manifest::write(&repository, &sample("app", "20261129T031500Z-L")).await.unwrap();
+    // A manifest is the commit point: written once, never replaced by another (writing the same
+    // bytes again is the idempotent retry of a write that was cut off).
+    let mut other = sample("app", "20261129T031500Z-L");
+    other.tables[0].rows = 4;
+    assert!(manifest::write(&repository, &other).await.is_err());
+    manifest::write(&repository, &sample("app", "20261129T031500Z-L")).await.unwrap();
+
+    let all = manifest::list_ids(&repository, None).await.unwrap();
+    let listed: Vec<(&str, &str)> = all.iter().map(|(d, id)| (d.as_str(), id.as_str())).collect();
+    assert_eq!(
+        listed,
+        [
+            ("..", "20261123T031500Z-L"),
+            ("a/b", "20261122T031500Z-L"),
+            ("app", "20261120T031500Z-L"),
+            ("app", "20261129T031500Z-L"),
+            ("my db", "20261121T031500Z-L"),
+        ]
+    );
+    let app = manifest::list_ids(&repository, Some("app")).await.unwrap();
+    assert_eq!(app.len(), 2);
+    let (database, id) = &app[1];
+    assert_eq!(manifest::read(&repository, database, id).await.unwrap(), sample("app", "20261129T031500Z-L"));
+
+    // A manifest copied under another database is refused: it says which one it describes.
+    let copied = LogicalId::parse("20261130T031500Z-L").unwrap();
+    let bytes = repository.get_bytes(&object_path("app", id, MANIFEST_FILE)).await.unwrap();
+    repository
+        .put_bytes(
+            &object_path("other", &copied, MANIFEST_FILE),
+            bytes.into(),
+            ObjectClass::Metadata,
+            WriteMode::CreateNew,
+        )
+        .await
+        .unwrap();
+    let error = manifest::read(&repository, "other", &copied).await.unwrap_err().to_string();
+    assert!(error.contains("moved or copied"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_logical_manifests() {
+    let backend = common::file_backend();
+    story(backend.store.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_logical_manifests() {
+    let Some(backend) = common::s3_backend().await else { return };
+    story(backend.store.clone()).await;
+}
