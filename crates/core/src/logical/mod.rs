@@ -20,7 +20,13 @@ pub mod manifest;
 
 use std::time::SystemTime;
 
+use tokio::io::AsyncRead;
+
 use crate::error::{Error, Result};
+use crate::repository::{ObjectClass, Repository, Verified};
+use crate::store::WriteMode;
+
+pub use manifest::StoredObject;
 
 pub const LOGICAL_DIR: &str = "logical";
 pub const DUMP_FILE: &str = "dump";
@@ -126,6 +132,56 @@ pub fn database_from_dir(dir: &str) -> Option<String> {
 /// `logical/<database>/<id>/<file>`, relative to the cluster.
 pub fn object_path(database: &str, id: &LogicalId, file: &str) -> String {
     format!("{LOGICAL_DIR}/{}/{id}/{file}", database_dir(database))
+}
+
+/// Streams one object of a logical backup into the repository as it is produced (no local copy
+/// of it) and returns its plain size and SHA-256 for the manifest.
+pub async fn store_object<R: AsyncRead + Unpin>(
+    repository: &Repository,
+    database: &str,
+    id: &LogicalId,
+    file: &str,
+    reader: R,
+    class: ObjectClass,
+) -> Result<StoredObject> {
+    let path = object_path(database, id, file);
+    let trailer = repository.put_reader(&path, reader, class, WriteMode::CreateNew).await?.trailer();
+    Ok(StoredObject { bytes: trailer.plain_len, sha256: trailer.plain_sha256_hex() })
+}
+
+/// Reads a stored object back in full through every checksum and compares it with what the
+/// manifest (or the backup that just wrote it) recorded. An encrypted object this process cannot
+/// decrypt is refused: a logical backup is checked by its contents, not only its stored bytes.
+pub async fn verify_object(
+    repository: &Repository,
+    database: &str,
+    id: &LogicalId,
+    file: &str,
+    expected: &StoredObject,
+) -> Result<()> {
+    let path = object_path(database, id, file);
+    let key = repository.key(&path);
+    let trailer = match repository.verify(&path).await? {
+        Verified::Contents(trailer) => trailer,
+        Verified::StoredBytes(_) => {
+            return Err(Error::InvalidInput(format!(
+                "{key} is encrypted and no identity to decrypt it is configured, so its contents cannot be checked"
+            )))
+        }
+    };
+    if trailer.plain_len != expected.bytes || trailer.plain_sha256_hex() != expected.sha256 {
+        return Err(Error::Corrupt {
+            key,
+            reason: format!(
+                "it holds {} bytes with SHA-256 {}, not the {} bytes with SHA-256 {} its manifest records",
+                trailer.plain_len,
+                trailer.plain_sha256_hex(),
+                expected.bytes,
+                expected.sha256
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
