@@ -76,6 +76,7 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
         dry_run,
         backups: Some(PolicyArgs { keep_last, ..Default::default() }),
         snapshots: None,
+        logical: None,
         grace: Some("0s".into()),
     };
     let packs_of =

@@ -7,9 +7,11 @@ mod common;
 use std::sync::Arc;
 
 use backstop_core::backups::manifest::TableRows;
+use backstop_core::expire;
 use backstop_core::logical::manifest::{self, LogicalManifest, StoredObject, Verification, LOGICAL_FORMAT_VERSION};
 use backstop_core::logical::{self, object_path, LogicalId, DUMP_FILE, MANIFEST_FILE};
-use backstop_core::repository::ObjectClass;
+use backstop_core::repository::{CancellationToken, ObjectClass};
+use backstop_core::schedule::job::{ExpireArgs, PolicyArgs};
 use backstop_core::{ObjectStore, WriteMode};
 use common::backup_fixture::repository;
 
@@ -106,6 +108,67 @@ async fn objects_story(store: Arc<dyn ObjectStore>) {
     store.delete(&key).await.unwrap();
     store.put(&key, raw.into(), WriteMode::CreateNew).await.unwrap();
     assert!(logical::verify_object(&repository, "app", &id, DUMP_FILE, &stored).await.is_err());
+}
+
+/// Retention keeps the newest logical backups of each database by the policy, removes the
+/// others with every object they hold, and an interrupted dump (no manifest) past the grace.
+async fn expire_story(store: Arc<dyn ObjectStore>) {
+    let repository = repository(store);
+    let now = std::time::SystemTime::now();
+    let day = 86_400.0;
+    let now_s = now.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    for (i, database) in [(0, "app"), (1, "app"), (2, "app"), (3, "app"), (1, "other")] {
+        let mut m = sample(database, &format!("2026112{i}T031500Z-L"));
+        m.start_time = now_s - (4 - i) as f64 * day;
+        m.stop_time = m.start_time + 60.0;
+        let id = m.id.clone();
+        logical::store_object(&repository, database, &id, DUMP_FILE, &b"dump bytes"[..], ObjectClass::Data)
+            .await
+            .unwrap();
+        manifest::write(&repository, &m).await.unwrap();
+    }
+    // A dump cut off before its manifest.
+    let cut = LogicalId::parse("20261101T031500Z-L").unwrap();
+    logical::store_object(&repository, "app", &cut, DUMP_FILE, &b"half a dump"[..], ObjectClass::Data).await.unwrap();
+
+    let args = ExpireArgs {
+        dry_run: false,
+        backups: None,
+        snapshots: None,
+        logical: Some(PolicyArgs { keep_last: 2, ..Default::default() }),
+        grace: Some("0s".into()),
+    };
+    let plan = expire::plan(&repository, &args, now).await.unwrap();
+    let mut gone: Vec<(&str, String)> = plan.removals.iter().map(|r| (r.what, r.name.clone())).collect();
+    gone.sort();
+    assert_eq!(
+        gone,
+        [
+            ("incomplete logical backup", "app 20261101T031500Z-L".to_string()),
+            ("logical backup", "app 20261120T031500Z-L".to_string()),
+            ("logical backup", "app 20261121T031500Z-L".to_string()),
+        ]
+    );
+    assert_eq!(plan.kept_logical, 3);
+    let removed = plan.removals.iter().find(|r| r.what == "logical backup").unwrap();
+    assert!(removed.keys[0].ends_with("/manifest.json"), "the commit point goes first: {:?}", removed.keys);
+    expire::apply(&repository, &plan, &CancellationToken::new()).await.unwrap();
+    let left: Vec<String> =
+        manifest::list_ids(&repository, None).await.unwrap().into_iter().map(|(d, id)| format!("{d} {id}")).collect();
+    assert_eq!(left, ["app 20261122T031500Z-L", "app 20261123T031500Z-L", "other 20261121T031500Z-L"]);
+    let objects = repository.store().list_all(&repository.key("logical/")).await.unwrap();
+    assert_eq!(objects.len(), 6, "two objects for each of the three kept, nothing else: {objects:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_store_logical_expire() {
+    expire_story(common::file_backend().store.clone()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garage_logical_expire() {
+    let Some(backend) = common::s3_backend().await else { return };
+    expire_story(backend.store.clone()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

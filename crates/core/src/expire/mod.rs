@@ -2,7 +2,7 @@
 //! deletes in an order that never leaves a retained backup without what it needs:
 //!
 //! 1. manifests of expired backups (the commit point: once it is gone the backup is gone),
-//!    snapshot manifests before their data;
+//!    snapshot and logical backup manifests before their data;
 //! 2. WAL before the start of the oldest retained valid backup (PITR stays possible from it);
 //! 3. packs no retained manifest names, older than the grace period (a running backup writes its
 //!    packs before its manifest; the caller also holds the base-backup lock while expiring).
@@ -28,7 +28,8 @@ pub const DEFAULT_GRACE: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Removal {
-    /// "backup", "snapshot", "wal", "pack", "incomplete snapshot".
+    /// "backup", "snapshot", "incomplete snapshot", "logical backup", "incomplete logical backup",
+    /// "wal", "pack".
     pub what: &'static str,
     /// The backup or snapshot id, WAL file or pack.
     pub name: String,
@@ -45,6 +46,7 @@ pub struct Plan {
     /// Backups kept, with the reasons (newest valid, daily, ...).
     pub kept_backups: Vec<(String, Vec<&'static str>)>,
     pub kept_snapshots: usize,
+    pub kept_logical: usize,
     /// What was deliberately not removed, and why (unreadable manifests, no valid backup).
     pub held_back: Vec<String>,
 }
@@ -72,6 +74,9 @@ pub async fn plan(repository: &Repository, args: &ExpireArgs, now: SystemTime) -
     }
     if let Some(policy) = &args.snapshots {
         plan_snapshots(repository, &policy.policy()?, grace, now, &mut plan).await?;
+    }
+    if let Some(policy) = &args.logical {
+        plan_logical(repository, &policy.policy()?, grace, now, &mut plan).await?;
     }
     Ok(plan)
 }
@@ -248,11 +253,104 @@ async fn plan_snapshots(
     Ok(())
 }
 
+/// The objects of one logical backup directory, and its manifest when it has one that reads.
+struct LogicalDir {
+    objects: Vec<crate::store::ObjectInfo>,
+    manifest: Option<crate::logical::manifest::LogicalManifest>,
+}
+
+/// Logical backups, per database, by the same count/age/GFS rules; a directory without a
+/// manifest (an interrupted dump) goes once older than the grace period.
+async fn plan_logical(
+    repository: &Repository,
+    policy: &retention::Policy,
+    grace: Duration,
+    now: SystemTime,
+    plan: &mut Plan,
+) -> Result<()> {
+    use crate::logical::{self, manifest, LogicalId, LOGICAL_DIR, MANIFEST_FILE};
+    let base = repository.key(&format!("{LOGICAL_DIR}/"));
+    let mut dirs: BTreeMap<(String, LogicalId), LogicalDir> = BTreeMap::new();
+    for object in repository.store().list_all(&base).await? {
+        let Some(rest) = object.key.strip_prefix(&base) else { continue };
+        let mut parts = rest.splitn(3, '/');
+        let (Some(dir), Some(id), Some(_file)) = (parts.next(), parts.next(), parts.next()) else { continue };
+        let (Some(database), Ok(id)) = (logical::database_from_dir(dir), LogicalId::parse(id)) else { continue };
+        dirs.entry((database, id))
+            .or_insert_with(|| LogicalDir { objects: Vec::new(), manifest: None })
+            .objects
+            .push(object);
+    }
+    let mut by_database: BTreeMap<String, Vec<(LogicalId, LogicalDir)>> = BTreeMap::new();
+    for ((database, id), mut dir) in dirs {
+        let has_manifest = dir.objects.iter().any(|o| o.key.ends_with(&format!("/{MANIFEST_FILE}")));
+        if has_manifest {
+            match manifest::read(repository, &database, &id).await {
+                Ok(m) => dir.manifest = Some(m),
+                Err(e @ crate::error::Error::Corrupt { .. }) => {
+                    plan.held_back
+                        .push(format!("logical backup {database} {id}: its manifest does not verify ({e}); kept"));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        by_database.entry(database).or_default().push((id, dir));
+    }
+    for (database, backups) in &by_database {
+        let complete: Vec<&(LogicalId, LogicalDir)> = backups.iter().filter(|(_, d)| d.manifest.is_some()).collect();
+        let items: Vec<Item> = complete
+            .iter()
+            .map(|(id, d)| Item {
+                id: id.to_string(),
+                time: unix(d.manifest.as_ref().map(|m| m.stop_time).unwrap_or(0.0)),
+                valid: true,
+            })
+            .collect();
+        for (decision, (id, dir)) in retention::decide(&items, policy, now).iter().zip(&complete) {
+            if decision.keep {
+                plan.kept_logical += 1;
+                continue;
+            }
+            plan.removals.push(Removal {
+                what: "logical backup",
+                name: format!("{database} {id}"),
+                keys: logical_keys(repository, dir),
+                bytes: dir.objects.iter().map(|o| o.size).sum(),
+                why: "outside the retention policy".into(),
+            });
+        }
+        for (id, dir) in backups.iter().filter(|(_, d)| d.manifest.is_none()) {
+            let newest = dir.objects.iter().filter_map(|o| o.last_modified).max();
+            if newest.is_some_and(|m| now.duration_since(m).unwrap_or_default() >= grace) {
+                plan.removals.push(Removal {
+                    what: "incomplete logical backup",
+                    name: format!("{database} {id}"),
+                    keys: logical_keys(repository, dir),
+                    bytes: dir.objects.iter().map(|o| o.size).sum(),
+                    why: "interrupted (no manifest) and older than the grace period".into(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A logical backup's keys relative to the cluster, its manifest first (the commit point).
+fn logical_keys(repository: &Repository, dir: &LogicalDir) -> Vec<String> {
+    let prefix = repository.key("");
+    let mut keys: Vec<String> =
+        dir.objects.iter().filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)).collect();
+    keys.sort_by_key(|k| !k.ends_with(&format!("/{}", crate::logical::MANIFEST_FILE)));
+    keys
+}
+
 /// Deletes what `plan` lists, in its order (manifests first). Stops at the first failure: what
 /// was not deleted yet is still consistent, and the next run picks it up.
 pub async fn apply(repository: &Repository, plan: &Plan, cancel: &CancellationToken) -> Result<u64> {
     let mut removed = 0;
-    let order = ["backup", "snapshot", "incomplete snapshot", "wal", "pack"];
+    let order =
+        ["backup", "snapshot", "incomplete snapshot", "logical backup", "incomplete logical backup", "wal", "pack"];
     for what in order {
         for removal in plan.removals.iter().filter(|r| r.what == what) {
             if cancel.is_cancelled() {

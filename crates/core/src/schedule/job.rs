@@ -148,6 +148,9 @@ pub struct ExpireArgs {
     /// Table snapshots, per table.
     #[serde(default)]
     pub snapshots: Option<PolicyArgs>,
+    /// Logical backups (pg_dump), per database.
+    #[serde(default)]
+    pub logical: Option<PolicyArgs>,
     /// Interrupted backups' packs and snapshots' files older than this go ("1 day" by default).
     pub grace: Option<String>,
 }
@@ -231,12 +234,13 @@ impl JobSpec {
                 let a: ExpireArgs = args(kind, value)?;
                 if a.backups.as_ref().is_none_or(PolicyArgs::is_empty)
                     && a.snapshots.as_ref().is_none_or(PolicyArgs::is_empty)
+                    && a.logical.as_ref().is_none_or(PolicyArgs::is_empty)
                 {
                     return Err(Error::InvalidInput(
-                        "an expire job needs a retention policy: {\"backups\": {\"keep_last\": 2, \"daily\": 14, \"weekly\": 12, \"monthly\": 12, \"yearly\": 7}} and/or \"snapshots\": {...}".into(),
+                        "an expire job needs a retention policy: {\"backups\": {\"keep_last\": 2, \"daily\": 14, \"weekly\": 12, \"monthly\": 12, \"yearly\": 7}} and/or \"snapshots\": {...} and/or \"logical\": {...}".into(),
                     ));
                 }
-                for policy in [&a.backups, &a.snapshots].into_iter().flatten() {
+                for policy in [&a.backups, &a.snapshots, &a.logical].into_iter().flatten() {
                     policy.policy()?;
                 }
                 if let Some(grace) = &a.grace {
