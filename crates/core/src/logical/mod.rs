@@ -17,6 +17,7 @@
 //! - Ids sort by the dump's start time (`YYYYMMDDTHHMMSSZ-L`).
 
 pub mod manifest;
+pub mod take;
 pub mod tools;
 
 use std::time::SystemTime;

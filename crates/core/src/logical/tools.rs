@@ -157,9 +157,10 @@ pub fn parse_session_line(line: &str) -> Option<SessionLine> {
     if let Some(rest) = line.strip_prefix("sequence|") {
         let (rest, called) = rest.rsplit_once('|')?;
         let (sequence, last) = rest.rsplit_once('|')?;
+        // boolean || text prints true/false; psql's own boolean output is t/f.
         let is_called = match called {
-            "t" => true,
-            "f" => false,
+            "t" | "true" => true,
+            "f" | "false" => false,
             _ => return None,
         };
         return Some(SessionLine::Sequence {
@@ -209,7 +210,7 @@ mod tests {
             Some(SessionLine::Table { table: "\"odd|name\".\"t\"".into(), rows: 42 })
         );
         assert_eq!(
-            parse_session_line("sequence|public.orders_id_seq|1001|t"),
+            parse_session_line("sequence|public.orders_id_seq|1001|true"),
             Some(SessionLine::Sequence { sequence: "public.orders_id_seq".into(), last_value: 1001, is_called: true })
         );
         for bad in ["snapshot|x; DROP", "table|t|many", "sequence|s|1|maybe", "NOTICE: hi", ""] {

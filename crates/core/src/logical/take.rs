@@ -1,0 +1,344 @@
+//! Taking a logical backup of one database, with nothing of it written to local disk:
+//!
+//! 1. a `psql` session opens a REPEATABLE READ, READ ONLY transaction, exports its snapshot, and
+//!    counts every table's rows and reads every sequence in it ([`tools::SNAPSHOT_SESSION`]);
+//! 2. `pg_dump -Fc --snapshot` (the same snapshot, so the counts describe the dump) streams into
+//!    the repository as it is produced; then the schema as plain SQL, from the same snapshot;
+//! 3. the session ends; `pg_dumpall --globals-only --no-role-passwords` stores roles (without
+//!    passwords) and tablespaces;
+//! 4. the stored dump is read back through every checksum into `pg_restore --list`, which must
+//!    accept it;
+//! 5. the manifest is written: the commit point. A failure anywhere before leaves no manifest,
+//!    and `expire` collects the objects of such an interrupted backup after the grace period.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::process::{Child, Command};
+
+use super::manifest::{self, LogicalManifest, SequenceValue, Verification, LOGICAL_FORMAT_VERSION};
+use super::tools::{self, LocalConnection, SessionLine, Tools};
+use super::{object_path, store_object, LogicalId, DUMP_FILE, GLOBALS_FILE, SCHEMA_FILE};
+use crate::backups::manifest::TableRows;
+use crate::backups::unix_seconds;
+use crate::error::{Error, Result};
+use crate::repository::{CancellationToken, ObjectClass, Repository};
+
+pub struct TakeOptions {
+    pub database: String,
+    pub connection: LocalConnection,
+    pub tools: Tools,
+    /// The server's version number (150000 style), recorded in the manifest.
+    pub pg_version_num: u32,
+}
+
+/// What a running logical backup is doing, for progress reports.
+#[derive(Debug, Default)]
+pub struct TakeProgress {
+    pub phase: Mutex<String>,
+    /// Bytes of dump output streamed into the repository so far.
+    pub bytes: AtomicU64,
+}
+
+impl TakeProgress {
+    fn set(&self, phase: &str) {
+        *self.phase.lock().unwrap_or_else(|e| e.into_inner()) = phase.to_string();
+    }
+}
+
+fn job_error(message: String, hint: &str) -> Error {
+    Error::Job { message, hint: hint.into() }
+}
+
+fn spawn(program: &std::path::Path, args: &[&str], options: &TakeOptions, database: &str) -> Result<Child> {
+    let mut command = Command::new(program);
+    command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    options.connection.apply(&mut command, database);
+    command.spawn().map_err(|e| {
+        job_error(format!("could not run {}: {e}", program.display()), "Check the PostgreSQL client programs.")
+    })
+}
+
+/// Reads a child's stderr to its end in the background (so a chatty child never blocks on a full
+/// pipe); the text explains a failure.
+fn collect_stderr(child: &mut Child) -> tokio::task::JoinHandle<String> {
+    let stderr = child.stderr.take();
+    tokio::spawn(async move {
+        let mut text = String::new();
+        if let Some(mut stderr) = stderr {
+            let _ = stderr.read_to_string(&mut text).await;
+        }
+        text
+    })
+}
+
+/// Counts what passes through, for progress.
+struct Counting<'a, R> {
+    inner: R,
+    bytes: &'a AtomicU64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counting<'_, R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        let read = buf.filled().len() - before;
+        self.bytes.fetch_add(read as u64, Ordering::Relaxed);
+        poll
+    }
+}
+
+/// Runs a client program and streams its standard output into one object of the backup.
+async fn dump_into(
+    repository: &Repository,
+    options: &TakeOptions,
+    id: &LogicalId,
+    file: &str,
+    program: &std::path::Path,
+    args: &[&str],
+    progress: &TakeProgress,
+) -> Result<manifest::StoredObject> {
+    let mut child = spawn(program, args, options, &options.database)?;
+    let stderr = collect_stderr(&mut child);
+    let stdout = child.stdout.take().expect("piped");
+    let stored = store_object(
+        repository,
+        &options.database,
+        id,
+        file,
+        Counting { inner: stdout, bytes: &progress.bytes },
+        ObjectClass::Data,
+    )
+    .await;
+    let status = child.wait().await.map_err(|e| job_error(format!("{}: {e}", program.display()), ""))?;
+    let messages = stderr.await.unwrap_or_default();
+    if !status.success() {
+        return Err(job_error(
+            format!("{} failed ({status}): {}", program.display(), messages.trim()),
+            "Check that backstop.logical_role may connect over the server's socket and read every object of the database.",
+        ));
+    }
+    stored
+}
+
+/// The session holding the dump's snapshot: open until [`Session::close`].
+struct Session {
+    child: Child,
+    stderr: tokio::task::JoinHandle<String>,
+}
+
+impl Session {
+    async fn open(options: &TakeOptions) -> Result<(Session, String, Vec<TableRows>, Vec<SequenceValue>)> {
+        let mut command = Command::new(&options.tools.psql);
+        command
+            .args(["-X", "-q", "-A", "-t"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        options.connection.apply(&mut command, &options.database);
+        let mut child = command.spawn().map_err(|e| {
+            job_error(
+                format!("could not run {}: {e}", options.tools.psql.display()),
+                "Check the PostgreSQL client programs.",
+            )
+        })?;
+        let stderr = collect_stderr(&mut child);
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(tools::SNAPSHOT_SESSION.as_bytes())
+            .await
+            .map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
+        stdin.flush().await.map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
+        child.stdin = Some(stdin); // kept open: closing it would end the transaction
+        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
+        let (mut snapshot, mut tables, mut sequences) = (None, Vec::new(), Vec::new());
+        let mut done = false;
+        while let Some(line) = lines.next_line().await.map_err(|e| job_error(format!("reading psql: {e}"), ""))? {
+            if line == tools::SESSION_DONE {
+                done = true;
+                break;
+            }
+            match tools::parse_session_line(&line) {
+                Some(SessionLine::Snapshot(id)) => snapshot = Some(id),
+                Some(SessionLine::Table { table, rows }) => tables.push(TableRows { table, rows }),
+                Some(SessionLine::Sequence { sequence, last_value, is_called }) => {
+                    sequences.push(SequenceValue { sequence, last_value, is_called })
+                }
+                None => {}
+            }
+        }
+        let snapshot = match (done, snapshot) {
+            (true, Some(snapshot)) => snapshot,
+            _ => {
+                let _ = child.kill().await;
+                let messages = stderr.await.unwrap_or_default();
+                return Err(job_error(
+                    format!("could not open a snapshot of database {} and count its rows: {}", options.database, messages.trim()),
+                    "Check that backstop.logical_role may connect over the server's socket (pg_hba.conf: local peer or trust) and read every table and sequence (e.g. GRANT pg_read_all_data).",
+                ));
+            }
+        };
+        Ok((Session { child, stderr }, snapshot, tables, sequences))
+    }
+
+    async fn close(mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            let _ = stdin.write_all(b"COMMIT;\n\\q\n").await;
+        }
+        let _ = self.child.wait().await;
+        let _ = self.stderr.await;
+    }
+}
+
+/// Reads the stored dump back through every checksum into `pg_restore --list` and returns how
+/// many entries it listed. Runs on a blocking thread (the verified reader blocks on the runtime).
+async fn list_stored_dump(repository: &Repository, options: &TakeOptions, id: &LogicalId) -> Result<u64> {
+    let repository = repository.clone();
+    let pg_restore = options.tools.pg_restore.clone();
+    let path = object_path(&options.database, id, DUMP_FILE);
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || -> Result<u64> {
+        let reader = repository.open(&handle, &path)?;
+        let mut child = std::process::Command::new(&pg_restore)
+            .arg("--list")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| job_error(format!("could not run {}: {e}", pg_restore.display()), ""))?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let listing = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        let mut stdin = child.stdin.take().expect("piped");
+        let copied = reader.copy_to(&mut stdin);
+        drop(stdin);
+        let output = child.wait_with_output().map_err(|e| job_error(format!("pg_restore --list: {e}"), ""))?;
+        let listing = listing.join().unwrap_or_default();
+        copied?; // a checksum mismatch fails the verification whatever pg_restore said
+        if !output.status.success() {
+            return Err(job_error(
+                format!(
+                    "pg_restore --list refused the stored dump: {}",
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+                "The dump is not usable: take a new logical backup and check pg_dump's version.",
+            ));
+        }
+        Ok(tools::count_list_entries(&listing))
+    })
+    .await
+    .map_err(|e| job_error(format!("the verification task failed: {e}"), ""))?
+}
+
+/// Takes, stores, verifies and publishes one logical backup; returns its manifest.
+pub async fn take(
+    repository: &Repository,
+    options: &TakeOptions,
+    progress: &TakeProgress,
+    cancel: &CancellationToken,
+) -> Result<LogicalManifest> {
+    let cancelled = || if cancel.is_cancelled() { Err(Error::Cancelled) } else { Ok(()) };
+    // Ids have one-second resolution: never reuse one of this database's.
+    let existing = manifest::list_ids(repository, Some(&options.database)).await?;
+    let (start, id) = loop {
+        let now = SystemTime::now();
+        let id = LogicalId::new(now);
+        if existing.iter().all(|(_, e)| *e != id) {
+            break (now, id);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        cancelled()?;
+    };
+
+    progress.set("opening a snapshot and counting rows");
+    let (session, snapshot, tables, sequences) = Session::open(options).await?;
+    cancelled()?;
+    progress.set("dumping");
+    let snapshot_arg = format!("--snapshot={snapshot}");
+    // -Z0: the repository compresses (zstd) and encrypts; a second compression would only cost.
+    let dump = dump_into(
+        repository,
+        options,
+        &id,
+        DUMP_FILE,
+        &options.tools.pg_dump,
+        &["-Fc", "-Z0", &snapshot_arg],
+        progress,
+    )
+    .await;
+    let dump = match dump {
+        Ok(dump) => dump,
+        Err(e) => {
+            session.close().await;
+            return Err(e);
+        }
+    };
+    cancelled()?;
+    progress.set("dumping the schema as SQL");
+    let schema = dump_into(
+        repository,
+        options,
+        &id,
+        SCHEMA_FILE,
+        &options.tools.pg_dump,
+        &["--schema-only", &snapshot_arg],
+        progress,
+    )
+    .await;
+    session.close().await;
+    let schema = schema?;
+    cancelled()?;
+    progress.set("dumping global objects");
+    let globals = dump_into(
+        repository,
+        options,
+        &id,
+        GLOBALS_FILE,
+        &options.tools.pg_dumpall,
+        &["--globals-only", "--no-role-passwords"],
+        progress,
+    )
+    .await?;
+    cancelled()?;
+
+    progress.set("verifying the stored dump");
+    super::verify_object(repository, &options.database, &id, DUMP_FILE, &dump).await?;
+    let list_entries = list_stored_dump(repository, options, &id).await?;
+    if list_entries == 0 {
+        return Err(job_error(
+            "pg_restore --list found no entry in the stored dump".into(),
+            "The dump is empty or unreadable: take a new logical backup.",
+        ));
+    }
+    cancelled()?;
+    progress.set("writing the manifest");
+    let manifest = LogicalManifest {
+        format_version: LOGICAL_FORMAT_VERSION,
+        id,
+        cluster: repository.cluster().to_string(),
+        database: options.database.clone(),
+        pg_version_num: options.pg_version_num,
+        pg_dump_version: options.tools.version.clone(),
+        start_time: unix_seconds(start),
+        stop_time: unix_seconds(SystemTime::now()),
+        dump,
+        schema,
+        globals,
+        tables,
+        sequences,
+        verification: Verification { list_entries, verified_at: unix_seconds(SystemTime::now()) },
+    };
+    manifest::write(repository, &manifest).await?;
+    Ok(manifest)
+}
