@@ -2,6 +2,7 @@
 //! extension and call back into this crate). Each returns what it compared, so a pass says what
 //! was proven and a failure says what broke.
 
+pub mod logical;
 pub mod pitr;
 
 use rand::seq::SliceRandom;

@@ -158,6 +158,50 @@ pub async fn list_ids(repository: &Repository, database: Option<&str>) -> Result
     Ok(out)
 }
 
+/// The logical backup a restore or drill uses: `id`, or the newest of `database` when None. The
+/// newest is the newest committed one; if its manifest is damaged that is the answer (an error),
+/// never a silent fall back to an older dump.
+pub async fn pick(repository: &Repository, database: &str, id: Option<&LogicalId>) -> Result<LogicalManifest> {
+    let id = match id {
+        Some(id) => id.clone(),
+        None => match list_ids(repository, Some(database)).await?.pop() {
+            Some((_, id)) => id,
+            None => {
+                return Err(Error::Job {
+                    message: format!("there is no logical backup of database {database} in {}", repository.describe()),
+                    hint: "Take one first: SELECT * FROM backstop.logical_backup('<database>'); backstop logical list shows what there is."
+                        .into(),
+                })
+            }
+        },
+    };
+    read(repository, database, &id).await
+}
+
+/// One logical backup as listed: its manifest, or why it could not be read (then it is not
+/// usable, and says so).
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub database: String,
+    pub id: LogicalId,
+    pub manifest: std::result::Result<LogicalManifest, String>,
+}
+
+/// Every committed logical backup (of `database`, or of all), each manifest read and validated:
+/// the one listing SQL's `backstop.logical_backups()` and the CLI's `backstop logical list` show.
+pub async fn list(repository: &Repository, database: Option<&str>) -> Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    for (database, id) in list_ids(repository, database).await? {
+        let manifest = match read(repository, &database, &id).await {
+            Ok(manifest) => Ok(manifest),
+            Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) => Err(e.to_string()),
+            Err(e) => return Err(e),
+        };
+        out.push(Listed { database, id, manifest });
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

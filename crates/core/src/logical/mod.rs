@@ -17,6 +17,7 @@
 //! - Ids sort by the dump's start time (`YYYYMMDDTHHMMSSZ-L`).
 
 pub mod manifest;
+pub mod restore;
 pub mod take;
 pub mod tools;
 
@@ -184,6 +185,46 @@ pub async fn verify_object(
         });
     }
     Ok(())
+}
+
+/// The small plain-SQL objects of a logical backup, for a DBA to read without unpacking the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlObject {
+    /// `pg_dump --schema-only` in the dump's snapshot.
+    Schema,
+    /// `pg_dumpall --globals-only --no-role-passwords`.
+    Globals,
+}
+
+/// Reads one of [`SqlObject`] whole, through the codec's checksums and against the size and
+/// SHA-256 the manifest records; nothing is returned unless both match.
+pub async fn read_sql_object(
+    repository: &Repository,
+    manifest: &manifest::LogicalManifest,
+    which: SqlObject,
+) -> Result<Vec<u8>> {
+    let (file, expected) = match which {
+        SqlObject::Schema => (SCHEMA_FILE, &manifest.schema),
+        SqlObject::Globals => (GLOBALS_FILE, &manifest.globals),
+    };
+    let path = object_path(&manifest.database, &manifest.id, file);
+    let bytes = repository.get_bytes(&path).await?;
+    let sha256 = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    if bytes.len() as u64 != expected.bytes || sha256 != expected.sha256 {
+        return Err(Error::Corrupt {
+            key: repository.key(&path),
+            reason: format!(
+                "it holds {} bytes with SHA-256 {sha256}, not the {} bytes with SHA-256 {} its manifest records",
+                bytes.len(),
+                expected.bytes,
+                expected.sha256
+            ),
+        });
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

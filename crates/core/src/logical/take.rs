@@ -198,9 +198,53 @@ impl Session {
     }
 }
 
-/// Reads the stored dump back through every checksum into `pg_restore --list` and returns how
-/// many entries it listed. Runs on a blocking thread (the verified reader blocks on the runtime).
-async fn list_stored_dump(repository: &Repository, options: &TakeOptions, id: &LogicalId) -> Result<u64> {
+/// A pipe into a child that may stop reading before the end: `pg_restore --list` exits once it
+/// has read the table of contents. Bytes after that are still read (and so checked) by the
+/// caller, then discarded here.
+pub(crate) struct UntilClosed<W> {
+    inner: W,
+    closed: bool,
+}
+
+impl<W> UntilClosed<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        UntilClosed { inner, closed: false }
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for UntilClosed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.closed {
+            return Ok(buf.len());
+        }
+        match self.inner.write(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                self.closed = true;
+                Ok(buf.len())
+            }
+            other => other,
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.inner.flush() {
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Reads the stored dump back whole through every checksum into `pg_restore --list` (which stops
+/// reading once it has the table of contents; the rest is still read and checked), compares it
+/// with what was stored, and returns how many entries `pg_restore` listed. Runs on a blocking
+/// thread (the verified reader blocks on the runtime).
+async fn list_stored_dump(
+    repository: &Repository,
+    options: &TakeOptions,
+    id: &LogicalId,
+    expected: &manifest::StoredObject,
+) -> Result<u64> {
+    let expected = expected.clone();
     let repository = repository.clone();
     let pg_restore = options.tools.pg_restore.clone();
     let path = object_path(&options.database, id, DUMP_FILE);
@@ -220,12 +264,26 @@ async fn list_stored_dump(repository: &Repository, options: &TakeOptions, id: &L
             let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
             text
         });
-        let mut stdin = child.stdin.take().expect("piped");
+        let key = reader.key().to_string();
+        let mut stdin = UntilClosed::new(child.stdin.take().expect("piped"));
         let copied = reader.copy_to(&mut stdin);
         drop(stdin);
         let output = child.wait_with_output().map_err(|e| job_error(format!("pg_restore --list: {e}"), ""))?;
         let listing = listing.join().unwrap_or_default();
-        copied?; // a checksum mismatch fails the verification whatever pg_restore said
+        // A checksum mismatch fails the verification whatever pg_restore said.
+        let trailer = copied?;
+        if trailer.plain_len != expected.bytes || trailer.plain_sha256_hex() != expected.sha256 {
+            return Err(Error::Corrupt {
+                key,
+                reason: format!(
+                    "it holds {} bytes with SHA-256 {}, not the {} bytes with SHA-256 {} pg_dump produced",
+                    trailer.plain_len,
+                    trailer.plain_sha256_hex(),
+                    expected.bytes,
+                    expected.sha256
+                ),
+            });
+        }
         if !output.status.success() {
             return Err(job_error(
                 format!(
@@ -313,8 +371,7 @@ pub async fn take(
     cancelled()?;
 
     progress.set("verifying the stored dump");
-    super::verify_object(repository, &options.database, &id, DUMP_FILE, &dump).await?;
-    let list_entries = list_stored_dump(repository, options, &id).await?;
+    let list_entries = list_stored_dump(repository, options, &id, &dump).await?;
     if list_entries == 0 {
         return Err(job_error(
             "pg_restore --list found no entry in the stored dump".into(),
@@ -341,4 +398,45 @@ pub async fn take(
     };
     manifest::write(repository, &manifest).await?;
     Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A reader that stops early (pg_restore --list after the TOC) must not fail the copy: the
+    /// caller keeps reading, and so checking, the rest.
+    #[test]
+    fn a_pipe_closed_early_swallows_the_rest() {
+        struct Closing(usize);
+        impl Write for Closing {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::ErrorKind::BrokenPipe.into());
+                }
+                self.0 -= 1;
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut sink = UntilClosed::new(Closing(1));
+        sink.write_all(b"toc").unwrap();
+        sink.write_all(b"data after the reader left").unwrap();
+        sink.flush().unwrap();
+        assert!(sink.closed);
+        // Any other error still fails.
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::Error::other("disk full"))
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert!(UntilClosed::new(Full).write_all(b"x").is_err());
+    }
 }

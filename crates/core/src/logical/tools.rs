@@ -26,6 +26,16 @@ pub struct Tools {
 impl Tools {
     /// Finds the programs in `bin_dir` and checks that `pg_dump` is of `server_major` (15, 16...).
     pub fn find(bin_dir: &Path, server_major: u32) -> Result<Tools> {
+        Tools::find_matching(bin_dir, server_major, false)
+    }
+
+    /// Finds programs that can restore a dump `pg_dump` of `dump_major` wrote: that version or a
+    /// newer one (pg_restore reads older archives; a dump moves forward across versions).
+    pub fn find_for_restore(bin_dir: &Path, dump_major: u32) -> Result<Tools> {
+        Tools::find_matching(bin_dir, dump_major, true)
+    }
+
+    fn find_matching(bin_dir: &Path, server_major: u32, newer_ok: bool) -> Result<Tools> {
         let program = |name: &str| -> Result<PathBuf> {
             let path = bin_dir.join(name);
             if path.is_file() {
@@ -46,16 +56,27 @@ impl Tools {
         })?;
         let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
         match version_major(&version) {
-            Some(major) if major == server_major => {}
+            Some(major) if major == server_major || (newer_ok && major > server_major) => {}
             found => {
+                let found = found.map(|m| m.to_string()).unwrap_or_else(|| format!("unknown (\"{version}\")"));
                 return Err(Error::Job {
-                    message: format!(
-                        "{} is version {} but the server is {server_major}: its dumps would not restore reliably",
-                        pg_dump.display(),
-                        found.map(|m| m.to_string()).unwrap_or_else(|| format!("unknown (\"{version}\")"))
-                    ),
-                    hint: format!("Install the PostgreSQL {server_major} client programs next to the server's."),
-                })
+                    message: if newer_ok {
+                        format!(
+                            "the programs in {} are version {found} but the dump was written by pg_dump {server_major}: pg_restore reads only archives of its own or an older version",
+                            bin_dir.display()
+                        )
+                    } else {
+                        format!(
+                            "{} is version {found} but the server is {server_major}: its dumps would not restore reliably",
+                            pg_dump.display()
+                        )
+                    },
+                    hint: if newer_ok {
+                        format!("Use the PostgreSQL {server_major} (or newer) client programs (backstop logical restore --pg-bin DIR).")
+                    } else {
+                        format!("Install the PostgreSQL {server_major} client programs next to the server's.")
+                    },
+                });
             }
         }
         Ok(Tools {

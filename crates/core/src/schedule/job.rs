@@ -24,15 +24,21 @@ pub enum JobKind {
     WalFetch,
     /// Drill: restore the newest base backup into a throwaway server and replay.
     Pitr,
+    /// pg_dump of one database into the repository, verified with pg_restore --list.
+    LogicalBackup,
+    /// Drill: restore the newest logical backup into a scratch database and compare.
+    LogicalRestore,
 }
 
-pub const ALL_KINDS: [JobKind; 6] = [
+pub const ALL_KINDS: [JobKind; 8] = [
     JobKind::Snapshot,
     JobKind::BaseBackup,
     JobKind::Expire,
     JobKind::SnapshotRestore,
     JobKind::WalFetch,
     JobKind::Pitr,
+    JobKind::LogicalBackup,
+    JobKind::LogicalRestore,
 ];
 
 impl JobKind {
@@ -44,6 +50,8 @@ impl JobKind {
             JobKind::SnapshotRestore => "snapshot_restore",
             JobKind::WalFetch => "wal_fetch",
             JobKind::Pitr => "pitr",
+            JobKind::LogicalBackup => "logical_backup",
+            JobKind::LogicalRestore => "logical_restore",
         }
     }
 
@@ -51,7 +59,12 @@ impl JobKind {
     pub fn read_only(self) -> bool {
         match self {
             JobKind::WalFetch | JobKind::Pitr => true,
-            JobKind::Snapshot | JobKind::BaseBackup | JobKind::Expire | JobKind::SnapshotRestore => false,
+            JobKind::Snapshot
+            | JobKind::BaseBackup
+            | JobKind::Expire
+            | JobKind::SnapshotRestore
+            | JobKind::LogicalBackup
+            | JobKind::LogicalRestore => false,
         }
     }
 
@@ -99,6 +112,22 @@ fn auto() -> String {
 }
 fn yes() -> bool {
     true
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogicalBackupArgs {
+    /// The database to dump (the one the job runs in by default).
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogicalRestoreArgs {
+    /// Whose newest logical backup to restore (the database the job runs in by default).
+    pub database: Option<String>,
+    /// A particular backup instead of the newest.
+    pub backup_id: Option<String>,
 }
 
 /// A GFS policy as written in a schedule's args.
@@ -199,6 +228,8 @@ pub enum JobSpec {
     SnapshotRestore(SnapshotRestoreArgs),
     WalFetch(WalFetchArgs),
     Pitr(PitrArgs),
+    LogicalBackup(LogicalBackupArgs),
+    LogicalRestore(LogicalRestoreArgs),
 }
 
 fn args<T: serde::de::DeserializeOwned>(kind: JobKind, value: &Value) -> Result<T> {
@@ -257,6 +288,23 @@ impl JobSpec {
                 }
                 JobSpec::Pitr(a)
             }
+            JobKind::LogicalBackup => {
+                let a: LogicalBackupArgs = args(kind, value)?;
+                if a.database.as_deref().is_some_and(|d| d.is_empty() || d.contains('\0')) {
+                    return Err(Error::InvalidInput("\"database\" must name a database".into()));
+                }
+                JobSpec::LogicalBackup(a)
+            }
+            JobKind::LogicalRestore => {
+                let a: LogicalRestoreArgs = args(kind, value)?;
+                if a.database.as_deref().is_some_and(|d| d.is_empty() || d.contains('\0')) {
+                    return Err(Error::InvalidInput("\"database\" must name a database".into()));
+                }
+                if let Some(id) = &a.backup_id {
+                    crate::logical::LogicalId::parse(id)?;
+                }
+                JobSpec::LogicalRestore(a)
+            }
         };
         Ok(spec)
     }
@@ -269,6 +317,8 @@ impl JobSpec {
             JobSpec::SnapshotRestore(_) => JobKind::SnapshotRestore,
             JobSpec::WalFetch(_) => JobKind::WalFetch,
             JobSpec::Pitr(_) => JobKind::Pitr,
+            JobSpec::LogicalBackup(_) => JobKind::LogicalBackup,
+            JobSpec::LogicalRestore(_) => JobKind::LogicalRestore,
         }
     }
 }
