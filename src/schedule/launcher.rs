@@ -252,19 +252,23 @@ impl Scheduler {
     }
 
     /// Runs that ended: settle their state, queue retries.
-    fn reap(&mut self, now: SystemTime) {
-        if in_recovery() {
-            self.reap_on_standby();
-            return;
-        }
+    /// The runs whose worker process has ended, taken out of `running`.
+    fn take_ended(&mut self) -> Vec<(i64, Running)> {
         let ended: Vec<i64> = self
             .running
             .iter()
             .filter(|(_, r)| matches!(r.worker.pid(), Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)))
             .map(|(id, _)| *id)
             .collect();
-        for id in ended {
-            let run = self.running.remove(&id).expect("listed");
+        ended.into_iter().filter_map(|id| self.running.remove(&id).map(|run| (id, run))).collect()
+    }
+
+    fn reap(&mut self, now: SystemTime) {
+        if in_recovery() {
+            self.reap_on_standby();
+            return;
+        }
+        for (id, run) in self.take_ended() {
             let (state, error) = match run.stopped {
                 Some(StopReason::Timeout) => (
                     "timed_out",
@@ -371,14 +375,7 @@ impl Scheduler {
     /// On a standby nothing can be written to the tables: a run its worker did not finish is
     /// settled in its status file (what `backstop.standby_runs` lists) and in the log.
     fn reap_on_standby(&mut self) {
-        let ended: Vec<i64> = self
-            .running
-            .iter()
-            .filter(|(_, r)| matches!(r.worker.pid(), Err(pgrx::bgworkers::BackgroundWorkerStatus::Stopped)))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ended {
-            let run = self.running.remove(&id).expect("listed");
+        for (id, run) in self.take_ended() {
             let Some(mut status) = jobs::read_status(id) else { continue };
             if status.state.is_final() && run.stopped.is_none() {
                 continue;
