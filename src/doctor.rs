@@ -54,6 +54,7 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(archive_backlog_check());
     checks.extend(base_backup_checks());
     checks.push(backup_job_check());
+    checks.extend(crate::logical::health::checks());
     checks.extend(crate::schedule::health::checks());
     checks
 }

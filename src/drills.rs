@@ -118,12 +118,6 @@ pub fn wal_fetch(args: &WalFetchArgs, status: &mut JobStatus) -> Result<serde_js
     Ok(value)
 }
 
-/// The PostgreSQL binaries this server runs from (pg_ctl, psql).
-fn bin_dir() -> std::path::PathBuf {
-    let exec = unsafe { std::ffi::CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char) };
-    std::path::PathBuf::from(exec.to_string_lossy().into_owned()).parent().map(|p| p.to_path_buf()).unwrap_or_default()
-}
-
 /// Stops the throwaway server (if it was started) and removes the drill's directory, whatever
 /// happened: a drill leaves nothing behind, also when it fails or is stopped.
 struct Throwaway {
@@ -137,7 +131,7 @@ impl Throwaway {
     }
 
     fn pg_ctl(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(bin_dir().join("pg_ctl"));
+        let mut command = std::process::Command::new(crate::jobs::server_bin_dir().join("pg_ctl"));
         command.arg("-D").arg(self.data()).args(args);
         command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         command
@@ -213,7 +207,7 @@ fn wait_child(mut child: std::process::Child, deadline: Duration, what: &str) ->
 /// One query on the throwaway server, through psql over its private socket; the first column of
 /// every row.
 fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql: &str) -> Result<Vec<String>, Error> {
-    let child = std::process::Command::new(bin_dir().join("psql"))
+    let child = std::process::Command::new(crate::jobs::server_bin_dir().join("psql"))
         .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
         .arg(dir)
         .args(["-p", &port.to_string(), "-U", user, "-c", sql])

@@ -39,7 +39,9 @@ static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(3600);
 static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
 static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(8 * 24 * 3600);
 static MAX_SNAPSHOT_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
+static MAX_LOGICAL_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
 static DRILL_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static LOGICAL_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -245,11 +247,29 @@ pub fn init() {
         context(),
         GucFlags::UNIT_S,
     );
+    GucRegistry::define_int_guc(
+        c"backstop.max_logical_backup_age",
+        c"doctor() reports degraded when a scheduled database's newest logical backup is older than this.",
+        c"",
+        &MAX_LOGICAL_BACKUP_AGE,
+        60,
+        365 * 86_400,
+        context(),
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"backstop.drill_directory",
         c"Where the pitr drill restores its throwaway server (empty: the server's temporary directory, usually /tmp).",
         c"It needs room for the whole cluster and the WAL it replays; the drill refuses to start when the file system is short.",
         &DRILL_DIRECTORY,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"backstop.logical_role",
+        c"The role pg_dump connects as for logical backups, over the server's Unix socket (empty: the bootstrap superuser).",
+        c"pg_hba.conf must let the server's OS user connect as it locally (peer or trust), or its ~/.pgpass must name it; it must read every object of the database (e.g. pg_read_all_data).",
+        &LOGICAL_ROLE,
         context(),
         GucFlags::default(),
     );
@@ -331,6 +351,11 @@ pub fn drill_directory() -> std::path::PathBuf {
     string_setting(&DRILL_DIRECTORY).map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir)
 }
 
+/// `backstop.logical_role`, None when unset (the caller uses the bootstrap superuser).
+pub fn logical_role() -> Option<String> {
+    string_setting(&LOGICAL_ROLE)
+}
+
 pub fn scheduler_enabled() -> bool {
     SCHEDULER_ENABLED.get()
 }
@@ -345,6 +370,10 @@ pub fn job_runs_retention_days() -> i32 {
 
 pub fn max_base_backup_age() -> std::time::Duration {
     std::time::Duration::from_secs(MAX_BASE_BACKUP_AGE.get().max(60) as u64)
+}
+
+pub fn max_logical_backup_age() -> std::time::Duration {
+    std::time::Duration::from_secs(MAX_LOGICAL_BACKUP_AGE.get().max(60) as u64)
 }
 
 pub fn max_snapshot_age() -> std::time::Duration {

@@ -153,6 +153,12 @@ impl JobStatus {
     }
 }
 
+/// The directory of the PostgreSQL binaries this server runs from (pg_ctl, psql, pg_dump...).
+pub fn server_bin_dir() -> PathBuf {
+    let exec = unsafe { std::ffi::CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path) as *const std::ffi::c_char) };
+    PathBuf::from(exec.to_string_lossy().into_owned()).parent().map(|p| p.to_path_buf()).unwrap_or_default()
+}
+
 fn data_dir() -> PathBuf {
     let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
     PathBuf::from(dir.to_string_lossy().into_owned())
@@ -459,6 +465,8 @@ fn run_job(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         JobSpec::SnapshotRestore(args) => crate::drills::snapshot_restore(request, &args, status),
         JobSpec::WalFetch(args) => crate::drills::wal_fetch(&args, status),
         JobSpec::Pitr(args) => crate::drills::pitr(request, &args, status),
+        JobSpec::LogicalBackup(args) => crate::logical::job::run(request, &args, status),
+        JobSpec::LogicalRestore(args) => crate::logical::drill::run(request, &args, status),
     }
 }
 

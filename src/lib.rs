@@ -21,6 +21,7 @@ mod expire;
 mod gucs;
 mod io;
 mod jobs;
+mod logical;
 mod manifest_key;
 mod owner;
 mod repo;

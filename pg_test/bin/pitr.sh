@@ -6,6 +6,7 @@
 #   pitr.sh sql NAME PORT SQL                         run SQL on it, print the rows
 #   pitr.sh stop NAME                                 stop it (the directory stays)
 #   pitr.sh damage-packs corrupt|remove               flip a byte in / remove every pack of the repository
+#   pitr.sh damage-logical DATABASE                   flip a byte in the newest logical dump of DATABASE
 #   pitr.sh cli ARGS                                  run the backstop CLI against the scenario's repository
 # Environment (pg_test/run.sh): PGDATA, PGHOST, PGPORT, BACKSTOP_REPOSITORY (or "s3" mode as in wal.sh).
 set -uo pipefail
@@ -22,7 +23,7 @@ cluster=$(psql -X -qAt -d postgres -c "SELECT system_identifier FROM pg_control_
 export BACKSTOP_CLUSTER=$cluster
 
 mask() {
-  sed -E "s/[0-9]{8}T[0-9]{6}Z-([FI])/<backup id>-\1/g; s/$cluster/<cluster>/g; s/[0-9a-f]{64}/<sha256>/g;
+  sed -E "s/[0-9]{8}T[0-9]{6}Z-([FIL])/<backup id>-\1/g; s/$cluster/<cluster>/g; s/[0-9a-f]{64}/<sha256>/g;
           s/[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+\+00/<time>/g; s/LSN [0-9A-F]+\/[0-9A-F]+/LSN <lsn>/g;
           s#$base#<scenario>#g; s#s3://[^/ ]+/#s3://<bucket>/#g; s/[0-9]+ of its [0-9]+ packs/N of its N packs/g; s#packs/[0-9a-f]{2}/#packs/<xx>/#g; s/ is corrupt: .*/ is corrupt: <why differs with where the byte fell>/"
 }
@@ -99,6 +100,11 @@ if s["bytes_kept"] > 0:
       n=$((n + 1))
     done
     echo "$2: $([[ $n -gt 0 ]] && echo "every pack" || echo "no pack found")"
+    ;;
+  damage-logical)
+    # Flips a byte in the middle of the newest logical backup's dump of database $2.
+    dump=$(find "${BACKSTOP_REPOSITORY#file://}/$cluster/logical/$2" -name dump -type f | sort | tail -1)
+    flip-middle-byte "$dump" && echo "flipped a byte in the newest dump of $2"
     ;;
   chmod-wal)
     # Makes the archive's WAL directory unwritable (000) or writable again (755): archiving stalls.

@@ -24,7 +24,7 @@ fn query<T>(
     .map_err(|e| e.to_string())
 }
 
-fn age_text(seconds: f64) -> String {
+pub(crate) fn age_text(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
     match s {
         0..=119 => format!("{s} s"),
@@ -146,9 +146,17 @@ fn schedules_check() -> Check {
 
 fn drill_checks() -> Vec<Check> {
     let mut checks = Vec::new();
-    for (check, kind) in
-        [("drill_snapshot_restore", "snapshot_restore"), ("drill_wal_fetch", "wal_fetch"), ("drill_pitr", "pitr")]
-    {
+    let mut drills =
+        vec![("drill_snapshot_restore", "snapshot_restore"), ("drill_wal_fetch", "wal_fetch"), ("drill_pitr", "pitr")];
+    // The logical drill is reported once logical backups are in use (scheduled or drilled).
+    let logical_drilled =
+        crate::spi::text("SELECT EXISTS (SELECT 1 FROM backstop.job_runs WHERE kind = 'logical_restore')::text", &[])
+            .as_deref()
+            == Some("true");
+    if logical_drilled || !crate::logical::health::scheduled_databases().is_empty() {
+        drills.push(("drill_logical_restore", "logical_restore"));
+    }
+    for (check, kind) in drills {
         let last = query(
             &format!(
                 "SELECT state, coalesce(seconds, 0), pg_catalog.date_part('epoch', pg_catalog.now() - coalesce(finished_at, started_at))::float8, \
