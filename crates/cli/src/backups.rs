@@ -175,7 +175,7 @@ pub fn list(args: ListArgs) -> Result<ExitCode, Error> {
     Ok(if backups.iter().all(|b| b.verified()) { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn bar(hidden: bool, len: u64, template: &str) -> indicatif::ProgressBar {
+pub(crate) fn bar(hidden: bool, len: u64, template: &str) -> indicatif::ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 mod backups;
 mod config;
+mod logical;
 mod snapshots;
 mod wal;
 
@@ -37,6 +38,9 @@ enum Command {
     /// Table snapshots: list (and verify) what the repository holds.
     #[command(subcommand)]
     Snapshots(snapshots::SnapshotsCommand),
+    /// Logical backups (pg_dump): list what the repository holds.
+    #[command(subcommand)]
+    Logical(logical::LogicalCommand),
 }
 
 #[derive(Args)]
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Keygen => keygen().map(|()| ExitCode::SUCCESS),
         Command::Wal(command) => wal::run(command),
         Command::Snapshots(command) => snapshots::run(command),
+        Command::Logical(command) => logical::run(command),
         Command::Backups(backups::BackupsCommand::List(args)) => backups::list(args),
         Command::Verify(args) => backups::verify(args),
         Command::Restore(args) => backups::restore(*args),
