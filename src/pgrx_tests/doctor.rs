@@ -34,7 +34,7 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 20, "{checks:?}");
+        assert_eq!(checks.len(), 22, "{checks:?}");
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
@@ -59,13 +59,19 @@ mod tests {
         }
         assert_eq!(status(&checks, "snapshot_age"), "ok");
         assert!(checks.contains_key("rpo"));
+        // Logical backups: the client programs of the server's version are found; nothing is
+        // scheduled, so neither their age nor their drill is a concern yet.
+        assert_eq!(status(&checks, "logical_tools"), "ok", "{:?}", checks["logical_tools"]);
+        assert!(checks["logical_tools"].1.starts_with("pg_dump (PostgreSQL) 15."), "{:?}", checks["logical_tools"]);
+        assert_eq!(status(&checks, "logical_backup"), "ok");
+        assert!(!checks.contains_key("drill_logical_restore"), "{checks:?}");
         for (name, (status, _, hint)) in &checks {
             assert_eq!(status != "ok", hint.is_some(), "{name}: every non-ok check carries a hint");
         }
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 20);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 22);
     }
 
     #[pg_test]

@@ -39,6 +39,19 @@ mod tests {
                 "table public.nope does not exist",
             ),
             ("SELECT backstop.schedule('a', '0 2 * * *', 'pitr', '{\"max_replay\": \"lots\"}')", "not a size"),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'logical_restore', '{\"backup_id\": \"yesterday\"}')",
+                "\"yesterday\" is not a logical backup id",
+            ),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'logical_backup', '{\"database\": \"\"}')",
+                "\"database\" must name a database",
+            ),
+            ("SELECT backstop.schedule('a', '0 2 * * *', 'logical_backup', '{\"db\": \"app\"}')", "unknown field `db`"),
+            (
+                "SELECT backstop.schedule('a', '0 2 * * *', 'logical_backup', '{\"database\": \"nope\"}')",
+                "database nope does not exist",
+            ),
         ] {
             let error = refused(sql);
             assert!(error.contains(expected), "{sql}: {error}");

@@ -73,6 +73,20 @@ fn check_job(job: &str, args: &serde_json::Value) -> JobSpec {
             }
         }
     }
+    let database = match &spec {
+        JobSpec::LogicalBackup(a) => a.database.as_ref(),
+        JobSpec::LogicalRestore(a) => a.database.as_ref(),
+        _ => None,
+    };
+    if let Some(database) = database {
+        let exists = crate::spi::text(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)::text",
+            &[database.as_str().into()],
+        );
+        if exists.as_deref() != Some("true") {
+            invalid(&format!("database {database} does not exist"), "SELECT datname FROM pg_database lists the databases.");
+        }
+    }
     spec
 }
 
