@@ -10,7 +10,25 @@ DEBIAN_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR sudo libcl
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step starts a stage; stage_times prints how long each took (test.sh and setup.sh end with it).
+STAGE_NAMES=()
+STAGE_STARTS=()
+step() {
+  printf '\n==> %s\n' "$*"
+  STAGE_NAMES+=("$*")
+  STAGE_STARTS+=("$(date +%s)")
+}
+stage_times() {
+  local i end=$(date +%s) next total=0
+  ((${#STAGE_NAMES[@]})) || return 0
+  printf '\n==> time per stage\n'
+  for i in "${!STAGE_NAMES[@]}"; do
+    next=${STAGE_STARTS[$((i + 1))]:-$end}
+    printf '%6ss  %s\n' "$((next - STAGE_STARTS[i]))" "${STAGE_NAMES[$i]:0:100}"
+  done
+  total=$((end - STAGE_STARTS[0]))
+  printf '%6ss  total (%dm%02ds)\n' "$total" "$((total / 60))" "$((total % 60))"
+}
 
 ensure_debian_packages() {
   local missing=()

@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
+trap stage_times EXIT
+step "installing what is missing (Debian packages, Rust, cargo-pgrx, Garage)"
 ensure_everything
 
 step "house rules: cargo fmt --check and cargo clippy -D warnings"
