@@ -84,7 +84,10 @@ fn check_job(job: &str, args: &serde_json::Value) -> JobSpec {
             &[database.as_str().into()],
         );
         if exists.as_deref() != Some("true") {
-            invalid(&format!("database {database} does not exist"), "SELECT datname FROM pg_database lists the databases.");
+            invalid(
+                &format!("database {database} does not exist"),
+                "SELECT datname FROM pg_database lists the databases.",
+            );
         }
     }
     spec
