@@ -40,6 +40,9 @@ export BACKSTOP_REPOSITORY=file://$SCENARIO_DIR/repository
 export AWS_EC2_METADATA_DISABLED=true
 export PATH="$PWD/pg_test/bin:$PATH"
 
+# The SQL of released versions, for the upgrade scenario: CREATE EXTENSION backstop VERSION '0.1.0'.
+install -m 0644 sql/released/backstop--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
+
 passed=0
 failed=0
 for scenario in pg_test/scenarios/*.sql; do
