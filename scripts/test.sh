@@ -32,3 +32,6 @@ install_backstop
 
 step "DBA scenarios (pg_test/)"
 pg_test/run.sh
+
+# Last: it removes the development install and puts it back.
+scripts/test_package.sh
