@@ -79,16 +79,21 @@ ensure_everything() {
 # Builds the extension and installs it into the system PostgreSQL, and the CLI into /usr/local/bin.
 # BACKSTOP_PROFILE=release builds optimised binaries (the container image); the default debug
 # build is quicker for development and tests.
+#
+# The CLI is built in one cargo invocation with the extension's package and features: cargo then
+# resolves the dependencies' features as it did for the extension (pgrx turns on a few in crates
+# aws-sdk-s3 depends on), so the dependencies built for the extension are reused instead of being
+# compiled a second time. The log says how many times aws-sdk-s3 was compiled.
 install_backstop() {
-  local profile=${BACKSTOP_PROFILE:-debug}
+  local profile=${BACKSTOP_PROFILE:-debug} log
   step "building and installing the backstop extension and CLI ($profile)"
-  if [[ $profile == release ]]; then
-    cargo pgrx install --release --pg-config "$PG_CONFIG"
-    cargo build --release -p backstop-cli
-  else
-    cargo pgrx install --pg-config "$PG_CONFIG"
-    cargo build -p backstop-cli
-  fi
+  local release=()
+  [[ $profile == release ]] && release=(--release)
+  log=$(mktemp)
+  cargo pgrx install "${release[@]}" --pg-config "$PG_CONFIG" 2>&1 | tee "$log"
+  cargo build "${release[@]}" -p backstop-cli -p backstop --no-default-features --features "backstop/pg$PG_MAJOR" 2>&1 | tee -a "$log"
+  echo "aws-sdk-s3 compiled $(grep -c 'Compiling aws-sdk-s3 ' "$log") time(s) in this build"
+  rm -f "$log"
   install -m 0755 "target/$profile/backstop" /usr/local/bin/backstop
 }
 

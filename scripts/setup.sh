@@ -11,7 +11,12 @@ DEMO_DIR=${BACKSTOP_DEMO_DIR:-/var/lib/backstop-demo}
 DEMO_PORT=${BACKSTOP_DEMO_PORT:-5433}
 DEMO_REPOSITORY=file://$DEMO_DIR/repository
 
-ensure_everything
+trap stage_times EXIT
+step "installing what is missing (Debian packages, Rust, cargo-pgrx)"
+# Garage (S3 on loopback) is for the test suite only: the demo's repository is a local directory.
+ensure_debian_packages
+ensure_rust
+ensure_cargo_pgrx
 install_backstop
 
 # Objects are encrypted to an age public key. In production the identity (secret key) lives away
@@ -29,12 +34,16 @@ chown postgres:postgres "$IDENTITY_FILE"
 scripts/cluster.sh start "$DEMO_DIR" "$DEMO_PORT" "$DEMO_REPOSITORY" "backstop.encryption_recipients = '$RECIPIENT'" \
   "backstop.encryption_identity_file = '$IDENTITY_FILE'"
 
-step "main job: CREATE EXTENSION backstop, a base backup, doctor, a table snapshot and its guided recovery, then schedules and restore drills"
+step "main job: CREATE EXTENSION backstop, a base backup, doctor, a table snapshot and its guided recovery, then schedules, a logical backup and restore drills"
 scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 <<'SQL'
--- Before the first release the extension version stays 0.1.0 and holds no data of its own, so the
--- demo recreates it to pick up new SQL objects from a rebuild.
-DROP EXTENSION IF EXISTS backstop;
-CREATE EXTENSION backstop;
+-- The extension owns data (restores, schedules, job history): a second run keeps it and updates the
+-- extension to the installed version instead of recreating it. The demo's own schedules from an
+-- earlier run are replaced below.
+CREATE EXTENSION IF NOT EXISTS backstop;
+ALTER EXTENSION backstop UPDATE;
+SELECT extversion AS backstop_version FROM pg_extension WHERE extname = 'backstop';
+SELECT backstop.unschedule(name) AS replaced_earlier_schedule FROM backstop.schedules
+ WHERE name IN ('nightly-base', 'nightly-orders', 'drill-snapshot', 'drill-wal', 'retention', 'nightly-dump', 'drill-dump');
 SELECT pg_switch_wal() IS NOT NULL AS switched_wal;
 SELECT pg_sleep(2);
 -- A base backup, in a background worker of its own; this session only waits and prints progress.
@@ -84,6 +93,14 @@ DO $$ DECLARE seg text := pg_walfile_name(pg_current_wal_lsn()); BEGIN
 END $$;
 SELECT job_id, state, round(seconds::numeric, 2) AS seconds, result -> 'tables' AS tables_read, result -> 'indexes' AS indexes_checked
   FROM backstop.run_job('pitr', '{"tables": ["public.demo_orders"], "indexes": ["public.demo_orders_pkey"]}');
+-- A logical backup (pg_dump, streamed into the repository and checked with pg_restore --list), a
+-- nightly one on a schedule, and its drill: restored into a scratch database and compared.
+SELECT state, backup_id, tables, rows, bytes FROM backstop.logical_backup();
+SELECT * FROM backstop.schedule('nightly-dump', '0 2 * * *', 'logical_backup', '{"database": "postgres"}');
+SELECT * FROM backstop.schedule('drill-dump', '0 7 * * *', 'logical_restore', '{"database": "postgres"}');
+SELECT job_id, state, round(seconds::numeric, 2) AS seconds, result ->> 'tables' AS tables_compared,
+       result ->> 'rows' AS rows_compared, result ->> 'sequences' AS sequences_compared
+  FROM backstop.run_job('logical_restore');
 SELECT name, job, cron, next_run_at, last_state FROM backstop.schedule_status;
 -- The scheduler restarts a few seconds after the extension is recreated: wait for it, then ask.
 DO $$ BEGIN
@@ -93,7 +110,8 @@ DO $$ BEGIN
   END LOOP;
 END $$;
 SELECT "check", status, detail FROM backstop.status
- WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'drill_pitr', 'rpo');
+ WHERE "check" IN ('scheduler', 'schedules', 'drill_snapshot_restore', 'drill_wal_fetch', 'drill_pitr',
+                   'logical_tools', 'logical_backup', 'drill_logical_restore', 'rpo');
 SQL
 
 step "point-in-time recovery: drop demo_orders, then rebuild the cluster as it was just before, beside it"
