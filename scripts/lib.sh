@@ -94,7 +94,7 @@ install_backstop() {
   cargo build "${release[@]}" -p backstop-cli -p backstop --no-default-features --features "backstop/pg$PG_MAJOR" 2>&1 | tee -a "$log"
   echo "aws-sdk-s3 compiled $(grep -c 'Compiling aws-sdk-s3 ' "$log") time(s) in this build"
   rm -f "$log"
-  install -m 0755 "target/$profile/backstop" /usr/local/bin/backstop
+  install -m 0755 "${CARGO_TARGET_DIR:-target}/$profile/backstop" /usr/local/bin/backstop
 }
 
 # Writes DATA/backstop.conf (included from postgresql.conf): what backstop needs from the server,

@@ -30,7 +30,7 @@ trap 'rm -rf "$stage"' EXIT
 cargo pgrx package "${pgrx_profile[@]}" --pg-config "$PG_CONFIG" --out-dir "$stage/root"
 # The same cargo invocation shape as install_backstop, so the dependencies built above are reused.
 cargo build "${cargo_profile[@]}" -p backstop-cli -p backstop --no-default-features --features "backstop/pg$PG_MAJOR"
-target=target/$([[ $profile == release ]] && echo release || echo debug)
+target=${CARGO_TARGET_DIR:-target}/$([[ $profile == release ]] && echo release || echo debug)
 
 step "assembling $name $version ($arch)"
 root=$stage/root
