@@ -205,14 +205,23 @@ fn bin_dir(args: &RestoreArgs, major: u32) -> std::path::PathBuf {
         .unwrap_or(debian)
 }
 
-fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
+/// The runtime, the repository, and the backup id asked for (None for latest).
+fn open(
+    repository: &RepositoryArgs,
+    backup_id: &str,
+) -> Result<(tokio::runtime::Runtime, Repository, Option<LogicalId>), Error> {
     let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| Error::io("start", "runtime", e))?;
-    let (repository_args, _) = args.repository.resolve()?;
+    let (repository_args, _) = repository.resolve()?;
     let repository = runtime.block_on(repository_args.open(CodecSettings::plain()))?;
-    let id = match args.backup_id.as_str() {
+    let id = match backup_id {
         "latest" => None,
         text => Some(LogicalId::parse(text)?),
     };
+    Ok((runtime, repository, id))
+}
+
+fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
+    let (runtime, repository, id) = open(&args.repository, &args.backup_id)?;
     let database =
         runtime.block_on(source_database(&repository, args.database.as_deref(), Some(&args.dbname), id.as_ref()))?;
     let manifest = runtime.block_on(manifest::pick(&repository, &database, id.as_ref()))?;
@@ -279,13 +288,7 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
 }
 
 fn show(args: ShowArgs) -> Result<ExitCode, Error> {
-    let runtime = backstop_core::runtime::build(2, "backstop-io").map_err(|e| Error::io("start", "runtime", e))?;
-    let (repository_args, _) = args.repository.resolve()?;
-    let repository = runtime.block_on(repository_args.open(CodecSettings::plain()))?;
-    let id = match args.backup_id.as_str() {
-        "latest" => None,
-        text => Some(LogicalId::parse(text)?),
-    };
+    let (runtime, repository, id) = open(&args.repository, &args.backup_id)?;
     let database = runtime.block_on(source_database(&repository, args.database.as_deref(), None, id.as_ref()))?;
     let manifest = runtime.block_on(manifest::pick(&repository, &database, id.as_ref()))?;
     let which = match args.what {

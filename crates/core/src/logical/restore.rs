@@ -19,7 +19,7 @@ use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use super::manifest::{LogicalManifest, SequenceValue};
@@ -471,36 +471,17 @@ pub async fn count(
     connection: &Connection,
     database: &str,
 ) -> Result<(Vec<TableRows>, Vec<SequenceValue>)> {
+    // The script sets ON_ERROR_STOP itself and prints SESSION_DONE once everything is counted.
     let script = format!("{}COMMIT;\n", tools::SNAPSHOT_SESSION);
-    let mut command = Command::new(&tools.psql);
-    command
-        .args(["-X", "-q", "-w", "-A", "-t"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    connection.apply(&mut command, database);
-    let mut child = command.spawn().map_err(|e| {
-        job_error(format!("could not run {}: {e}", tools.psql.display()), "Check the PostgreSQL client programs.")
+    let out = run_psql(tools, connection, database, &[], &script).await.map_err(|e| {
+        job_error(
+            format!("could not count the rows of database {database}: {e}"),
+            "Check that the role may read every table and sequence of the database.",
+        )
     })?;
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(script.as_bytes()).await.map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
-    drop(stdin);
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_string(&mut out)
-        .await
-        .map_err(|e| job_error(format!("reading psql: {e}"), ""))?;
-    let output = child.wait_with_output().await.map_err(|e| job_error(format!("psql: {e}"), ""))?;
-    if !output.status.success() || !out.lines().any(|l| l == tools::SESSION_DONE) {
+    if !out.lines().any(|l| l == tools::SESSION_DONE) {
         return Err(job_error(
-            format!(
-                "could not count the rows of database {database}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            ),
+            format!("counting the rows of database {database} stopped before the end"),
             "Check that the role may read every table and sequence of the database.",
         ));
     }
