@@ -9,8 +9,7 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN bash -c 'source scripts/lib.sh && ensure_debian_packages && ensure_rust && ensure_cargo_pgrx \
-             && scripts/package.sh /out'
+RUN bash -c 'source scripts/lib.sh && ensure_debian_packages && ensure_rust && scripts/package.sh /out'
 
 FROM debian:bookworm-slim
 COPY --from=build /out/ /tmp/backstop-package/

@@ -35,7 +35,6 @@ wants() { [[ " ${CONTENDERS[*]} " == *" $1 "* ]]; }
 ensure_debian_packages
 [[ -x /usr/bin/time ]] || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
-  ensure_cargo_pgrx
   BACKSTOP_PROFILE=release install_backstop
 fi
 

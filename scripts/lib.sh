@@ -46,15 +46,31 @@ ensure_rust() {
   command -v cargo >/dev/null || { echo "cargo is missing: this machine kind ships a Rust toolchain; nothing can install one here" >&2; exit 1; }
 }
 
+# cargo-pgrx runs the extension tests (`cargo pgrx test`); building and installing need only
+# ensure_pgrx_config, so a first setup skips this release build of ~300 crates.
 ensure_cargo_pgrx() {
   if [[ $(cargo pgrx --version 2>/dev/null) != "cargo-pgrx $PGRX_VERSION" ]]; then
     step "installing cargo-pgrx $PGRX_VERSION"
     cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
   fi
-  # Only ever against the system's PostgreSQL: a plain `cargo pgrx init` downloads and builds its own.
-  if ! grep -qs "pg$PG_MAJOR = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-    step "pointing pgrx at PostgreSQL $PG_MAJOR"
+  ensure_pgrx_config
+}
+
+# pgrx's build script finds PostgreSQL through $PGRX_HOME/config.toml. This writes the file that
+# `cargo pgrx init --pg15 PATH` writes: only ever the system's PostgreSQL (a plain `cargo pgrx init`
+# downloads and builds its own).
+ensure_pgrx_config() {
+  local config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+  grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$config" && return 0
+  step "pointing pgrx at PostgreSQL $PG_MAJOR"
+  if command -v cargo-pgrx >/dev/null; then
     cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
+  elif [[ -e $config ]]; then
+    echo "$config does not name $PG_CONFIG: run cargo pgrx init --pg$PG_MAJOR $PG_CONFIG" >&2
+    return 1
+  else
+    mkdir -p "$(dirname "$config")"
+    printf '[configs]\npg%s = "%s"\n' "$PG_MAJOR" "$PG_CONFIG" > "$config"
   fi
 }
 
@@ -80,21 +96,24 @@ ensure_everything() {
 # BACKSTOP_PROFILE=release builds optimised binaries (the container image); the default debug
 # build is quicker for development and tests.
 #
-# The CLI is built in one cargo invocation with the extension's package and features: cargo then
-# resolves the dependencies' features as it did for the extension (pgrx turns on a few in crates
-# aws-sdk-s3 depends on), so the dependencies built for the extension are reused instead of being
-# compiled a second time. The log says how many times aws-sdk-s3 was compiled.
+# The extension, the CLI and crates/install are built in one cargo invocation: cargo resolves the
+# dependencies' features once, so each dependency compiles once (the log says how many times
+# aws-sdk-s3 was compiled). crates/install then installs the extension as `cargo pgrx install`
+# would (control file, library, the SQL rendered from the library, upgrade scripts).
 install_backstop() {
-  local profile=${BACKSTOP_PROFILE:-debug} log
+  local profile=${BACKSTOP_PROFILE:-debug} log target
   step "building and installing the backstop extension and CLI ($profile)"
+  ensure_pgrx_config
   local release=()
   [[ $profile == release ]] && release=(--release)
   log=$(mktemp)
-  cargo pgrx install "${release[@]}" --pg-config "$PG_CONFIG" 2>&1 | tee "$log"
-  cargo build "${release[@]}" -p backstop-cli -p backstop --no-default-features --features "backstop/pg$PG_MAJOR" 2>&1 | tee -a "$log"
+  cargo build "${release[@]}" -p backstop -p backstop-cli -p backstop-install --no-default-features \
+    --features "backstop/pg$PG_MAJOR" 2>&1 | tee "$log"
   echo "aws-sdk-s3 compiled $(grep -c 'Compiling aws-sdk-s3 ' "$log") time(s) in this build"
   rm -f "$log"
-  install -m 0755 "${CARGO_TARGET_DIR:-target}/$profile/backstop" /usr/local/bin/backstop
+  target=${CARGO_TARGET_DIR:-target}/$profile
+  "$target/backstop-install" --pg-config "$PG_CONFIG" --library "$target/libbackstop.so"
+  install -m 0755 "$target/backstop" /usr/local/bin/backstop
 }
 
 # Writes DATA/backstop.conf (included from postgresql.conf): what backstop needs from the server,
@@ -122,7 +141,6 @@ prepare_bench() {
   ensure_debian_packages
   command -v pgbackrest >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbackrest >/dev/null; }
   if [[ -z ${BENCH_SKIP_BUILD:-} ]]; then
-    ensure_cargo_pgrx
     BACKSTOP_PROFILE=release install_backstop
   fi
 }

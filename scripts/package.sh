@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the Debian package backstop-postgresql-15_<version>_amd64.deb: the extension as `cargo
-# pgrx package` lays it out (the shared library, the control file, the version's SQL and every
-# upgrade script), the `backstop` CLI in /usr/bin, the README and the license. Nothing in it needs
+# pgrx package` lays it out, written by crates/install (the shared library, the control file, the
+# version's SQL and every upgrade script), the `backstop` CLI in /usr/bin, the README and the license. Nothing in it needs
 # Rust: the library and the CLI link only the C library (Rust's standard library is static).
 #
 #   scripts/package.sh [OUT_DIR]      (default target/debian; BACKSTOP_PROFILE=debug packages the
@@ -18,19 +18,17 @@ name=backstop-postgresql-$PG_MAJOR
 arch=$(dpkg --print-architecture)
 
 step "building backstop $version ($profile) for PostgreSQL $PG_MAJOR"
-pgrx_profile=()
-cargo_profile=()
-if [[ $profile == release ]]; then
-  cargo_profile=(--release)
-else
-  pgrx_profile=(--debug)
-fi
+release=()
+[[ $profile == release ]] && release=(--release)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
-cargo pgrx package "${pgrx_profile[@]}" --pg-config "$PG_CONFIG" --out-dir "$stage/root"
-# The same cargo invocation shape as install_backstop, so the dependencies built above are reused.
-cargo build "${cargo_profile[@]}" -p backstop-cli -p backstop --no-default-features --features "backstop/pg$PG_MAJOR"
-target=${CARGO_TARGET_DIR:-target}/$([[ $profile == release ]] && echo release || echo debug)
+ensure_pgrx_config
+# The same cargo invocation as install_backstop, so a build made by setup or the tests is reused.
+cargo build "${release[@]}" -p backstop -p backstop-cli -p backstop-install --no-default-features \
+  --features "backstop/pg$PG_MAJOR"
+target=${CARGO_TARGET_DIR:-target}/$profile
+# The extension laid out under the staging root as `cargo pgrx package` lays it out.
+"$target/backstop-install" --pg-config "$PG_CONFIG" --library "$target/libbackstop.so" --root "$stage/root"
 
 step "assembling $name $version ($arch)"
 root=$stage/root

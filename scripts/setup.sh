@@ -12,11 +12,11 @@ DEMO_PORT=${BACKSTOP_DEMO_PORT:-5433}
 DEMO_REPOSITORY=file://$DEMO_DIR/repository
 
 trap stage_times EXIT
-step "installing what is missing (Debian packages, Rust, cargo-pgrx)"
-# Garage (S3 on loopback) is for the test suite only: the demo's repository is a local directory.
+step "installing what is missing (Debian packages; the machine's Rust toolchain is checked)"
+# Garage (S3 on loopback) and cargo-pgrx (which runs the extension tests) are for the test suite
+# only: the demo's repository is a local directory, and crates/install installs the extension.
 ensure_debian_packages
 ensure_rust
-ensure_cargo_pgrx
 install_backstop
 
 # Objects are encrypted to an age public key. In production the identity (secret key) lives away

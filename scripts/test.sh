@@ -30,6 +30,13 @@ cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$PGRX_TEST_DATA"
 # pgrx test installs a build with test functions; scenarios run against the real one.
 install_backstop
 
+step "crates/install renders the extension's SQL exactly as cargo pgrx does"
+rendered=$(mktemp)
+cargo pgrx schema pg$PG_MAJOR --no-default-features --features pg$PG_MAJOR --out "$rendered"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+cmp "$rendered" "$("$PG_CONFIG" --sharedir)/extension/backstop--$version.sql"
+rm -f "$rendered"
+
 step "DBA scenarios (pg_test/)"
 pg_test/run.sh
 

@@ -19,6 +19,7 @@ use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls::{self, rustls_provider::CryptoMode};
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinSet;
 
@@ -88,8 +89,13 @@ pub struct S3Store {
 impl S3Store {
     pub async fn connect(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self> {
         let region = Region::new(options.region.clone().unwrap_or_else(|| "us-east-1".to_string()));
+        // HTTPS through rustls with ring and the system's trust store; the same client serves the
+        // credentials chain (web identity, container and instance metadata endpoints).
+        let http_client =
+            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(http_client.clone())
             .region(region.clone())
             .force_path_style(options.force_path_style)
             .retry_config(
@@ -123,6 +129,9 @@ impl S3Store {
             }
             _ => {
                 let chain = aws_config::default_provider::credentials::DefaultCredentialsChain::builder()
+                    .configure(
+                        aws_config::provider_config::ProviderConfig::without_region().with_http_client(http_client),
+                    )
                     .region(region)
                     .build()
                     .await;
