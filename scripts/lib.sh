@@ -102,8 +102,8 @@ ensure_everything() {
 # would (control file, library, the SQL rendered from the library, upgrade scripts).
 install_backstop() {
   local profile=${BACKSTOP_PROFILE:-debug} log target
-  step "building and installing the backstop extension and CLI ($profile)"
   ensure_pgrx_config
+  step "building and installing the backstop extension and CLI ($profile)"
   local release=()
   [[ $profile == release ]] && release=(--release)
   log=$(mktemp)
