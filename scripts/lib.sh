@@ -42,6 +42,11 @@ ensure_debian_packages() {
   fi
 }
 
+# The extension's version: the root Cargo.toml's (crates/install checks its own equals it).
+backstop_version() {
+  sed -n 's/^version = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | head -1
+}
+
 ensure_rust() {
   command -v cargo >/dev/null || { echo "cargo is missing: this machine kind ships a Rust toolchain; nothing can install one here" >&2; exit 1; }
 }

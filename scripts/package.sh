@@ -13,7 +13,7 @@ source scripts/lib.sh
 
 OUT_DIR=${1:-target/debian}
 profile=${BACKSTOP_PROFILE:-release}
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+version=$(backstop_version)
 name=backstop-postgresql-$PG_MAJOR
 arch=$(dpkg --print-architecture)
 

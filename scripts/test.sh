@@ -33,8 +33,7 @@ install_backstop
 step "crates/install renders the extension's SQL exactly as cargo pgrx does"
 rendered=$(mktemp)
 cargo pgrx schema pg$PG_MAJOR --no-default-features --features pg$PG_MAJOR --out "$rendered"
-version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
-cmp "$rendered" "$("$PG_CONFIG" --sharedir)/extension/backstop--$version.sql"
+cmp "$rendered" "$("$PG_CONFIG" --sharedir)/extension/backstop--$(backstop_version).sql"
 rm -f "$rendered"
 
 step "DBA scenarios (pg_test/)"

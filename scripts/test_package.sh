@@ -43,7 +43,7 @@ scripts/cluster.sh start "$DIR" "$PORT" "file://$DIR/repository"
 psql_pkg() { scripts/cluster.sh psql "$DIR" "$PORT" -d postgres -X -qAt -v ON_ERROR_STOP=1 "$@"; }
 psql_pkg -c "CREATE EXTENSION backstop"
 version=$(psql_pkg -c "SELECT extversion FROM pg_extension WHERE extname = 'backstop'")
-[[ $version == "$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)" ]] || fail "extension version $version"
+[[ $version == "$(backstop_version)" ]] || fail "extension version $version"
 verdict=$(psql_pkg -c "SELECT backstop.doctor_report() ->> 'verdict'")
 echo "  CREATE EXTENSION backstop: version $version, doctor says $verdict"
 [[ $verdict =~ ^(ready|degraded|not_ready)$ ]] || fail "doctor gave no verdict"
