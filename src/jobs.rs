@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::errors::{notice, raise_with};
 
-extension_sql_file!("../sql/jobs.sql", name = "jobs_table");
+// The tables are created in the order their releases introduced them (restores in 0.1.0, then
+// jobs and schedules); pgrx orders unrelated items by hash-map iteration, so without these
+// edges the rendered SQL differs from build to build and packages are not reproducible.
+extension_sql_file!("../sql/jobs.sql", name = "jobs_table", requires = ["restores_table"]);
 
 pub use backstop_core::schedule::job::JobKind;
 

@@ -1,0 +1,17 @@
+-- One row per table restore_table created: where its rows came from and whether
+-- restore_validate found them equal to the snapshot. copyback_plan reads it.
+CREATE TABLE restores (
+    target_oid oid NOT NULL,
+    target_table text NOT NULL,
+    source_table text NOT NULL,
+    snapshot_id text NOT NULL,
+    rows bigint NOT NULL,
+    restored_at timestamptz NOT NULL DEFAULT now(),
+    restored_by name NOT NULL DEFAULT current_user,
+    validated_at timestamptz,
+    validation_passed boolean,
+    -- The snapshot's manifest was not authenticated by this cluster's key and the caller chose to
+    -- trust it (trust_unauthenticated => true); validation and copy-back plans honour that choice.
+    trusted_unauthenticated boolean NOT NULL DEFAULT false
+);
+CREATE INDEX restores_target ON restores (target_oid, restored_at DESC);
