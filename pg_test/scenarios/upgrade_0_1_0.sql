@@ -15,7 +15,8 @@ SELECT backstop.snapshot_table('orders') ~ '^snap_' AS snapshot_taken;
 DELETE FROM orders WHERE id > 400;
 SELECT backstop.restore_table('orders') AS rows_restored;
 SELECT bool_and(passed) AS validated FROM backstop.restore_validate('orders_recovered');
-SELECT * FROM backstop.schedule('nightly-orders', '0 2 * * *', 'snapshot', '{"tables": ["public.orders"]}', time_zone => 'Europe/Berlin');
+SELECT name, next_run_at > now() AND next_run_at <= now() + interval '25 hours' AS next_run_within_a_day
+  FROM backstop.schedule('nightly-orders', '0 2 * * *', 'snapshot', '{"tables": ["public.orders"]}', time_zone => 'Europe/Berlin');
 SELECT state FROM backstop.run_job('expire', '{"dry_run": true, "snapshots": {"keep_last": 3}}');
 SELECT state FROM backstop.run_job('snapshot', '{"tables": ["public.orders"]}');
 CREATE ROLE upgrade_operator LOGIN IN ROLE backstop_admin;
