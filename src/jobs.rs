@@ -149,6 +149,11 @@ impl JobStatus {
         }
     }
 
+    /// Unix seconds when the run ended (its start plus its measured duration), once it has.
+    pub fn finished_at(&self) -> Option<f64> {
+        self.state.is_final().then(|| self.started_at + self.seconds.unwrap_or(0.0))
+    }
+
     /// Seconds left at the rate so far; None once everything is read (or nothing is yet).
     pub fn eta_seconds(&self) -> Option<f64> {
         let rate = self.rate();
@@ -236,6 +241,46 @@ pub fn all_statuses() -> Vec<JobStatus> {
     }
     out.sort_by_key(|s| std::cmp::Reverse(s.id));
     out
+}
+
+/// Removes the status files of runs that ended (or whose worker is gone) and were last written
+/// more than `max_age` ago, and temporary files a crash left; returns how many it removed. On a
+/// primary the history lives in `backstop.job_runs`, so a day of files is plenty; on a standby
+/// the files are the history and go by `backstop.job_runs_retention`.
+pub fn prune_statuses(max_age: std::time::Duration) -> usize {
+    let Ok(entries) = fs::read_dir(jobs_dir()) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age > max_age);
+        if !old {
+            continue;
+        }
+        let finished = if name.ends_with(".tmp") || name.ends_with(".request.json") {
+            true // a crash's leftovers, a request no worker picked up
+        } else if let Some(id) = name.strip_suffix(".json").and_then(|id| id.parse::<i64>().ok()) {
+            read_status(id).is_none_or(|status| status.state.is_final() || !worker_alive(status.pid))
+        } else {
+            false // standby_next_runs, job requests: not history
+        };
+        if finished && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The runs this standby's scheduler started (their status files: a standby cannot write the
+/// history tables), newest first.
+pub fn standby_history() -> Vec<JobStatus> {
+    let mut statuses: Vec<JobStatus> = all_statuses().into_iter().filter(|s| s.id < 0).collect();
+    statuses.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+    statuses
 }
 
 /// Is a process with this pid still a backstop job worker? (`kill 0` plus the name PostgreSQL
@@ -399,16 +444,89 @@ pub fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
 /// The stable prefix of the LOG line every failed run raises, for log-based alerting.
 pub const FAILED_RUN_LOG_PREFIX: &str = "backstop: job run failed:";
 
-/// Marks runs whose worker is gone (server crash, immediate shutdown, a killed process) as failed:
-/// an interrupted run is recorded, never forgotten. Runs in its own transaction.
+/// Marks runs whose worker is gone (server crash, immediate shutdown, a killed process) as failed,
+/// and queues the next attempt of each scheduled one with retries left: an interrupted run is
+/// recorded and retried, never forgotten. Runs in its own transaction.
 pub fn fail_interrupted_runs() {
-    record(
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return; // a standby's tables are read-only: its runs live in their status files
+    }
+    BackgroundWorker::transaction(|| {
+        if let Err(e) = settle_interrupted_runs(crate::gucs::scheduler_now()) {
+            pgrx::warning!("backstop could not settle interrupted runs: {e}");
+        }
+    });
+}
+
+/// [`fail_interrupted_runs`] inside the caller's transaction; returns the retries it queued.
+pub fn settle_interrupted_runs(now: std::time::SystemTime) -> Result<Vec<i64>, pgrx::spi::Error> {
+    let failed = write_returning_ids(
         "UPDATE backstop.job_runs SET state = 'failed', finished_at = pg_catalog.now(), \
          error = 'the job''s worker ended without recording an outcome (server crash, restart or a killed process)', \
          hint = 'See the server log around the run''s start; the run left nothing published.' \
-         WHERE state = 'running' AND (pid IS NULL OR pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid IS NOT NULL))",
+         WHERE state = 'running' AND (pid IS NULL OR pid NOT IN (SELECT pid FROM pg_catalog.pg_stat_activity WHERE pid IS NOT NULL)) \
+         RETURNING job_id",
         &[],
+    )?;
+    let mut queued = Vec::new();
+    for id in failed {
+        queued.extend(queue_retry(id, now)?);
+    }
+    Ok(queued)
+}
+
+/// Queues the next attempt of run `id` when it failed or timed out and its schedule has retries
+/// left, not before `failed_at` plus the schedule's backoff (doubling per attempt). Once per
+/// attempt: the scheduler (which saw the worker end) and a job cleaning up after a crash (which
+/// saw the run left `running`) may both ask; the row lock on the failed run serialises them.
+/// Returns the queued run's id.
+pub fn queue_retry(id: i64, failed_at: std::time::SystemTime) -> Result<Option<i64>, pgrx::spi::Error> {
+    let row = Spi::connect_mut(|client| {
+        let rows = client.update(
+            "SELECT r.attempt, pg_catalog.date_part('epoch', s.retry_backoff)::float8 \
+               FROM backstop.job_runs r JOIN backstop.schedules s ON s.name = r.schedule \
+              WHERE r.job_id = $1 AND r.state IN ('failed', 'timed_out') AND r.attempt <= s.max_retries \
+                FOR UPDATE OF r",
+            None,
+            &[id.into()],
+        )?;
+        let mut found = None;
+        for row in rows {
+            found = Some((row.get::<i32>(1)?.unwrap_or(1), row.get::<f64>(2)?.unwrap_or(300.0)));
+        }
+        Ok::<_, pgrx::spi::Error>(found)
+    })?;
+    let Some((attempt, backoff)) = row else { return Ok(None) };
+    let next = attempt + 1;
+    let at = backstop_core::schedule::plan::retry_at(
+        failed_at,
+        next as u32,
+        std::time::Duration::from_secs_f64(backoff.max(1.0)),
     );
+    let queued = write_returning_ids(
+        "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, attempt, scheduled_for, not_before, requested_by) \
+         SELECT pg_catalog.nextval('backstop.jobs_id_seq'), r.schedule, r.kind, r.args, 'queued', $2, r.scheduled_for, \
+                pg_catalog.to_timestamp($3), r.requested_by \
+           FROM backstop.job_runs r \
+          WHERE r.job_id = $1 AND NOT EXISTS ( \
+                SELECT 1 FROM backstop.job_runs n \
+                 WHERE n.schedule = r.schedule AND n.attempt = $2 AND n.job_id > r.job_id \
+                   AND n.scheduled_for IS NOT DISTINCT FROM r.scheduled_for) \
+         RETURNING job_id",
+        &[id.into(), next.into(), backstop_core::backups::unix_seconds(at).into()],
+    )?;
+    Ok(queued.first().copied())
+}
+
+/// Runs a writing statement whose RETURNING list is one bigint id.
+fn write_returning_ids(sql: &str, args: &[pgrx::datum::DatumWithOid]) -> Result<Vec<i64>, pgrx::spi::Error> {
+    Spi::connect_mut(|client| {
+        let mut ids = Vec::new();
+        for row in client.update(sql, None, args)? {
+            ids.extend(row.get::<i64>(1)?);
+        }
+        Ok(ids)
+    })
 }
 
 /// Runs `f` (which may call SQL) in a subtransaction, turning an ERROR into the error's message
@@ -617,8 +735,7 @@ fn standby_runs() -> TableIterator<
         name!(hint, Option<String>),
     ),
 > {
-    let mut statuses: Vec<JobStatus> = all_statuses().into_iter().filter(|s| s.id < 0).collect();
-    statuses.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+    let statuses = standby_history();
     let rows: Vec<_> = statuses
         .into_iter()
         .map(|s| {

@@ -128,4 +128,108 @@ mod tests {
             .unwrap_or_default();
         assert!(drill.contains("never run"), "{drill}");
     }
+
+    /// A crash in the middle of a scheduled base backup: when the server is back, the run is
+    /// recorded as failed and, since its schedule allows retries, its next attempt is queued
+    /// once, after the backoff; a run out of retries and a run asked for from SQL are not retried.
+    #[pg_test]
+    fn a_run_interrupted_by_a_crash_is_failed_and_retried_once() {
+        Spi::run(
+            "SELECT backstop.schedule('crashy', '0 3 * * *', 'base_backup', max_retries => 2, retry_backoff => '10 minutes')",
+        )
+        .unwrap();
+        // Three runs left 'running' by workers that no longer exist (pid NULL: never started).
+        Spi::run(
+            "INSERT INTO backstop.job_runs (job_id, schedule, kind, state, attempt, scheduled_for, requested_by) VALUES \
+               (nextval('backstop.jobs_id_seq'), 'crashy', 'base_backup', 'running', 1, '2026-03-01 03:00Z', current_user), \
+               (nextval('backstop.jobs_id_seq'), 'crashy', 'base_backup', 'running', 3, '2026-02-01 03:00Z', current_user), \
+               (nextval('backstop.jobs_id_seq'), NULL, 'base_backup', 'running', 1, NULL, current_user)",
+        )
+        .unwrap();
+        let crashed_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_340_000);
+        let queued = crate::jobs::settle_interrupted_runs(crashed_at).unwrap();
+        assert_eq!(queued.len(), 1, "only the scheduled run with retries left is retried: {queued:?}");
+        let still_running = Spi::get_one::<i64>(
+            "SELECT count(*) FROM backstop.job_runs WHERE state = 'running' AND pid IS NULL AND requested_by = current_user",
+        )
+        .unwrap();
+        assert_eq!(still_running, Some(0), "every run without a worker is settled");
+        let (attempt, scheduled_for, delay) = Spi::get_three_with_args::<i32, String, f64>(
+            "SELECT attempt, to_char(scheduled_for AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI'), \
+                    (extract(epoch FROM not_before) - 1772340000)::float8 \
+               FROM backstop.job_runs WHERE job_id = $1 AND state = 'queued' AND schedule = 'crashy'",
+            &[queued[0].into()],
+        )
+        .unwrap();
+        assert_eq!(attempt, Some(2));
+        assert_eq!(scheduled_for.as_deref(), Some("2026-03-01 03:00"), "the retry stands for the same occurrence");
+        assert_eq!(delay, Some(600.0), "the first retry waits the schedule's backoff");
+        // The scheduler reaping the same run, or a second clean-up, queues nothing more.
+        let failed = Spi::get_one::<i64>(
+            "SELECT job_id FROM backstop.job_runs WHERE schedule = 'crashy' AND attempt = 1 AND state = 'failed'",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(crate::jobs::queue_retry(failed, crashed_at).unwrap(), None);
+        assert_eq!(crate::jobs::settle_interrupted_runs(crashed_at).unwrap(), Vec::<i64>::new());
+        let queued_total = Spi::get_one::<i64>(
+            "SELECT count(*) FROM backstop.job_runs WHERE state = 'queued' AND schedule = 'crashy'",
+        )
+        .unwrap();
+        assert_eq!(queued_total, Some(1));
+    }
+
+    /// Status files (progress, and on a standby the only history) do not pile up: those of runs
+    /// that ended, or whose worker is gone, are removed once older than the age given; a fresh
+    /// one and files that are not run history stay.
+    #[pg_test]
+    fn status_files_of_runs_that_ended_long_ago_are_pruned() {
+        use crate::jobs::{self, JobRequest, JobState, JobStatus};
+        use std::time::{Duration, SystemTime};
+        let dir = jobs::jobs_dir();
+        std::fs::create_dir_all(&dir).unwrap();
+        let status = |id: i64, state: JobState| {
+            let request = JobRequest {
+                id,
+                kind: backstop_core::schedule::job::JobKind::BaseBackup,
+                requested_by: "tester".into(),
+                args: serde_json::json!({}),
+                schedule: None,
+                attempt: 1,
+                scheduled_for: None,
+            };
+            let mut status = JobStatus::new(&request);
+            status.state = state;
+            jobs::write_status(&status);
+            dir.join(format!("{id}.json"))
+        };
+        let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
+        let age = |path: &std::path::Path| {
+            std::fs::File::options().write(true).open(path).unwrap().set_modified(two_days_ago).unwrap();
+        };
+        let old_done = status(-9_000_000_001, JobState::Succeeded);
+        age(&old_done);
+        let fresh_done = status(-9_000_000_002, JobState::Failed);
+        // 'running', but its pid is this test's backend, not a job worker: an orphan.
+        let old_orphan = status(-9_000_000_003, JobState::Running);
+        age(&old_orphan);
+        let old_temp = dir.join("-9000000004.tmp");
+        std::fs::write(&old_temp, b"{").unwrap();
+        age(&old_temp);
+        let unrelated = dir.join("prune-test-keep-me");
+        std::fs::write(&unrelated, b"not history").unwrap();
+        age(&unrelated);
+
+        let removed = jobs::prune_statuses(Duration::from_secs(86_400));
+
+        let exists = |p: &std::path::Path| p.exists();
+        assert!(!exists(&old_done), "a run that ended two days ago is pruned");
+        assert!(!exists(&old_orphan), "a run whose worker is gone is pruned");
+        assert!(!exists(&old_temp), "a crash's temporary file is pruned");
+        assert!(exists(&fresh_done), "a run that ended just now stays");
+        assert!(exists(&unrelated), "files that are not run history stay");
+        assert!(removed >= 3, "{removed}");
+        std::fs::remove_file(&fresh_done).unwrap();
+        std::fs::remove_file(&unrelated).unwrap();
+    }
 }

@@ -8,7 +8,9 @@
 //! 3. starts due runs (each in its own job worker process, so a long base backup does not hold
 //!    back a snapshot), applying the overlap policy, and records skipped and missed runs;
 //! 4. starts queued runs whose time came and whose schedule is idle;
-//! 5. prunes `backstop.job_runs` past `backstop.job_runs_retention`.
+//! 5. prunes `backstop.job_runs` past `backstop.job_runs_retention`, and job status files
+//!    (a day after their run ended on a primary; by the same retention on a standby, where they
+//!    are the history).
 //!
 //! Decisions come from `backstop_core::schedule::plan`; this file only reads the clock and the
 //! tables and acts. On a standby (the scheduler starts once it is consistent) only schedules
@@ -17,7 +19,8 @@
 //! promotion restarts the scheduler as the primary's. SIGHUP reloads the
 //! configuration; SIGTERM stops the runs it started (recorded as cancelled) and exits, and the
 //! postmaster starts the scheduler again unless the server is shutting down. A run interrupted by
-//! a crash or restart is recorded as failed when the scheduler starts, never forgotten.
+//! a crash or restart is recorded as failed when the scheduler starts, never forgotten, and
+//! queued again when its schedule has retries left.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -58,8 +61,6 @@ struct Running {
     owner: String,
     attempt: i32,
     kind: String,
-    max_retries: i32,
-    retry_backoff: Duration,
     timeout: Option<Duration>,
     started: Instant,
     worker: DynamicBackgroundWorker,
@@ -73,8 +74,6 @@ struct ScheduleRow {
     job: String,
     args: serde_json::Value,
     overlap: String,
-    max_retries: i32,
-    retry_backoff: f64,
     timeout: Option<f64>,
     next_run_at: Option<f64>,
     owner: String,
@@ -147,8 +146,7 @@ fn load_schedules() -> Vec<ScheduleRow> {
     BackgroundWorker::transaction(|| {
         Spi::connect(|client| {
             let rows = client.select(
-                "SELECT name, cron, time_zone, job, args, overlap, max_retries, \
-                        pg_catalog.date_part('epoch', retry_backoff)::float8, \
+                "SELECT name, cron, time_zone, job, args, overlap, \
                         pg_catalog.date_part('epoch', timeout)::float8, \
                         pg_catalog.date_part('epoch', next_run_at)::float8, owner::text, runs_on \
                    FROM backstop.schedules WHERE enabled ORDER BY name",
@@ -164,12 +162,10 @@ fn load_schedules() -> Vec<ScheduleRow> {
                     job: row.get(4)?.unwrap_or_default(),
                     args: row.get::<JsonB>(5)?.map(|j| j.0).unwrap_or_default(),
                     overlap: row.get(6)?.unwrap_or_default(),
-                    max_retries: row.get(7)?.unwrap_or(0),
-                    retry_backoff: row.get(8)?.unwrap_or(300.0),
-                    timeout: row.get(9)?,
-                    next_run_at: row.get(10)?,
-                    owner: row.get(11)?.unwrap_or_default(),
-                    runs_on: RunsOn::parse(&row.get::<String>(12)?.unwrap_or_default()).unwrap_or(RunsOn::Primary),
+                    timeout: row.get(7)?,
+                    next_run_at: row.get(8)?,
+                    owner: row.get(9)?.unwrap_or_default(),
+                    runs_on: RunsOn::parse(&row.get::<String>(10)?.unwrap_or_default()).unwrap_or(RunsOn::Primary),
                 });
             }
             Ok::<_, pgrx::spi::Error>(out)
@@ -232,8 +228,6 @@ impl Scheduler {
                         owner: schedule.owner.clone(),
                         attempt,
                         kind: schedule.job.clone(),
-                        max_retries: schedule.max_retries,
-                        retry_backoff: Duration::from_secs_f64(schedule.retry_backoff.max(1.0)),
                         timeout: schedule.timeout.map(|t| Duration::from_secs_f64(t.max(1.0))),
                         started: Instant::now(),
                         worker,
@@ -332,18 +326,12 @@ impl Scheduler {
                 }
             }
             let final_state = if settle { state.to_string() } else { previous };
-            if matches!(final_state.as_str(), "failed" | "timed_out") && run.attempt <= run.max_retries {
-                let attempt = run.attempt + 1;
-                let at = plan::retry_at(now, attempt as u32, run.retry_backoff);
+            // queue_retry reads the schedule's retries and backoff as they are now.
+            if matches!(final_state.as_str(), "failed" | "timed_out") {
                 BackgroundWorker::transaction(|| {
-                    let new_id = jobs::next_id();
-                    Spi::run_with_args(
-                            "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, attempt, scheduled_for, not_before, requested_by) \
-                             SELECT $1, schedule, kind, args, 'queued', $2, scheduled_for, pg_catalog.to_timestamp($3), requested_by \
-                               FROM backstop.job_runs WHERE job_id = $4",
-                            &[new_id.into(), attempt.into(), unix(at).into(), id.into()],
-                        )
-                        .unwrap_or_else(|e| pgrx::warning!("backstop scheduler could not queue a retry: {e}"));
+                    if let Err(e) = jobs::queue_retry(id, now) {
+                        pgrx::warning!("backstop scheduler could not queue a retry of job {id}: {e}");
+                    }
                 });
             }
         }
@@ -549,13 +537,23 @@ impl Scheduler {
         }
     }
 
-    fn prune(&mut self) {
+    /// Hourly: old job history, and the status files of runs that ended (see
+    /// [`jobs::prune_statuses`]; on a standby they are its only history).
+    fn prune(&mut self, standby: bool) {
         if self.last_prune.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
             return;
         }
         self.last_prune = Some(Instant::now());
         let days = gucs::job_runs_retention_days();
-        if days > 0 {
+        let status_age = if standby {
+            (days > 0).then(|| Duration::from_secs(days as u64 * 86_400))
+        } else {
+            Some(Duration::from_secs(86_400))
+        };
+        if let Some(age) = status_age {
+            jobs::prune_statuses(age);
+        }
+        if days > 0 && !standby {
             run_sql(
                 "DELETE FROM backstop.job_runs WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
                 &[days.into()],
@@ -580,8 +578,6 @@ fn clone_schedule(s: &ScheduleRow) -> ScheduleRow {
         job: s.job.clone(),
         args: s.args.clone(),
         overlap: s.overlap.clone(),
-        max_retries: s.max_retries,
-        retry_backoff: s.retry_backoff,
         timeout: s.timeout,
         next_run_at: s.next_run_at,
         owner: s.owner.clone(),
@@ -669,6 +665,7 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
             if gucs::scheduler_enabled() {
                 scheduler.fire_due_on_standby(now);
             }
+            scheduler.prune(true);
             continue;
         }
         if !started {
@@ -681,7 +678,7 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
         if gucs::scheduler_enabled() {
             scheduler.fire_due(now);
         }
-        scheduler.prune();
+        scheduler.prune(false);
     }
     // SIGTERM: stop the runs this scheduler started, recorded as cancelled, and exit with a code
     // that has the postmaster start the scheduler again (unless the server is shutting down).
