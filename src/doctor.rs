@@ -81,20 +81,29 @@ fn base_backup_checks() -> Vec<Check> {
         Ok(Err(e)) => return not_checked(format!("could not list the repository: {e}"), e.hint()),
         Err(_) => return not_checked("the repository did not answer in time".into(), "Check repository_reachable."),
     };
-    let current = Spi::get_two::<i32, String>(
-        "SELECT timeline_id, pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()) FROM pg_catalog.pg_control_checkpoint()",
+    // The WAL position now: where the primary writes, or where a standby has replayed to (the
+    // WAL functions that name files refuse to run during recovery).
+    let current = crate::spi::two::<i32, String>(
+        "SELECT timeline_id, pg_catalog.pg_wal_lsn_diff(CASE WHEN pg_catalog.pg_is_in_recovery() \
+                THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, '0/0')::text \
+           FROM pg_catalog.pg_control_checkpoint()",
     );
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     let current = match current {
-        Ok((Some(_), Some(file))) => {
-            backstop_core::wal::WalFileName::parse(&file).ok().and_then(|name| name.position(segment_size))
+        Ok((Some(timeline), Some(bytes))) => {
+            // The segment holding the last byte written (as pg_walfile_name counts: a position
+            // on a boundary belongs to the segment before it).
+            bytes
+                .parse::<u64>()
+                .ok()
+                .map(|bytes| (timeline as u32, bytes.saturating_sub(1) / u64::from(segment_size.max(1))))
         }
         _ => None,
     };
     let Some(current) = current else {
         return not_checked(
-            "could not read the server's WAL position (in recovery?)".into(),
-            "Run doctor() on the primary.",
+            "could not read the server's WAL position".into(),
+            "Check that pg_control_checkpoint() answers; this is a bug in backstop if it does.",
         );
     };
     backstop_core::backups::verify::doctor_checks(
@@ -119,7 +128,7 @@ fn backup_job_check() -> Check {
             format!("base backup job {} is running (pid {}): {}", running.id, running.pid, running.phase),
         );
     }
-    let last = Spi::get_three::<i64, String, String>(
+    let last = crate::spi::three::<i64, String, String>(
         // An aggregate: one row, NULLs when no job ran.
         "SELECT max(job_id), (array_agg(state ORDER BY job_id DESC))[1], \
          (array_agg(coalesce(error, '') ORDER BY job_id DESC))[1] FROM backstop.job_runs WHERE kind = 'base_backup'",

@@ -37,10 +37,19 @@ SELECT error_of($$SELECT backstop.alter_schedule('wal-drill-on-standby', job => 
 \! server.sh standby-sql schedule_standby "SELECT count(*) FILTER (WHERE state NOT IN ('succeeded', 'running', 'starting')) = 0 FROM backstop.standby_runs()"
 \! server.sh standby-sql schedule_standby "SELECT bool_and((result->>'segments_in_chain')::int >= 1) FROM backstop.standby_runs() WHERE state = 'succeeded' AND kind = 'wal_fetch'"
 \! server.sh standby-sql schedule_standby "SELECT result->'tables'->0->>'table', result->'tables'->0->>'rows_at_backup', result->'tables'->0->>'rows_recovered' FROM backstop.standby_runs() WHERE state = 'succeeded' AND kind = 'pitr' LIMIT 1"
+-- doctor on the standby judges the schedules and drills that run there by the standby's own runs
+-- (the PITR drill ran only there); the primary's history is not the standby's.
+\! server.sh standby-sql schedule_standby "SELECT count(*) >= 20 AS answers, string_agg(\"check\", ',') FILTER (WHERE status = 'fail') AS failing FROM backstop.doctor()"
+\! server.sh standby-sql schedule_standby "SELECT \"check\", status FROM backstop.doctor() WHERE \"check\" IN ('base_backup', 'pitr_reaches_now') ORDER BY 1"
+\! server.sh standby-sql schedule_standby "SELECT \"check\", status, detail ~ 'passed .* ago on this standby in' FROM backstop.status WHERE \"check\" = 'drill_pitr'"
+\! server.sh standby-sql schedule_standby "SELECT \"check\", status, detail ~ 'pitr-drill-on-standby: last success' AND detail ~ 'wal-drill-on-standby: last success' FROM backstop.status WHERE \"check\" = 'schedules'"
 -- On the primary the primary's schedule ran, and the standby's never did.
 SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'wal-drill-on-primary' AND state = 'succeeded')$$, 30) AS primary_drill_ran;
 SELECT count(*) AS standby_schedule_runs_here FROM backstop.job_runs WHERE schedule IN ('wal-drill-on-standby', 'pitr-drill-on-standby');
 SELECT count(*) AS standby_runs_listed_here FROM backstop.standby_runs();
+-- doctor on the primary does not call the standby's schedules overdue or never run.
+SELECT "check", status, detail ~ 'pitr-drill-on-standby: runs on standbys' AS standby_schedule_named FROM backstop.status WHERE "check" = 'schedules';
+
 -- Paused on the primary, the standby's schedules stop there too; its drills left nothing behind.
 SELECT count(*) AS paused FROM backstop.schedules s, backstop.alter_schedule(s.name, enabled => false) WHERE s.runs_on = 'standby';
 \! server.sh standby-wait schedule_standby "SELECT bool_and(NOT enabled) FROM backstop.schedules WHERE runs_on = 'standby'" 30

@@ -8,7 +8,36 @@ use std::time::Duration;
 use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
-use crate::gucs;
+use crate::{gucs, jobs};
+
+fn in_recovery() -> bool {
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
+fn unix(time: std::time::SystemTime) -> f64 {
+    backstop_core::backups::unix_seconds(time)
+}
+
+/// A drill's newest finished run, from the history table or this standby's own runs.
+struct LastRun {
+    state: String,
+    seconds: f64,
+    /// Seconds since it ended.
+    age: f64,
+    error: String,
+    hint: String,
+    on_this_standby: bool,
+}
+
+impl LastRun {
+    fn where_text(&self) -> &'static str {
+        if self.on_this_standby {
+            " on this standby"
+        } else {
+            ""
+        }
+    }
+}
 
 fn query<T>(
     sql: &str,
@@ -43,15 +72,15 @@ pub fn checks() -> Vec<Check> {
 }
 
 fn enabled_schedules() -> i64 {
-    Spi::get_one::<i64>("SELECT count(*) FROM backstop.schedules WHERE enabled").ok().flatten().unwrap_or(0)
+    crate::spi::one::<i64>("SELECT count(*) FROM backstop.schedules WHERE enabled", &[]).ok().flatten().unwrap_or(0)
 }
 
 fn scheduler_check() -> Check {
     let schedules = enabled_schedules();
-    let running = Spi::get_two::<i32, String>(
+    let running = crate::spi::two::<i32, String>(
         "SELECT pid, datname::text FROM pg_catalog.pg_stat_activity WHERE backend_type = 'backstop scheduler' LIMIT 1",
     );
-    let here = Spi::get_one::<String>("SELECT pg_catalog.current_database()::text").ok().flatten().unwrap_or_default();
+    let here = crate::spi::text("SELECT pg_catalog.current_database()::text", &[]).unwrap_or_default();
     match running {
         Ok((Some(pid), Some(database))) if database == here => {
             Check::ok("scheduler", format!("running (pid {pid}), {schedules} enabled schedule(s)"))
@@ -70,7 +99,7 @@ fn scheduler_check() -> Check {
             format!("{schedules} schedule(s) exist but the scheduler is not running: backstop is not in shared_preload_libraries"),
             "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
         ),
-        _ if unsafe { pg_sys::RecoveryInProgress() } => {
+        _ if in_recovery() => {
             Check::ok("scheduler", "this server is a standby: schedules run on the primary")
         }
         _ => Check::fail(
@@ -86,10 +115,11 @@ fn scheduler_check() -> Check {
 
 fn schedules_check() -> Check {
     let rows = query(
-        "SELECT name, last_state, coalesce(last_error, ''), \
-                pg_catalog.date_part('epoch', last_success_age)::float8, \
-                pg_catalog.date_part('epoch', pg_catalog.now() - next_run_at)::float8 \
-           FROM backstop.schedule_status WHERE enabled ORDER BY name",
+        "SELECT st.name, st.last_state, coalesce(st.last_error, ''), \
+                pg_catalog.date_part('epoch', st.last_success_age)::float8, \
+                pg_catalog.date_part('epoch', pg_catalog.now() - st.next_run_at)::float8, s.runs_on \
+           FROM backstop.schedule_status st JOIN backstop.schedules s USING (name) \
+          WHERE st.enabled ORDER BY st.name",
         |r| {
             Ok((
                 r.get::<String>(1)?.unwrap_or_default(),
@@ -97,6 +127,7 @@ fn schedules_check() -> Check {
                 r.get::<String>(3)?.unwrap_or_default(),
                 r.get::<f64>(4)?,
                 r.get::<f64>(5)?,
+                r.get::<String>(6)?.unwrap_or_default(),
             ))
         },
     );
@@ -119,7 +150,32 @@ fn schedules_check() -> Check {
     }
     let mut problems = Vec::new();
     let mut fine = Vec::new();
-    for (name, last_state, error, success_age, late) in rows {
+    let standby = in_recovery();
+    let standby_runs = if standby { jobs::standby_history() } else { Vec::new() };
+    let standby_next = if standby { jobs::standby_next_runs() } else { Default::default() };
+    let now = unix(gucs::scheduler_now());
+    for (name, mut last_state, mut error, mut success_age, mut late, runs_on) in rows {
+        match (standby, runs_on.as_str()) {
+            // The primary's history has no runs of these, and its next_run_at does not move.
+            (false, "standby") => {
+                fine.push(format!("{name}: runs on standbys (see backstop.standby_runs() there)"));
+                continue;
+            }
+            // Judged by this standby's own runs and its scheduler's next run, not by the
+            // primary's replicated history.
+            (true, "standby" | "any") => {
+                let mine = || standby_runs.iter().filter(|r| r.schedule.as_deref() == Some(name.as_str()));
+                let last = mine().find(|r| r.state.is_final());
+                last_state = last.map(|r| r.state.as_str().to_string());
+                error = last.and_then(|r| r.error.clone()).unwrap_or_default();
+                success_age = mine()
+                    .filter(|r| r.state == jobs::JobState::Succeeded)
+                    .find_map(|r| r.finished_at())
+                    .map(|at| now - at);
+                late = standby_next.get(&name).map(|next| now - next);
+            }
+            _ => {}
+        }
         match last_state.as_deref() {
             Some("failed" | "timed_out" | "missed" | "cancelled") => {
                 problems.push(format!("{name}: last run {} ({error})", last_state.unwrap_or_default()))
@@ -156,6 +212,8 @@ fn drill_checks() -> Vec<Check> {
     if logical_drilled || !crate::logical::health::scheduled_databases().is_empty() {
         drills.push(("drill_logical_restore", "logical_restore"));
     }
+    let standby_runs = if in_recovery() { jobs::standby_history() } else { Vec::new() };
+    let now = unix(gucs::scheduler_now());
     for (check, kind) in drills {
         let last = query(
             &format!(
@@ -165,26 +223,53 @@ fn drill_checks() -> Vec<Check> {
                   ORDER BY job_id DESC LIMIT 1"
             ),
             |r| {
-                Ok((
-                    r.get::<String>(1)?.unwrap_or_default(),
-                    r.get::<f64>(2)?.unwrap_or_default(),
-                    r.get::<f64>(3)?.unwrap_or_default(),
-                    r.get::<String>(4)?.unwrap_or_default(),
-                    r.get::<String>(5)?.unwrap_or_default(),
-                ))
+                Ok(LastRun {
+                    state: r.get::<String>(1)?.unwrap_or_default(),
+                    seconds: r.get::<f64>(2)?.unwrap_or_default(),
+                    age: r.get::<f64>(3)?.unwrap_or_default(),
+                    error: r.get::<String>(4)?.unwrap_or_default(),
+                    hint: r.get::<String>(5)?.unwrap_or_default(),
+                    on_this_standby: false,
+                })
             },
         );
-        checks.push(match last.as_deref() {
-            Ok([(state, seconds, age, _, _), ..]) if state == "succeeded" => Check::ok(
+        // On a standby, a drill it ran itself counts when it is newer than the primary's.
+        let here = standby_runs
+            .iter()
+            .filter(|r| r.kind.as_str() == kind && r.state != jobs::JobState::Cancelled)
+            .find_map(|r| {
+                Some(LastRun {
+                    state: r.state.as_str().to_string(),
+                    seconds: r.seconds.unwrap_or_default(),
+                    age: now - r.finished_at()?,
+                    error: r.error.clone().unwrap_or_default(),
+                    hint: r.hint.clone().unwrap_or_default(),
+                    on_this_standby: true,
+                })
+            });
+        let last = last.map(|rows| {
+            let primary = rows.into_iter().next();
+            match (primary, here) {
+                (Some(p), Some(h)) => Some(if h.age < p.age { h } else { p }),
+                (p, h) => p.or(h),
+            }
+        });
+        checks.push(match last {
+            Ok(Some(run)) if run.state == "succeeded" => Check::ok(
                 check,
-                format!("passed {} ago in {seconds:.1} s (the measured recovery time)", age_text(*age)),
+                format!(
+                    "passed {} ago{} in {:.1} s (the measured recovery time)",
+                    age_text(run.age),
+                    run.where_text(),
+                    run.seconds
+                ),
             ),
-            Ok([(state, _, age, error, hint), ..]) => Check::warn(
+            Ok(Some(run)) => Check::warn(
                 check,
-                format!("{state} {} ago: {error}", age_text(*age)),
-                if hint.is_empty() { "See backstop.job_runs for the run's error.".to_string() } else { hint.clone() },
+                format!("{} {} ago{}: {}", run.state, age_text(run.age), run.where_text(), run.error),
+                if run.hint.is_empty() { "See backstop.job_runs for the run's error.".to_string() } else { run.hint },
             ),
-            Ok(_) => Check::warn(
+            Ok(None) => Check::warn(
                 check,
                 "has never run: no restore of this kind has been tested",
                 format!("Run it now (SELECT * FROM backstop.run_job('{kind}')) and schedule it."),
@@ -214,7 +299,7 @@ fn snapshot_age_check() -> Check {
     let mut stale = Vec::new();
     let mut newest = Vec::new();
     for table in &tables {
-        let age = Spi::get_one_with_args::<f64>(
+        let age = crate::spi::one::<f64>(
             "SELECT pg_catalog.date_part('epoch', pg_catalog.now() - max(taken_at))::float8 FROM backstop.snapshots($1, false)",
             &[table.as_str().into()],
         );
@@ -240,10 +325,10 @@ fn snapshot_age_check() -> Check {
 
 /// Live RPO: WAL written but not yet in the repository, in bytes and seconds.
 fn rpo_check() -> Check {
-    if unsafe { pg_sys::RecoveryInProgress() } {
+    if in_recovery() {
         return Check::ok("rpo", "this server is a standby: the primary's RPO is what counts");
     }
-    let row = Spi::get_three::<f64, f64, String>(
+    let row = crate::spi::three::<f64, f64, String>(
         "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::float8, \
                 pg_catalog.date_part('epoch', pg_catalog.now() - a.last_archived_time)::float8, \
                 a.last_archived_wal FROM pg_catalog.pg_stat_archiver a",
