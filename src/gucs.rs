@@ -27,6 +27,7 @@ static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> = GucSetting::<Option<
 static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static S3_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
 static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
@@ -138,6 +139,14 @@ pub fn init() {
         c"Address buckets as endpoint/bucket instead of bucket.endpoint (needed by most self-hosted stores).",
         c"",
         &S3_FORCE_PATH_STYLE,
+        context(),
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"backstop.s3_ca_file",
+        c"PEM file of certificate authorities to trust for the S3 endpoint, besides the system's.",
+        c"For a store whose certificate a private CA signed (MinIO, Ceph, a TLS proxy). Read by the server's operating system user.",
+        &S3_CA_FILE,
         context(),
         GucFlags::default(),
     );
@@ -460,6 +469,7 @@ pub fn s3_options() -> S3Options {
         secret_access_key: string_setting(&S3_SECRET_ACCESS_KEY),
         session_token: string_setting(&S3_SESSION_TOKEN),
         max_attempts: S3_MAX_ATTEMPTS.get().max(1) as u32,
+        ca_file: string_setting(&S3_CA_FILE).map(std::path::PathBuf::from),
         ..S3Options::default()
     }
 }
@@ -469,7 +479,7 @@ pub fn s3_options() -> S3Options {
 pub fn fingerprint() -> String {
     let s3 = s3_options();
     format!(
-        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}",
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
         repository(),
         cluster_name(),
         COMPRESSION.get(),
@@ -481,7 +491,8 @@ pub fn fingerprint() -> String {
         s3.access_key_id,
         s3.secret_access_key,
         s3.session_token,
-        s3.max_attempts
+        s3.max_attempts,
+        s3.ca_file
     )
 }
 

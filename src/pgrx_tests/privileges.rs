@@ -68,10 +68,13 @@ mod tests {
         Spi::run("GRANT USAGE ON SCHEMA public TO backstop_test_plain").unwrap();
         let visible = error_of(
             Some("backstop_test_plain"),
-            "DO $do$ BEGIN IF (SELECT count(*) FROM pg_settings WHERE name LIKE 'backstop.s3%') <> 4 \
+            "DO $do$ BEGIN IF (SELECT count(*) FROM pg_settings WHERE name LIKE 'backstop.s3%') <> 5 \
              THEN RAISE EXCEPTION 'plain user sees: %', \
              (SELECT string_agg(name, ',') FROM pg_settings WHERE name LIKE 'backstop.s3%'); END IF; END $do$",
         );
-        assert_eq!(visible, None, "a plain user sees exactly the 4 non-secret S3 settings");
+        assert_eq!(
+            visible, None,
+            "a plain user sees exactly the 5 non-secret S3 settings (endpoint, region, path style, attempts, CA file)"
+        );
     }
 }

@@ -267,6 +267,7 @@ fn restore_command(resolved: &RepositoryArgs, cluster: &str, standby: bool) -> R
     flag("s3-endpoint", resolved.s3_endpoint.clone());
     flag("s3-region", resolved.s3_region.clone());
     flag("s3-force-path-style", resolved.s3_force_path_style.map(|b| b.to_string()));
+    flag("s3-ca-file", resolved.s3_ca_file.as_ref().map(|p| p.display().to_string()));
     flag("identity-file", resolved.identity_file.as_ref().map(|p| p.display().to_string()));
     flag("config", resolved.config.as_ref().map(|p| p.display().to_string()));
     if standby {

@@ -1,7 +1,7 @@
 //! Where the repository is and how to read it: from flags, environment variables or a config file,
 //! in that order. The config file (`--config`, `BACKSTOP_CONFIG`, or /etc/backstop/backstop.conf
 //! when it exists) holds `key = value` lines with the flag names (`repository`, `cluster`,
-//! `s3_endpoint`, `s3_region`, `s3_force_path_style`, `identity_file`, `encryption_recipients`, ...).
+//! `s3_endpoint`, `s3_region`, `s3_force_path_style`, `s3_ca_file`, `identity_file`, `encryption_recipients`, ...).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,9 @@ pub struct RepositoryArgs {
     /// Address buckets by path (endpoint/bucket), as most self-hosted stores need.
     #[arg(long, env = "BACKSTOP_S3_FORCE_PATH_STYLE")]
     pub s3_force_path_style: Option<bool>,
+    /// PEM file of certificate authorities to trust for the S3 endpoint, besides the system's.
+    #[arg(long, env = "BACKSTOP_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
     /// File with age identities (AGE-SECRET-KEY-1...) to decrypt encrypted objects.
     #[arg(long, env = "BACKSTOP_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
@@ -121,6 +124,7 @@ impl RepositoryArgs {
                 Some(value) => Some(value),
                 None => config.bool("s3_force_path_style")?,
             },
+            s3_ca_file: self.s3_ca_file.clone().or_else(|| config.get("s3_ca_file").map(PathBuf::from)),
             identity_file: self.identity_file.clone().or_else(|| config.get("identity_file").map(PathBuf::from)),
             config: self.config.clone(),
         };
@@ -134,6 +138,7 @@ impl RepositoryArgs {
             endpoint: self.s3_endpoint.clone(),
             region: self.s3_region.clone(),
             force_path_style: self.s3_force_path_style.unwrap_or(false),
+            ca_file: self.s3_ca_file.clone(),
             ..S3Options::default()
         }
     }
@@ -230,8 +235,11 @@ mod tests {
     fn flags_win_over_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("backstop.conf");
-        std::fs::write(&path, "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "repository = file:///from/config\ncluster = from-config\ns3_force_path_style = on\ns3_ca_file = /etc/ssl/minio-ca.pem\n",
+        )
+        .unwrap();
         let args = RepositoryArgs {
             repository: Some("file:///from/flag".into()),
             config: Some(path),
@@ -241,5 +249,7 @@ mod tests {
         assert_eq!(resolved.repository.as_deref(), Some("file:///from/flag"));
         assert_eq!(resolved.cluster.as_deref(), Some("from-config"));
         assert_eq!(resolved.s3_force_path_style, Some(true));
+        let options = resolved.s3_options();
+        assert_eq!(options.ca_file.as_deref(), Some(Path::new("/etc/ssl/minio-ca.pem")));
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use backstop_core::codec::{CodecSettings, Compression};
 use backstop_core::repository::{ClusterIdentity, ObjectClass, PutResult};
+use backstop_core::store::s3::{S3Options, S3Store};
 use backstop_core::{Error, ObjectStore, Repository, WriteMode};
 use bytes::Bytes;
 use common::Backend;
@@ -320,6 +321,17 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        /// The same store over HTTPS, its certificate signed by a private CA (s3_ca_file).
+        mod s3_tls {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    if let Some(backend) = super::common::s3_tls_backend().await {
+                        super::$test(backend).await;
+                    }
+                }
+            )*
+        }
     };
 }
 
@@ -335,6 +347,61 @@ on_every_backend!(
     cluster_file_guards_the_namespace,
     round_trip_check_passes,
 );
+
+/// Over HTTPS the store's certificate must chain to a trusted CA and name the host: a private CA
+/// that is not in s3_ca_file, or a certificate for another name, is refused before any request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_an_untrusted_or_misnamed_certificate_is_refused() {
+    let Some(options) = common::s3_options() else { return };
+    let front = common::TlsFront::start(&options, "localhost").await;
+    let attempt = |endpoint: String, ca_file: Option<std::path::PathBuf>| {
+        let options = S3Options { endpoint: Some(endpoint), ca_file, max_attempts: 1, ..options.clone() };
+        async move {
+            let store = S3Store::connect(&common::s3_bucket(), "tests/tls-refused", &options).await.unwrap();
+            store.put("probe", Bytes::from_static(b"x"), WriteMode::Overwrite).await.map(|_| ())
+        }
+    };
+    let trusted = attempt(format!("https://localhost:{}", front.port), Some(front.ca_file.clone())).await;
+    assert!(trusted.is_ok(), "with the CA the same front works: {trusted:?}");
+    let untrusted = attempt(format!("https://localhost:{}", front.port), None).await.unwrap_err().to_string();
+    assert!(untrusted.contains("certificate") && untrusted.contains("UnknownIssuer"), "{untrusted}");
+    let misnamed = attempt(format!("https://127.0.0.1:{}", front.port), Some(front.ca_file.clone()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(misnamed.contains("certificate not valid for name"), "{misnamed}");
+}
+
+/// A CA file that is missing, empty, not PEM or holds a damaged certificate is a setting error
+/// naming the file, not a panic inside the HTTP client.
+#[tokio::test]
+async fn a_bad_ca_file_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let connect = |path: std::path::PathBuf| async move {
+        let options = S3Options {
+            endpoint: Some("https://localhost:9".into()),
+            ca_file: Some(path),
+            access_key_id: Some("id".into()),
+            secret_access_key: Some("secret".into()),
+            ..S3Options::default()
+        };
+        S3Store::connect("bucket", "prefix", &options).await.map(|_| ()).unwrap_err()
+    };
+    let missing = connect(dir.path().join("absent.pem")).await;
+    assert!(matches!(missing, Error::Io { .. }) && missing.to_string().contains("absent.pem"), "{missing}");
+    for (name, content, expected) in [
+        ("empty.pem", "", "holds no certificate"),
+        ("key.pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", "holds no certificate"),
+        ("garbled.pem", "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n", "is not a PEM file"),
+        ("damaged.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "is not usable"),
+    ] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let error = connect(path).await;
+        assert!(matches!(error, Error::InvalidSetting { .. }), "{name}: {error:?}");
+        assert!(error.to_string().contains(name) && error.to_string().contains(expected), "{name}: {error}");
+    }
+}
 
 #[test]
 fn streamed_reads_verify_before_reporting_the_end() {

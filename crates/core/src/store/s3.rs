@@ -42,6 +42,9 @@ pub struct S3Options {
     pub part_size: usize,
     /// Parts of one upload in flight at once.
     pub upload_concurrency: usize,
+    /// PEM file of certificate authorities to trust besides the system's, for a store whose
+    /// certificate a private CA signed (MinIO, Ceph, Garage behind a TLS proxy).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for S3Options {
@@ -56,6 +59,7 @@ impl Default for S3Options {
             max_attempts: 5,
             part_size: 16 << 20,
             upload_concurrency: 4,
+            ca_file: None,
         }
     }
 }
@@ -71,6 +75,7 @@ impl std::fmt::Debug for S3Options {
             .field("session_token", &self.session_token.as_ref().map(|_| "<hidden>"))
             .field("max_attempts", &self.max_attempts)
             .field("part_size", &self.part_size)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -89,10 +94,19 @@ pub struct S3Store {
 impl S3Store {
     pub async fn connect(bucket: &str, prefix: &str, options: &S3Options) -> Result<Self> {
         let region = Region::new(options.region.clone().unwrap_or_else(|| "us-east-1".to_string()));
-        // HTTPS through rustls with ring and the system's trust store; the same client serves the
-        // credentials chain (web identity, container and instance metadata endpoints).
-        let http_client =
-            aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();
+        // HTTPS through rustls with ring and the system's trust store (plus the CA file, if any);
+        // the same client serves the credentials chain (web identity, container and instance
+        // metadata endpoints).
+        let mut trust = tls::TrustStore::default();
+        if let Some(path) = options.ca_file.as_deref() {
+            trust = trust.with_pem_certificate(read_ca_file(path)?);
+        }
+        let http_client = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+            .tls_context(tls::TlsContext::builder().with_trust_store(trust).build().map_err(|e| {
+                Error::InvalidSetting { setting: "s3_ca_file", reason: format!("the TLS settings were refused: {e}") }
+            })?)
+            .build_https();
         let mut config = aws_sdk_s3::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .http_client(http_client.clone())
@@ -169,6 +183,27 @@ impl S3Store {
     }
 }
 
+/// Reads a PEM file of CA certificates and checks every one is a usable trust anchor: the HTTP
+/// client would panic on a bad one, and a DBA deserves the file's name and what is wrong with it.
+fn read_ca_file(path: &std::path::Path) -> Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    let invalid = |reason: String| Error::InvalidSetting { setting: "s3_ca_file", reason };
+    let pem = std::fs::read(path).map_err(|e| Error::io("read the S3 CA file", path, e))?;
+    let certificates = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("{} is not a PEM file of certificates: {e}", path.display())))?;
+    if certificates.is_empty() {
+        return Err(invalid(format!("{} holds no certificate (expected -----BEGIN CERTIFICATE-----)", path.display())));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, certificate) in certificates.into_iter().enumerate() {
+        roots
+            .add(certificate)
+            .map_err(|e| invalid(format!("certificate {} in {} is not usable: {e}", index + 1, path.display())))?;
+    }
+    Ok(pem)
+}
+
 fn backend_error<E, R>(store: &str, operation: &'static str, key: &str, err: SdkError<E, R>) -> Error
 where
     E: std::error::Error + ProvideErrorMetadata + Send + Sync + 'static,
@@ -206,7 +241,13 @@ where
             while let Some(next) = deepest.source() {
                 deepest = next;
             }
-            let cause = deepest.to_string();
+            let mut cause = deepest.to_string();
+            if cause.contains("invalid peer certificate") {
+                cause.push_str(
+                    " (the store's TLS certificate is not signed by a trusted CA or does not name this host: \
+                     for a private CA, set s3_ca_file to its PEM file)",
+                );
+            }
             if failure.is_io() || failure.is_timeout() {
                 format!("could not reach the server: {cause}")
             } else {

@@ -44,6 +44,7 @@ pub fn s3_options() -> Option<S3Options> {
         max_attempts: 3,
         part_size: 5 << 20,
         upload_concurrency: 2,
+        ca_file: None,
     })
 }
 
@@ -61,6 +62,81 @@ pub async fn s3_backend() -> Option<Backend> {
     match s3_options() {
         Some(options) => Some(s3_backend_with(&options).await),
         None => None,
+    }
+}
+
+/// Garage behind HTTPS: a TLS front on loopback whose certificate (for "localhost") a throwaway
+/// CA signed, reached with that CA in `ca_file`. The front runs on the test's runtime.
+pub async fn s3_tls_backend() -> Option<Backend> {
+    let options = s3_options()?;
+    let front = TlsFront::start(&options, "localhost").await;
+    let options = S3Options {
+        endpoint: Some(format!("https://localhost:{}", front.port)),
+        ca_file: Some(front.ca_file.clone()),
+        ..options
+    };
+    let mut backend = s3_backend_with(&options).await;
+    backend._dir = Some(front.dir);
+    Some(backend)
+}
+
+/// A TLS-terminating TCP proxy in front of Garage's plain HTTP port, with a CA of its own.
+pub struct TlsFront {
+    pub port: u16,
+    /// The CA certificate (PEM) that signed the front's certificate.
+    pub ca_file: std::path::PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TlsFront {
+    /// Starts the front with a certificate for `server_name` (a DNS name).
+    pub async fn start(options: &S3Options, server_name: &str) -> TlsFront {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(DnType::CommonName, "backstop test CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let certificate =
+            CertificateParams::new(vec![server_name.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.pem()).unwrap();
+
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![certificate.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let upstream = options
+            .endpoint
+            .as_deref()
+            .and_then(|e| e.strip_prefix("http://"))
+            .expect("Garage's endpoint is plain http://")
+            .trim_end_matches('/')
+            .to_string();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    // A refused handshake (the client does not trust the CA) just ends here.
+                    let Ok(mut tls) = acceptor.accept(client).await else { return };
+                    let Ok(mut garage) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut garage).await;
+                });
+            }
+        });
+        TlsFront { port, ca_file, dir }
     }
 }
 
