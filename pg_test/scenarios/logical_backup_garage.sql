@@ -9,15 +9,8 @@ CREATE EXTENSION backstop;
 \set ECHO all
 SET client_min_messages = error;
 \setenv BACKSTOP_PITR_S3 1
-\set s3_repository 's3://' :s3_bucket '/scenario-logical'
-ALTER SYSTEM SET backstop.repository = :'s3_repository';
-ALTER SYSTEM SET backstop.s3_endpoint = :'s3_endpoint';
-ALTER SYSTEM SET backstop.s3_region = 'garage';
-ALTER SYSTEM SET backstop.s3_force_path_style = on;
-ALTER SYSTEM SET backstop.s3_access_key_id = :'s3_access_key_id';
-ALTER SYSTEM SET backstop.s3_secret_access_key = :'s3_secret_access_key';
-SELECT pg_reload_conf();
-SELECT pg_sleep(1);
+\set s3_prefix scenario-logical
+\i pg_test/lib/use_garage.sql
 CREATE TABLE accounts (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, owner text NOT NULL, balance numeric NOT NULL);
 -- About 20 MB of rows: more than one multipart part on the way in.
 INSERT INTO accounts (owner, balance) SELECT md5(g::text) || repeat('x', 150), g FROM generate_series(1, 100000) g;

@@ -8,15 +8,8 @@ CREATE EXTENSION backstop;
 \set ECHO all
 \setenv PGDATABASE :DBNAME
 \setenv BACKSTOP_PITR_S3 1
-\set s3_repository 's3://' :s3_bucket '/scenario-pitr'
-ALTER SYSTEM SET backstop.repository = :'s3_repository';
-ALTER SYSTEM SET backstop.s3_endpoint = :'s3_endpoint';
-ALTER SYSTEM SET backstop.s3_region = 'garage';
-ALTER SYSTEM SET backstop.s3_force_path_style = on;
-ALTER SYSTEM SET backstop.s3_access_key_id = :'s3_access_key_id';
-ALTER SYSTEM SET backstop.s3_secret_access_key = :'s3_secret_access_key';
-SELECT pg_reload_conf();
-SELECT pg_sleep(1);
+\set s3_prefix scenario-pitr
+\i pg_test/lib/use_garage.sql
 -- The segment in progress goes to the new repository.
 SELECT next_segment() IS NOT NULL AS archiving_to_s3;
 \i pg_test/lib/pitr_story.sql

@@ -6,17 +6,9 @@ CREATE EXTENSION backstop;
 \i pg_test/lib/helpers.sql
 \o
 \set ECHO all
--- Each scenario cluster has a new system identifier, hence a namespace of its own in the bucket.
-\set s3_repository 's3://' :s3_bucket '/scenario-outage'
-ALTER SYSTEM SET backstop.repository = :'s3_repository';
-ALTER SYSTEM SET backstop.s3_endpoint = :'s3_endpoint';
-ALTER SYSTEM SET backstop.s3_region = 'garage';
-ALTER SYSTEM SET backstop.s3_force_path_style = on;
 ALTER SYSTEM SET backstop.s3_max_attempts = 2;
-ALTER SYSTEM SET backstop.s3_access_key_id = :'s3_access_key_id';
-ALTER SYSTEM SET backstop.s3_secret_access_key = :'s3_secret_access_key';
-SELECT pg_reload_conf();
-SELECT pg_sleep(1);
+\set s3_prefix scenario-outage
+\i pg_test/lib/use_garage.sql
 CREATE TABLE burst (id bigint, payload text);
 CREATE FUNCTION write_segments(n int) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
