@@ -475,8 +475,9 @@ pub fn settle_interrupted_runs(now: std::time::SystemTime) -> Result<Vec<i64>, p
     Ok(queued)
 }
 
-/// Queues the next attempt of run `id` when it failed or timed out and its schedule has retries
-/// left, not before `failed_at` plus the schedule's backoff (doubling per attempt). Once per
+/// Queues the next attempt of run `id` when the scheduler started it (it stands for a cron
+/// occurrence: a `run_now()` run is the caller's to repeat), it failed or timed out, and its
+/// schedule has retries left, not before `failed_at` plus the schedule's backoff (doubling per attempt). Once per
 /// attempt: the scheduler (which saw the worker end) and a job cleaning up after a crash (which
 /// saw the run left `running`) may both ask; the row lock on the failed run serialises them.
 /// Returns the queued run's id.
@@ -486,6 +487,7 @@ pub fn queue_retry(id: i64, failed_at: std::time::SystemTime) -> Result<Option<i
             "SELECT r.attempt, pg_catalog.date_part('epoch', s.retry_backoff)::float8 \
                FROM backstop.job_runs r JOIN backstop.schedules s ON s.name = r.schedule \
               WHERE r.job_id = $1 AND r.state IN ('failed', 'timed_out') AND r.attempt <= s.max_retries \
+                AND r.scheduled_for IS NOT NULL \
                 FOR UPDATE OF r",
             None,
             &[id.into()],

@@ -123,10 +123,16 @@ SELECT state, regexp_replace(regexp_replace(regexp_replace(error, '[0-9a-f]{64}'
 SELECT count(*) AS drill_directories_left FROM pg_ls_dir('/tmp') d WHERE d LIKE 'backstop-drill-%';
 
 -- A job killed with SIGKILL mid-run: the server restarts after the crash, and the run is recorded
--- as failed, not forgotten.
+-- as failed, not forgotten. A scheduled run the crash interrupts is also retried, as its schedule
+-- allows (the schedule is paused once its run started, so nothing else fires, and the retry waits
+-- queued until the schedule is enabled again).
 \! server.sh hold-lock schedule_week public.orders 30
 SELECT job_id AS killed_job FROM backstop.run_job('snapshot', '{"tables": ["public.orders"]}', wait => false) \gset
 SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE job_id = %s AND state = 'running')$$, :killed_job), 30) AS job_running;
+SELECT name FROM backstop.schedule('hourly-snapshot', '0 * * * *', 'snapshot', '{"tables": ["public.orders"]}', max_retries => 1, retry_backoff => '1 minute');
+SELECT wait_until($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-snapshot' AND state = 'running')$$, 30) AS scheduled_run_running;
+SELECT count(*) AS paused FROM backstop.alter_schedule('hourly-snapshot', enabled => false);
+SELECT job_id AS interrupted_job FROM backstop.job_runs WHERE schedule = 'hourly-snapshot' AND state = 'running' ORDER BY job_id LIMIT 1 \gset
 SELECT pid AS killed_pid FROM backstop.job_runs WHERE job_id = :killed_job \gset
 \setenv KILLED_PID :killed_pid
 \! server.sh kill-9 $KILLED_PID
@@ -134,6 +140,11 @@ SELECT pid AS killed_pid FROM backstop.job_runs WHERE job_id = :killed_job \gset
 SET client_min_messages = error;
 SELECT wait_until(format($$(SELECT state FROM backstop.job_runs WHERE job_id = %s) = 'failed'$$, :killed_job), 60) AS recorded_failed;
 SELECT state, error FROM backstop.job_runs WHERE job_id = :killed_job;
+SELECT wait_until(format($$EXISTS (SELECT 1 FROM backstop.job_runs WHERE schedule = 'hourly-snapshot' AND job_id > %s AND attempt = 2)$$, :interrupted_job), 60) AS retry_queued;
+SELECT r.state, r.attempt, r.scheduled_for = i.scheduled_for AS same_occurrence, i.state AS interrupted_state
+  FROM backstop.job_runs r, backstop.job_runs i
+ WHERE i.job_id = :interrupted_job AND r.schedule = 'hourly-snapshot' AND r.job_id > i.job_id AND r.attempt = 2;
+SELECT backstop.unschedule('hourly-snapshot') AS unscheduled;
 
 -- SIGTERM stops the scheduler within seconds; the postmaster starts it again.
 SELECT pid AS scheduler_pid FROM pg_stat_activity WHERE backend_type = 'backstop scheduler' \gset

@@ -131,19 +131,22 @@ mod tests {
 
     /// A crash in the middle of a scheduled base backup: when the server is back, the run is
     /// recorded as failed and, since its schedule allows retries, its next attempt is queued
-    /// once, after the backoff; a run out of retries and a run asked for from SQL are not retried.
+    /// once, after the backoff; a run out of retries, a run asked for from SQL and a run_now() of
+    /// the schedule (the caller's to repeat) are not retried.
     #[pg_test]
     fn a_run_interrupted_by_a_crash_is_failed_and_retried_once() {
         Spi::run(
             "SELECT backstop.schedule('crashy', '0 3 * * *', 'base_backup', max_retries => 2, retry_backoff => '10 minutes')",
         )
         .unwrap();
-        // Three runs left 'running' by workers that no longer exist (pid NULL: never started).
+        // Runs left 'running' by workers that no longer exist (pid NULL: never started): a scheduled
+        // one, one out of retries, one asked for from SQL, and a run_now() of the schedule.
         Spi::run(
             "INSERT INTO backstop.job_runs (job_id, schedule, kind, state, attempt, scheduled_for, requested_by) VALUES \
                (nextval('backstop.jobs_id_seq'), 'crashy', 'base_backup', 'running', 1, '2026-03-01 03:00Z', current_user), \
                (nextval('backstop.jobs_id_seq'), 'crashy', 'base_backup', 'running', 3, '2026-02-01 03:00Z', current_user), \
-               (nextval('backstop.jobs_id_seq'), NULL, 'base_backup', 'running', 1, NULL, current_user)",
+               (nextval('backstop.jobs_id_seq'), NULL, 'base_backup', 'running', 1, NULL, current_user), \
+               (nextval('backstop.jobs_id_seq'), 'crashy', 'base_backup', 'running', 1, NULL, current_user)",
         )
         .unwrap();
         let crashed_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_340_000);
