@@ -76,7 +76,8 @@ SET client_min_messages = error;
 \! psql -X -qAt -d one_table -c "SELECT 'one table: ' || string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)"
 
 -- A nightly dump on a schedule makes doctor watch its age.
-SELECT name, next_run_at > now() AND next_run_at <= now() + interval '1 day' AS next_run_within_a_day
+SELECT name, to_char(next_run_at AT TIME ZONE 'UTC', 'HH24:MI') AS utc_time,
+       next_run_at > now() AND next_run_at <= now() + interval '1 day' AS next_run_within_a_day
   FROM backstop.schedule('nightly-dump', '30 1 * * *', 'logical_backup', '{"database": "logical_backup_file"}');
 -- The drill: the newest dump restored into a scratch database, every table and sequence compared
 -- with what the dump's snapshot held, the scratch database dropped.

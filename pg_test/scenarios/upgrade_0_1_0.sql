@@ -15,7 +15,9 @@ SELECT backstop.snapshot_table('orders') ~ '^snap_' AS snapshot_taken;
 DELETE FROM orders WHERE id > 400;
 SELECT backstop.restore_table('orders') AS rows_restored;
 SELECT bool_and(passed) AS validated FROM backstop.restore_validate('orders_recovered');
-SELECT name, next_run_at > now() AND next_run_at <= now() + interval '25 hours' AS next_run_within_a_day
+-- 02:00 in Berlin (03:00 on the spring-forward day, when 02:00 does not exist), within a day.
+SELECT name, to_char(next_run_at AT TIME ZONE 'Europe/Berlin', 'HH24:MI') IN ('02:00', '03:00') AS at_two_in_berlin,
+       next_run_at > now() AND next_run_at <= now() + interval '25 hours' AS next_run_within_a_day
   FROM backstop.schedule('nightly-orders', '0 2 * * *', 'snapshot', '{"tables": ["public.orders"]}', time_zone => 'Europe/Berlin');
 SELECT state FROM backstop.run_job('expire', '{"dry_run": true, "snapshots": {"keep_last": 3}}');
 SELECT state FROM backstop.run_job('snapshot', '{"tables": ["public.orders"]}');
