@@ -431,9 +431,15 @@ pub fn die_on_sigterm() {
     unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
 }
 
+/// Is this server a standby (or still recovering)? Its tables are read-only then: runs live in
+/// their status files.
+pub fn in_recovery() -> bool {
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
 /// Records a job row in its own transaction (worker side).
 pub fn record(sql: &str, args: &[pgrx::datum::DatumWithOid]) {
-    if unsafe { pg_sys::RecoveryInProgress() } {
+    if in_recovery() {
         return; // a standby's tables are read-only: its runs live in their status files
     }
     BackgroundWorker::transaction(|| {
@@ -448,7 +454,7 @@ pub const FAILED_RUN_LOG_PREFIX: &str = "backstop: job run failed:";
 /// and queues the next attempt of each scheduled one with retries left: an interrupted run is
 /// recorded and retried, never forgotten. Runs in its own transaction.
 pub fn fail_interrupted_runs() {
-    if unsafe { pg_sys::RecoveryInProgress() } {
+    if in_recovery() {
         return; // a standby's tables are read-only: its runs live in their status files
     }
     BackgroundWorker::transaction(|| {

@@ -8,15 +8,9 @@ use std::time::Duration;
 use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
-use crate::{gucs, jobs};
-
-fn in_recovery() -> bool {
-    unsafe { pg_sys::RecoveryInProgress() }
-}
-
-fn unix(time: std::time::SystemTime) -> f64 {
-    backstop_core::backups::unix_seconds(time)
-}
+use crate::gucs;
+use crate::jobs::{self, in_recovery};
+use backstop_core::backups::unix_seconds;
 
 /// A drill's newest finished run, from the history table or this standby's own runs.
 struct LastRun {
@@ -153,7 +147,10 @@ fn schedules_check() -> Check {
     let standby = in_recovery();
     let standby_runs = if standby { jobs::standby_history() } else { Vec::new() };
     let standby_next = if standby { jobs::standby_next_runs() } else { Default::default() };
-    let now = unix(gucs::scheduler_now());
+    // Status files hold real times; the scheduler's next runs are on its own clock (which only
+    // backstop.test_clock makes differ).
+    let now = unix_seconds(std::time::SystemTime::now());
+    let scheduler_now = unix_seconds(gucs::scheduler_now());
     for (name, mut last_state, mut error, mut success_age, mut late, runs_on) in rows {
         match (standby, runs_on.as_str()) {
             // The primary's history has no runs of these, and its next_run_at does not move.
@@ -172,7 +169,7 @@ fn schedules_check() -> Check {
                     .filter(|r| r.state == jobs::JobState::Succeeded)
                     .find_map(|r| r.finished_at())
                     .map(|at| now - at);
-                late = standby_next.get(&name).map(|next| now - next);
+                late = standby_next.get(&name).map(|next| scheduler_now - next);
             }
             _ => {}
         }
@@ -213,7 +210,7 @@ fn drill_checks() -> Vec<Check> {
         drills.push(("drill_logical_restore", "logical_restore"));
     }
     let standby_runs = if in_recovery() { jobs::standby_history() } else { Vec::new() };
-    let now = unix(gucs::scheduler_now());
+    let now = unix_seconds(std::time::SystemTime::now());
     for (check, kind) in drills {
         let last = query(
             &format!(

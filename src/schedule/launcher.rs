@@ -35,7 +35,7 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::gucs;
-use crate::jobs::{self, JobRequest};
+use crate::jobs::{self, in_recovery, JobRequest};
 
 /// Registers the scheduler with the postmaster (from `_PG_init` while preloading).
 pub fn register() {
@@ -103,10 +103,6 @@ fn extension_installed() -> bool {
             .as_deref()
             == Some("true")
     })
-}
-
-fn in_recovery() -> bool {
-    unsafe { pg_sys::RecoveryInProgress() }
 }
 
 /// Records a run that did not start (skipped, missed, queued) under a new job id.
