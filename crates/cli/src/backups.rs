@@ -269,7 +269,14 @@ fn restore_command(resolved: &RepositoryArgs, cluster: &str, standby: bool) -> R
     flag("s3-force-path-style", resolved.s3_force_path_style.map(|b| b.to_string()));
     flag("s3-ca-file", resolved.s3_ca_file.as_ref().map(|p| p.display().to_string()));
     flag("identity-file", resolved.identity_file.as_ref().map(|p| p.display().to_string()));
+    // The keys this restore trusted, so that recovery trusts exactly them too. Public keys: no secret.
+    if !resolved.trusted_keys.is_empty() {
+        flag("trusted-key", Some(resolved.trusted_keys.join(",")));
+    }
     flag("config", resolved.config.as_ref().map(|p| p.display().to_string()));
+    if resolved.trust_unauthenticated {
+        words.push("--trust-unauthenticated".into());
+    }
     if standby {
         words.push("--standby".into());
     }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
+use backstop_core::auth::{PublicKey, SigningKey, Trust};
 use backstop_core::codec::{self, CodecSettings, Compression};
 use backstop_core::store::{self, S3Options};
 use backstop_core::{Error, Location, ObjectStore, Repository};
@@ -38,6 +39,16 @@ pub struct RepositoryArgs {
     /// File with age identities (AGE-SECRET-KEY-1...) to decrypt encrypted objects.
     #[arg(long, env = "BACKSTOP_IDENTITY_FILE")]
     pub identity_file: Option<PathBuf>,
+    /// Public key whose signatures to accept (ed25519:<hex>, from `SELECT backstop.repository_key()`
+    /// on the server; keep it with your recovery kit). Repeat it, or separate keys by commas, to
+    /// trust more than one (a key rotation, a restored cluster). Nothing unsigned is read without
+    /// one.
+    #[arg(long = "trusted-key", env = "BACKSTOP_TRUSTED_KEYS", value_delimiter = ',')]
+    pub trusted_keys: Vec<String>,
+    /// Read objects no trusted key signed (a repository written by backstop 0.2 and not adopted).
+    /// Every such object is named in a warning; a restore made this way records that it was.
+    #[arg(long, env = "BACKSTOP_TRUST_UNAUTHENTICATED")]
+    pub trust_unauthenticated: bool,
     /// Config file with defaults for these options.
     #[arg(long, env = "BACKSTOP_CONFIG")]
     pub config: Option<PathBuf>,
@@ -126,6 +137,15 @@ impl RepositoryArgs {
             },
             s3_ca_file: self.s3_ca_file.clone().or_else(|| config.get("s3_ca_file").map(PathBuf::from)),
             identity_file: self.identity_file.clone().or_else(|| config.get("identity_file").map(PathBuf::from)),
+            trusted_keys: if self.trusted_keys.is_empty() {
+                config
+                    .get("trusted_keys")
+                    .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+                    .unwrap_or_default()
+            } else {
+                self.trusted_keys.clone()
+            },
+            trust_unauthenticated: self.trust_unauthenticated || config.bool("trust_unauthenticated")?.unwrap_or(false),
             config: self.config.clone(),
         };
         Ok((resolved, config))
@@ -151,8 +171,47 @@ impl RepositoryArgs {
         store::open(&location, &self.s3_options()).await
     }
 
-    /// Opens the repository for reading; `cluster` overrides discovery when the caller knows better.
+    /// The keys reads accept, from --trusted-key; refused when there is none and
+    /// --trust-unauthenticated was not given, since then nothing could be read.
+    pub fn trust(&self) -> Result<Trust, Error> {
+        let mut keys = Vec::new();
+        for text in &self.trusted_keys {
+            keys.extend(PublicKey::parse_list(text)?);
+        }
+        let trust = Trust::new(keys);
+        if self.trust_unauthenticated {
+            eprintln!(
+                "backstop: --trust-unauthenticated: objects no trusted key signed are read too; each one is named below"
+            );
+            return Ok(trust.accept_unauthenticated());
+        }
+        Ok(trust)
+    }
+
+    /// Opens the repository for reading, trusting the keys of [`RepositoryArgs::trust`]; `cluster`
+    /// overrides discovery when the caller knows better.
     pub async fn open(&self, codec: CodecSettings) -> Result<Repository, Error> {
+        let trust = self.trust()?;
+        if trust.is_empty() && !trust.accepts_unauthenticated() {
+            return Err(Error::InvalidSetting {
+                setting: "trusted-key",
+                reason:
+                    "no key to trust: pass --trusted-key ed25519:... (or BACKSTOP_TRUSTED_KEYS, or trusted_keys = in \
+                         the config file). The server's SELECT backstop.repository_key() prints it; it belongs in the \
+                         recovery kit. Nothing is read from the repository that no trusted key signed."
+                        .into(),
+            });
+        }
+        Ok(self.open_untrusted(codec).await?.with_trust(trust))
+    }
+
+    /// Opens the repository to write with `signer` (its own key is trusted, and --trusted-key too).
+    pub async fn open_signing(&self, codec: CodecSettings, signer: SigningKey) -> Result<Repository, Error> {
+        let trust = self.trust()?;
+        Ok(self.open_untrusted(codec).await?.with_signer(signer).with_trust(trust))
+    }
+
+    async fn open_untrusted(&self, codec: CodecSettings) -> Result<Repository, Error> {
         let store = self.open_store().await?;
         let cluster = match &self.cluster {
             Some(cluster) => cluster.clone(),

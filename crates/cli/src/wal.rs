@@ -60,6 +60,10 @@ pub struct FetchArgs {
 pub struct PushArgs {
     /// Path of the WAL file (%p); its name is the file name.
     pub path: PathBuf,
+    /// The data directory whose signing key (backstop_signing.key) signs what is pushed; by
+    /// default the one whose pg_wal holds the file.
+    #[arg(long, env = "BACKSTOP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub repository: RepositoryArgs,
     #[command(flatten)]
@@ -171,7 +175,7 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
     let _ = spool.prune_before(&name);
 
     if let Some(raw) = spool.take(&name)? {
-        match runtime.block_on(repository.decode(&name.object_path(), raw)) {
+        match runtime.block_on(repository.decode(&backstop_core::layout::wal(&name), raw)) {
             Ok(plain) => {
                 write_file_atomically(&args.destination, &plain)?;
                 return Ok(true);
@@ -193,12 +197,12 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
                 }
             }
         }
-        let requested_path = name.object_path();
+        let requested_path = backstop_core::layout::wal(&name);
         let requested = repository.get_raw(&requested_path);
         let ahead = futures::stream::iter(upcoming)
             .map(|segment| {
                 let repository = &repository;
-                async move { (repository.get_raw(&segment.object_path()).await, segment) }
+                async move { (repository.get_raw(&backstop_core::layout::wal(&segment)).await, segment) }
             })
             .buffered(args.prefetch.max(1))
             .collect::<Vec<_>>();
@@ -222,7 +226,7 @@ fn fetch_inner(runtime: &tokio::runtime::Runtime, args: &FetchArgs) -> Result<bo
             }
             Err(error) => return Err(error),
         };
-        let plain = repository.decode(&name.object_path(), raw).await?;
+        let plain = repository.decode(&backstop_core::layout::wal(&name), raw).await?;
         write_file_atomically(&args.destination, &plain)?;
         Ok(true)
     })
@@ -274,9 +278,24 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
             ),
         })?);
     }
-    let repository = repository_args.open(codec).await?;
+    // Signed with the cluster's own key, as the server signs what it archives: created once, in
+    // the data directory, if the server has not created it yet.
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| wal::control_file_for(&args.path).and_then(|c| c.parent()?.parent().map(Path::to_path_buf)))
+        .ok_or_else(|| Error::InvalidSetting {
+            setting: "data-dir",
+            reason: format!(
+                "{} does not lie in a data directory's pg_wal, so the cluster's signing key cannot be found: pass \
+                 --data-dir",
+                args.path.display()
+            ),
+        })?;
+    let signer = backstop_core::auth::load_or_create_signing_key(&data_dir)?;
+    let repository = repository_args.open_signing(codec, signer).await?;
     // The namespace's owner is authoritative; an unclaimed namespace is claimed by the file's cluster.
-    let cluster_key = repository.key(backstop_core::repository::CLUSTER_FILE);
+    let cluster_key = repository.key(&backstop_core::layout::cluster_file());
     let system_identifier = match (repository.cluster_file().await?, own_system_identifier) {
         (Some(owner), own) => {
             let owner_id = owner.system_identifier(&cluster_key)?;
@@ -390,7 +409,7 @@ async fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
             let repository = &repository;
             let progress = &progress;
             async move {
-                let result = repository.verify(&f.name.object_path()).await;
+                let result = repository.verify(&backstop_core::layout::wal(&f.name)).await;
                 progress.inc(1);
                 progress.set_message(f.name.name.clone());
                 (f.name.name.clone(), result)

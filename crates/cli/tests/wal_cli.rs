@@ -23,6 +23,8 @@ fn segment(seed: u8) -> Vec<u8> {
 
 struct Setup {
     dir: tempfile::TempDir,
+    /// The data directory's public key, trusted by every command.
+    key: String,
 }
 
 impl Setup {
@@ -30,7 +32,9 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("repo")).unwrap();
         std::fs::create_dir_all(dir.path().join("pgdata/pg_wal")).unwrap();
-        Setup { dir }
+        let key =
+            backstop_core::auth::load_or_create_signing_key(&dir.path().join("pgdata")).unwrap().public().to_string();
+        Setup { dir, key }
     }
 
     fn path(&self, relative: &str) -> PathBuf {
@@ -42,6 +46,9 @@ impl Setup {
             .args(args)
             .current_dir(self.path("pgdata"))
             .env("BACKSTOP_REPOSITORY", format!("file://{}", self.path("repo").display()))
+            .env("BACKSTOP_DATA_DIR", self.path("pgdata"))
+            .env("BACKSTOP_TRUSTED_KEYS", &self.key)
+            .env_remove("BACKSTOP_TRUST_UNAUTHENTICATED")
             .env_remove("BACKSTOP_CLUSTER")
             .env_remove("BACKSTOP_CONFIG")
             .env_remove("BACKSTOP_IDENTITY_FILE")
@@ -234,6 +241,8 @@ fn backstop_at(setup: &Setup, repository: &str, args: &[&str]) -> Output {
         .args(args)
         .current_dir(setup.path("pgdata"))
         .env("BACKSTOP_REPOSITORY", repository)
+        .env("BACKSTOP_DATA_DIR", setup.path("pgdata"))
+        .env("BACKSTOP_TRUSTED_KEYS", &setup.key)
         .env("AWS_ACCESS_KEY_ID", "backstop-test")
         .env("AWS_SECRET_ACCESS_KEY", "backstop-test")
         .env("AWS_EC2_METADATA_DISABLED", "true")
@@ -361,8 +370,13 @@ fn a_corrupt_cluster_file_is_an_error_not_system_identifier_zero() {
     let cluster_file = setup.path("repo/ns/cluster.json");
     std::fs::create_dir_all(cluster_file.parent().unwrap()).unwrap();
     let json = br#"{"format_version":1,"cluster":"ns","system_identifier":"garbage","pg_version_num":150000,"created_at_unix":0,"created_by":"x"}"#;
+    // Signed by this cluster's own key: damaged metadata that is authentic is still refused.
+    let sign = backstop_core::codec::SignWith {
+        key: backstop_core::auth::load_signing_key(&setup.path("pgdata")).unwrap().unwrap(),
+        object_key: "ns/cluster.json".into(),
+    };
     let (encoded, _) =
-        backstop_core::codec::encode_to_vec(&backstop_core::codec::CodecSettings::plain(), json).unwrap();
+        backstop_core::codec::encode_to_vec(&backstop_core::codec::CodecSettings::plain(), json, Some(&sign)).unwrap();
     std::fs::write(&cluster_file, encoded).unwrap();
     let pushed = setup.push(&name(1), &segment(1), &["--cluster", "ns"]);
     assert_eq!(code(&pushed), 1, "{}", stderr(&pushed));
@@ -399,4 +413,59 @@ fn fetch_from_a_missing_bucket_or_prefix_stops_recovery() {
         let fetched = fetch(&repository);
         assert_eq!(code(&fetched), 255, "{repository}: {}", stderr(&fetched));
     }
+}
+
+/// A segment in the archive that no trusted key signed (written with another cluster's key, or
+/// a signed one copied under another name) is never handed to PostgreSQL, and fetch says "stop"
+/// (255), not "not archived" (1), which would end recovery early and quietly.
+#[test]
+fn fetch_refuses_forged_and_swapped_segments_and_stops_recovery() {
+    let setup = Setup::new();
+    assert_eq!(code(&setup.push(&name(1), &segment(1), &[])), 0);
+    assert_eq!(code(&setup.push(&name(2), &segment(2), &[])), 0);
+
+    // Another key writes a perfectly formed segment 3 straight into our namespace.
+    let sign = backstop_core::codec::SignWith {
+        key: backstop_core::auth::SigningKey::generate(),
+        object_key: format!("{SYSTEM_IDENTIFIER}/wal/{}/{}", &name(3)[..16], name(3)),
+    };
+    let (forged, _) =
+        backstop_core::codec::encode_to_vec(&backstop_core::codec::CodecSettings::plain(), &segment(3), Some(&sign))
+            .unwrap();
+    std::fs::write(setup.object(&name(3)), forged).unwrap();
+    // Segment 2's stored bytes copied over segment 4's name.
+    std::fs::create_dir_all(setup.object(&name(4)).parent().unwrap()).unwrap();
+    std::fs::copy(setup.object(&name(2)), setup.object(&name(4))).unwrap();
+
+    let cluster = SYSTEM_IDENTIFIER.to_string();
+    for n in [3, 4] {
+        let destination = setup.path(&format!("pgdata/pg_wal/RECOVERY{n}"));
+        let fetched = setup.backstop(&[
+            "wal",
+            "fetch",
+            &name(n),
+            destination.to_str().unwrap(),
+            "--cluster",
+            &cluster,
+            "--prefetch",
+            "0",
+        ]);
+        assert_eq!(code(&fetched), 255, "segment {n}: {}", stderr(&fetched));
+        assert!(stderr(&fetched).contains("is not authenticated"), "segment {n}: {}", stderr(&fetched));
+        assert!(!destination.exists(), "segment {n}: nothing was handed to PostgreSQL");
+    }
+    // The genuine ones still fetch; without a trusted key nothing is read at all.
+    let genuine = setup.path("pgdata/pg_wal/RECOVERY1");
+    let fetched = setup.backstop(&["wal", "fetch", &name(1), genuine.to_str().unwrap(), "--cluster", &cluster]);
+    assert_eq!(code(&fetched), 0, "{}", stderr(&fetched));
+    assert_eq!(std::fs::read(&genuine).unwrap(), segment(1));
+    let untrusting = Command::new(env!("CARGO_BIN_EXE_backstop"))
+        .args(["wal", "fetch", &name(1), genuine.to_str().unwrap(), "--cluster", &cluster])
+        .env("BACKSTOP_REPOSITORY", format!("file://{}", setup.path("repo").display()))
+        .env_remove("BACKSTOP_TRUSTED_KEYS")
+        .env_remove("BACKSTOP_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(code(&untrusting), 255, "{}", stderr(&untrusting));
+    assert!(stderr(&untrusting).contains("--trusted-key"), "{}", stderr(&untrusting));
 }

@@ -1,10 +1,23 @@
 //! The object codec: every object in a repository is
 //!
 //! ```text
-//! header  (16 bytes, plain)  "BACKSTOP" | format version u16 | compression u8 | encryption u8 | reserved u32
-//! body    (streamed)         plain bytes -> zstd (optional) -> age (optional)
-//! trailer (88 bytes, plain)  sha256(plain) | sha256(body) | plain length u64 | body length u64 | "BKSTPEND"
+//! header    (16 bytes, plain)  "BACKSTOP" | format version u16 | compression u8 | encryption u8 | reserved u32
+//! body      (streamed)         plain bytes -> zstd (optional) -> age (optional)
+//! trailer   (88 bytes, plain)  sha256(plain) | sha256(body) | plain length u64 | body length u64 | "BKSTPEND"
+//! signature (120 bytes)        format 2 only: header copy (16) | signer public key (32) | Ed25519 signature (64) | "BKSTPSIG"
 //! ```
+//!
+//! Format 2 objects are signed (see [`crate::auth`]): the signature covers the object's key, the
+//! header and the trailer, and the copy of the header lets a reader authenticate an object from its
+//! tail alone, before it reads a byte of the body. Format 1 objects (backstop 0.2 and earlier) carry
+//! no signature; they are read only once `adopt_repository` recorded them, or by a CLI told to
+//! trust an unauthenticated repository.
+//!
+//! Decoding is crate-private and needs an [`Expected`] tail that the repository authenticated
+//! first: no caller outside [`crate::repository`] can decode an object it did not authenticate.
+//! The decoder refuses an object whose header or tail differ from the authenticated ones and stops
+//! as soon as it produced more plain bytes than the authenticated trailer records (a compression
+//! bomb never gets further than the length its signer vouched for).
 //!
 //! The checksums sit in a trailer because they are only known once a stream ends, and a multi-GB
 //! object must never be held in memory to compute them first. They are stored in the clear on purpose:
@@ -21,9 +34,15 @@ use crate::error::Error;
 
 pub const HEADER_LEN: usize = 16;
 pub const TRAILER_LEN: usize = 88;
-pub const FORMAT_VERSION: u16 = 1;
+/// The signature block of a format 2 object, after its trailer.
+pub const SIGNATURE_LEN: usize = 120;
+/// Unsigned objects (backstop 0.2 and earlier).
+pub const FORMAT_UNSIGNED: u16 = 1;
+/// Signed objects: what every write produces.
+pub const FORMAT_VERSION: u16 = 2;
 const MAGIC: &[u8; 8] = b"BACKSTOP";
 const TRAILER_MAGIC: &[u8; 8] = b"BKSTPEND";
+const SIGNATURE_MAGIC: &[u8; 8] = b"BKSTPSIG";
 const COMPRESSION_NONE: u8 = 0;
 const COMPRESSION_ZSTD: u8 = 1;
 const ENCRYPTION_NONE: u8 = 0;
@@ -140,10 +159,10 @@ pub struct Header {
 }
 
 impl Header {
-    fn encode(settings: &CodecSettings) -> [u8; HEADER_LEN] {
+    fn encode(settings: &CodecSettings, version: u16) -> [u8; HEADER_LEN] {
         let mut bytes = [0u8; HEADER_LEN];
         bytes[..8].copy_from_slice(MAGIC);
-        bytes[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
         bytes[10] = match settings.compression {
             Compression::None => COMPRESSION_NONE,
             Compression::Zstd { .. } => COMPRESSION_ZSTD,
@@ -157,9 +176,9 @@ impl Header {
             return Err("it does not start with a backstop object header".into());
         }
         let format_version = u16::from_le_bytes([bytes[8], bytes[9]]);
-        if format_version != FORMAT_VERSION {
+        if format_version != FORMAT_VERSION && format_version != FORMAT_UNSIGNED {
             return Err(format!(
-                "its format version {format_version} is not one this build reads (reads {FORMAT_VERSION}); upgrade backstop"
+                "its format version {format_version} is not one this build reads (reads {FORMAT_UNSIGNED} and {FORMAT_VERSION}); upgrade backstop"
             ));
         }
         let compressed = match bytes[10] {
@@ -174,6 +193,127 @@ impl Header {
         };
         Ok(Header { format_version, compressed, encrypted })
     }
+
+    pub fn signed(&self) -> bool {
+        self.format_version == FORMAT_VERSION
+    }
+
+    /// Bytes after the body: the trailer, and the signature block of a signed object.
+    pub fn tail_len(&self) -> usize {
+        if self.signed() {
+            TRAILER_LEN + SIGNATURE_LEN
+        } else {
+            TRAILER_LEN
+        }
+    }
+}
+
+/// The signature block of a format 2 object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureBlock {
+    pub header: [u8; HEADER_LEN],
+    pub signer: [u8; 32],
+    pub signature: [u8; 64],
+}
+
+impl SignatureBlock {
+    fn encode(&self) -> [u8; SIGNATURE_LEN] {
+        let mut bytes = [0u8; SIGNATURE_LEN];
+        bytes[..16].copy_from_slice(&self.header);
+        bytes[16..48].copy_from_slice(&self.signer);
+        bytes[48..112].copy_from_slice(&self.signature);
+        bytes[112..].copy_from_slice(SIGNATURE_MAGIC);
+        bytes
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        if bytes.len() != SIGNATURE_LEN || &bytes[112..] != SIGNATURE_MAGIC {
+            return Err("its signature block is missing (truncated, or not a signed backstop object)".into());
+        }
+        Ok(SignatureBlock {
+            header: bytes[..16].try_into().expect("16 bytes"),
+            signer: bytes[16..48].try_into().expect("32 bytes"),
+            signature: bytes[48..112].try_into().expect("64 bytes"),
+        })
+    }
+}
+
+/// An object's tail as read from the store: its trailer and, when signed, its signature block.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tail {
+    pub trailer: Trailer,
+    pub signature: Option<SignatureBlock>,
+    /// The raw bytes, as stored.
+    pub bytes: Vec<u8>,
+}
+
+impl Tail {
+    /// The format an object has, told by the last bytes of its tail.
+    pub fn len_from_end(last8: &[u8]) -> Option<usize> {
+        match last8 {
+            m if m == SIGNATURE_MAGIC => Some(TRAILER_LEN + SIGNATURE_LEN),
+            m if m == TRAILER_MAGIC => Some(TRAILER_LEN),
+            _ => None,
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Tail, String> {
+        let (trailer, signature) = match bytes.len() {
+            TRAILER_LEN => (Trailer::decode(bytes)?, None),
+            n if n == TRAILER_LEN + SIGNATURE_LEN => {
+                (Trailer::decode(&bytes[..TRAILER_LEN])?, Some(SignatureBlock::decode(&bytes[TRAILER_LEN..])?))
+            }
+            _ => return Err("its trailer is missing (the object is truncated or not a backstop object)".into()),
+        };
+        Ok(Tail { trailer, signature, bytes: bytes.to_vec() })
+    }
+
+    /// The part of the tail a signature covers (the trailer).
+    pub fn trailer_bytes(&self) -> &[u8] {
+        &self.bytes[..TRAILER_LEN]
+    }
+}
+
+/// What the repository authenticated about an object before decoding it: the decoder refuses
+/// anything else under the same name (a swapped or spliced object) and any plain byte beyond the
+/// authenticated length.
+#[derive(Debug, Clone)]
+pub(crate) struct Expected {
+    /// The header, when it was authenticated (signed objects; for adopted unsigned objects the
+    /// trailer's checksums cover everything that matters).
+    pub header: Option<[u8; HEADER_LEN]>,
+    pub tail: Vec<u8>,
+    pub trailer: Trailer,
+}
+
+/// Who signs what an [`Encoder`] writes, and under which object key.
+#[derive(Clone)]
+pub struct SignWith {
+    pub key: crate::auth::SigningKey,
+    /// The object's full key in the store (`<cluster>/<path>`).
+    pub object_key: String,
+}
+
+impl std::fmt::Debug for SignWith {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignWith({:?}, {})", self.key, self.object_key)
+    }
+}
+
+/// The tail bytes that close an object: its trailer, then (when signing) the signature block.
+fn close_tail(header: &[u8; HEADER_LEN], trailer: &Trailer, sign: Option<&SignWith>) -> Vec<u8> {
+    let trailer_bytes = trailer.encode();
+    let mut tail = trailer_bytes.to_vec();
+    if let Some(sign) = sign {
+        let message = crate::auth::signed_message(&sign.object_key, header, &trailer_bytes);
+        let block = SignatureBlock {
+            header: *header,
+            signer: sign.key.public().to_bytes(),
+            signature: sign.key.sign(&message),
+        };
+        tail.extend_from_slice(&block.encode());
+    }
+    tail
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -212,9 +352,9 @@ impl Trailer {
         hex::encode(self.plain_sha256)
     }
 
-    /// Size of the whole stored object this trailer closes.
+    /// Size of the whole stored (signed) object this trailer closes.
     pub fn object_len(&self) -> u64 {
-        (HEADER_LEN + TRAILER_LEN) as u64 + self.body_len
+        (HEADER_LEN + TRAILER_LEN + SIGNATURE_LEN) as u64 + self.body_len
     }
 }
 
@@ -266,12 +406,17 @@ pub struct Encoder {
     sink: BodySink,
     plain_hasher: Sha256,
     plain_len: u64,
+    header: [u8; HEADER_LEN],
+    sign: Option<SignWith>,
 }
 
 impl Encoder {
-    pub fn new(settings: &CodecSettings) -> Result<Self, Error> {
+    /// `sign`: the key and object key to sign with (format 2); None writes an unsigned format 1
+    /// object, which only tests and fixtures of older releases do.
+    pub fn new(settings: &CodecSettings, sign: Option<SignWith>) -> Result<Self, Error> {
         let sink = BodySink::default();
-        sink.0.lock().expect("sink lock").out.extend_from_slice(&Header::encode(settings));
+        let header = Header::encode(settings, if sign.is_some() { FORMAT_VERSION } else { FORMAT_UNSIGNED });
+        sink.0.lock().expect("sink lock").out.extend_from_slice(&header);
         let encrypt = |sink: BodySink| -> Result<age::stream::StreamWriter<BodySink>, Error> {
             let recipients = settings.recipients.iter().map(|r| r as &dyn age::Recipient);
             age::Encryptor::with_recipients(recipients)
@@ -285,7 +430,7 @@ impl Encoder {
             (Compression::None, false) => Stage::Age(encrypt(sink.clone())?),
             (Compression::Zstd { level }, false) => Stage::ZstdAge(zstd_encoder(level, encrypt(sink.clone())?)?),
         };
-        Ok(Encoder { stage, sink, plain_hasher: Sha256::new(), plain_len: 0 })
+        Ok(Encoder { stage, sink, plain_hasher: Sha256::new(), plain_len: 0, header, sign })
     }
 
     pub fn write(&mut self, plain: &[u8]) -> io::Result<()> {
@@ -331,7 +476,7 @@ impl Encoder {
             body_len: state.body_len,
         };
         let mut out = std::mem::take(&mut state.out);
-        out.extend_from_slice(&trailer.encode());
+        out.extend_from_slice(&close_tail(&self.header, &trailer, self.sign.as_ref()));
         Ok((out, trailer))
     }
 }
@@ -339,7 +484,11 @@ impl Encoder {
 /// Encodes a whole in-memory object at once (WAL segments, manifests). Produces the same format as
 /// [`Encoder`], in one pass per stage: the archiver's hot path, where every millisecond of CPU per
 /// segment is throughput lost.
-pub fn encode_to_vec(settings: &CodecSettings, plain: &[u8]) -> Result<(Vec<u8>, Trailer), Error> {
+pub fn encode_to_vec(
+    settings: &CodecSettings,
+    plain: &[u8],
+    sign: Option<&SignWith>,
+) -> Result<(Vec<u8>, Trailer), Error> {
     let failed = |e: io::Error| Error::Encryption(e.to_string());
     let compressed: std::borrow::Cow<[u8]> = match settings.compression {
         Compression::None => std::borrow::Cow::Borrowed(plain),
@@ -362,16 +511,22 @@ pub fn encode_to_vec(settings: &CodecSettings, plain: &[u8]) -> Result<(Vec<u8>,
         plain_len: plain.len() as u64,
         body_len: body.len() as u64,
     };
-    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TRAILER_LEN);
-    out.extend_from_slice(&Header::encode(settings));
+    let header = Header::encode(settings, if sign.is_some() { FORMAT_VERSION } else { FORMAT_UNSIGNED });
+    let mut out = Vec::with_capacity(HEADER_LEN + body.len() + TRAILER_LEN + SIGNATURE_LEN);
+    out.extend_from_slice(&header);
     out.extend_from_slice(&body);
-    out.extend_from_slice(&trailer.encode());
+    out.extend_from_slice(&close_tail(&header, &trailer, sign));
     Ok((out, trailer))
 }
 
 /// Encodes through the streaming [`Encoder`], in pieces of `piece` bytes.
-pub fn encode_streaming(settings: &CodecSettings, plain: &[u8], piece: usize) -> Result<(Vec<u8>, Trailer), Error> {
-    let mut encoder = Encoder::new(settings)?;
+pub fn encode_streaming(
+    settings: &CodecSettings,
+    plain: &[u8],
+    piece: usize,
+    sign: Option<SignWith>,
+) -> Result<(Vec<u8>, Trailer), Error> {
+    let mut encoder = Encoder::new(settings, sign)?;
     let mut out = Vec::new();
     for chunk in plain.chunks(piece.max(1)) {
         encoder.write(chunk).map_err(|e| Error::Encryption(e.to_string()))?;
@@ -425,8 +580,9 @@ struct BodyOutcome {
     finished: bool,
 }
 
-/// Yields the body of an object while holding back its last TRAILER_LEN bytes, so that at end of
-/// stream the trailer is known and the body checksum can be compared with it.
+/// Yields the body of an object while holding back its tail (trailer and signature block), so
+/// that at end of stream the tail is known, compared with the authenticated one, and the body
+/// checksum compared with its trailer.
 struct BodyReader<R> {
     inner: R,
     buffer: Vec<u8>,
@@ -434,6 +590,8 @@ struct BodyReader<R> {
     inner_done: bool,
     hasher: Sha256,
     len: u64,
+    tail_len: usize,
+    expected_tail: Vec<u8>,
     outcome: Arc<Mutex<BodyOutcome>>,
 }
 
@@ -441,7 +599,7 @@ const READ_CHUNK: usize = 256 * 1024;
 
 impl<R: Read> BodyReader<R> {
     fn available(&self) -> usize {
-        (self.buffer.len() - self.start).saturating_sub(TRAILER_LEN)
+        (self.buffer.len() - self.start).saturating_sub(self.tail_len)
     }
 
     fn fill(&mut self) -> io::Result<()> {
@@ -475,7 +633,13 @@ impl<R: Read> BodyReader<R> {
         if outcome.finished {
             return Ok(());
         }
-        let trailer = Trailer::decode(&self.buffer[self.start..]).map_err(integrity)?;
+        let tail = Tail::decode(&self.buffer[self.start..]).map_err(integrity)?;
+        if tail.bytes != self.expected_tail {
+            return Err(integrity(
+                "its tail is not the one authenticated before it was read (replaced or spliced while being read)",
+            ));
+        }
+        let trailer = tail.trailer;
         let body_sha256: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
         if trailer.body_len != self.len {
             return Err(integrity(format!(
@@ -526,6 +690,8 @@ pub struct DecodedReader {
     /// None when the caller checks the plain bytes itself (see [`decode_contents_checked_by_caller`]).
     hasher: Option<Sha256>,
     len: u64,
+    /// The authenticated plain length: not one byte more is ever produced.
+    max_len: u64,
     verified: Option<Trailer>,
     pub header: Header,
 }
@@ -575,6 +741,12 @@ impl Read for DecodedReader {
             Err(e) => return Err(self.diagnose(e)),
         };
         if n > 0 {
+            if self.len + n as u64 > self.max_len {
+                return Err(integrity(format!(
+                    "it decodes to more than the {} bytes its authenticated trailer records",
+                    self.max_len
+                )));
+            }
             if let Some(hasher) = self.hasher.as_mut() {
                 hasher.update(&out[..n]);
             }
@@ -621,9 +793,13 @@ pub enum DecodeStartError {
     Io(io::Error),
 }
 
-/// Reads and checks an object's header; the rest is its body, read with the trailer held back.
+/// Reads and checks an object's header against the authenticated one; the rest is its body, read
+/// with the tail held back.
 #[allow(clippy::type_complexity)]
-fn start_body<R: Read>(mut raw: R) -> Result<(Header, BodyReader<R>, Arc<Mutex<BodyOutcome>>), DecodeStartError> {
+fn start_body<R: Read>(
+    mut raw: R,
+    expected: &Expected,
+) -> Result<(Header, BodyReader<R>, Arc<Mutex<BodyOutcome>>), DecodeStartError> {
     let mut header_bytes = [0u8; HEADER_LEN];
     if let Err(e) = raw.read_exact(&mut header_bytes) {
         return Err(if e.kind() == io::ErrorKind::UnexpectedEof {
@@ -633,6 +809,11 @@ fn start_body<R: Read>(mut raw: R) -> Result<(Header, BodyReader<R>, Arc<Mutex<B
         });
     }
     let header = Header::decode(&header_bytes).map_err(DecodeStartError::Corrupt)?;
+    if expected.header.is_some_and(|h| h != header_bytes) || header.tail_len() != expected.tail.len() {
+        return Err(DecodeStartError::Corrupt(
+            "its header is not the one authenticated before it was read (replaced while being read?)".into(),
+        ));
+    }
     let outcome = Arc::new(Mutex::new(BodyOutcome::default()));
     let body = BodyReader {
         inner: raw,
@@ -641,36 +822,42 @@ fn start_body<R: Read>(mut raw: R) -> Result<(Header, BodyReader<R>, Arc<Mutex<B
         inner_done: false,
         hasher: Sha256::new(),
         len: 0,
+        tail_len: header.tail_len(),
+        expected_tail: expected.tail.clone(),
         outcome: outcome.clone(),
     };
     Ok((header, body, outcome))
 }
 
-/// Starts decoding a stored object. `identities` are needed only for encrypted objects.
-pub fn decode<R: Read + Send + 'static>(
+/// Starts decoding a stored object whose tail the repository authenticated. `identities` are
+/// needed only for encrypted objects.
+pub(crate) fn decode<R: Read + Send + 'static>(
     raw: R,
     identities: &[age::x25519::Identity],
+    expected: &Expected,
 ) -> Result<DecodedReader, DecodeStartError> {
-    decode_with(raw, identities, true)
+    decode_with(raw, identities, expected, true)
 }
 
 /// Like [`decode`], but checks only the stored bytes (their SHA-256 and length) and the plain
 /// length, not the SHA-256 of the plain bytes: for callers that check every plain byte they use
 /// against checksums of their own, so a second full hash would only cost time. Packs of base
 /// backups are read this way: every chunk is checked against its SHA-256 before it is written.
-pub fn decode_contents_checked_by_caller<R: Read + Send + 'static>(
+pub(crate) fn decode_contents_checked_by_caller<R: Read + Send + 'static>(
     raw: R,
     identities: &[age::x25519::Identity],
+    expected: &Expected,
 ) -> Result<DecodedReader, DecodeStartError> {
-    decode_with(raw, identities, false)
+    decode_with(raw, identities, expected, false)
 }
 
 fn decode_with<R: Read + Send + 'static>(
     raw: R,
     identities: &[age::x25519::Identity],
+    expected: &Expected,
     verify_plain: bool,
 ) -> Result<DecodedReader, DecodeStartError> {
-    let (header, body, outcome) = start_body(raw)?;
+    let (header, body, outcome) = start_body(raw, expected)?;
     let shared = SharedBody(Arc::new(Mutex::new(Box::new(body))));
     let body = shared.clone();
     let decrypted: Box<dyn Read + Send> = if header.encrypted {
@@ -704,7 +891,8 @@ fn decode_with<R: Read + Send + 'static>(
         decrypted
     };
     let hasher = verify_plain.then(Sha256::new);
-    Ok(DecodedReader { inner: plain, body: shared, outcome, hasher, len: 0, verified: None, header })
+    let max_len = expected.trailer.plain_len;
+    Ok(DecodedReader { inner: plain, body: shared, outcome, hasher, len: 0, max_len, verified: None, header })
 }
 
 /// An age header that does not parse (or whose MAC fails) may be a damaged stored byte: read the
@@ -725,8 +913,8 @@ fn diagnose_start(body: &SharedBody, error: DecodeStartError) -> DecodeStartErro
 /// Reads an object's stored bytes through without decoding them, for encrypted objects whose
 /// identity is not at hand: checks the header, the stored-bytes checksum and the length. Streams,
 /// so memory stays bounded whatever the object size.
-pub fn check_stored_bytes<R: Read>(raw: R) -> Result<(Header, Trailer), DecodeStartError> {
-    let (header, mut body, outcome) = start_body(raw)?;
+pub(crate) fn check_stored_bytes<R: Read>(raw: R, expected: &Expected) -> Result<(Header, Trailer), DecodeStartError> {
+    let (header, mut body, outcome) = start_body(raw, expected)?;
     io::copy(&mut body, &mut io::sink()).map_err(|e| match integrity_reason(&e) {
         Some(reason) => DecodeStartError::Corrupt(reason),
         None => DecodeStartError::Io(e),
@@ -775,8 +963,34 @@ mod tests {
         ]
     }
 
+    fn signer() -> SignWith {
+        static KEY: std::sync::OnceLock<crate::auth::SigningKey> = std::sync::OnceLock::new();
+        SignWith { key: KEY.get_or_init(crate::auth::SigningKey::generate).clone(), object_key: "c/object".into() }
+    }
+
+    fn enc(settings: &CodecSettings, plain: &[u8]) -> (Vec<u8>, Trailer) {
+        encode_to_vec(settings, plain, Some(&signer())).unwrap()
+    }
+
+    /// What the repository would have authenticated: the header and tail of the intact object.
+    fn expected_of(encoded: &[u8]) -> Expected {
+        let header = Header::decode(encoded).unwrap();
+        let tail = Tail::decode(&encoded[encoded.len() - header.tail_len()..]).unwrap();
+        Expected { header: Some(encoded[..HEADER_LEN].try_into().unwrap()), trailer: tail.trailer, tail: tail.bytes }
+    }
+
     fn decode_all(bytes: Vec<u8>, identities: &[age::x25519::Identity]) -> io::Result<Vec<u8>> {
-        let mut reader = decode(io::Cursor::new(bytes), identities).map_err(|e| io::Error::other(format!("{e:?}")))?;
+        let expected = expected_of(&bytes);
+        decode_expecting(bytes, identities, &expected)
+    }
+
+    fn decode_expecting(
+        bytes: Vec<u8>,
+        identities: &[age::x25519::Identity],
+        expected: &Expected,
+    ) -> io::Result<Vec<u8>> {
+        let mut reader =
+            decode(io::Cursor::new(bytes), identities, expected).map_err(|e| io::Error::other(format!("{e:?}")))?;
         let mut out = Vec::new();
         reader.read_to_end(&mut out)?;
         assert!(reader.verified_trailer().is_some());
@@ -787,9 +1001,10 @@ mod tests {
     fn decoding_checked_by_the_caller_still_refuses_damaged_stored_bytes() {
         for (settings, identities) in all_settings() {
             let plain = sample(300_000);
-            let (encoded, _) = encode_to_vec(&settings, &plain).unwrap();
+            let (encoded, _) = enc(&settings, &plain);
+            let expected = expected_of(&encoded);
             let read = |bytes: Vec<u8>| -> io::Result<Vec<u8>> {
-                let mut reader = decode_contents_checked_by_caller(io::Cursor::new(bytes), &identities)
+                let mut reader = decode_contents_checked_by_caller(io::Cursor::new(bytes), &identities, &expected)
                     .map_err(|e| io::Error::other(format!("{e:?}")))?;
                 let mut out = Vec::new();
                 reader.read_to_end(&mut out)?;
@@ -810,8 +1025,8 @@ mod tests {
         for (settings, identities) in all_settings() {
             for len in [0usize, 1, 87, 88, 89, 65_535, 65_536, 65_537, 131_072, 262_144, 1_000_003] {
                 let plain = sample(len);
-                let whole = encode_to_vec(&settings, &plain).unwrap();
-                let streamed = encode_streaming(&settings, &plain, 10_000).unwrap();
+                let whole = enc(&settings, &plain);
+                let streamed = encode_streaming(&settings, &plain, 10_000, Some(signer())).unwrap();
                 for (how, (encoded, trailer)) in [("whole", whole), ("streamed", streamed)] {
                     assert_eq!(trailer.plain_len, len as u64);
                     assert_eq!(trailer.object_len(), encoded.len() as u64);
@@ -826,7 +1041,7 @@ mod tests {
     #[test]
     fn zstd_actually_compresses() {
         let plain = vec![7u8; 4 << 20];
-        let (encoded, _) = encode_to_vec(&CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), &plain).unwrap();
+        let (encoded, _) = enc(&CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), &plain);
         assert!(encoded.len() < plain.len() / 100, "{}", encoded.len());
     }
 
@@ -834,8 +1049,8 @@ mod tests {
     fn both_encoders_agree_on_everything_but_random_encryption() {
         let plain = sample(300_000);
         let settings = CodecSettings::new(Compression::zstd(3).unwrap(), vec![]);
-        let (whole, whole_trailer) = encode_to_vec(&settings, &plain).unwrap();
-        let (streamed, streamed_trailer) = encode_streaming(&settings, &plain, 4096).unwrap();
+        let (whole, whole_trailer) = enc(&settings, &plain);
+        let (streamed, streamed_trailer) = encode_streaming(&settings, &plain, 4096, Some(signer())).unwrap();
         assert_eq!(whole_trailer.plain_sha256, streamed_trailer.plain_sha256);
         assert_eq!(whole[..HEADER_LEN], streamed[..HEADER_LEN], "same header");
     }
@@ -844,19 +1059,21 @@ mod tests {
     fn every_flipped_byte_is_refused() {
         for (settings, identities) in all_settings() {
             let plain = sample(5000);
-            let (encoded, _) = encode_streaming(&settings, &plain, 1000).unwrap();
+            let (encoded, _) = encode_streaming(&settings, &plain, 1000, Some(signer())).unwrap();
+            let expected = expected_of(&encoded);
             for position in (0..encoded.len()).step_by(97).chain([encoded.len() - 1, HEADER_LEN]) {
                 let mut corrupt = encoded.clone();
                 corrupt[position] ^= 0x20;
-                let result =
-                    decode(io::Cursor::new(corrupt), &identities).map_err(|e| format!("{e:?}")).and_then(|mut r| {
+                let result = decode(io::Cursor::new(corrupt), &identities, &expected)
+                    .map_err(|e| format!("{e:?}"))
+                    .and_then(|mut r| {
                         let mut out = Vec::new();
                         r.read_to_end(&mut out).map(|_| out).map_err(|e| e.to_string())
                     });
                 let Err(reason) = result else { panic!("{settings:?}: flipping byte {position} went unnoticed") };
                 // A flip inside the body (not the header, not the trailer) is damage to the stored
                 // bytes, and the error says so whichever decoder trips over it first.
-                if (HEADER_LEN..encoded.len() - TRAILER_LEN).contains(&position) {
+                if (HEADER_LEN..encoded.len() - TRAILER_LEN - SIGNATURE_LEN).contains(&position) {
                     assert!(reason.contains("sha256 of the stored bytes"), "{settings:?} at {position}: {reason}");
                 }
             }
@@ -866,19 +1083,21 @@ mod tests {
     #[test]
     fn truncation_is_refused() {
         for (settings, identities) in all_settings() {
-            let (encoded, _) = encode_to_vec(&settings, &sample(200_000)).unwrap();
-            for cut in [1usize, TRAILER_LEN, TRAILER_LEN + 1, 70_000, encoded.len() - HEADER_LEN] {
+            let (encoded, _) = enc(&settings, &sample(200_000));
+            let expected = expected_of(&encoded);
+            for cut in [1usize, TRAILER_LEN, TRAILER_LEN + 1, SIGNATURE_LEN, 70_000, encoded.len() - HEADER_LEN] {
                 let truncated = encoded[..encoded.len() - cut].to_vec();
-                assert!(decode_all(truncated, &identities).is_err(), "{settings:?} cut {cut}");
+                assert!(decode_expecting(truncated, &identities, &expected).is_err(), "{settings:?} cut {cut}");
             }
         }
     }
 
     #[test]
     fn integrity_failures_are_recognisable() {
-        let (mut encoded, _) = encode_to_vec(&CodecSettings::plain(), b"hello world").unwrap();
+        let (mut encoded, _) = enc(&CodecSettings::plain(), b"hello world");
+        let expected = expected_of(&encoded);
         encoded[HEADER_LEN] ^= 1;
-        let error = decode_all(encoded, &[]).unwrap_err();
+        let error = decode_expecting(encoded, &[], &expected).unwrap_err();
         let reason = integrity_reason(&error).expect("integrity error");
         assert!(reason.contains("sha256"), "{reason}");
     }
@@ -887,10 +1106,14 @@ mod tests {
     fn wrong_or_missing_identity_is_named() {
         let identity = age::x25519::Identity::generate();
         let settings = CodecSettings::new(Compression::None, vec![identity.to_public()]);
-        let (encoded, _) = encode_to_vec(&settings, b"secret").unwrap();
+        let (encoded, _) = enc(&settings, b"secret");
+        let expected = expected_of(&encoded);
         let other = age::x25519::Identity::generate();
-        assert!(matches!(decode(io::Cursor::new(encoded.clone()), &[other]), Err(DecodeStartError::WrongIdentity)));
-        assert!(matches!(decode(io::Cursor::new(encoded), &[]), Err(DecodeStartError::NoIdentity)));
+        assert!(matches!(
+            decode(io::Cursor::new(encoded.clone()), &[other], &expected),
+            Err(DecodeStartError::WrongIdentity)
+        ));
+        assert!(matches!(decode(io::Cursor::new(encoded), &[], &expected), Err(DecodeStartError::NoIdentity)));
     }
 
     #[test]
@@ -898,7 +1121,7 @@ mod tests {
         let identity = age::x25519::Identity::generate();
         let settings = CodecSettings::new(Compression::None, vec![identity.to_public()]);
         let secret = b"credit card 4111 1111 1111 1111";
-        let (encoded, _) = encode_to_vec(&settings, secret).unwrap();
+        let (encoded, _) = enc(&settings, secret);
         assert!(!encoded.windows(secret.len()).any(|w| w == secret));
     }
 
@@ -913,11 +1136,61 @@ mod tests {
 
     #[test]
     fn unknown_format_version_is_refused_with_upgrade_hint() {
-        let (mut encoded, _) = encode_to_vec(&CodecSettings::plain(), b"x").unwrap();
+        let (mut encoded, _) = enc(&CodecSettings::plain(), b"x");
+        let mut expected = expected_of(&encoded);
         encoded[8] = 9;
-        match decode(io::Cursor::new(encoded), &[]) {
+        expected.header = None;
+        match decode(io::Cursor::new(encoded), &[], &expected) {
             Err(DecodeStartError::Corrupt(reason)) => assert!(reason.contains("upgrade backstop"), "{reason}"),
             other => panic!("unexpected {:?}", other.err()),
         }
+    }
+
+    #[test]
+    fn signed_objects_name_their_signer_and_unsigned_ones_are_format_1() {
+        let (signed, trailer) = enc(&CodecSettings::plain(), b"wal bytes");
+        let header = Header::decode(&signed).unwrap();
+        assert!(header.signed());
+        let tail = Tail::decode(&signed[signed.len() - header.tail_len()..]).unwrap();
+        assert_eq!(tail.trailer, trailer);
+        let block = tail.signature.unwrap();
+        assert_eq!(block.signer, signer().key.public().to_bytes());
+        assert_eq!(&block.header[..], &signed[..HEADER_LEN], "the tail carries the header it was signed with");
+        let message = crate::auth::signed_message("c/object", &block.header, tail.trailer_bytes());
+        let trust = crate::auth::Trust::new([signer().key.public()]);
+        assert!(trust.check(&message, &block.signer, &block.signature).is_ok());
+        assert_eq!(Tail::len_from_end(&signed[signed.len() - 8..]), Some(TRAILER_LEN + SIGNATURE_LEN));
+        let (unsigned, _) = encode_to_vec(&CodecSettings::plain(), b"old", None).unwrap();
+        assert!(!Header::decode(&unsigned).unwrap().signed());
+        assert_eq!(Tail::len_from_end(&unsigned[unsigned.len() - 8..]), Some(TRAILER_LEN));
+    }
+
+    #[test]
+    fn nothing_beyond_the_authenticated_length_is_ever_produced() {
+        // A compressed body that inflates to far more than the trailer it was authenticated with.
+        let bomb = vec![0u8; 64 << 20];
+        let (encoded, _) = enc(&CodecSettings::new(Compression::zstd(3).unwrap(), vec![]), &bomb);
+        let mut expected = expected_of(&encoded);
+        expected.trailer.plain_len = 1 << 20;
+        let mut reader = decode(io::Cursor::new(encoded), &[], &expected).unwrap();
+        let mut produced = 0usize;
+        let mut buffer = vec![0u8; 64 << 10];
+        let error = loop {
+            match reader.read(&mut buffer) {
+                Ok(0) => panic!("a bomb decoded to its end"),
+                Ok(n) => produced += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(produced <= 1 << 20, "{produced}");
+        assert!(integrity_reason(&error).unwrap().contains("more than"), "{error}");
+    }
+
+    #[test]
+    fn an_object_swapped_for_another_genuine_one_is_refused() {
+        let (first, _) = enc(&CodecSettings::plain(), b"first");
+        let (second, _) = enc(&CodecSettings::plain(), b"second");
+        let error = decode_expecting(second, &[], &expected_of(&first)).unwrap_err();
+        assert!(integrity_reason(&error).unwrap().contains("authenticated"), "{error}");
     }
 }

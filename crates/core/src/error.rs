@@ -46,6 +46,12 @@ pub enum Error {
     #[error("object {key} is corrupt: {reason}")]
     Corrupt { key: String, reason: String },
 
+    #[error("object {key} is not authenticated: {reason}; nothing of it was used")]
+    Unauthenticated { key: String, reason: String },
+
+    #[error("cannot write {key}: this process holds no signing key, and backstop writes only signed objects")]
+    NoSigningKey { key: String },
+
     #[error("object {key} is encrypted and {reason}")]
     Decryption { key: String, reason: String },
 
@@ -110,6 +116,12 @@ impl Error {
             }
             Error::Corrupt { .. } => {
                 "Do not use this object: its checksum does not match what was written. Restore from another backup or snapshot, and run a repository verify to find other damage."
+            }
+            Error::Unauthenticated { .. } => {
+                "Someone other than this cluster may have written it. If it was written by backstop 0.2 or earlier, run SELECT backstop.adopt_repository() once on the server; if the signing key was rotated, add the older public key to backstop.trusted_keys (CLI: --trusted-key); otherwise treat the repository as tampered with and restore from another copy."
+            }
+            Error::NoSigningKey { .. } => {
+                "Run it where the data directory and its backstop_signing.key are (the server, or backstop wal push with --data-dir)."
             }
             Error::Decryption { .. } => {
                 "Provide the age identity (AGE-SECRET-KEY-1...) that matches the recipients the object was encrypted to, e.g. with --identity-file."

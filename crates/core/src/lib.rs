@@ -3,6 +3,8 @@
 //! The extension and the `backstop` CLI both read and write repositories through this crate, so a
 //! repository written by one is always readable by the other.
 
+pub mod adopt;
+pub mod auth;
 pub mod backups;
 pub mod codec;
 pub mod disk;
@@ -10,6 +12,7 @@ pub mod doctor;
 pub mod drills;
 pub mod error;
 pub mod expire;
+pub mod layout;
 pub mod location;
 pub mod logical;
 pub mod repository;
@@ -18,9 +21,11 @@ pub mod schedule;
 pub mod snapshot;
 pub mod spool;
 pub mod store;
+pub mod time;
 pub mod wal;
 
 pub use error::{Error, Result};
+pub use layout::{ObjectKind, ObjectPath};
 pub use location::Location;
 pub use repository::{ClusterIdentity, PutResult, Repository};
 pub use store::{ObjectInfo, ObjectStore, WriteMode, WriteOutcome};

@@ -10,94 +10,10 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::Error;
-use crate::repository::{ObjectClass, PutResult, Repository};
+use crate::repository::{PutResult, Repository};
 use crate::store::WriteMode;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WalFileKind {
-    Segment,
-    Partial,
-    Backup,
-    History,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WalFileName {
-    pub name: String,
-    pub kind: WalFileKind,
-    pub timeline: u32,
-}
-
-fn is_upper_hex(text: &str) -> bool {
-    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
-}
-
-impl WalFileName {
-    /// Parses a file name PostgreSQL hands to archive_library / archive_command / restore_command.
-    pub fn parse(name: &str) -> Result<Self, Error> {
-        let invalid = || Error::InvalidSetting {
-            setting: "WAL file name",
-            reason: format!("\"{name}\" is not a WAL segment, .partial, .backup or .history file name"),
-        };
-        let (kind, stem) = if let Some(stem) = name.strip_suffix(".history") {
-            (WalFileKind::History, stem)
-        } else if let Some(stem) = name.strip_suffix(".partial") {
-            (WalFileKind::Partial, stem)
-        } else if let Some(rest) = name.strip_suffix(".backup") {
-            let (stem, offset) = rest.split_once('.').ok_or_else(invalid)?;
-            if offset.len() != 8 || !is_upper_hex(offset) {
-                return Err(invalid());
-            }
-            (WalFileKind::Backup, stem)
-        } else {
-            (WalFileKind::Segment, name)
-        };
-        let expected_len = if kind == WalFileKind::History { 8 } else { 24 };
-        if stem.len() != expected_len || !is_upper_hex(stem) {
-            return Err(invalid());
-        }
-        let timeline = u32::from_str_radix(&stem[..8], 16).map_err(|_| invalid())?;
-        Ok(WalFileName { name: name.to_string(), kind, timeline })
-    }
-
-    /// Path of this file's object, relative to the cluster's namespace.
-    pub fn object_path(&self) -> String {
-        match self.kind {
-            WalFileKind::History => format!("wal/{}", self.name),
-            _ => format!("wal/{}/{}", &self.name[..16], self.name),
-        }
-    }
-}
-
-pub const DEFAULT_SEGMENT_SIZE: u32 = 16 << 20;
-
-impl WalFileName {
-    /// (timeline, segment number) of a segment or .partial file.
-    pub fn position(&self, segment_size: u32) -> Option<(u32, u64)> {
-        if matches!(self.kind, WalFileKind::History) {
-            return None;
-        }
-        let log = u64::from_str_radix(&self.name[8..16], 16).ok()?;
-        let seg = u64::from_str_radix(&self.name[16..24], 16).ok()?;
-        Some((self.timeline, log * segments_per_log(segment_size) + seg))
-    }
-
-    /// The segment that follows this one on the same timeline.
-    pub fn next_segment(&self, segment_size: u32) -> Option<WalFileName> {
-        let (timeline, number) = self.position(segment_size)?;
-        let name = segment_name(timeline, number + 1, segment_size);
-        Some(WalFileName { name, kind: WalFileKind::Segment, timeline })
-    }
-}
-
-fn segments_per_log(segment_size: u32) -> u64 {
-    0x1_0000_0000u64 / segment_size.max(1) as u64
-}
-
-pub fn segment_name(timeline: u32, number: u64, segment_size: u32) -> String {
-    let per_log = segments_per_log(segment_size);
-    format!("{:08X}{:08X}{:08X}", timeline, number / per_log, number % per_log)
-}
+pub use crate::layout::{segment_name, WalFileKind, WalFileName, DEFAULT_SEGMENT_SIZE};
 
 /// The WAL files waiting in `archive_status` (names of `.ready` files without the suffix), in the
 /// order PostgreSQL's archiver asks for them: timeline history files first, then oldest first.
@@ -208,7 +124,7 @@ pub async fn archive_file(
     system_identifier: u64,
 ) -> Result<PutResult, Error> {
     let name = check_before_archiving(file_name, &contents, system_identifier)?;
-    repository.put_bytes(&name.object_path(), contents.into(), ObjectClass::Data, WriteMode::CreateNew).await
+    repository.put_bytes(&crate::layout::wal(&name), contents.into(), WriteMode::CreateNew).await
 }
 
 /// The system identifier a segment or .partial file's own page header names. `.history` and
@@ -282,57 +198,6 @@ mod tests {
         assert_eq!(segment_system_identifier(&history, &text), None);
         let backup = WalFileName::parse("000000010000000000000002.00000028.backup").unwrap();
         assert_eq!(segment_system_identifier(&backup, &text), None);
-    }
-
-    #[test]
-    fn names_map_to_their_objects() {
-        let cases = [
-            ("000000010000000A000000FE", WalFileKind::Segment, "wal/000000010000000A/000000010000000A000000FE"),
-            (
-                "000000020000000000000003.partial",
-                WalFileKind::Partial,
-                "wal/0000000200000000/000000020000000000000003.partial",
-            ),
-            (
-                "000000010000000000000002.00000028.backup",
-                WalFileKind::Backup,
-                "wal/0000000100000000/000000010000000000000002.00000028.backup",
-            ),
-            ("00000002.history", WalFileKind::History, "wal/00000002.history"),
-        ];
-        for (name, kind, path) in cases {
-            let parsed = WalFileName::parse(name).unwrap();
-            assert_eq!(parsed.kind, kind, "{name}");
-            assert_eq!(parsed.object_path(), path);
-        }
-        assert_eq!(WalFileName::parse("0000000A0000000000000001").unwrap().timeline, 10);
-    }
-
-    #[test]
-    fn anything_else_is_refused() {
-        for bad in [
-            "",
-            "00000001000000000000001",
-            "000000010000000000000001x",
-            "000000010000000a00000001",
-            "../../etc/passwd",
-            "0000000100000000000000010.partial",
-            "000000010000000000000002.backup",
-            "00000002.History",
-            "archive_status",
-        ] {
-            assert!(WalFileName::parse(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn segments_follow_each_other_across_log_boundaries() {
-        let name = WalFileName::parse("0000000100000003000000FF").unwrap();
-        assert_eq!(name.next_segment(16 << 20).unwrap().name, "000000010000000400000000");
-        let name = WalFileName::parse("000000020000000000000001").unwrap();
-        assert_eq!(name.next_segment(64 << 20).unwrap().name, "000000020000000000000002");
-        assert_eq!(segment_name(1, 0x3FF, 64 << 20), "000000010000000F0000003F");
-        assert!(WalFileName::parse("00000002.history").unwrap().next_segment(16 << 20).is_none());
     }
 
     #[test]

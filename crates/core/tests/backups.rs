@@ -44,7 +44,7 @@ async fn full_story(store: Arc<dyn ObjectStore>, scratch: &Path) {
     assert_same(&restored_incr, &data);
 
     // Deleting the full backup's manifest does not break the incremental (no chains).
-    store.delete(&repository.key(&backstop_core::backups::manifest_path(&full.id))).await.unwrap();
+    store.delete(&repository.key(&backstop_core::layout::backup_manifest(&full.id))).await.unwrap();
     let again = scratch.join("restored-again");
     restore_to(&repository, &incr.id, &again, false).await.unwrap();
     assert_same(&again, &data);
@@ -77,7 +77,7 @@ async fn full_story(store: Arc<dyn ObjectStore>, scratch: &Path) {
 
     // A damaged pack: the restore is refused and the directory cannot be started.
     let pack = &incr.packs[incr.files.iter().find(|f| f.path == "base/5/16384").unwrap().chunks[0].pack as usize];
-    let pack_key = repository.key(&backstop_core::backups::pack_path(&pack.id));
+    let pack_key = repository.key(&backstop_core::layout::pack(&pack.id).unwrap());
     let original = read_object(&store, &pack_key).await;
     let mut bad = original.clone();
     let middle = bad.len() / 2;

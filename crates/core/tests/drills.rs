@@ -12,17 +12,17 @@ use std::time::{Duration, SystemTime};
 use backstop_core::backups::restore::RestoreProgress;
 use backstop_core::backups::{BackupKind, Lsn};
 use backstop_core::drills;
-use backstop_core::repository::{CancellationToken, ObjectClass};
+use backstop_core::repository::CancellationToken;
 use backstop_core::schedule::job::WalFetchArgs;
 use backstop_core::{ObjectStore, WriteMode};
 use common::backup_fixture::*;
 
 const SEGMENT: u64 = 16 << 20;
 
-async fn put_segment(repository: &backstop_core::Repository, n: u64) -> String {
+async fn put_segment(repository: &backstop_core::Repository, n: u64) -> backstop_core::ObjectPath {
     let name = backstop_core::wal::segment_name(1, n, SEGMENT as u32);
-    let path = backstop_core::wal::WalFileName::parse(&name).unwrap().object_path();
-    repository.put_bytes(&path, noise(n, 2048).into(), ObjectClass::Data, WriteMode::Overwrite).await.unwrap();
+    let path = backstop_core::layout::wal(&backstop_core::wal::WalFileName::parse(&name).unwrap());
+    repository.put_bytes(&path, noise(n, 2048).into(), WriteMode::Overwrite).await.unwrap();
     path
 }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use backstop_core::backups::{verify, BackupKind, Lsn};
 use backstop_core::expire;
-use backstop_core::repository::{CancellationToken, ObjectClass};
+use backstop_core::repository::CancellationToken;
 use backstop_core::schedule::job::{ExpireArgs, PolicyArgs};
 use backstop_core::{ObjectStore, WriteMode};
 use common::backup_fixture::*;
@@ -60,17 +60,14 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
     // WAL segments 1 to 7 on timeline 1, and a history file.
     for n in 1..=7u64 {
         let name = backstop_core::wal::segment_name(1, n, SEGMENT as u32);
-        let path = backstop_core::wal::WalFileName::parse(&name).unwrap().object_path();
-        repository.put_bytes(&path, noise(n, 1024).into(), ObjectClass::Data, WriteMode::Overwrite).await.unwrap();
+        let path = backstop_core::layout::wal(&backstop_core::wal::WalFileName::parse(&name).unwrap());
+        repository.put_bytes(&path, noise(n, 1024).into(), WriteMode::Overwrite).await.unwrap();
     }
-    let history = backstop_core::wal::WalFileName::parse("00000002.history").unwrap().object_path();
-    repository
-        .put_bytes(&history, "1\t0/5000000\tno reason\n".into(), ObjectClass::Data, WriteMode::Overwrite)
-        .await
-        .unwrap();
+    let history = backstop_core::layout::wal(&backstop_core::wal::WalFileName::parse("00000002.history").unwrap());
+    repository.put_bytes(&history, "1\t0/5000000\tno reason\n".into(), WriteMode::Overwrite).await.unwrap();
     // A pack an interrupted backup left (no manifest names it).
-    let orphan = backstop_core::backups::pack_path(&"ab".repeat(32));
-    repository.put_bytes(&orphan, noise(7, 4096).into(), ObjectClass::Data, WriteMode::Overwrite).await.unwrap();
+    let orphan = backstop_core::layout::pack(&"ab".repeat(32)).unwrap();
+    repository.put_bytes(&orphan, noise(7, 4096).into(), WriteMode::Overwrite).await.unwrap();
 
     let args = |keep_last: usize, dry_run: bool| ExpireArgs {
         dry_run,
@@ -123,7 +120,7 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
     assert!(plan.kept_backups.iter().any(|(id, why)| id == third.id.as_str() && why.contains(&"newest valid")));
 
     // A backup whose manifest cannot be read holds every pack back (its references are unknown).
-    let broken = backstop_core::backups::manifest_path(&second.id);
+    let broken = backstop_core::layout::backup_manifest(&second.id);
     store.put(&repository.key(&broken), b"not a manifest".to_vec().into(), WriteMode::Overwrite).await.unwrap();
     let plan = expire::plan(&repository, &args(1, false), SystemTime::now()).await.unwrap();
     assert_eq!(plan.count("pack"), 0, "{:?}", plan.held_back);

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use backstop_core::codec::{CodecSettings, Compression};
-use backstop_core::repository::{ObjectClass, PutResult};
-use backstop_core::{Error, Repository, WriteMode};
+use backstop_core::repository::PutResult;
+use backstop_core::{Error, ObjectPath, Repository, WriteMode};
 use common::{Backend, NoiseSource};
 
 struct CountingAllocator;
@@ -68,8 +68,8 @@ fn full_pipeline(identity: &age::x25519::Identity) -> CodecSettings {
     CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()])
 }
 
-async fn write_noise(repo: &Repository, relative: &str, seed: u64, size: usize) -> Result<PutResult, Error> {
-    let mut writer = repo.writer(relative, ObjectClass::Data, WriteMode::CreateNew).await?;
+async fn write_noise(repo: &Repository, relative: &ObjectPath, seed: u64, size: usize) -> Result<PutResult, Error> {
+    let mut writer = repo.writer(relative, WriteMode::CreateNew).await?;
     let mut noise = NoiseSource::new(seed);
     let mut piece = vec![0u8; PIECE];
     for _ in 0..size / PIECE {
@@ -80,7 +80,7 @@ async fn write_noise(repo: &Repository, relative: &str, seed: u64, size: usize) 
 }
 
 /// Reads the object back in pieces, comparing it with the regenerated noise as it goes.
-fn read_and_compare(repo: &Repository, handle: &tokio::runtime::Handle, relative: &str, seed: u64) -> usize {
+fn read_and_compare(repo: &Repository, handle: &tokio::runtime::Handle, relative: &ObjectPath, seed: u64) -> usize {
     let mut reader = repo.open(handle, relative).unwrap();
     let mut expected = NoiseSource::new(seed);
     let (mut got, mut want) = (vec![0u8; PIECE], vec![0u8; PIECE]);
@@ -106,13 +106,12 @@ fn read_and_compare(repo: &Repository, handle: &tokio::runtime::Handle, relative
 fn bounded_round_trip(backend: Backend, name: &str) {
     let runtime = backstop_core::runtime::build(2, "test-io").unwrap();
     let identity = age::x25519::Identity::generate();
-    let repo = Repository::new(backend.store.clone(), "cluster-a", full_pipeline(&identity))
-        .unwrap()
+    let repo = common::signed_repository(backend.store.clone(), "cluster-a", full_pipeline(&identity))
         .with_identities(vec![identity]);
     let (stored, write_peak) =
-        peak_growth(|| runtime.block_on(write_noise(&repo, "big/object", 11, OBJECT_SIZE)).unwrap());
+        peak_growth(|| runtime.block_on(write_noise(&repo, &common::stream_path("big"), 11, OBJECT_SIZE)).unwrap());
     assert_eq!(stored.trailer().plain_len, OBJECT_SIZE as u64);
-    let (read, read_peak) = peak_growth(|| read_and_compare(&repo, runtime.handle(), "big/object", 11));
+    let (read, read_peak) = peak_growth(|| read_and_compare(&repo, runtime.handle(), &common::stream_path("big"), 11));
     assert_eq!(read, OBJECT_SIZE);
     eprintln!(
         "{name}: 64 MiB object, peak heap growth writing {} MiB, reading {} MiB",
@@ -161,14 +160,13 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
     let runtime = backstop_core::runtime::build(2, "test-io").unwrap();
     let backend = runtime.block_on(common::s3_backend_with(&options));
     let identity = age::x25519::Identity::generate();
-    let repo = Repository::new(backend.store.clone(), "cluster-a", full_pipeline(&identity))
-        .unwrap()
+    let repo = common::signed_repository(backend.store.clone(), "cluster-a", full_pipeline(&identity))
         .with_identities(vec![identity]);
 
     let outcome = {
         let _restart = RestartOnDrop(&ctl);
         runtime.block_on(async {
-            let mut writer = repo.writer("outage/object", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+            let mut writer = repo.writer(&common::stream_path("outage"), WriteMode::CreateNew).await.unwrap();
             let mut noise = NoiseSource::new(5);
             let mut piece = vec![0u8; PIECE];
             for _ in 0..16 {
@@ -190,10 +188,15 @@ fn s3_server_stopped_mid_upload_returns_an_error_and_publishes_nothing() {
 
     // The server is back: nothing of the failed upload is visible, and the same upload now works.
     runtime.block_on(async {
-        assert!(repo.store().head(&repo.key("outage/object")).await.unwrap().is_none());
-        assert!(repo.store().list_all(&repo.key("outage/")).await.unwrap().is_empty());
-        let stored = write_noise(&repo, "outage/object", 5, 32 << 20).await.unwrap();
+        assert!(repo.head(&common::stream_path("outage")).await.unwrap().is_none());
+        assert!(repo
+            .store()
+            .list_all(&format!("cluster-a/{}", backstop_core::layout::logical_database("outage").as_str()))
+            .await
+            .unwrap()
+            .is_empty());
+        let stored = write_noise(&repo, &common::stream_path("outage"), 5, 32 << 20).await.unwrap();
         assert!(matches!(stored, PutResult::Stored { .. }));
     });
-    assert_eq!(read_and_compare(&repo, runtime.handle(), "outage/object", 5), 32 << 20);
+    assert_eq!(read_and_compare(&repo, runtime.handle(), &common::stream_path("outage"), 5), 32 << 20);
 }

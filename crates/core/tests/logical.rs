@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use backstop_core::backups::manifest::TableRows;
 use backstop_core::expire;
+use backstop_core::layout::{self, LogicalFile};
 use backstop_core::logical::manifest::{self, LogicalManifest, StoredObject, Verification, LOGICAL_FORMAT_VERSION};
-use backstop_core::logical::{self, object_path, LogicalId, DUMP_FILE, MANIFEST_FILE};
-use backstop_core::repository::{CancellationToken, ObjectClass};
+use backstop_core::logical::{self, LogicalId};
+use backstop_core::repository::CancellationToken;
 use backstop_core::schedule::job::{ExpireArgs, PolicyArgs};
 use backstop_core::{ObjectStore, WriteMode};
 use common::backup_fixture::repository;
@@ -68,14 +69,9 @@ async fn story(store: Arc<dyn ObjectStore>) {
 
     // A manifest copied under another database is refused: it says which one it describes.
     let copied = LogicalId::parse("20261130T031500Z-L").unwrap();
-    let bytes = repository.get_bytes(&object_path("app", id, MANIFEST_FILE)).await.unwrap();
+    let bytes = repository.get_bytes(&layout::logical("app", id, LogicalFile::Manifest)).await.unwrap();
     repository
-        .put_bytes(
-            &object_path("other", &copied, MANIFEST_FILE),
-            bytes.into(),
-            ObjectClass::Metadata,
-            WriteMode::CreateNew,
-        )
+        .put_bytes(&layout::logical("other", &copied, LogicalFile::Manifest), bytes.into(), WriteMode::CreateNew)
         .await
         .unwrap();
     let error = manifest::read(&repository, "other", &copied).await.unwrap_err().to_string();
@@ -88,26 +84,25 @@ async fn objects_story(store: Arc<dyn ObjectStore>) {
     let repository = repository(store.clone());
     let id = LogicalId::parse("20261122T031500Z-L").unwrap();
     let dump: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
-    let stored = logical::store_object(&repository, "app", &id, DUMP_FILE, &dump[..], ObjectClass::Data).await.unwrap();
+    let stored = logical::store_object(&repository, "app", &id, LogicalFile::Dump, &dump[..]).await.unwrap();
     assert_eq!(stored.bytes, dump.len() as u64);
-    logical::verify_object(&repository, "app", &id, DUMP_FILE, &stored).await.unwrap();
+    logical::verify_object(&repository, "app", &id, LogicalFile::Dump, &stored).await.unwrap();
 
     // Another object under the dump's name (same codec, valid checksums) is not the recorded dump.
     let other = LogicalId::parse("20261123T031500Z-L").unwrap();
-    logical::store_object(&repository, "app", &other, DUMP_FILE, &b"not the dump"[..], ObjectClass::Data)
-        .await
-        .unwrap();
-    let error = logical::verify_object(&repository, "app", &other, DUMP_FILE, &stored).await.unwrap_err().to_string();
+    logical::store_object(&repository, "app", &other, LogicalFile::Dump, &b"not the dump"[..]).await.unwrap();
+    let error =
+        logical::verify_object(&repository, "app", &other, LogicalFile::Dump, &stored).await.unwrap_err().to_string();
     assert!(error.contains("not the 3000000 bytes"), "{error}");
 
     // A flipped byte in the stored object fails its checksums.
-    let key = repository.key(&object_path("app", &id, DUMP_FILE));
-    let mut raw = repository.get_raw(&object_path("app", &id, DUMP_FILE)).await.unwrap();
+    let key = repository.key(&layout::logical("app", &id, LogicalFile::Dump));
+    let mut raw = repository.get_raw(&layout::logical("app", &id, LogicalFile::Dump)).await.unwrap();
     let middle = raw.len() / 2;
     raw[middle] ^= 0x40;
     store.delete(&key).await.unwrap();
     store.put(&key, raw.into(), WriteMode::CreateNew).await.unwrap();
-    assert!(logical::verify_object(&repository, "app", &id, DUMP_FILE, &stored).await.is_err());
+    assert!(logical::verify_object(&repository, "app", &id, LogicalFile::Dump, &stored).await.is_err());
 }
 
 /// Retention keeps the newest logical backups of each database by the policy, removes the
@@ -122,14 +117,12 @@ async fn expire_story(store: Arc<dyn ObjectStore>) {
         m.start_time = now_s - (4 - i) as f64 * day;
         m.stop_time = m.start_time + 60.0;
         let id = m.id.clone();
-        logical::store_object(&repository, database, &id, DUMP_FILE, &b"dump bytes"[..], ObjectClass::Data)
-            .await
-            .unwrap();
+        logical::store_object(&repository, database, &id, LogicalFile::Dump, &b"dump bytes"[..]).await.unwrap();
         manifest::write(&repository, &m).await.unwrap();
     }
     // A dump cut off before its manifest.
     let cut = LogicalId::parse("20261101T031500Z-L").unwrap();
-    logical::store_object(&repository, "app", &cut, DUMP_FILE, &b"half a dump"[..], ObjectClass::Data).await.unwrap();
+    logical::store_object(&repository, "app", &cut, LogicalFile::Dump, &b"half a dump"[..]).await.unwrap();
 
     let args = ExpireArgs {
         dry_run: false,
@@ -156,7 +149,7 @@ async fn expire_story(store: Arc<dyn ObjectStore>) {
     let left: Vec<String> =
         manifest::list_ids(&repository, None).await.unwrap().into_iter().map(|(d, id)| format!("{d} {id}")).collect();
     assert_eq!(left, ["app 20261122T031500Z-L", "app 20261123T031500Z-L", "other 20261121T031500Z-L"]);
-    let objects = repository.store().list_all(&repository.key("logical/")).await.unwrap();
+    let objects = repository.store().list_all("c1/logical/").await.unwrap();
     assert_eq!(objects.len(), 6, "two objects for each of the three kept, nothing else: {objects:?}");
 }
 

@@ -40,6 +40,21 @@ async fn a_repository_written_by_0_1_0_lists_verifies_and_restores() {
     let repository = repository(Arc::new(FileStore::new(scratch.path().join("repository"))));
     assert_eq!(repository.cluster(), expected["cluster"].as_str().unwrap());
 
+    // Its objects are unsigned: nothing of it is read until the DBA adopts it.
+    let first_segment = expected["segments"].as_object().unwrap().keys().next().unwrap().clone();
+    let segment = backstop_core::layout::wal(&backstop_core::wal::WalFileName::parse(&first_segment).unwrap());
+    let refused = repository.get_bytes(&segment).await.unwrap_err();
+    assert!(matches!(refused, backstop_core::Error::Unauthenticated { .. }), "{refused}");
+    let listed = verify::list_backups(&repository).await.unwrap();
+    assert!(listed.iter().all(|b| !b.verified()), "unadopted backups must not list as verified: {listed:?}");
+
+    let report = backstop_core::adopt::adopt(&repository, None, &|_, _| {}).await.unwrap();
+    assert!(report.refused.is_empty(), "{:?}", report.refused);
+    assert!(report.adopted > 0 && report.record.is_some(), "{report:?}");
+    // Adopting again finds nothing new.
+    let again = backstop_core::adopt::adopt(&repository, None, &|_, _| {}).await.unwrap();
+    assert_eq!((again.adopted, again.record.clone()), (0, None), "{again:?}");
+
     let listed = verify::list_backups(&repository).await.unwrap();
     let backups = expected["backups"].as_object().unwrap();
     assert_eq!(listed.len(), backups.len(), "{listed:?}");
@@ -66,7 +81,7 @@ async fn a_repository_written_by_0_1_0_lists_verifies_and_restores() {
     }
 
     for (name, sha) in expected["segments"].as_object().unwrap() {
-        let path = backstop_core::wal::WalFileName::parse(name).unwrap().object_path();
+        let path = backstop_core::layout::wal(&backstop_core::wal::WalFileName::parse(name).unwrap());
         let bytes = repository.get_bytes(&path).await.unwrap();
         assert_eq!(hex::encode(sha2::Sha256::digest(&bytes)), sha.as_str().unwrap(), "{name}");
     }

@@ -5,10 +5,12 @@ mod common;
 use std::io::Read;
 use std::sync::Arc;
 
+use backstop_core::auth::{SigningKey, Trust};
 use backstop_core::codec::{CodecSettings, Compression};
-use backstop_core::repository::{ClusterIdentity, ObjectClass, PutResult};
+use backstop_core::layout;
+use backstop_core::repository::{ClusterIdentity, PutResult};
 use backstop_core::store::s3::{S3Options, S3Store};
-use backstop_core::{Error, ObjectStore, Repository, WriteMode};
+use backstop_core::{Error, ObjectPath, ObjectStore, Repository, WriteMode};
 use bytes::Bytes;
 use common::Backend;
 use futures::StreamExt;
@@ -18,8 +20,32 @@ fn zstd() -> CodecSettings {
     CodecSettings::new(Compression::zstd(3).unwrap(), vec![])
 }
 
+/// One signing key for the whole suite: handles made by [`repository`] trust each other, as the
+/// processes of one cluster do.
+fn cluster_key() -> SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(SigningKey::generate).clone()
+}
+
 fn repository(store: &Arc<dyn ObjectStore>, codec: CodecSettings) -> Repository {
-    Repository::new(store.clone(), "cluster-a", codec).unwrap()
+    Repository::new(store.clone(), "cluster-a", codec).unwrap().with_signer(cluster_key())
+}
+
+/// A streamed data object (a logical dump) named `name`.
+fn data(name: &str) -> ObjectPath {
+    common::stream_path(name)
+}
+
+/// A metadata object (a logical backup manifest) named `name`.
+fn meta(name: &str) -> ObjectPath {
+    let id = backstop_core::logical::LogicalId::parse("20261122T031500Z-L").unwrap();
+    layout::logical(name, &id, layout::LogicalFile::Manifest)
+}
+
+/// The WAL segment numbered `n` on timeline 1.
+fn segment(n: u64) -> ObjectPath {
+    let name = backstop_core::wal::segment_name(1, n, 16 << 20);
+    layout::wal(&backstop_core::wal::WalFileName::parse(&name).unwrap())
 }
 
 async fn small_objects_round_trip(backend: Backend) {
@@ -30,9 +56,8 @@ async fn small_objects_round_trip(backend: Backend) {
         for (i, payload) in
             [Bytes::new(), Bytes::from_static(b"x"), Bytes::from(vec![42u8; 3 << 20])].into_iter().enumerate()
         {
-            let relative = format!("objects/{name}-{i}");
-            let result =
-                repo.put_bytes(&relative, payload.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+            let relative = data(&format!("objects-{name}-{i}"));
+            let result = repo.put_bytes(&relative, payload.clone(), WriteMode::CreateNew).await.unwrap();
             assert!(matches!(result, PutResult::Stored { .. }));
             assert_eq!(repo.get_bytes(&relative).await.unwrap(), payload, "{name} {i}");
             assert_eq!(repo.read_trailer(&relative).await.unwrap().plain_len, payload.len() as u64);
@@ -42,9 +67,9 @@ async fn small_objects_round_trip(backend: Backend) {
 
 async fn missing_objects_are_reported_as_missing(backend: Backend) {
     let repo = repository(&backend.store, zstd());
-    assert!(matches!(repo.get_bytes("nothing/here").await, Err(Error::NotFound { .. })));
-    assert!(backend.store.head(&repo.key("nothing/here")).await.unwrap().is_none());
-    backend.store.delete(&repo.key("nothing/here")).await.expect("deleting an absent object succeeds");
+    assert!(matches!(repo.get_bytes(&segment(99)).await, Err(Error::NotFound { .. })));
+    assert!(backend.store.head(&repo.key(&segment(99))).await.unwrap().is_none());
+    backend.store.delete(&repo.key(&segment(99))).await.expect("deleting an absent object succeeds");
 }
 
 async fn create_if_absent_tells_same_from_different(backend: Backend) {
@@ -53,28 +78,27 @@ async fn create_if_absent_tells_same_from_different(backend: Backend) {
     let codec = CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]);
     let repo = repository(&backend.store, codec).with_identities(vec![identity]);
     let original = Bytes::from(vec![1u8; 100_000]);
-    let first = repo.put_bytes("wal/seg", original.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    let first = repo.put_bytes(&segment(1), original.clone(), WriteMode::CreateNew).await.unwrap();
     assert!(matches!(first, PutResult::Stored { .. }));
-    let again = repo.put_bytes("wal/seg", original.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    let again = repo.put_bytes(&segment(1), original.clone(), WriteMode::CreateNew).await.unwrap();
     assert!(matches!(again, PutResult::AlreadyIdentical { .. }), "{again:?}");
 
     let different = Bytes::from(vec![2u8; 100_000]);
-    let error =
-        repo.put_bytes("wal/seg", different.clone(), ObjectClass::Data, WriteMode::CreateNew).await.unwrap_err();
+    let error = repo.put_bytes(&segment(1), different.clone(), WriteMode::CreateNew).await.unwrap_err();
     let message = error.to_string();
     assert!(matches!(error, Error::Conflict { .. }), "{message}");
     assert!(message.contains(&hex::encode(Sha256::digest(&original))), "existing checksum named: {message}");
     assert!(message.contains(&hex::encode(Sha256::digest(&different))), "new checksum named: {message}");
-    assert_eq!(repo.get_bytes("wal/seg").await.unwrap(), original, "nothing was overwritten");
+    assert_eq!(repo.get_bytes(&segment(1)).await.unwrap(), original, "nothing was overwritten");
 
     // The streaming path follows the same rules.
-    let mut writer = repo.writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    let mut writer = repo.writer(&segment(1), WriteMode::CreateNew).await.unwrap();
     writer.write(&different).await.unwrap();
     assert!(matches!(writer.finish().await, Err(Error::Conflict { .. })));
-    let mut writer = repo.writer("wal/seg", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    let mut writer = repo.writer(&segment(1), WriteMode::CreateNew).await.unwrap();
     writer.write(&original).await.unwrap();
     assert!(matches!(writer.finish().await.unwrap(), PutResult::AlreadyIdentical { .. }));
-    assert_eq!(repo.get_bytes("wal/seg").await.unwrap(), original);
+    assert_eq!(repo.get_bytes(&segment(1)).await.unwrap(), original);
 }
 
 /// Overwrites the stored bytes of an object with `damage` applied, behind the repository's back.
@@ -112,13 +136,17 @@ async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
             ("truncated", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 5000))),
             ("tail-cut", Box::new(|raw: &mut Vec<u8>| raw.truncate(raw.len() - 1))),
         ] {
-            let relative = format!("{kind}-{damage_name}");
-            repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew)
-                .await
-                .unwrap();
+            let relative = data(&format!("{kind}-{damage_name}"));
+            repo.put_bytes(&relative, Bytes::from(payload.clone()), WriteMode::CreateNew).await.unwrap();
             tamper(&backend.store, &repo.key(&relative), damage).await;
+            // Damage to the body is corruption; damage to the signed tail (the trailer or the
+            // signature over it) also fails authentication: either way nothing is returned.
+            let refused = |e: &Error| match damage_name {
+                "flipped-checksum" => matches!(e, Error::Corrupt { .. } | Error::Unauthenticated { .. }),
+                _ => matches!(e, Error::Corrupt { .. }),
+            };
             let error = repo.get_bytes(&relative).await.unwrap_err();
-            assert!(matches!(error, Error::Corrupt { .. }), "{relative}: {error}");
+            assert!(refused(&error), "{relative}: {error}");
             // The streaming reader refuses it too: nothing it produced may be used.
             let handle = tokio::runtime::Handle::current();
             let streamed = {
@@ -128,9 +156,9 @@ async fn corrupt_and_truncated_objects_are_refused(backend: Backend) {
                     .await
                     .unwrap()
             };
-            assert!(matches!(streamed, Err(Error::Corrupt { .. })), "{relative}: {streamed:?}");
+            assert!(streamed.as_ref().is_err_and(refused), "{relative}: {streamed:?}");
             let verified = repo.verify(&relative).await;
-            assert!(matches!(verified, Err(Error::Corrupt { .. })), "{relative}: {verified:?}");
+            assert!(verified.as_ref().is_err_and(refused), "{relative}: {verified:?}");
             // A flipped body byte is reported as what it is, damage to the stored bytes, whether or
             // not the decompressor tripped over it first.
             if damage_name.starts_with("flipped-body") || damage_name == "flipped-middle" {
@@ -151,21 +179,18 @@ async fn a_damaged_existing_object_is_never_acknowledged(backend: Backend) {
         let repo = repository(&backend.store, codec);
         let mut payload = vec![0u8; 200_000];
         common::NoiseSource::new(11).fill(&mut payload);
-        let relative = format!("wal/damaged-{name}");
-        repo.put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+        let relative = segment(if name == "plain" { 2 } else { 3 });
+        repo.put_bytes(&relative, Bytes::from(payload.clone()), WriteMode::CreateNew).await.unwrap();
         // Same length, same trailer: only a body byte differs.
         tamper(&backend.store, &repo.key(&relative), |raw| {
             let at = raw.len() / 2;
             raw[at] ^= 0x04
         })
         .await;
-        let error = repo
-            .put_bytes(&relative, Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew)
-            .await
-            .unwrap_err();
+        let error = repo.put_bytes(&relative, Bytes::from(payload.clone()), WriteMode::CreateNew).await.unwrap_err();
         assert!(matches!(error, Error::Corrupt { .. }), "{name}: {error}");
         assert!(error.to_string().contains(&repo.key(&relative)), "the key is named: {error}");
-        let mut writer = repo.writer(&relative, ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+        let mut writer = repo.writer(&relative, WriteMode::CreateNew).await.unwrap();
         writer.write(&payload).await.unwrap();
         assert!(matches!(writer.finish().await, Err(Error::Corrupt { .. })), "{name}: the streamed path too");
     }
@@ -175,16 +200,16 @@ async fn wrong_or_missing_identity_is_a_clear_error(backend: Backend) {
     let identity = age::x25519::Identity::generate();
     let codec = CodecSettings::new(Compression::None, vec![identity.to_public()]);
     let writer = repository(&backend.store, codec.clone());
-    writer.put_bytes("secret", Bytes::from_static(b"payroll"), ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    writer.put_bytes(&data("secret"), Bytes::from_static(b"payroll"), WriteMode::CreateNew).await.unwrap();
     let no_key = repository(&backend.store, codec.clone());
-    let message = no_key.get_bytes("secret").await.unwrap_err().to_string();
+    let message = no_key.get_bytes(&data("secret")).await.unwrap_err().to_string();
     assert!(message.contains("no age identity"), "{message}");
     let wrong_key = repository(&backend.store, codec).with_identities(vec![age::x25519::Identity::generate()]);
-    let error = wrong_key.get_bytes("secret").await.unwrap_err();
+    let error = wrong_key.get_bytes(&data("secret")).await.unwrap_err();
     assert!(matches!(error, Error::Decryption { .. }) && error.to_string().contains("wrong key"), "{error}");
     // Metadata is never encrypted: the server, which holds only public keys, must read it back.
-    writer.put_bytes("meta", Bytes::from_static(b"{}"), ObjectClass::Metadata, WriteMode::CreateNew).await.unwrap();
-    assert_eq!(no_key.get_bytes("meta").await.unwrap(), b"{}".to_vec());
+    writer.put_bytes(&meta("meta"), Bytes::from_static(b"{}"), WriteMode::CreateNew).await.unwrap();
+    assert_eq!(no_key.get_bytes(&meta("meta")).await.unwrap(), b"{}".to_vec());
 }
 
 async fn listing_pages_past_a_thousand_keys(backend: Backend) {
@@ -244,20 +269,33 @@ impl tokio::io::AsyncRead for FailingReader {
 
 async fn failed_uploads_publish_nothing(backend: Backend) {
     let repo = repository(&backend.store, CodecSettings::plain());
-    let result = repo
-        .put_reader("big/failed", FailingReader { remaining: 20 << 20 }, ObjectClass::Data, WriteMode::CreateNew)
-        .await;
+    let result = repo.put_reader(&data("failed"), FailingReader { remaining: 20 << 20 }, WriteMode::CreateNew).await;
     assert!(result.unwrap_err().to_string().contains("source device failed"));
-    assert!(backend.store.head(&repo.key("big/failed")).await.unwrap().is_none());
+    assert!(backend.store.head(&repo.key(&data("failed"))).await.unwrap().is_none());
     assert!(
-        backend.store.list_all(&repo.key("big/")).await.unwrap().is_empty(),
+        backend
+            .store
+            .list_all(&format!("cluster-a/{}", layout::logical_database("failed").as_str()))
+            .await
+            .unwrap()
+            .is_empty(),
         "no partial or temporary object is listed"
     );
-    let mut aborted = repo.writer("snapshots/t/aborted/data", ObjectClass::Data, WriteMode::CreateNew).await.unwrap();
+    let mut aborted = repo
+        .writer(
+            &layout::snapshot_data(
+                "public",
+                "t",
+                &backstop_core::snapshot::SnapshotId::parse("snap_0000abcd").unwrap(),
+            ),
+            WriteMode::CreateNew,
+        )
+        .await
+        .unwrap();
     aborted.write(&[7u8; 100_000]).await.unwrap();
     aborted.abort().await;
     assert!(
-        backend.store.list_prefixes(&repo.key("snapshots/t/")).await.unwrap().is_empty(),
+        repo.list_prefixes(&layout::snapshot_table("public", "t")).await.unwrap().is_empty(),
         "an aborted upload leaves no prefix behind that looks like it holds objects"
     );
     if let Some(dir) = &backend._dir {
@@ -298,7 +336,65 @@ async fn cluster_file_guards_the_namespace(backend: Backend) {
 async fn round_trip_check_passes(backend: Backend) {
     let repo = repository(&backend.store, zstd());
     repo.round_trip_check().await.unwrap();
-    assert!(backend.store.list_all(&repo.key(".probe/")).await.unwrap().is_empty(), "the probe cleans up after itself");
+    assert!(
+        backend.store.list_all(&format!("cluster-a/{}", layout::probes().as_str())).await.unwrap().is_empty(),
+        "the probe cleans up after itself"
+    );
+}
+
+/// Design rule 13: an object that is not signed by a trusted key is refused before a byte of it is
+/// decoded, whoever wrote it and however valid its checksums are.
+async fn forged_swapped_and_unsigned_objects_are_refused(backend: Backend) {
+    let ours = repository(&backend.store, zstd());
+    let payload = Bytes::from(vec![5u8; 50_000]);
+    ours.put_bytes(&segment(10), payload.clone(), WriteMode::CreateNew).await.unwrap();
+    assert_eq!(ours.get_bytes(&segment(10)).await.unwrap(), payload);
+
+    // An attacker with write access to the bucket but not our key: perfectly formed objects,
+    // signed with their own key.
+    let attacker =
+        Repository::new(backend.store.clone(), "cluster-a", zstd()).unwrap().with_signer(SigningKey::generate());
+    attacker.put_bytes(&segment(11), Bytes::from_static(b"DROP TABLE users"), WriteMode::CreateNew).await.unwrap();
+    attacker.put_bytes(&meta("forged"), Bytes::from_static(b"{}"), WriteMode::CreateNew).await.unwrap();
+    for path in [segment(11), meta("forged")] {
+        let error = ours.get_bytes(&path).await.unwrap_err();
+        assert!(matches!(error, Error::Unauthenticated { .. }), "{path}: {error}");
+        assert!(error.to_string().contains(&ours.key(&path)), "the key is named: {error}");
+        assert!(matches!(ours.verify(&path).await, Err(Error::Unauthenticated { .. })), "{path}");
+        assert!(matches!(ours.read_trailer(&path).await, Err(Error::Unauthenticated { .. })), "{path}");
+    }
+    // Streaming refuses it too, before producing a byte.
+    let handle = tokio::runtime::Handle::current();
+    let streamed = {
+        let ours = ours.clone();
+        tokio::task::spawn_blocking(move || ours.open(&handle, &segment(11)).map(|_| ())).await.unwrap()
+    };
+    assert!(matches!(streamed, Err(Error::Unauthenticated { .. })), "{streamed:?}");
+
+    // One of our own objects copied to another name: the signature covers the path it was
+    // written under.
+    let mut raw = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut backend.store.get(&ours.key(&segment(10))).await.unwrap(), &mut raw)
+        .await
+        .unwrap();
+    backend.store.put(&ours.key(&segment(12)), raw.clone().into(), WriteMode::CreateNew).await.unwrap();
+    let error = ours.get_bytes(&segment(12)).await.unwrap_err();
+    assert!(matches!(error, Error::Unauthenticated { .. }), "{error}");
+    // ... or to the same path in another cluster's namespace.
+    let other = Repository::new(backend.store.clone(), "cluster-b", zstd()).unwrap().with_signer(cluster_key());
+    backend.store.put(&other.key(&segment(10)), raw.into(), WriteMode::CreateNew).await.unwrap();
+    assert!(matches!(other.get_bytes(&segment(10)).await, Err(Error::Unauthenticated { .. })));
+
+    // A reader that trusts the attacker's public key (a key rotation, say) accepts their objects.
+    let trusting = Repository::new(backend.store.clone(), "cluster-a", zstd())
+        .unwrap()
+        .with_trust(Trust::new([attacker.signer().unwrap().public()]));
+    assert_eq!(trusting.get_bytes(&segment(11)).await.unwrap(), b"DROP TABLE users".to_vec());
+    // A writer without a key writes nothing.
+    let keyless = Repository::new(backend.store.clone(), "cluster-a", zstd()).unwrap();
+    let error = keyless.put_bytes(&segment(13), payload, WriteMode::CreateNew).await.unwrap_err();
+    assert!(matches!(error, Error::NoSigningKey { .. }), "{error}");
+    assert!(backend.store.head(&ours.key(&segment(13))).await.unwrap().is_none());
 }
 
 macro_rules! on_every_backend {
@@ -346,6 +442,7 @@ on_every_backend!(
     failed_uploads_publish_nothing,
     cluster_file_guards_the_namespace,
     round_trip_check_passes,
+    forged_swapped_and_unsigned_objects_are_refused,
 );
 
 /// Over HTTPS the store's certificate must chain to a trusted CA and name the host: a private CA
@@ -410,10 +507,8 @@ fn streamed_reads_verify_before_reporting_the_end() {
     let backend = common::file_backend();
     let repo = repository(&backend.store, zstd());
     let payload = vec![9u8; 5 << 20];
-    runtime
-        .block_on(repo.put_bytes("streamed", Bytes::from(payload.clone()), ObjectClass::Data, WriteMode::CreateNew))
-        .unwrap();
-    let mut reader = repo.open(runtime.handle(), "streamed").unwrap();
+    runtime.block_on(repo.put_bytes(&data("streamed"), Bytes::from(payload.clone()), WriteMode::CreateNew)).unwrap();
+    let mut reader = repo.open(runtime.handle(), &data("streamed")).unwrap();
     let mut read = Vec::new();
     reader.read_to_end(&mut read).unwrap();
     assert_eq!(read, payload);

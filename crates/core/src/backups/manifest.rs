@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{BackupId, BackupKind, Lsn};
 use crate::error::{Error, Result};
-use crate::repository::{ObjectClass, Repository};
+use crate::layout;
+use crate::repository::Repository;
 use crate::store::WriteMode;
 
 pub const MANIFEST_FORMAT_VERSION: u32 = 1;
@@ -235,7 +236,7 @@ impl BackupManifest {
 
 /// Reads, verifies and validates one backup's manifest.
 pub async fn read(repository: &Repository, id: &BackupId) -> Result<BackupManifest> {
-    let path = super::manifest_path(id);
+    let path = layout::backup_manifest(id);
     let key = repository.key(&path);
     let bytes = repository.get_bytes(&path).await?;
     let manifest: BackupManifest =
@@ -252,25 +253,21 @@ pub async fn read(repository: &Repository, id: &BackupId) -> Result<BackupManife
 
 /// Publishes a manifest: the commit point of a backup. Written once; never replaced.
 pub async fn write(repository: &Repository, manifest: &BackupManifest) -> Result<()> {
-    manifest.validate(&repository.key(&super::manifest_path(&manifest.id)))?;
+    let path = layout::backup_manifest(&manifest.id);
+    manifest.validate(&repository.key(&path))?;
     let json = serde_json::to_vec(manifest).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    repository
-        .put_bytes(&super::manifest_path(&manifest.id), json.into(), ObjectClass::Metadata, WriteMode::CreateNew)
-        .await?;
+    repository.put_bytes(&path, json.into(), WriteMode::CreateNew).await?;
     Ok(())
 }
 
 /// The ids of every committed backup (those whose manifest exists), oldest first.
 pub async fn list_ids(repository: &Repository) -> Result<Vec<BackupId>> {
-    let prefix = repository.key(&format!("{}/", super::BACKUPS_DIR));
     let mut ids = Vec::new();
-    let mut objects = repository.store().list(&prefix);
+    let mut objects = repository.list(&layout::backups());
     while let Some(object) = futures::TryStreamExt::try_next(&mut objects).await? {
-        let Some(rest) = object.key.strip_prefix(&prefix) else { continue };
-        if let Some((id, super::MANIFEST_FILE)) = rest.split_once('/') {
-            if let Ok(id) = BackupId::parse(id) {
-                ids.push(id);
-            }
+        if object.path.is_some_and(|p| p.kind() == layout::ObjectKind::BackupManifest) {
+            let id = object.rel.split('/').nth(1).unwrap_or("");
+            ids.push(BackupId::parse(id)?);
         }
     }
     ids.sort();

@@ -25,8 +25,9 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{FileEntry, FileKind};
-use super::{pack_path, BackupManifest};
+use super::BackupManifest;
 use crate::error::{Error, Result};
+use crate::layout;
 use crate::repository::Repository;
 
 pub const CONTROL_FILE: &str = "global/pg_control";
@@ -230,8 +231,9 @@ pub async fn restore(
 
 async fn check_packs_present(repository: &Repository, manifest: &BackupManifest) -> Result<()> {
     let missing: Vec<String> = futures::stream::iter(manifest.packs.iter().map(|pack| async move {
-        let key = repository.key(&pack_path(&pack.id));
-        match repository.store().head(&key).await? {
+        let path = layout::pack(&pack.id)?;
+        let key = repository.key(&path);
+        match repository.head(&path).await? {
             Some(_) => Ok::<_, Error>(None),
             None => Ok(Some(key)),
         }
@@ -242,7 +244,7 @@ async fn check_packs_present(repository: &Repository, manifest: &BackupManifest)
     .await?;
     if let Some(first) = missing.first() {
         return Err(Error::Corrupt {
-            key: repository.key(&super::manifest_path(&manifest.id)),
+            key: repository.key(&layout::backup_manifest(&manifest.id)),
             reason: format!(
                 "backup {} is incomplete: {} of its {} packs are missing from {} (first: {first}); nothing was restored",
                 manifest.id,
@@ -403,7 +405,7 @@ fn restore_pack(
     mut chunks: PackPlan,
     progress: &RestoreProgress,
 ) -> Result<u64> {
-    let mut reader = repository.open_checked_by_caller(handle, &pack_path(&pack.id), cancel)?;
+    let mut reader = repository.open_checked_by_caller(handle, &layout::pack(&pack.id)?, cancel)?;
     let key = reader.key().to_string();
     let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
     chunks.sort_by_key(|c| c.0);

@@ -6,6 +6,7 @@
 //! the contents of pg_wal, pg_replslot, pg_dynshmem, pg_notify, pg_serial, pg_snapshots,
 //! pg_stat_tmp and pg_subtrans (the directories themselves are kept); postmaster.pid/.opts,
 //! backup_label, tablespace_map, backup_manifest, recovery/standby signals, pg_internal.init,
+//! backstop's signing key (and a half-written one),
 //! pgsql_tmp files and directories, temporary relations (`t<backend>_<node>`), and every fork of
 //! an unlogged relation except its init fork.
 //!
@@ -34,9 +35,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{BackupStats, ChunkRef, FileEntry, FileKind, PackRef, Tablespace};
-use super::{pack_path, unix_seconds, BackupManifest, CHUNK_SIZE, PACK_TARGET};
+use super::{unix_seconds, BackupManifest, CHUNK_SIZE, PACK_TARGET};
 use crate::error::{Error, Result};
-use crate::repository::{ObjectClass, Repository};
+use crate::layout;
+use crate::repository::Repository;
 use crate::store::WriteMode;
 
 /// See the module documentation.
@@ -197,6 +199,12 @@ fn walk_dir(
         let path = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
         let child = abs.join(&name);
         if rel.is_empty() && name == MANIFEST_KEY_FILE && !options.include_manifest_key {
+            continue;
+        }
+        // The signing key never leaves the data directory, encrypted or not: whoever holds a
+        // backup could otherwise sign objects the cluster would trust. A restored cluster makes
+        // its own and trusts this one's public key.
+        if rel.is_empty() && crate::auth::is_signing_key_file(&name) {
             continue;
         }
         if skip_file(&name) {
@@ -400,9 +408,8 @@ pub async fn copy_files(
         .map(|pack| {
             let progress = progress.clone();
             async move {
-                let stored = repository
-                    .put_bytes(&pack_path(&pack.id), pack.bytes.into(), ObjectClass::Data, WriteMode::CreateNew)
-                    .await?;
+                let stored =
+                    repository.put_bytes(&layout::pack(&pack.id)?, pack.bytes.into(), WriteMode::CreateNew).await?;
                 progress.bytes_stored.fetch_add(stored.trailer().object_len(), Ordering::Relaxed);
                 progress.packs_new.fetch_add(1, Ordering::Relaxed);
                 Ok::<u32, Error>(pack.index)

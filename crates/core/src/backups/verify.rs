@@ -10,8 +10,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{manifest, pack_path, BackupId, BackupManifest, Lsn};
+use super::{manifest, BackupId, BackupManifest, Lsn};
 use crate::error::{Error, Result};
+use crate::layout::{self, ObjectKind};
 use crate::repository::Repository;
 use crate::wal::{self, WalFileKind, WalFileName};
 
@@ -38,13 +39,15 @@ impl BackupStatus {
 /// every pack present with the stored size its trailer implies (one streamed listing of packs/).
 pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> {
     let ids = manifest::list_ids(repository).await?;
-    let packs_prefix = repository.key(&format!("{}/", super::PACKS_DIR));
-    let mut stored: HashSet<String> = HashSet::new();
+    // Pack id -> stored size.
+    let mut stored: HashMap<String, u64> = HashMap::new();
     if !ids.is_empty() {
-        let mut objects = repository.store().list(&packs_prefix);
+        let mut objects = repository.list(&layout::packs());
         while let Some(object) = objects.try_next().await? {
-            if let Some(id) = object.key.rsplit('/').next() {
-                stored.insert(id.to_string());
+            if let Some(path) = object.path.filter(|p| p.kind() == ObjectKind::Pack) {
+                if let Some(id) = path.as_str().rsplit('/').next() {
+                    stored.insert(id.to_string(), object.size);
+                }
             }
         }
     }
@@ -53,13 +56,13 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
         match manifest::read(repository, &id).await {
             Ok(m) => {
                 let missing: Vec<&str> =
-                    m.packs.iter().filter(|p| !stored.contains(&p.id)).map(|p| p.id.as_str()).collect();
+                    m.packs.iter().filter(|p| !stored.contains_key(&p.id)).map(|p| p.id.as_str()).collect();
                 let problem = (!missing.is_empty()).then(|| {
                     format!(
-                        "{} of its {} packs are missing (first: {})",
+                        "{} of its {} packs are missing (first: packs/{})",
                         missing.len(),
                         m.packs.len(),
-                        pack_path(missing[0])
+                        missing[0]
                     )
                 });
                 out.push(BackupStatus {
@@ -88,11 +91,11 @@ pub struct ArchivedWal {
 /// Every WAL file in the repository, in name order: the one listing behind `backstop wal list`,
 /// `wal verify`, the recovery window and doctor().
 pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
-    let prefix = repository.key("wal/");
     let mut files = Vec::new();
-    let mut objects = repository.store().list(&prefix);
+    let mut objects = repository.list(&layout::wal_files());
     while let Some(object) = objects.try_next().await? {
-        let name = object.key.rsplit('/').next().unwrap_or("");
+        let Some(path) = object.path.filter(|p| p.kind() == ObjectKind::Wal) else { continue };
+        let name = path.as_str().rsplit('/').next().unwrap_or("");
         if let Ok(name) = WalFileName::parse(name) {
             files.push(ArchivedWal { name, stored_bytes: object.size, modified: object.last_modified });
         }
@@ -334,7 +337,7 @@ pub async fn verify(
                 for index in users {
                     let check = &mut report.backups[index];
                     check.ok = false;
-                    check.problems.push(format!("pack {}: {e}", pack_path(&id)));
+                    check.problems.push(format!("pack packs/{id}: {e}"));
                 }
             }
         }
@@ -343,7 +346,7 @@ pub async fn verify(
 }
 
 async fn check_pack(repository: &Repository, id: &str, len: u64, chunks: &HashSet<(u64, u32, String)>) -> Result<u64> {
-    let path = pack_path(id);
+    let path = layout::pack(id)?;
     let bytes = repository.get_bytes(&path).await?;
     let key = repository.key(&path);
     let chunks: Vec<(u64, u32, String)> = chunks.iter().cloned().collect();

@@ -71,7 +71,7 @@ pub async fn wal_fetch(repository: &Repository, args: &WalFetchArgs) -> Result<W
     let mut bytes = 0;
     for name in picked {
         let verified = repository
-            .verify(&name.object_path())
+            .verify(&crate::layout::wal(name))
             .await
             .map_err(|e| fail(format!("segment {} does not fetch: {e}", name.name), e.hint()))?;
         bytes += verified.trailer().object_len();

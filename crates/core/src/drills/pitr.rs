@@ -99,7 +99,7 @@ pub async fn prepare(
         if cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
-        let plain = repository.get_bytes(&file.name.object_path()).await?;
+        let plain = repository.get_bytes(&crate::layout::wal(&file.name)).await?;
         wal_bytes += plain.len() as u64;
         let path = spool.join(&file.name.name);
         std::fs::write(&path, plain).map_err(|e| Error::io("write", &path, e))?;

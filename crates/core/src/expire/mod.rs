@@ -16,8 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::backups::{self, verify, PACKS_DIR};
+use crate::backups::verify;
 use crate::error::Result;
+use crate::layout::{self, ObjectKind, ObjectPath, Prefix};
 use crate::repository::{CancellationToken, Repository};
 use crate::schedule::job::{parse_duration, ExpireArgs};
 use crate::schedule::retention::{self, Item};
@@ -100,7 +101,7 @@ async fn plan_backups(
     let decisions = retention::decide(&items, policy, now);
     let mut referenced = HashSet::new();
     let mut unreadable = Vec::new();
-    let mut oldest_retained: Option<&backups::manifest::BackupManifest> = None;
+    let mut oldest_retained: Option<&crate::backups::manifest::BackupManifest> = None;
     for (backup, decision) in backups.iter().zip(&decisions) {
         if decision.keep || backup.manifest.is_none() {
             // A backup whose manifest cannot be read is kept: what it references is unknown, and
@@ -119,7 +120,7 @@ async fn plan_backups(
             plan.removals.push(Removal {
                 what: "backup",
                 name: backup.id.to_string(),
-                keys: vec![backups::manifest_path(&backup.id)],
+                keys: vec![layout::backup_manifest(&backup.id).to_string()],
                 bytes: backup.manifest.as_ref().map(|m| m.stats.bytes_stored).unwrap_or(0),
                 why: if backup.verified() {
                     "outside the retention policy".into()
@@ -140,7 +141,7 @@ async fn plan_backups(
                 plan.removals.push(Removal {
                     what: "wal",
                     name: file.name.name.clone(),
-                    keys: vec![file.name.object_path()],
+                    keys: vec![layout::wal(&file.name).to_string()],
                     bytes: file.stored_bytes,
                     why: format!("before the oldest retained backup {} (starts at {})", oldest.id, oldest.start_lsn),
                 });
@@ -150,12 +151,16 @@ async fn plan_backups(
     }
     // Packs: unreferenced and older than the grace period.
     if unreadable.is_empty() {
-        let packs = repository.store().list_all(&repository.key(&format!("{PACKS_DIR}/"))).await?;
+        let packs: Vec<_> = listed(repository, &layout::packs())
+            .await?
+            .into_iter()
+            .filter(|o| ObjectPath::parse(&o.key).is_some_and(|p| p.kind() == ObjectKind::Pack))
+            .collect();
         for pack in retention::packs_to_expire(&packs, &referenced, grace, now) {
             let name = pack.key.rsplit('/').next().unwrap_or_default().to_string();
             plan.removals.push(Removal {
                 what: "pack",
-                keys: vec![backups::pack_path(&name)],
+                keys: vec![pack.key.clone()],
                 name,
                 bytes: pack.size,
                 why: "no retained backup names it".into(),
@@ -228,8 +233,8 @@ async fn plan_snapshots(
                 what: "snapshot",
                 name: format!("{}.{} {}", snapshot.schema, snapshot.table, snapshot.id.as_str()),
                 keys: vec![
-                    crate::snapshot::manifest_path(&snapshot.schema, &snapshot.table, &snapshot.id),
-                    crate::snapshot::data_path(&snapshot.schema, &snapshot.table, &snapshot.id),
+                    layout::snapshot_manifest(&snapshot.schema, &snapshot.table, &snapshot.id).to_string(),
+                    layout::snapshot_data(&snapshot.schema, &snapshot.table, &snapshot.id).to_string(),
                 ],
                 bytes: manifest.data.stored_bytes,
                 why: "outside the retention policy".into(),
@@ -237,13 +242,13 @@ async fn plan_snapshots(
         }
         // A directory without a manifest is an interrupted snapshot once older than the grace.
         for snapshot in incomplete {
-            let data = crate::snapshot::data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
-            let Some(info) = repository.store().head(&repository.key(&data)).await? else { continue };
+            let data = layout::snapshot_data(&snapshot.schema, &snapshot.table, &snapshot.id);
+            let Some(info) = repository.head(&data).await? else { continue };
             if info.last_modified.is_some_and(|m| now.duration_since(m).unwrap_or_default() >= grace) {
                 plan.removals.push(Removal {
                     what: "incomplete snapshot",
                     name: format!("{}.{} {}", snapshot.schema, snapshot.table, snapshot.id.as_str()),
-                    keys: vec![data],
+                    keys: vec![data.to_string()],
                     bytes: info.size,
                     why: "interrupted (no manifest) and older than the grace period".into(),
                 });
@@ -251,6 +256,16 @@ async fn plan_snapshots(
         }
     }
     Ok(())
+}
+
+/// Everything under `prefix`, keys relative to the namespace.
+async fn listed(repository: &Repository, prefix: &Prefix) -> Result<Vec<crate::store::ObjectInfo>> {
+    use futures::TryStreamExt;
+    repository
+        .list(prefix)
+        .map_ok(|o| crate::store::ObjectInfo { key: o.rel, size: o.size, last_modified: o.last_modified })
+        .try_collect()
+        .await
 }
 
 /// The objects of one logical backup directory, and its manifest when it has one that reads.
@@ -268,12 +283,10 @@ async fn plan_logical(
     now: SystemTime,
     plan: &mut Plan,
 ) -> Result<()> {
-    use crate::logical::{self, manifest, LogicalId, LOGICAL_DIR, MANIFEST_FILE};
-    let base = repository.key(&format!("{LOGICAL_DIR}/"));
+    use crate::logical::{self, manifest, LogicalId, MANIFEST_FILE};
     let mut dirs: BTreeMap<(String, LogicalId), LogicalDir> = BTreeMap::new();
-    for object in repository.store().list_all(&base).await? {
-        let Some(rest) = object.key.strip_prefix(&base) else { continue };
-        let mut parts = rest.splitn(3, '/');
+    for object in listed(repository, &layout::logical_backups()).await? {
+        let mut parts = object.key.splitn(4, '/').skip(1);
         let (Some(dir), Some(id), Some(_file)) = (parts.next(), parts.next(), parts.next()) else { continue };
         let (Some(database), Ok(id)) = (logical::database_from_dir(dir), LogicalId::parse(id)) else { continue };
         dirs.entry((database, id))
@@ -315,7 +328,7 @@ async fn plan_logical(
             plan.removals.push(Removal {
                 what: "logical backup",
                 name: format!("{database} {id}"),
-                keys: logical_keys(repository, dir),
+                keys: logical_keys(dir),
                 bytes: dir.objects.iter().map(|o| o.size).sum(),
                 why: "outside the retention policy".into(),
             });
@@ -326,7 +339,7 @@ async fn plan_logical(
                 plan.removals.push(Removal {
                     what: "incomplete logical backup",
                     name: format!("{database} {id}"),
-                    keys: logical_keys(repository, dir),
+                    keys: logical_keys(dir),
                     bytes: dir.objects.iter().map(|o| o.size).sum(),
                     why: "interrupted (no manifest) and older than the grace period".into(),
                 });
@@ -337,10 +350,8 @@ async fn plan_logical(
 }
 
 /// A logical backup's keys relative to the cluster, its manifest first (the commit point).
-fn logical_keys(repository: &Repository, dir: &LogicalDir) -> Vec<String> {
-    let prefix = repository.key("");
-    let mut keys: Vec<String> =
-        dir.objects.iter().filter_map(|o| o.key.strip_prefix(&prefix).map(str::to_string)).collect();
+fn logical_keys(dir: &LogicalDir) -> Vec<String> {
+    let mut keys: Vec<String> = dir.objects.iter().map(|o| o.key.clone()).collect();
     keys.sort_by_key(|k| !k.ends_with(&format!("/{}", crate::logical::MANIFEST_FILE)));
     keys
 }
@@ -357,7 +368,7 @@ pub async fn apply(repository: &Repository, plan: &Plan, cancel: &CancellationTo
                 return Err(crate::error::Error::Cancelled);
             }
             for key in &removal.keys {
-                repository.store().delete(&repository.key(key)).await?;
+                repository.delete_listed(key).await?;
             }
             removed += removal.bytes;
         }

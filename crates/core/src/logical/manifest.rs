@@ -6,10 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{object_path, LogicalId, LOGICAL_DIR, MANIFEST_FILE};
+use super::{LogicalId, MANIFEST_FILE};
 use crate::backups::manifest::{is_sha256_hex, TableRows};
 use crate::error::{Error, Result};
-use crate::repository::{ObjectClass, Repository};
+use crate::layout::{self, LogicalFile, ObjectKind, ObjectPath};
+use crate::repository::Repository;
 use crate::store::WriteMode;
 
 pub const LOGICAL_FORMAT_VERSION: u32 = 1;
@@ -66,8 +67,8 @@ fn corrupt(key: &str, reason: String) -> Error {
 }
 
 impl LogicalManifest {
-    pub fn manifest_path(&self) -> String {
-        object_path(&self.database, &self.id, MANIFEST_FILE)
+    pub fn manifest_path(&self) -> ObjectPath {
+        layout::logical(&self.database, &self.id, LogicalFile::Manifest)
     }
 
     /// Checks everything a restore or drill relies on; `key` names the manifest in messages.
@@ -106,7 +107,7 @@ impl LogicalManifest {
 
 /// Reads, verifies and validates one logical backup's manifest.
 pub async fn read(repository: &Repository, database: &str, id: &LogicalId) -> Result<LogicalManifest> {
-    let path = object_path(database, id, MANIFEST_FILE);
+    let path = layout::logical(database, id, LogicalFile::Manifest);
     let key = repository.key(&path);
     let bytes = repository.get_bytes(&path).await?;
     let manifest: LogicalManifest = serde_json::from_slice(&bytes)
@@ -129,7 +130,7 @@ pub async fn write(repository: &Repository, manifest: &LogicalManifest) -> Resul
     let path = manifest.manifest_path();
     manifest.validate(&repository.key(&path))?;
     let json = serde_json::to_vec(manifest).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    repository.put_bytes(&path, json.into(), ObjectClass::Metadata, WriteMode::CreateNew).await?;
+    repository.put_bytes(&path, json.into(), WriteMode::CreateNew).await?;
     Ok(())
 }
 
@@ -137,15 +138,14 @@ pub async fn write(repository: &Repository, manifest: &LogicalManifest) -> Resul
 /// narrows it to one. A listing streams: nothing but the manifests' names is held.
 pub async fn list_ids(repository: &Repository, database: Option<&str>) -> Result<Vec<(String, LogicalId)>> {
     let prefix = match database {
-        Some(name) => repository.key(&format!("{LOGICAL_DIR}/{}/", super::database_dir(name))),
-        None => repository.key(&format!("{LOGICAL_DIR}/")),
+        Some(name) => layout::logical_database(name),
+        None => layout::logical_backups(),
     };
-    let base = repository.key(&format!("{LOGICAL_DIR}/"));
     let mut out = Vec::new();
-    let mut objects = repository.store().list(&prefix);
+    let mut objects = repository.list(&prefix);
     while let Some(object) = futures::TryStreamExt::try_next(&mut objects).await? {
-        let Some(rest) = object.key.strip_prefix(&base) else { continue };
-        let mut parts = rest.split('/');
+        let Some(path) = object.path.filter(|p: &ObjectPath| p.kind() == ObjectKind::LogicalManifest) else { continue };
+        let mut parts = path.as_str().split('/').skip(1);
         let (Some(dir), Some(id), Some(MANIFEST_FILE), None) = (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             continue;
@@ -233,7 +233,7 @@ pub(crate) mod tests {
         m.validate("m").unwrap();
         let back: LogicalManifest = serde_json::from_slice(&serde_json::to_vec(&m).unwrap()).unwrap();
         assert_eq!(back, m);
-        assert_eq!(m.manifest_path(), "logical/app/20261122T031500Z-L/manifest.json");
+        assert_eq!(m.manifest_path().as_str(), "logical/app/20261122T031500Z-L/manifest.json");
     }
 
     #[test]

@@ -25,9 +25,10 @@ use tokio::process::Command;
 use super::manifest::{LogicalManifest, SequenceValue};
 use super::take::UntilClosed;
 use super::tools::{self, LocalConnection, SessionLine, Tools};
-use super::{object_path, verify_object, DUMP_FILE};
+use super::verify_object;
 use crate::backups::manifest::TableRows;
 use crate::error::{Error, Result};
+use crate::layout::{self, LogicalFile};
 use crate::repository::{CancellationToken, Repository};
 
 /// How the client programs reach the target server.
@@ -345,7 +346,7 @@ pub async fn restore(
     if cancel.is_cancelled() {
         return Err(Error::Cancelled);
     }
-    let path = object_path(&manifest.database, &manifest.id, DUMP_FILE);
+    let path = layout::logical(&manifest.database, &manifest.id, LogicalFile::Dump);
     let handle = tokio::runtime::Handle::current();
     let spool = if options.jobs > 1 {
         progress.set("verifying the dump into a spool file");
@@ -373,7 +374,7 @@ pub async fn restore(
         Some(spool)
     } else {
         progress.set("verifying the dump");
-        verify_object(repository, &manifest.database, &manifest.id, DUMP_FILE, &manifest.dump).await?;
+        verify_object(repository, &manifest.database, &manifest.id, LogicalFile::Dump, &manifest.dump).await?;
         progress.verified.store(manifest.dump.bytes, Ordering::Relaxed);
         None
     };

@@ -21,11 +21,12 @@ use tokio::process::{Child, Command};
 
 use super::manifest::{self, LogicalManifest, SequenceValue, Verification, LOGICAL_FORMAT_VERSION};
 use super::tools::{self, LocalConnection, SessionLine, Tools};
-use super::{object_path, store_object, LogicalId, DUMP_FILE, GLOBALS_FILE, SCHEMA_FILE};
+use super::{store_object, LogicalId};
 use crate::backups::manifest::TableRows;
 use crate::backups::unix_seconds;
 use crate::error::{Error, Result};
-use crate::repository::{CancellationToken, ObjectClass, Repository};
+use crate::layout::{self, LogicalFile};
+use crate::repository::{CancellationToken, Repository};
 
 pub struct TakeOptions {
     pub database: String,
@@ -100,7 +101,7 @@ async fn dump_into(
     repository: &Repository,
     options: &TakeOptions,
     id: &LogicalId,
-    file: &str,
+    file: LogicalFile,
     program: &std::path::Path,
     args: &[&str],
     progress: &TakeProgress,
@@ -108,15 +109,8 @@ async fn dump_into(
     let mut child = spawn(program, args, options, &options.database)?;
     let stderr = collect_stderr(&mut child);
     let stdout = child.stdout.take().expect("piped");
-    let stored = store_object(
-        repository,
-        &options.database,
-        id,
-        file,
-        Counting { inner: stdout, bytes: &progress.bytes },
-        ObjectClass::Data,
-    )
-    .await;
+    let stored =
+        store_object(repository, &options.database, id, file, Counting { inner: stdout, bytes: &progress.bytes }).await;
     let status = child.wait().await.map_err(|e| job_error(format!("{}: {e}", program.display()), ""))?;
     let messages = stderr.await.unwrap_or_default();
     if !status.success() {
@@ -247,7 +241,7 @@ async fn list_stored_dump(
     let expected = expected.clone();
     let repository = repository.clone();
     let pg_restore = options.tools.pg_restore.clone();
-    let path = object_path(&options.database, id, DUMP_FILE);
+    let path = layout::logical(&options.database, id, LogicalFile::Dump);
     let handle = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || -> Result<u64> {
         let reader = repository.open(&handle, &path)?;
@@ -329,7 +323,7 @@ pub async fn take(
         repository,
         options,
         &id,
-        DUMP_FILE,
+        LogicalFile::Dump,
         &options.tools.pg_dump,
         &["-Fc", "-Z0", &snapshot_arg],
         progress,
@@ -348,7 +342,7 @@ pub async fn take(
         repository,
         options,
         &id,
-        SCHEMA_FILE,
+        LogicalFile::Schema,
         &options.tools.pg_dump,
         &["--schema-only", &snapshot_arg],
         progress,
@@ -362,7 +356,7 @@ pub async fn take(
         repository,
         options,
         &id,
-        GLOBALS_FILE,
+        LogicalFile::Globals,
         &options.tools.pg_dumpall,
         &["--globals-only", "--no-role-passwords"],
         progress,

@@ -136,7 +136,7 @@ impl Cron {
     pub fn matches_minute(&self, unix_minute: i64) -> bool {
         let days = unix_minute.div_euclid(1440);
         let minute_of_day = unix_minute.rem_euclid(1440);
-        let (_, month, day) = crate::snapshot::time::civil_from_days(days);
+        let (_, month, day) = crate::time::civil_from_days(days);
         let weekday = (days + 4).rem_euclid(7) as u32; // 1970-01-01 was a Thursday
         self.minutes & (1 << (minute_of_day % 60)) != 0
             && self.hours & (1 << (minute_of_day / 60)) != 0
@@ -152,7 +152,7 @@ impl Cron {
         let limit = minute + 5 * 366 * 1440;
         while minute < limit {
             let days = minute.div_euclid(1440);
-            let (_, month, day) = crate::snapshot::time::civil_from_days(days);
+            let (_, month, day) = crate::time::civil_from_days(days);
             let weekday = (days + 4).rem_euclid(7) as u32;
             if self.months & (1 << month) == 0 || !self.day_matches(day, weekday) {
                 minute = (days + 1) * 1440; // next day

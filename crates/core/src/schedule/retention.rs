@@ -65,10 +65,10 @@ pub fn decide(items: &[Item], policy: &Policy, now: SystemTime) -> Vec<Decision>
         ("daily", policy.daily, &|t| days(t)),
         ("weekly", policy.weekly, &|t| (days(t) + 3).div_euclid(7)), // weeks start on Monday
         ("monthly", policy.monthly, &|t| {
-            let (y, m, _) = crate::snapshot::time::civil_from_days(days(t));
+            let (y, m, _) = crate::time::civil_from_days(days(t));
             y * 12 + m as i64
         }),
-        ("yearly", policy.yearly, &|t| crate::snapshot::time::civil_from_days(days(t)).0),
+        ("yearly", policy.yearly, &|t| crate::time::civil_from_days(days(t)).0),
     ];
     for (name, count, bucket_of) in buckets {
         let mut seen = HashSet::new();

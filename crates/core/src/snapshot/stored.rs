@@ -4,10 +4,11 @@
 use bytes::Bytes;
 
 use super::manifest::SnapshotManifest;
-use super::{data_path, manifest_path, parse_table_dir_name, table_prefix, SnapshotId, SNAPSHOTS_DIR};
+use super::{parse_table_dir_name, SnapshotId};
 use crate::codec::Trailer;
 use crate::error::{Error, Result};
-use crate::repository::{CancellationToken, ObjectClass, Repository};
+use crate::layout;
+use crate::repository::{CancellationToken, Repository};
 use crate::store::WriteMode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +24,7 @@ pub async fn list(repository: &Repository, table: Option<(&str, &str)>) -> Resul
     let tables = match table {
         Some((schema, name)) => vec![(schema.to_string(), name.to_string())],
         None => repository
-            .store()
-            .list_prefixes(&repository.key(&format!("{SNAPSHOTS_DIR}/")))
+            .list_prefixes(&layout::snapshots())
             .await?
             .iter()
             .filter_map(|dir| parse_table_dir_name(dir))
@@ -32,7 +32,7 @@ pub async fn list(repository: &Repository, table: Option<(&str, &str)>) -> Resul
     };
     let mut found = Vec::new();
     for (schema, name) in tables {
-        for dir in repository.store().list_prefixes(&repository.key(&table_prefix(&schema, &name))).await? {
+        for dir in repository.list_prefixes(&layout::snapshot_table(&schema, &name)).await? {
             if let Ok(id) = SnapshotId::parse(&dir) {
                 found.push(StoredSnapshot { schema: schema.clone(), table: name.clone(), id });
             }
@@ -43,7 +43,7 @@ pub async fn list(repository: &Repository, table: Option<(&str, &str)>) -> Resul
 
 /// Reads and verifies a manifest, and checks that it describes the snapshot its path names.
 pub async fn read_manifest(repository: &Repository, snapshot: &StoredSnapshot) -> Result<SnapshotManifest> {
-    let path = manifest_path(&snapshot.schema, &snapshot.table, &snapshot.id);
+    let path = layout::snapshot_manifest(&snapshot.schema, &snapshot.table, &snapshot.id);
     let key = repository.key(&path);
     let bytes = repository.get_bytes(&path).await?;
     let manifest = SnapshotManifest::from_json(&key, &bytes)?;
@@ -63,8 +63,8 @@ pub async fn read_manifest(repository: &Repository, snapshot: &StoredSnapshot) -
 /// Publishes a manifest: the snapshot's commit point. Never overwrites one.
 pub async fn write_manifest(repository: &Repository, manifest: &SnapshotManifest) -> Result<()> {
     let id = SnapshotId::parse(&manifest.snapshot_id)?;
-    let path = manifest_path(&manifest.table.schema, &manifest.table.name, &id);
-    repository.put_bytes(&path, Bytes::from(manifest.to_json()), ObjectClass::Metadata, WriteMode::CreateNew).await?;
+    let path = layout::snapshot_manifest(&manifest.table.schema, &manifest.table.name, &id);
+    repository.put_bytes(&path, Bytes::from(manifest.to_json()), WriteMode::CreateNew).await?;
     Ok(())
 }
 
@@ -81,7 +81,7 @@ pub fn read_data(
     progress: impl FnMut(u64),
     cancel: &CancellationToken,
 ) -> Result<()> {
-    let path = data_path(&snapshot.schema, &snapshot.table, &snapshot.id);
+    let path = layout::snapshot_data(&snapshot.schema, &snapshot.table, &snapshot.id);
     let trailer = repository.open_cancellable(handle, &path, cancel)?.copy_to_with_progress(sink, progress)?;
     check_data(&repository.key(&path), manifest, &trailer)
 }

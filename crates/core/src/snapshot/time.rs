@@ -45,20 +45,7 @@ pub fn timestamp_from_arrow(micros: i64) -> i64 {
     }
 }
 
-/// Proleptic Gregorian (year, month, day) of days since 1970-01-01, with astronomical years
-/// (0 = 1 BC). Howard Hinnant's civil_from_days.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub use crate::time::civil_from_days;
 
 /// `YYYY-MM-DD` (with ` BC` for years before 1 AD), as PostgreSQL reads it whatever DateStyle is.
 fn push_date(out: &mut String, days: i64) -> bool {

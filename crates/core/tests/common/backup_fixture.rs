@@ -44,6 +44,8 @@ pub fn fake_data_dir(root: &Path) {
     write(&root.join("pg_replslot/slot/state"), b"slot"); // skipped
     write(&root.join("postmaster.pid"), b"123"); // skipped
     write(&root.join("backstop_manifest.key"), b"secret"); // skipped: the repository is not encrypted
+    write(&root.join("backstop_signing.key"), b"signing secret"); // skipped, always
+    write(&root.join(".backstop_signing.key.tmp-42"), b"half a key"); // skipped, always
     write(&root.join("postgresql.auto.conf"), b"# auto\n");
     fs::create_dir_all(root.join("pg_stat_tmp")).unwrap();
     fs::create_dir_all(root.join("empty_dir")).unwrap();
@@ -82,6 +84,8 @@ pub fn expected_tree(source: &Path) -> BTreeMap<String, Option<Vec<u8>>> {
         "pg_replslot/slot/state",
         "postmaster.pid",
         "backstop_manifest.key",
+        "backstop_signing.key",
+        ".backstop_signing.key.tmp-42",
     ] {
         assert!(t.remove(skipped).is_some(), "{skipped}");
     }
@@ -182,7 +186,7 @@ pub async fn restore_to(
 }
 
 pub fn repository(store: Arc<dyn ObjectStore>) -> Repository {
-    Repository::new(store, "c1", CodecSettings::new(Compression::zstd(3).unwrap(), vec![])).unwrap()
+    super::signed_repository(store, "c1", CodecSettings::new(Compression::zstd(3).unwrap(), vec![]))
 }
 
 pub fn age_tree(root: &Path, when: SystemTime) {

@@ -160,3 +160,20 @@ impl NoiseSource {
         }
     }
 }
+
+/// A repository handle that signs with a fresh key and trusts it: what every writer is.
+pub fn signed_repository(
+    store: Arc<dyn ObjectStore>,
+    cluster: &str,
+    codec: backstop_core::codec::CodecSettings,
+) -> backstop_core::Repository {
+    backstop_core::Repository::new(store, cluster, codec)
+        .unwrap()
+        .with_signer(backstop_core::auth::SigningKey::generate())
+}
+
+/// A path for a large streamed object in tests: a logical dump of database `name`.
+pub fn stream_path(name: &str) -> backstop_core::ObjectPath {
+    let id = backstop_core::logical::LogicalId::parse("20261122T031500Z-L").unwrap();
+    backstop_core::layout::logical(name, &id, backstop_core::layout::LogicalFile::Dump)
+}
