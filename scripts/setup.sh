@@ -42,6 +42,11 @@ scripts/cluster.sh psql "$DEMO_DIR" "$DEMO_PORT" -d postgres -v ON_ERROR_STOP=1 
 CREATE EXTENSION IF NOT EXISTS backstop;
 ALTER EXTENSION backstop UPDATE;
 SELECT extversion AS backstop_version FROM pg_extension WHERE extname = 'backstop';
+-- Every object backstop writes is signed with this cluster's key (kept in the data directory);
+-- anything in the repository it did not sign is refused. A repository an earlier backstop wrote
+-- is vouched for once (on a fresh demo there is nothing to adopt).
+SELECT backstop.repository_key() AS public_key_for_the_recovery_kit;
+SELECT adopted, refused FROM backstop.adopt_repository();
 SELECT backstop.unschedule(name) AS replaced_earlier_schedule FROM backstop.schedules
  WHERE name IN ('nightly-base', 'nightly-orders', 'drill-snapshot', 'drill-wal', 'retention', 'nightly-dump', 'drill-dump');
 SELECT pg_switch_wal() IS NOT NULL AS switched_wal;
@@ -124,13 +129,17 @@ psql_demo -c "DROP TABLE demo_orders_recovered; DROP TABLE demo_orders"
 psql_demo -c "SELECT pg_switch_wal()" > /dev/null
 sleep 3
 CLUSTER=$(psql_demo -c "SELECT system_identifier FROM pg_control_system()")
+# Every object is signed with the cluster's key; the restore trusts only its public half, which
+# belongs in the recovery kit (a restore on another host has no data directory to read it from).
+TRUSTED_KEY=$(psql_demo -c "SELECT backstop.repository_key()")
+echo "the cluster's public key (keep it with the recovery kit): $TRUSTED_KEY"
 PITR_DIR=$DEMO_DIR/pitr
 PITR_PORT=$((DEMO_PORT + 6))
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -w -m fast stop > /dev/null 2>&1 || true
 rm -rf "$PITR_DIR" "$PITR_DIR.run" && mkdir -p "$PITR_DIR.run" && chown postgres:postgres "$DEMO_DIR" "$PITR_DIR.run"
 # The restore runs as the server's OS user: it writes the data directory the second server starts from.
 runuser -u postgres -- backstop restore --repository "$DEMO_REPOSITORY" --cluster "$CLUSTER" \
-  --identity-file "$IDENTITY_FILE" --target-dir "$PITR_DIR" --target-time "$TARGET"
+  --identity-file "$IDENTITY_FILE" --trusted-key "$TRUSTED_KEY" --target-dir "$PITR_DIR" --target-time "$TARGET"
 runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -l "$DEMO_DIR/pitr.log" -w -t 120 start \
   -o "-p $PITR_PORT -c unix_socket_directories=$PITR_DIR.run -c listen_addresses='' -c archive_mode=off" > /dev/null
 for _ in $(seq 1 100); do

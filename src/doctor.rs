@@ -49,6 +49,7 @@ pub fn run_checks() -> Vec<Check> {
         archive_timeout_check(),
     ];
     checks.extend(repository_checks());
+    checks.push(crate::auth::check());
     checks.push(encryption_check());
     checks.push(archiver_failures_check());
     checks.push(archive_backlog_check());

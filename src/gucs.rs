@@ -21,6 +21,7 @@ pub enum CompressionSetting {
 
 static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static TRUSTED_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMPRESSION: GucSetting<CompressionSetting> = GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(Compression::DEFAULT_ZSTD_LEVEL);
 static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -74,6 +75,17 @@ pub fn init() {
             context(),
             GucFlags::default(),
             Some(check_cluster_name),
+            None,
+            None,
+        );
+        GucRegistry::define_string_guc_with_hooks(
+            c"backstop.trusted_keys",
+            c"Public keys (ed25519:<hex>, comma separated) whose signatures are accepted besides this cluster's own.",
+            c"The repository trusts only what this cluster signed; add the key of the cluster a restore came from, or the previous key after a rotation. Public keys: not secret.",
+            &TRUSTED_KEYS,
+            context(),
+            GucFlags::default(),
+            Some(check_trusted_keys),
             None,
             None,
         );
@@ -352,6 +364,14 @@ pub fn cluster_name() -> Option<String> {
     string_setting(&CLUSTER_NAME)
 }
 
+/// backstop.trusted_keys, parsed (the check hook has refused anything that does not parse).
+pub fn trusted_keys() -> Result<Vec<backstop_core::auth::PublicKey>, backstop_core::Error> {
+    match string_setting(&TRUSTED_KEYS) {
+        Some(text) => backstop_core::auth::PublicKey::parse_list(&text),
+        None => Ok(Vec::new()),
+    }
+}
+
 pub fn database() -> String {
     string_setting(&DATABASE).unwrap_or_else(|| "postgres".into())
 }
@@ -543,6 +563,15 @@ unsafe extern "C-unwind" fn check_cluster_name(
             Err("backstop.cluster_name takes up to 128 letters, digits, '-', '_' or '.', not starting with '.'".into())
         }
     })
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn check_trusted_keys(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    check_string(newval, |text| backstop_core::auth::PublicKey::parse_list(text).map(|_| ()).map_err(|e| e.to_string()))
 }
 
 #[pg_guard]

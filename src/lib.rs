@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod archive;
 mod archive_stats;
+mod auth;
 mod backups;
 mod doctor;
 mod drills;

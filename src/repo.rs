@@ -1,5 +1,6 @@
 //! Opening this cluster's repository from the settings.
 
+use backstop_core::auth::{SigningKey, Trust};
 use backstop_core::store::{self};
 use backstop_core::{ClusterIdentity, Error, Location, Repository};
 use pgrx::prelude::*;
@@ -27,12 +28,27 @@ pub fn location() -> Result<Location, Error> {
     gucs::repository().ok_or(Error::NotConfigured("backstop.repository"))?.parse()
 }
 
+/// The data directory: where the signing key lives.
+pub fn data_dir() -> std::path::PathBuf {
+    let dir = unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) };
+    std::path::PathBuf::from(dir.to_string_lossy().into_owned())
+}
+
+/// This cluster's signing key, created on first use (the server runs in its data directory as
+/// its owner: the only process that may create it).
+pub fn signing_key() -> Result<SigningKey, Error> {
+    backstop_core::auth::load_or_create_signing_key(&data_dir())
+}
+
+/// The repository, signing with this cluster's key and trusting it and backstop.trusted_keys.
 pub fn open() -> Result<Repository, Error> {
     let location = location()?;
     let codec = gucs::codec_settings()?;
     let s3 = gucs::s3_options();
     let store = io::block_on(store::open(&location, &s3))?;
-    Repository::new(store, &cluster_namespace(), codec)
+    Ok(Repository::new(store, &cluster_namespace(), codec)?
+        .with_signer(signing_key()?)
+        .with_trust(Trust::new(gucs::trusted_keys()?)))
 }
 
 /// The repository with this cluster's ownership checked, and the identities that let it read

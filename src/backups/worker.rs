@@ -112,8 +112,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     let cancel = CancellationToken::new();
     let task = {
         // Packs may use their own zstd level; manifests and WAL keep the repository's.
-        let repository =
-            Repository::new(repository.store().clone(), repository.cluster(), gucs::base_backup_codec_settings()?)?;
+        let repository = repository.clone().with_codec(gucs::base_backup_codec_settings()?);
         let progress = progress.clone();
         let cancel = cancel.clone();
         io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })
@@ -280,8 +279,8 @@ fn wait_for_wal(
     loop {
         let mut still = Vec::new();
         for name in pending {
-            let path = WalFileName::parse(&name)?.object_path();
-            if io::block_on(repository.store().head(&repository.key(&path)))?.is_none() {
+            let path = backstop_core::layout::wal(&WalFileName::parse(&name)?);
+            if io::block_on(repository.head(&path))?.is_none() {
                 still.push(name);
             }
         }

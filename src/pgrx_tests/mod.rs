@@ -4,6 +4,7 @@
 // run concurrently in one server and across runs, so each claims namespaces of its own that include
 // the system identifier of this run's server.
 
+mod authentication;
 mod backups;
 mod doctor;
 mod privileges;

@@ -23,21 +23,39 @@ mod tests {
 
     fn manifest_file(schema: &str, table: &str, id: &str) -> std::path::PathBuf {
         let repository = repo::open().unwrap();
-        let path = backstop_core::snapshot::manifest_path(schema, table, &SnapshotId::parse(id).unwrap());
+        let path = backstop_core::layout::snapshot_manifest(schema, table, &SnapshotId::parse(id).unwrap());
         std::path::Path::new("/tmp/backstop-pgrx-test-repo").join(repository.key(&path))
     }
 
-    /// Rewrites a stored manifest as someone with write access to the bucket could: valid object
-    /// encoding and checksums, contents of their choosing.
-    fn tamper_manifest(schema: &str, table: &str, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+    /// Rewrites a stored manifest with contents of the writer's choosing, signed by `signer`: valid
+    /// object encoding and checksums. A random key is what someone with write access to the bucket
+    /// has; the cluster's own key (None) stands for a leaked key or a bug of ours, and lets the
+    /// checks behind the signature be tested on their own.
+    fn forge_manifest(
+        schema: &str,
+        table: &str,
+        id: &str,
+        signer: Option<backstop_core::auth::SigningKey>,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) {
         let file = manifest_file(schema, table, id);
         let repository = repo::open().unwrap();
-        let relative = backstop_core::snapshot::manifest_path(schema, table, &SnapshotId::parse(id).unwrap());
+        let relative = backstop_core::layout::snapshot_manifest(schema, table, &SnapshotId::parse(id).unwrap());
         let plain = io::block_on(repository.get_bytes(&relative)).unwrap();
         let mut json: serde_json::Value = serde_json::from_slice(&plain).unwrap();
         edit(&mut json);
-        let (encoded, _) = codec::encode_to_vec(&CodecSettings::plain(), &serde_json::to_vec(&json).unwrap()).unwrap();
+        let sign = codec::SignWith {
+            key: signer.unwrap_or_else(|| repo::signing_key().unwrap()),
+            object_key: repository.key(&relative),
+        };
+        let (encoded, _) =
+            codec::encode_to_vec(&CodecSettings::plain(), &serde_json::to_vec(&json).unwrap(), Some(&sign)).unwrap();
         std::fs::write(file, encoded).unwrap();
+    }
+
+    /// [`forge_manifest`] with the cluster's own key.
+    fn tamper_manifest(schema: &str, table: &str, id: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        forge_manifest(schema, table, id, None, edit)
     }
 
     fn no_forged_role() -> bool {
@@ -61,6 +79,22 @@ mod tests {
             json["table"]["constraints"].as_array().unwrap().iter().position(|c| c["kind"] == "c").unwrap()
         };
 
+        // Written into the bucket by someone without the cluster's signing key: refused before a
+        // byte of it is parsed, whatever the caller opts into.
+        forge_manifest("public", "forge_me", &id, Some(backstop_core::auth::SigningKey::generate()), |m| {
+            let at = check_at(m);
+            m["table"]["constraints"][at]["definition"] = INJECTION.into();
+            m.as_object_mut().unwrap().remove("authentication");
+        });
+        for extra in ["", ", trust_unauthenticated => true"] {
+            let error = restore(extra).expect("refused");
+            assert!(error.starts_with("XX001") && error.contains("is not authenticated"), "{error}");
+            assert!(error.contains("not trusted here"), "{error}");
+        }
+        assert!(no_forged_role());
+        assert!(!truth("SELECT to_regclass('public.forged') IS NOT NULL"), "nothing was created");
+
+        // Behind the signature, the manifest's own checks hold on their own (defence in depth).
         // Altered behind the cluster's back, authentication left in place: refused outright.
         tamper_manifest("public", "forge_me", &id, |m| {
             let at = check_at(m);
@@ -130,7 +164,8 @@ mod tests {
              CREATE TABLE public.sp_checked (id int PRIMARY KEY, n int CHECK (is_positive(n)));
              INSERT INTO public.sp_checked SELECT g, g FROM generate_series(1, 3) g;");
         let id = one_text("SELECT backstop.snapshot_table('public.sp_checked')");
-        let relative = backstop_core::snapshot::manifest_path("public", "sp_checked", &SnapshotId::parse(&id).unwrap());
+        let relative =
+            backstop_core::layout::snapshot_manifest("public", "sp_checked", &SnapshotId::parse(&id).unwrap());
         let manifest = io::block_on(repo::open().unwrap().get_bytes(&relative)).unwrap();
         let text = String::from_utf8_lossy(&manifest);
         assert!(text.contains("sp_lib.is_positive(n)"), "the CHECK names its schema: {text}");
@@ -303,8 +338,9 @@ mod tests {
             ..Default::default()
         };
         let store = io::block_on(backstop_core::store::s3::S3Store::connect("silent", "", &options)).unwrap();
-        let repository =
-            backstop_core::Repository::new(std::sync::Arc::new(store), "silent", CodecSettings::plain()).unwrap();
+        let repository = backstop_core::Repository::new(std::sync::Arc::new(store), "silent", CodecSettings::plain())
+            .unwrap()
+            .with_signer(backstop_core::auth::SigningKey::generate());
         (listener, repository)
     }
 
@@ -366,8 +402,11 @@ mod tests {
             let _ = io::block_on(async {
                 let mut writer = repository
                     .writer(
-                        "snapshots/t/snap_00000001/data.parquet",
-                        backstop_core::repository::ObjectClass::Data,
+                        &backstop_core::layout::snapshot_data(
+                            "public",
+                            "t",
+                            &SnapshotId::parse("snap_00000001").unwrap(),
+                        ),
                         backstop_core::WriteMode::Overwrite,
                     )
                     .await?;

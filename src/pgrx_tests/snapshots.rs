@@ -34,7 +34,7 @@ mod tests {
 
     fn data_file(schema: &str, table: &str, id: &str) -> std::path::PathBuf {
         let repository = repo::open().unwrap();
-        let path = backstop_core::snapshot::data_path(schema, table, &SnapshotId::parse(id).unwrap());
+        let path = backstop_core::layout::snapshot_data(schema, table, &SnapshotId::parse(id).unwrap());
         std::path::Path::new("/tmp/backstop-pgrx-test-repo").join(repository.key(&path))
     }
 

@@ -12,7 +12,7 @@ use backstop_core::snapshot::copyback::{self, CopybackPlan};
 use backstop_core::snapshot::manifest::{Authenticity, CreateOptions, SnapshotManifest};
 use backstop_core::snapshot::parquet_file::read_batches;
 use backstop_core::snapshot::stored::{self, StoredSnapshot};
-use backstop_core::snapshot::{self as layout, qualified_name, quote_ident, SnapshotId};
+use backstop_core::snapshot::{qualified_name, quote_ident, SnapshotId};
 use backstop_core::{Error, Repository};
 use ddl::Statement;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
@@ -281,7 +281,7 @@ fn verify_snapshot(
         }
     })?;
     file.rewind().map_err(|e| Error::io("rewind", &dir, e))?;
-    let key = repository.key(&layout::data_path(&snapshot.schema, &snapshot.table, &snapshot.id));
+    let key = repository.key(&backstop_core::layout::snapshot_data(&snapshot.schema, &snapshot.table, &snapshot.id));
     let (reader, rows) = read_batches(&key, file, &manifest.table, LOAD_BATCH_ROWS)?;
     if rows != manifest.rows {
         return Err(Error::Corrupt {

@@ -7,7 +7,6 @@ pub mod reader;
 
 use std::time::{Duration, Instant};
 
-use backstop_core::repository::ObjectClass;
 use backstop_core::snapshot::content::ContentDigest;
 use backstop_core::snapshot::manifest::{DataObject, SnapshotManifest, MANIFEST_FORMAT_VERSION};
 use backstop_core::snapshot::parquet_file::ParquetSink;
@@ -45,7 +44,7 @@ fn snapshot_table(table: PgRelation) -> String {
     let context = current_context();
     notice(&format!("snapshot {id} of {}: reading rows into {}", def.qualified_name(), repository.describe()));
 
-    let data_path = layout::data_path(&def.schema, &def.name, &id);
+    let data_path = backstop_core::layout::snapshot_data(&def.schema, &def.name, &id);
     // The backend reads rows into Arrow batches; an I/O thread checksums, encodes and uploads them
     // meanwhile. A bounded channel keeps at most a few batches in flight.
     let (batches, receiver) = tokio::sync::mpsc::channel(2);
@@ -156,13 +155,12 @@ struct Encoded {
 /// groups into the data object's upload. Publishes the object only after the final `None`.
 fn encode_and_upload(
     repository: &Repository,
-    data_path: &str,
+    data_path: &backstop_core::ObjectPath,
     table: &backstop_core::snapshot::TableDef,
     mut batches: tokio::sync::mpsc::Receiver<Option<arrow_array::RecordBatch>>,
 ) -> Result<Encoded, Error> {
     let runtime = tokio::runtime::Handle::current();
-    let mut writer =
-        runtime.block_on(repository.writer(data_path, ObjectClass::CompressedData, WriteMode::CreateNew))?;
+    let mut writer = runtime.block_on(repository.writer(data_path, WriteMode::CreateNew))?;
     let mut sink = ParquetSink::new(table)?;
     let mut digest = ContentDigest::default();
     loop {

@@ -45,6 +45,10 @@ pub struct RepositoryArgs {
     /// one.
     #[arg(long = "trusted-key", env = "BACKSTOP_TRUSTED_KEYS", value_delimiter = ',')]
     pub trusted_keys: Vec<String>,
+    /// A data directory whose signing key (backstop_signing.key) is trusted too, when this user can
+    /// read it: the cluster's own key, for commands run beside the server. Defaults to $PGDATA.
+    #[arg(long, env = "BACKSTOP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// Read objects no trusted key signed (a repository written by backstop 0.2 and not adopted).
     /// Every such object is named in a warning; a restore made this way records that it was.
     #[arg(long, env = "BACKSTOP_TRUST_UNAUTHENTICATED")]
@@ -126,6 +130,7 @@ impl RepositoryArgs {
     /// Flags and environment win; the config file fills in what they left unset.
     pub fn resolve(&self) -> Result<(Self, ConfigFile), Error> {
         let config = ConfigFile::load(self.config.as_deref())?;
+        let data_dir = self.data_dir.clone().or_else(|| std::env::var_os("PGDATA").map(PathBuf::from));
         let resolved = RepositoryArgs {
             repository: self.repository.clone().or_else(|| config.get("repository")),
             cluster: self.cluster.clone().or_else(|| config.get("cluster")),
@@ -137,14 +142,25 @@ impl RepositoryArgs {
             },
             s3_ca_file: self.s3_ca_file.clone().or_else(|| config.get("s3_ca_file").map(PathBuf::from)),
             identity_file: self.identity_file.clone().or_else(|| config.get("identity_file").map(PathBuf::from)),
-            trusted_keys: if self.trusted_keys.is_empty() {
-                config
-                    .get("trusted_keys")
-                    .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
-                    .unwrap_or_default()
-            } else {
-                self.trusted_keys.clone()
+            trusted_keys: {
+                let mut keys: Vec<String> = if self.trusted_keys.is_empty() {
+                    config
+                        .get("trusted_keys")
+                        .map(|keys| keys.split(',').map(|k| k.trim().to_string()).filter(|k| !k.is_empty()).collect())
+                        .unwrap_or_default()
+                } else {
+                    self.trusted_keys.clone()
+                };
+                // The data directory's own key, passed on as a public key like the others (a
+                // restore writes them all into restore_command).
+                if let Some(key) = data_dir.as_deref().and_then(own_key) {
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+                keys
             },
+            data_dir,
             trust_unauthenticated: self.trust_unauthenticated || config.bool("trust_unauthenticated")?.unwrap_or(false),
             config: self.config.clone(),
         };
@@ -225,6 +241,17 @@ impl RepositoryArgs {
             None => Vec::new(),
         };
         Ok(Repository::new(store, &cluster, codec)?.with_identities(identities))
+    }
+}
+
+/// The public key of the signing key in `data_dir`, if there is one this user can read.
+fn own_key(data_dir: &Path) -> Option<String> {
+    match backstop_core::auth::load_signing_key(data_dir) {
+        Ok(key) => key.map(|k| k.public().to_string()),
+        Err(e) => {
+            eprintln!("backstop: the signing key of {} is not used: {e}", data_dir.display());
+            None
+        }
     }
 }
 

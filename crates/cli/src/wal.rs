@@ -60,10 +60,6 @@ pub struct FetchArgs {
 pub struct PushArgs {
     /// Path of the WAL file (%p); its name is the file name.
     pub path: PathBuf,
-    /// The data directory whose signing key (backstop_signing.key) signs what is pushed; by
-    /// default the one whose pg_wal holds the file.
-    #[arg(long, env = "BACKSTOP_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub repository: RepositoryArgs,
     #[command(flatten)]
@@ -280,10 +276,9 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
     }
     // Signed with the cluster's own key, as the server signs what it archives: created once, in
     // the data directory, if the server has not created it yet.
-    let data_dir = args
-        .data_dir
-        .clone()
-        .or_else(|| wal::control_file_for(&args.path).and_then(|c| c.parent()?.parent().map(Path::to_path_buf)))
+    let data_dir = wal::control_file_for(&args.path)
+        .and_then(|c| c.parent()?.parent().map(Path::to_path_buf))
+        .or_else(|| repository_args.data_dir.clone())
         .ok_or_else(|| Error::InvalidSetting {
             setting: "data-dir",
             reason: format!(

@@ -463,6 +463,8 @@ fn fetch_refuses_forged_and_swapped_segments_and_stops_recovery() {
         .args(["wal", "fetch", &name(1), genuine.to_str().unwrap(), "--cluster", &cluster])
         .env("BACKSTOP_REPOSITORY", format!("file://{}", setup.path("repo").display()))
         .env_remove("BACKSTOP_TRUSTED_KEYS")
+        .env_remove("BACKSTOP_DATA_DIR")
+        .env_remove("PGDATA")
         .env_remove("BACKSTOP_CONFIG")
         .output()
         .unwrap();

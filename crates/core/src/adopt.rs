@@ -161,13 +161,24 @@ pub async fn adopt(
         .filter(|p| !matches!(p.kind(), ObjectKind::Adoption | ObjectKind::Lease | ObjectKind::Probe))
         .collect();
     let total = candidates.len() as u64;
+    // What earlier adoptions vouched for: an object there whose bytes changed since was replaced
+    // behind the cluster's back, and is never adopted again.
+    let earlier = repository.adopted_objects().await?;
     let mut report = AdoptionReport::default();
     let mut objects = Vec::new();
     let mut done = 0u64;
+    let earlier = &earlier;
     let mut checks = futures::stream::iter(candidates.into_iter().map(|path| async move {
         // Already authenticated (signed by a trusted key, or adopted before): nothing to do.
         match repository.read_trailer(&path).await {
             Ok(_) => return (path, Ok(None)),
+            Err(Error::Unauthenticated { .. }) if earlier.contains_key(path.as_str()) => {
+                let replaced = Error::Unauthenticated {
+                    key: repository.key(&path),
+                    reason: "it was replaced after an earlier adoption vouched for it".into(),
+                };
+                return (path, Err(replaced));
+            }
             Err(Error::Unauthenticated { .. }) => {}
             Err(e) => return (path, Err(e)),
         }

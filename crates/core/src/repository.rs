@@ -402,7 +402,7 @@ impl Repository {
 
     /// The unsigned objects adoption records vouch for, loaded once per repository handle. The
     /// records are themselves signed objects, read through this same path.
-    async fn adopted_objects(&self) -> Result<Adopted> {
+    pub(crate) async fn adopted_objects(&self) -> Result<Adopted> {
         if let Some(adopted) = self.adopted.lock().expect("adopted lock").clone() {
             return Ok(adopted);
         }
