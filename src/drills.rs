@@ -244,7 +244,15 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     let mut throwaway =
         Throwaway { dir: gucs::drill_directory().join(format!("backstop-drill-{}", request.id)), started: false };
     let _ = std::fs::remove_dir_all(&throwaway.dir);
-    std::fs::create_dir_all(&throwaway.dir).map_err(|e| Error::io("create", &throwaway.dir, e))?;
+    // Created fresh and private (0700), never reused: create_dir fails if anything (a directory
+    // or a symlink another local user planted) took the name meanwhile.
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&throwaway.dir)
+            .map_err(|e| Error::io("create (fresh, 0700)", &throwaway.dir, e))?;
+    }
     let marker = throwaway.dir.join(OWNER_FILE);
     std::fs::write(&marker, this_data_dir()).map_err(|e| Error::io("write", &marker, e))?;
     phase(status, "restoring the newest base backup");

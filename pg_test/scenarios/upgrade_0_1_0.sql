@@ -1,8 +1,8 @@
 -- Upgrading keeps the data: backstop 0.1.0 (created from the SQL it shipped with,
 -- sql/released/backstop--0.1.0.sql) is filled the way a DBA's would be (a guided restore, a
--- schedule, job history, an operator's grant), then ALTER EXTENSION backstop UPDATE moves it to
--- 0.2.0. Every row and grant is still there, the new functions carry backstop's privileges, and
--- the upgraded catalog is exactly a fresh 0.2.0 install's.
+-- schedule, job history, an operator's grant), then ALTER EXTENSION backstop UPDATE moves it
+-- through 0.2.0 to 0.3.0. Every row and grant is still there, the new functions carry backstop's
+-- privileges, and the upgraded catalog is exactly a fresh install's.
 SET client_min_messages = error;
 CREATE EXTENSION backstop VERSION '0.1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'backstop';
@@ -49,20 +49,22 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
 -- Every 0.1.0 privilege is intact; the new functions have backstop's: none for PUBLIC, EXECUTE for
 -- backstop_admin.
 SELECT (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
-          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT LIKE 'logical%') = :'function_acl_md5' AS function_grants_intact,
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository')) = :'function_acl_md5' AS function_grants_intact,
        (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact,
        (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'backstop') = :'schema_acl' AS schema_grants_intact;
 SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,
        EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS public_may
-  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname LIKE 'logical%' ORDER BY 1;
+  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository') ORDER BY 1;
 -- The upgraded data still works: the validated restore still gates its copy-back plan, the
 -- schedule still fires at local time, and the new functions run.
 SELECT count(*) > 0 AS copyback_plan_available FROM backstop.copyback_plan('orders_recovered');
 SELECT name, job, time_zone FROM backstop.schedules;
 SELECT state, rows FROM backstop.logical_backup();
+SELECT backstop.repository_key() ~ '^ed25519:[0-9a-f]{64}$' AS has_a_public_key;
+SELECT adopted, refused FROM backstop.adopt_repository();
 
--- The upgraded catalog is exactly what CREATE EXTENSION makes for 0.2.0: every function (arguments,
+-- The upgraded catalog is exactly what CREATE EXTENSION makes for this version: every function (arguments,
 -- result, volatility, symbol, privileges), every relation (columns, defaults, constraints,
 -- indexes, views, privileges) and every member of the extension.
 \i pg_test/lib/catalog_fingerprint.sql

@@ -73,7 +73,7 @@ mod tests {
         let refused = io::block_on(repository.get_bytes(&segment_path(1))).unwrap_err();
         assert!(matches!(refused, backstop_core::Error::Unauthenticated { .. }), "{refused}");
         let doctor =
-            one_text("SELECT status || ': ' || detail FROM backstop.doctor() WHERE name = 'repository_signing'");
+            one_text("SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'repository_signing'");
         assert!(doctor.starts_with("warn") && doctor.contains("not adopted"), "{doctor}");
 
         let (adopted, refused_count, record) =
@@ -91,7 +91,7 @@ mod tests {
             io::block_on(repository.get_bytes(&broken)),
             Err(backstop_core::Error::Unauthenticated { .. })
         ));
-        let doctor = one_text("SELECT status FROM backstop.doctor() WHERE name = 'repository_signing'");
+        let doctor = one_text("SELECT status FROM backstop.doctor() WHERE \"check\" = 'repository_signing'");
         assert_eq!(doctor, "ok");
 
         // After the adoption: an unsigned object added, or an adopted one replaced, is refused.

@@ -107,6 +107,11 @@ pub async fn prepare(
     let spool_text = spool.to_str().filter(|s| !s.contains(['\'', '"', '\\', '\n'])).ok_or_else(|| {
         Error::InvalidInput(format!("the drill directory {} has characters a shell command cannot hold", dir.display()))
     })?;
+    // The drill's server runs nothing the backup configured: its postgresql.auto.conf (preload
+    // libraries, archive_command, includes) is replaced by the drill's own recovery settings, and
+    // the extension gives it its own postgresql.conf and pg_hba.conf.
+    let auto_conf = data_dir.join("postgresql.auto.conf");
+    crate::store::file::write_file_atomically(&auto_conf, b"# written by the backstop pitr drill\n")?;
     let settings = [
         ("restore_command", format!("cp \"{spool_text}/%f\" \"%p\"")),
         ("recovery_target_timeline", "latest".to_string()),

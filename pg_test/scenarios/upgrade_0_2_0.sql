@@ -1,0 +1,62 @@
+-- Upgrading keeps the data: backstop 0.2.0 (created from the SQL it shipped with,
+-- sql/released/backstop--0.2.0.sql) is filled the way a DBA's would be (a guided restore, a
+-- schedule, job history, an operator's grant), then ALTER EXTENSION backstop UPDATE moves it to
+-- 0.3.0. Every row and grant is still there, the new functions carry backstop's privileges, the
+-- repository is signed from then on, and the upgraded catalog is exactly a fresh install's.
+SET client_min_messages = error;
+CREATE EXTENSION backstop VERSION '0.2.0';
+SELECT extversion FROM pg_extension WHERE extname = 'backstop';
+SELECT count(*) AS key_functions_in_0_2_0 FROM pg_proc WHERE pronamespace = 'backstop'::regnamespace AND proname IN ('repository_key', 'adopt_repository');
+
+CREATE TABLE orders (id int PRIMARY KEY, customer text);
+INSERT INTO orders SELECT g, 'c' || g FROM generate_series(1, 500) g;
+SELECT backstop.snapshot_table('orders') ~ '^snap_' AS snapshot_taken;
+DELETE FROM orders WHERE id > 400;
+SELECT backstop.restore_table('orders') AS rows_restored;
+SELECT bool_and(passed) AS validated FROM backstop.restore_validate('orders_recovered');
+SELECT name FROM backstop.schedule('nightly-orders', '0 2 * * *', 'snapshot', '{"tables": ["public.orders"]}');
+SELECT state FROM backstop.run_job('expire', '{"dry_run": true, "snapshots": {"keep_last": 3}}');
+CREATE ROLE upgrade_operator LOGIN IN ROLE backstop_admin;
+GRANT SELECT ON orders, orders_recovered TO upgrade_operator;
+
+SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backstop.restores r) AS restores_md5,
+       (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) AS job_runs_md5,
+       (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) AS schedules_md5,
+       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) AS function_acl_md5,
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+          FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) AS relation_acl_md5
+\gset
+
+ALTER EXTENSION backstop UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'backstop';
+SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backstop.restores r) = :'restores_md5' AS restores_intact,
+       (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) = :'job_runs_md5' AS job_runs_intact,
+       (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) = :'schedules_md5' AS schedules_intact,
+       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('repository_key', 'adopt_repository')) = :'function_acl_md5' AS function_grants_intact,
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+          FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact;
+SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,
+       EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS public_may
+  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('repository_key', 'adopt_repository') ORDER BY 1;
+
+-- The upgraded extension works on what was there: the snapshot taken before the update restores,
+-- the repository needs no adoption (this server signed it), and doctor says so.
+SELECT backstop.repository_key() ~ '^ed25519:[0-9a-f]{64}$' AS has_a_public_key;
+SELECT adopted, refused FROM backstop.adopt_repository();
+SELECT status FROM backstop.doctor() WHERE "check" = 'repository_signing';
+SELECT backstop.restore_table('orders', target_table => 'orders_again') AS rows_restored_after_update;
+SELECT count(*) > 0 AS copyback_plan_available FROM backstop.copyback_plan('orders_recovered');
+
+\i pg_test/lib/catalog_fingerprint.sql
+SELECT * FROM catalog_fingerprint \gset upgraded_
+CREATE DATABASE fresh_install;
+\c fresh_install
+SET client_min_messages = error;
+CREATE EXTENSION backstop;
+SELECT extversion FROM pg_extension WHERE extname = 'backstop';
+\i pg_test/lib/catalog_fingerprint.sql
+SELECT functions = :'upgraded_functions' AS same_functions, relations = :'upgraded_relations' AS same_relations,
+       members = :upgraded_members AS same_members
+  FROM catalog_fingerprint;
