@@ -21,6 +21,7 @@ pub enum CompressionSetting {
 
 static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+static RESTORED_FROM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TRUSTED_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMPRESSION: GucSetting<CompressionSetting> = GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(Compression::DEFAULT_ZSTD_LEVEL);
@@ -77,6 +78,14 @@ pub fn init() {
             Some(check_cluster_name),
             None,
             None,
+        );
+        GucRegistry::define_string_guc(
+            c"backstop.restored_from",
+            c"Set by backstop restore on a restored copy: what it was restored from.",
+            c"While set (and backstop.cluster_name is not), nothing is written into or deleted from the repository namespace the copy shares with the cluster it was restored from. Reset it when the copy replaces the primary.",
+            &RESTORED_FROM,
+            context(),
+            GucFlags::default(),
         );
         GucRegistry::define_string_guc_with_hooks(
             c"backstop.trusted_keys",
@@ -362,6 +371,11 @@ pub fn repository() -> Option<String> {
 
 pub fn cluster_name() -> Option<String> {
     string_setting(&CLUSTER_NAME)
+}
+
+/// backstop.restored_from: set on a copy `backstop restore` made (unless --as-primary).
+pub fn restored_from() -> Option<String> {
+    string_setting(&RESTORED_FROM)
 }
 
 /// backstop.trusted_keys, parsed (the check hook has refused anything that does not parse).

@@ -46,9 +46,18 @@ pub fn open() -> Result<Repository, Error> {
     let codec = gucs::codec_settings()?;
     let s3 = gucs::s3_options();
     let store = io::block_on(store::open(&location, &s3))?;
-    Ok(Repository::new(store, &cluster_namespace(), codec)?
+    let repository = Repository::new(store, &cluster_namespace(), codec)?
         .with_signer(signing_key()?)
-        .with_trust(Trust::new(gucs::trusted_keys()?)))
+        .with_trust(Trust::new(gucs::trusted_keys()?));
+    // A restored copy shares its namespace (its system identifier) with the cluster it came from:
+    // it may read it (restore a table), never write or expire into it.
+    Ok(match (gucs::restored_from(), gucs::cluster_name()) {
+        (Some(from), None) => repository.read_only(format!(
+            "this cluster is a restored copy ({from}), and {} is the namespace of the cluster it was restored from",
+            cluster_namespace()
+        )),
+        _ => repository,
+    })
 }
 
 /// The repository with this cluster's ownership checked, and the identities that let it read

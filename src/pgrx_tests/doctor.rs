@@ -34,7 +34,9 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 22, "{checks:?}");
+        assert_eq!(checks.len(), 23, "{checks:?}");
+        assert_eq!(status(&checks, "repository_signing"), "ok");
+        assert!(checks["repository_signing"].1.contains("ed25519:"), "{:?}", checks["repository_signing"]);
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
         assert_eq!(status(&checks, "wal_level"), "ok");
         assert_eq!(status(&checks, "archive_mode"), "ok");
@@ -71,7 +73,7 @@ mod tests {
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 22);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 23);
     }
 
     #[pg_test]
@@ -106,7 +108,10 @@ mod tests {
 
     #[pg_test]
     fn doctor_checks_who_owns_the_repository() {
-        Spi::run("SET backstop.cluster_name = 'owned-by-someone-else'").unwrap();
+        // Fixed names: clear what an earlier run's server (another signing key) left there.
+        let namespace = format!("owned-by-someone-else-{}", repo::system_identifier());
+        let _ = std::fs::remove_dir_all(std::path::Path::new("/tmp/backstop-pgrx-test-repo").join(&namespace));
+        Spi::run(&format!("SET backstop.cluster_name = '{namespace}'")).unwrap();
         let repository = repo::open().unwrap();
         io::block_on(repository.ensure_cluster(&ClusterIdentity {
             system_identifier: 42,

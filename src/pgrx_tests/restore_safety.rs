@@ -81,6 +81,7 @@ mod tests {
 
         // Written into the bucket by someone without the cluster's signing key: refused before a
         // byte of it is parsed, whatever the caller opts into.
+        let genuine = std::fs::read(manifest_file("public", "forge_me", &id)).unwrap();
         forge_manifest("public", "forge_me", &id, Some(backstop_core::auth::SigningKey::generate()), |m| {
             let at = check_at(m);
             m["table"]["constraints"][at]["definition"] = INJECTION.into();
@@ -93,6 +94,7 @@ mod tests {
         }
         assert!(no_forged_role());
         assert!(!truth("SELECT to_regclass('public.forged') IS NOT NULL"), "nothing was created");
+        std::fs::write(manifest_file("public", "forge_me", &id), genuine).unwrap();
 
         // Behind the signature, the manifest's own checks hold on their own (defence in depth).
         // Altered behind the cluster's back, authentication left in place: refused outright.

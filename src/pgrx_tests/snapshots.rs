@@ -184,11 +184,12 @@ mod tests {
             error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
         assert!(error.starts_with("XX001:"), "{error}");
 
-        // Another snapshot's (intact) object under this manifest.
+        // Another snapshot's (intact, signed) object under this manifest: its signature covers the
+        // path it was written under, so it is refused before a byte is read.
         std::fs::copy(&second_file, &first_file).unwrap();
         let error =
             error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
-        assert!(error.starts_with("XX001:") && error.contains("do not belong together"), "{error}");
+        assert!(error.starts_with("XX001:") && error.contains("is not authenticated"), "{error}");
         assert_eq!(count("SELECT count(*) FROM pg_class WHERE relname = 'bad_objects_recovered'"), 0);
 
         // recover skips the bad newest snapshot... here the bad one is the older: put it newest.

@@ -700,7 +700,9 @@ fn recover(
             }
             // Only damage moves on to an older snapshot; a full disk, a wrong key or an unreachable
             // store would fail the same way for every snapshot and is reported as what it is.
-            Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) if snapshot_id.is_none() => {
+            Err(e @ (Error::Corrupt { .. } | Error::Unauthenticated { .. } | Error::NotFound { .. }))
+                if snapshot_id.is_none() =>
+            {
                 pgrx::warning!("snapshot {} does not verify, trying an older one: {e}", snapshot.id);
             }
             Err(e) => raise(&e),

@@ -88,6 +88,11 @@ pub struct RestoreArgs {
     /// Make a standby: standby.signal instead of recovery.signal, no recovery target.
     #[arg(long)]
     pub standby: bool,
+    /// The restored cluster replaces the primary: keep its archiving and schedules. Without it a
+    /// restore is a copy: archive_mode off, the scheduler paused, and nothing written into or
+    /// deleted from the namespace it shares with the cluster it came from.
+    #[arg(long, conflicts_with = "standby")]
+    pub as_primary: bool,
     /// With --standby: the connection string to the primary, written to postgresql.auto.conf (mode
     /// 0600). Give a password through BACKSTOP_PRIMARY_CONNINFO or a passfile, never on the command
     /// line, where `ps` shows it.
@@ -348,6 +353,36 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
 
     // Recovery settings come from these arguments, never from the repository.
     let mut settings = vec![("restore_command", restore_command(&resolved, repository.cluster(), args.standby)?)];
+    // The restored cluster has a key of its own; it keeps trusting the one(s) this restore trusted.
+    if !resolved.trusted_keys.is_empty() {
+        settings.push(("backstop.trusted_keys", resolved.trusted_keys.join(",")));
+    }
+    if !args.standby && !args.as_primary {
+        let mut from = format!(
+            "backup {} restored {}",
+            manifest.id,
+            time_text(backstop_core::time::unix_seconds(SystemTime::now()))
+        );
+        if resolved.trust_unauthenticated {
+            from.push_str(", reading objects no trusted key signed (--trust-unauthenticated)");
+        }
+        settings.push(("archive_mode", "off".into()));
+        settings.push(("backstop.scheduler", "off".into()));
+        settings.push(("backstop.restored_from", from));
+    }
+    // What this restore trusted, kept with the restored cluster for whoever audits it later.
+    let record = serde_json::json!({
+        "backup_id": manifest.id,
+        "restored_at": time_text(backstop_core::time::unix_seconds(SystemTime::now())),
+        "repository": repository.describe(),
+        "trusted_keys": resolved.trusted_keys,
+        "trusted_unauthenticated": resolved.trust_unauthenticated,
+        "unauthenticated_objects_read": backstop_core::auth::unauthenticated_count(),
+        "as_primary": args.as_primary,
+        "standby": args.standby,
+    });
+    let record_path = args.target_dir.join("backstop_restore.json");
+    backstop_core::store::file::write_file_atomically(&record_path, record.to_string().as_bytes())?;
     if args.standby {
         if let Some(conninfo) = &args.primary_conninfo {
             settings.push(("primary_conninfo", conninfo.clone()));

@@ -49,6 +49,9 @@ pub enum Error {
     #[error("object {key} is not authenticated: {reason}; nothing of it was used")]
     Unauthenticated { key: String, reason: String },
 
+    #[error("cannot change {key}: {reason}")]
+    ReadOnly { key: String, reason: String },
+
     #[error("cannot write {key}: this process holds no signing key, and backstop writes only signed objects")]
     NoSigningKey { key: String },
 
@@ -119,6 +122,9 @@ impl Error {
             }
             Error::Unauthenticated { .. } => {
                 "Someone other than this cluster may have written it. If it was written by backstop 0.2 or earlier, run SELECT backstop.adopt_repository() once on the server; if the signing key was rotated, add the older public key to backstop.trusted_keys (CLI: --trusted-key); otherwise treat the repository as tampered with and restore from another copy."
+            }
+            Error::ReadOnly { .. } => {
+                "A restored copy writes nothing into the namespace it was restored from: give it one of its own (ALTER SYSTEM SET backstop.cluster_name = '...'), or, if it replaces the primary, ALTER SYSTEM RESET backstop.restored_from and reload."
             }
             Error::NoSigningKey { .. } => {
                 "Run it where the data directory and its backstop_signing.key are (the server, or backstop wal push with --data-dir)."

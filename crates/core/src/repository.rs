@@ -98,6 +98,9 @@ pub struct Repository {
     codec: CodecSettings,
     identities: Vec<age::x25519::Identity>,
     signer: Option<SigningKey>,
+    /// Why nothing may be written or deleted through this handle (a restored copy reading the
+    /// production namespace), if so.
+    read_only: Option<Arc<str>>,
     trust: Trust,
     /// Loaded on the first unsigned object met; cleared when an adoption is recorded.
     adopted: Arc<Mutex<Option<Adopted>>>,
@@ -133,6 +136,7 @@ impl Repository {
             codec,
             identities: Vec::new(),
             signer: None,
+            read_only: None,
             trust: Trust::default(),
             adopted: Arc::default(),
         })
@@ -148,6 +152,21 @@ impl Repository {
         self.trust = std::mem::take(&mut self.trust).with_key(key.public());
         self.signer = Some(key);
         self
+    }
+
+    /// Refuses every write and delete through this handle, saying `reason`.
+    pub fn read_only(mut self, reason: String) -> Self {
+        self.read_only = Some(reason.into());
+        self
+    }
+
+    fn check_writable(&self, path: &str) -> Result<()> {
+        match &self.read_only {
+            Some(reason) => {
+                Err(Error::ReadOnly { key: format!("{}/{path}", self.cluster), reason: reason.to_string() })
+            }
+            None => Ok(()),
+        }
     }
 
     /// The keys reads accept signatures from (the signer's own is kept).
@@ -208,6 +227,7 @@ impl Repository {
     }
 
     fn sign_with(&self, path: &ObjectPath) -> Result<SignWith> {
+        self.check_writable(path.as_str())?;
         let key = self.signer.clone().ok_or_else(|| Error::NoSigningKey { key: self.key(path) })?;
         Ok(SignWith { key, object_key: self.key(path) })
     }
@@ -616,6 +636,7 @@ impl Repository {
 
     /// Deletes an object (absent is success).
     pub async fn delete(&self, path: &ObjectPath) -> Result<()> {
+        self.check_writable(path.as_str())?;
         self.store.delete(&self.key(path)).await
     }
 
@@ -644,6 +665,7 @@ impl Repository {
     /// that [`ObjectPath::parse`] does not classify included).
     pub async fn delete_listed(&self, rel: &str) -> Result<()> {
         crate::store::validate_key(rel)?;
+        self.check_writable(rel)?;
         self.store.delete(&format!("{}/{rel}", self.cluster)).await
     }
 

@@ -119,3 +119,162 @@ async fn garage_backup_and_restore() {
     let scratch = tempfile::tempdir().unwrap();
     full_story(backend.store.clone(), scratch.path()).await;
 }
+
+fn restore_options(
+    target: &Path,
+    map: &[(u32, &Path)],
+    delta: bool,
+) -> backstop_core::backups::restore::RestoreOptions {
+    backstop_core::backups::restore::RestoreOptions {
+        target_dir: target.to_path_buf(),
+        tablespace_map: map.iter().map(|(oid, p)| (*oid, p.to_path_buf())).collect(),
+        delta,
+        parallel: 2,
+    }
+}
+
+async fn restore_with(
+    repository: &backstop_core::Repository,
+    manifest: &backstop_core::backups::BackupManifest,
+    options: &backstop_core::backups::restore::RestoreOptions,
+) -> backstop_core::Result<backstop_core::backups::restore::RestoreSummary> {
+    backstop_core::backups::restore::restore(
+        repository,
+        manifest,
+        options,
+        Arc::new(Default::default()),
+        &CancellationToken::new(),
+    )
+    .await
+}
+
+/// Design rule 13 behind the signature (a manifest of ours, or one signed with a leaked key): a
+/// restore writes only inside the directories it was given, with the owner's modes only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_cannot_make_a_restore_write_outside_its_target() {
+    use backstop_core::backups::manifest::{FileEntry, FileKind, Tablespace};
+    use std::os::unix::fs::PermissionsExt;
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let repository = repository(backend.store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    let full = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+    let key = "manifest";
+
+    // A file where the tablespace link belongs, a chunk longer than any chunk, a location with '..'.
+    let mut file_link = full.clone();
+    let mut entry = full.files.iter().find(|f| f.kind == FileKind::File && f.size > 0).unwrap().clone();
+    entry.path = "pg_tblspc/1".into();
+    file_link.tablespaces.push(Tablespace { oid: 1, location: "/tmp/x".into() });
+    file_link.files.push(entry);
+    assert!(file_link.validate(key).unwrap_err().to_string().contains("tablespace link"));
+    let mut long_chunk = full.clone();
+    let file = long_chunk.files.iter_mut().find(|f| !f.chunks.is_empty()).unwrap();
+    file.chunks[0].len = (backstop_core::backups::CHUNK_SIZE + 1) as u32;
+    assert!(long_chunk.validate(key).is_err());
+    let mut dotdot = full.clone();
+    dotdot.tablespaces.push(Tablespace { oid: 7, location: "/srv/../etc".into() });
+    assert!(dotdot.validate(key).unwrap_err().to_string().contains("invalid location"));
+
+    // A tablespace recorded at a location inside the target, or two inside one another: refused
+    // before anything is written.
+    let target = scratch.path().join("restored");
+    let mut inside = full.clone();
+    let space_dir = |oid: u32| FileEntry {
+        path: format!("pg_tblspc/{oid}"),
+        kind: FileKind::Dir,
+        mode: 0o700,
+        size: 0,
+        mtime_s: 0,
+        mtime_ns: 0,
+        inode: 0,
+        read_at: 0.0,
+        chunks: vec![],
+    };
+    inside.tablespaces.push(Tablespace { oid: 9, location: target.join("base").display().to_string() });
+    inside.files.push(space_dir(9));
+    let error = restore_with(&repository, &inside, &restore_options(&target, &[], false)).await.unwrap_err();
+    assert!(error.to_string().contains("inside one another"), "{error}");
+    let outer = scratch.path().join("outer");
+    let mut nested = full.clone();
+    nested.tablespaces.push(Tablespace { oid: 9, location: outer.display().to_string() });
+    nested.tablespaces.push(Tablespace { oid: 10, location: outer.join("inner").display().to_string() });
+    nested.files.extend([space_dir(9), space_dir(10)]);
+    let error = restore_with(&repository, &nested, &restore_options(&target, &[], false)).await.unwrap_err();
+    assert!(error.to_string().contains("inside tablespace"), "{error}");
+    // A delta restore writes only where it is told: an unmapped tablespace is refused.
+    let mut with_space = full.clone();
+    let live = scratch.path().join("live-tablespace");
+    fs::create_dir_all(&live).unwrap();
+    fs::write(live.join("PG_15_202209061"), b"a running cluster's").unwrap();
+    with_space.tablespaces.push(Tablespace { oid: 9, location: live.display().to_string() });
+    with_space.files.push(space_dir(9));
+    let error = restore_with(&repository, &with_space, &restore_options(&target, &[], true)).await.unwrap_err();
+    assert!(error.to_string().contains("not mapped"), "{error}");
+    assert_eq!(fs::read(live.join("PG_15_202209061")).unwrap(), b"a running cluster's", "untouched");
+    assert!(!target.exists(), "nothing was written");
+
+    // Recorded setuid, world-writable and sticky modes: restored with the owner's bits only.
+    let mut modes = with_space.clone();
+    for f in modes.files.iter_mut() {
+        f.mode = if f.kind == FileKind::Dir { 0o1777 } else { 0o6777 };
+    }
+    let mapped = scratch.path().join("mapped-tablespace");
+    restore_with(&repository, &modes, &restore_options(&target, &[(9, &mapped)], false)).await.unwrap();
+    for (path, _) in tree(&target) {
+        let metadata = fs::symlink_metadata(target.join(&path)).unwrap();
+        let mode = metadata.permissions().mode() & 0o7777;
+        assert!(metadata.file_type().is_symlink() || mode == 0o600 || mode == 0o700, "{path}: {mode:o}");
+    }
+    assert_eq!(fs::read_link(target.join("pg_tblspc/9")).unwrap(), mapped);
+    assert_eq!(fs::read(live.join("PG_15_202209061")).unwrap(), b"a running cluster's", "still untouched");
+}
+
+/// Nothing damaged is reused: an incremental does not reference a pack that is missing or not the
+/// length its signed trailer says (it reads those files again), and a full backup references no
+/// earlier pack at all, so it restores byte for byte whatever happened to the older ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_packs_are_never_referenced_by_a_new_backup() {
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let store = backend.store.clone();
+    let repository = repository(store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    let first = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+
+    // The only pack cut short: the incremental cannot reuse anything and reads every file again.
+    let cut = &first.packs[0];
+    let cut_key = repository.key(&backstop_core::layout::pack(&cut.id).unwrap());
+    let raw = read_object(&store, &cut_key).await;
+    store.put(&cut_key, raw[..raw.len() / 2].to_vec().into(), backstop_core::WriteMode::Overwrite).await.unwrap();
+    let incremental =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(first.clone()), t0 + Duration::from_secs(60))
+            .await;
+    assert!(!incremental.packs.iter().any(|p| p.id == cut.id), "the cut pack is not referenced");
+    assert_eq!(incremental.stats.files_reused, 0, "{:?}", incremental.stats);
+    let target = scratch.path().join("restored-incremental");
+    restore_to(&repository, &incremental.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+
+    // The incremental's pack flipped in place (same length: only a full read can tell): the next
+    // full backup references no earlier pack, so it restores byte for byte.
+    let flipped_key = repository.key(&backstop_core::layout::pack(&incremental.packs[0].id).unwrap());
+    let mut raw = read_object(&store, &flipped_key).await;
+    let middle = raw.len() / 2;
+    raw[middle] ^= 0x01;
+    store.put(&flipped_key, raw.into(), backstop_core::WriteMode::Overwrite).await.unwrap();
+    let full =
+        take_backup(&repository, &data, BackupKind::Full, Some(incremental.clone()), t0 + Duration::from_secs(120))
+            .await;
+    let earlier: Vec<&str> = first.packs.iter().chain(&incremental.packs).map(|p| p.id.as_str()).collect();
+    assert!(full.packs.iter().all(|p| !earlier.contains(&p.id.as_str())), "a full backup writes its own packs");
+    assert_eq!(full.stats.bytes_read, first.stats.bytes_read, "and reads every file");
+    let target = scratch.path().join("restored-full");
+    restore_to(&repository, &full.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+}

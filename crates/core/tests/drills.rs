@@ -74,9 +74,11 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
     assert!(settings.contains(&format!("restore_command = 'cp \"{}/wal/%f\" \"%p\"'", drill.display())), "{settings}");
     assert!(drill.join("data/recovery.signal").exists());
     assert!(drill.join("data/global/pg_control").exists());
-    // Apart from the recovery settings appended to postgresql.auto.conf and recovery.signal, the
-    // data directory is the backup's, byte for byte.
-    assert!(settings.starts_with("# auto\n"), "the backed-up settings are kept: {settings}");
+    // Nothing of the backup's postgresql.auto.conf survives (its commands and libraries would run
+    // as the server's user); apart from it and recovery.signal, the data directory is the
+    // backup's, byte for byte.
+    assert!(!settings.contains("# auto"), "the backed-up settings are replaced: {settings}");
+    assert!(settings.starts_with("# written by the backstop pitr drill\n"), "{settings}");
     fs::remove_file(drill.join("data/recovery.signal")).unwrap();
     fs::write(drill.join("data/postgresql.auto.conf"), "# auto\n").unwrap();
     assert_same(&drill.join("data"), &data);

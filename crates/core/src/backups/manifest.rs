@@ -80,7 +80,8 @@ pub struct Tablespace {
 /// A pack this backup needs, written by this backup or an earlier one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackRef {
-    /// SHA-256 of the SHA-256s of its chunks in order, hex: named by its content.
+    /// SHA-256 of the writing backup's random salt and the SHA-256s of its chunks in order, hex:
+    /// unique to the backup that wrote it (never the name of an older, possibly damaged, pack).
     pub id: String,
     /// Plain length.
     pub len: u64,
@@ -155,6 +156,14 @@ pub fn check_relative_path(path: &str) -> bool {
         && path.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
 }
 
+/// An absolute path without `.`, `..`, empty components or characters a tablespace_map line
+/// cannot hold.
+pub fn is_clean_absolute(path: &str) -> bool {
+    path.starts_with('/')
+        && !path.contains(['\0', '\n', '\r', '\\'])
+        && path[1..].split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
 pub(crate) fn is_sha256_hex(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -181,7 +190,7 @@ impl BackupManifest {
         }
         let mut oids = HashSet::new();
         for space in &self.tablespaces {
-            if !space.location.starts_with('/') || space.location.contains('\0') || !oids.insert(space.oid) {
+            if !is_clean_absolute(&space.location) || !oids.insert(space.oid) {
                 return Err(corrupt(key, format!("tablespace {} has an invalid location", space.oid)));
             }
         }
@@ -193,6 +202,10 @@ impl BackupManifest {
                 return Err(corrupt(key, format!("file path \"{}\" is invalid or repeated", file.path.escape_debug())));
             }
             if let Some(rest) = file.path.strip_prefix("pg_tblspc/") {
+                // pg_tblspc/<oid> itself is a link (or an in-place directory), never a file.
+                if !rest.contains('/') && file.kind != FileKind::Dir {
+                    return Err(corrupt(key, format!("{} is a file where a tablespace link belongs", file.path)));
+                }
                 // A tablespace is a recorded symlink target, or an in-place directory listed itself.
                 let oid = rest.split('/').next().unwrap_or("");
                 let recorded = oid.parse::<u32>().is_ok_and(|oid| oids.contains(&oid));
@@ -206,7 +219,10 @@ impl BackupManifest {
                 let pack = self.packs.get(chunk.pack as usize).ok_or_else(|| {
                     corrupt(key, format!("{} refers to pack #{} of {}", file.path, chunk.pack, self.packs.len()))
                 })?;
-                if !is_sha256_hex(&chunk.sha256) || chunk.offset + chunk.len as u64 > pack.len {
+                if !is_sha256_hex(&chunk.sha256)
+                    || chunk.len as usize > super::CHUNK_SIZE
+                    || chunk.offset + chunk.len as u64 > pack.len
+                {
                     return Err(corrupt(key, format!("{} has a chunk outside its pack", file.path)));
                 }
                 total += chunk.len as u64;

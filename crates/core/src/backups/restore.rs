@@ -100,6 +100,56 @@ impl Layout {
     }
 }
 
+/// Where each tablespace goes: mapped by the caller, or its recorded location; either must be a
+/// clean absolute path outside the target and every other tablespace. A delta restore touches only
+/// what the caller named, so every tablespace must be mapped (on the backup's own host its
+/// recorded location is the live cluster's tablespace).
+fn tablespace_locations(manifest: &BackupManifest, options: &RestoreOptions) -> Result<HashMap<u32, PathBuf>> {
+    let target = &options.target_dir;
+    let mut spaces: HashMap<u32, PathBuf> = HashMap::new();
+    for space in &manifest.tablespaces {
+        let location = match options.tablespace_map.get(&space.oid) {
+            Some(mapped) => mapped.clone(),
+            None if options.delta => {
+                return Err(invalid(format!(
+                    "tablespace {} of backup {} is not mapped: a delta restore writes and deletes only where it is \
+                     told, and {} may be a running cluster's tablespace; pass --tablespace-map {}=DIR",
+                    space.oid, manifest.id, space.location, space.oid
+                )))
+            }
+            None => PathBuf::from(&space.location),
+        };
+        let text = location.to_str().unwrap_or_default();
+        if !super::manifest::is_clean_absolute(text) {
+            return Err(invalid(format!(
+                "tablespace location {} must be an absolute path without '.', '..' or line breaks",
+                location.display()
+            )));
+        }
+        if location.starts_with(target) || target.starts_with(&location) {
+            return Err(invalid(format!(
+                "tablespace location {} and the target directory {} lie inside one another",
+                location.display(),
+                target.display()
+            )));
+        }
+        if let Some((other, _)) = spaces.iter().find(|(_, l)| l.starts_with(&location) || location.starts_with(l)) {
+            return Err(invalid(format!(
+                "tablespace location {} lies inside tablespace {other}'s, or it inside it",
+                location.display()
+            )));
+        }
+        spaces.insert(space.oid, location);
+    }
+    Ok(spaces)
+}
+
+/// Creates `path` and its missing parents owner-only (0700), as PostgreSQL wants its directories.
+fn create_private_dirs(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
 fn dir_is_empty(path: &Path) -> Result<bool> {
     match fs::read_dir(path) {
         Ok(mut entries) => Ok(entries.next().is_none()),
@@ -126,18 +176,7 @@ pub async fn restore(
             target.display()
         )));
     }
-    let mut spaces = HashMap::new();
-    for space in &manifest.tablespaces {
-        let location =
-            options.tablespace_map.get(&space.oid).cloned().unwrap_or_else(|| PathBuf::from(&space.location));
-        if location.to_str().is_none_or(|l| l.contains(['\n', '\r'])) {
-            return Err(invalid(format!(
-                "tablespace location {} cannot be written to tablespace_map",
-                location.display()
-            )));
-        }
-        spaces.insert(space.oid, location);
-    }
+    let spaces = tablespace_locations(manifest, options)?;
     for oid in options.tablespace_map.keys() {
         if !spaces.contains_key(oid) {
             return Err(invalid(format!(
@@ -161,7 +200,7 @@ pub async fn restore(
     // 1. Every pack must be there before anything is written.
     check_packs_present(repository, manifest).await?;
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
-    fs::create_dir_all(target).map_err(|e| Error::io("create", target, e))?;
+    create_private_dirs(target).map_err(|e| Error::io("create", target, e))?;
     // PostgreSQL refuses a data directory that others can read.
     fs::set_permissions(target, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod", target, e))?;
     crate::disk::check_room(target, if options.delta { 0 } else { total })?;
@@ -284,12 +323,12 @@ fn prepare(
     for entry in manifest.files.iter().filter(|f| f.kind == FileKind::Dir) {
         if let Some(oid) = layout.is_tablespace_link(&entry.path) {
             let location = &layout.spaces[&oid];
-            fs::create_dir_all(location).map_err(|e| Error::io("create", location, e))?;
+            create_private_dirs(location).map_err(|e| Error::io("create", location, e))?;
             fs::set_permissions(location, fs::Permissions::from_mode(0o700))
                 .map_err(|e| Error::io("chmod", location, e))?;
             let link = layout.target.join(&entry.path);
             if let Some(parent) = link.parent() {
-                fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+                create_private_dirs(parent).map_err(|e| Error::io("create", parent, e))?;
             }
             match fs::read_link(&link) {
                 Ok(existing) if existing == *location => {}
@@ -301,7 +340,7 @@ fn prepare(
             continue;
         }
         let dir = layout.resolve(&entry.path);
-        fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+        create_private_dirs(&dir).map_err(|e| Error::io("create", &dir, e))?;
     }
     let mut plan: std::collections::BTreeMap<u32, PackPlan> = Default::default();
     let mut slots: HashMap<(u32, u64), usize> = HashMap::new();
@@ -312,7 +351,7 @@ fn prepare(
         }
         let path = layout.resolve(&entry.path);
         if let Some(parent) = path.parent() {
-            fs::create_dir_all(parent).map_err(|e| Error::io("create", parent, e))?;
+            create_private_dirs(parent).map_err(|e| Error::io("create", parent, e))?;
         }
         let mut existing = if delta { fs::File::open(&path).ok() } else { None };
         let file = fs::OpenOptions::new()
@@ -492,7 +531,10 @@ fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
     if !label.starts_with("START WAL LOCATION: ") {
         return Err(invalid(format!("backup {}'s backup_label does not look like one", manifest.id)));
     }
-    crate::store::file::write_file_atomically(&layout.target.join("backup_label"), label.as_bytes())?;
+    let label_path = layout.target.join("backup_label");
+    crate::store::file::write_file_atomically(&label_path, label.as_bytes())?;
+    fs::set_permissions(&label_path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| Error::io("chmod", &label_path, e))?;
     let map_path = layout.target.join("tablespace_map");
     if layout.spaces.is_empty() {
         let _ = fs::remove_file(&map_path);
@@ -501,6 +543,8 @@ fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
         spaces.sort();
         let map: String = spaces.iter().map(|(oid, location)| format!("{oid} {}\n", location.display())).collect();
         crate::store::file::write_file_atomically(&map_path, map.as_bytes())?;
+        fs::set_permissions(&map_path, fs::Permissions::from_mode(0o600))
+            .map_err(|e| Error::io("chmod", &map_path, e))?;
     }
     dirs.push(layout.target.clone());
     for dir in dirs {
@@ -509,9 +553,14 @@ fn finish_files(layout: &Layout, manifest: &BackupManifest) -> Result<()> {
     Ok(())
 }
 
+/// Modes are the owner's only (0700 directories, 0600 files): no setuid, setgid or sticky bit and
+/// no access for others comes from a manifest, whatever it records.
 fn set_attributes(path: &Path, entry: &FileEntry) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(entry.mode & 0o7777))
-        .map_err(|e| Error::io("chmod", path, e))?;
+    let mode = match entry.kind {
+        FileKind::Dir => 0o700,
+        FileKind::File => 0o600,
+    };
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| Error::io("chmod", path, e))?;
     if entry.kind == FileKind::File {
         let mtime = UNIX_EPOCH + Duration::new(entry.mtime_s.max(0) as u64, entry.mtime_ns);
         let file = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("open", path, e))?;
@@ -618,7 +667,8 @@ pub fn choose_backup<'a>(
 }
 
 /// Removes recovery settings left in postgresql.auto.conf by an earlier restore (two targets at
-/// once stop PostgreSQL from starting), then appends `settings`.
+/// once stop PostgreSQL from starting) and every setting about to be written, then appends
+/// `settings`.
 pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, String)]) -> Result<()> {
     const OWNED: &[&str] = &[
         "restore_command",
@@ -631,6 +681,9 @@ pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, S
         "recovery_target_action",
         "recovery_target_timeline",
         "primary_conninfo",
+        // Commands recovery would run, set for another cluster's recovery: never carried over.
+        "recovery_end_command",
+        "archive_cleanup_command",
     ];
     let path = target.join("postgresql.auto.conf");
     let existing = match fs::read_to_string(&path) {
@@ -640,8 +693,10 @@ pub fn write_recovery_settings(target: &Path, header: &str, settings: &[(&str, S
     };
     let mut out = String::new();
     for line in existing.lines() {
-        let key = line.split(['=', ' ', '\t']).next().unwrap_or("").trim().to_ascii_lowercase();
-        if OWNED.contains(&key.as_str()) || line.starts_with("# backstop restore") {
+        // Indented or not: PostgreSQL reads both.
+        let key = line.trim_start().split(['=', ' ', '\t']).next().unwrap_or("").trim().to_ascii_lowercase();
+        let written = settings.iter().any(|(name, _)| name.eq_ignore_ascii_case(&key));
+        if OWNED.contains(&key.as_str()) || written || line.starts_with("# backstop restore") {
             continue;
         }
         out.push_str(line);
@@ -718,7 +773,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         fs::write(
             dir.path().join("postgresql.auto.conf"),
-            "work_mem = '64MB'\n# backstop restore: backup X\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01'\n",
+            "work_mem = '64MB'\n# backstop restore: backup X\nrestore_command = 'old'\nrecovery_target_time = '2020-01-01'\n  \trecovery_end_command = 'touch /tmp/x'\n   archive_mode = on\n",
         )
         .unwrap();
         write_recovery_settings(
@@ -727,10 +782,14 @@ mod tests {
             &[
                 ("restore_command", "backstop wal fetch '%f' \"%p\"".into()),
                 ("recovery_target_lsn", "0/3000000".into()),
+                ("archive_mode", "off".into()),
             ],
         )
         .unwrap();
         let text = fs::read_to_string(dir.path().join("postgresql.auto.conf")).unwrap();
+        // Indented settings are settings too: the restore's own replace them.
+        assert!(!text.contains("archive_mode = on") && text.contains("archive_mode = 'off'"), "{text}");
+        assert!(!text.contains("recovery_end_command"), "{text}");
         assert!(text.contains("work_mem = '64MB'"), "{text}");
         assert!(
             !text.contains("recovery_target_time") && !text.contains("'old'") && !text.contains("backup X"),

@@ -20,7 +20,7 @@
 //! Memory is bounded by the pipeline: one pack being filled, `parallel` packs uploading and one
 //! queued, whatever the size of a file or of the cluster.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -311,14 +311,18 @@ struct Packer {
     known: ChunkIndex,
     previous_known: ChunkIndex,
     open: Option<OpenPack>,
+    /// Mixed into every new pack's id: a pack this backup writes never shares its name with an
+    /// older one (which may be damaged, and would then make the upload fail as a conflict).
+    salt: [u8; 16],
 }
 
 impl Packer {
-    fn new(previous: Option<&BackupManifest>) -> Self {
+    /// `previous`'s chunks may be referenced, except those in the packs `damaged` lists.
+    fn new(previous: Option<&BackupManifest>, damaged: &HashSet<u32>) -> Self {
         let mut previous_known = ChunkIndex::new();
         if let Some(previous) = previous {
             for file in &previous.files {
-                for chunk in &file.chunks {
+                for chunk in file.chunks.iter().filter(|c| !damaged.contains(&c.pack)) {
                     if let Ok(hash) = hex::decode(&chunk.sha256) {
                         if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
                             previous_known.insert(hash, (chunk.pack, chunk.offset, chunk.len));
@@ -334,6 +338,7 @@ impl Packer {
             known: ChunkIndex::new(),
             previous_known,
             open: None,
+            salt: rand::random(),
         }
     }
 
@@ -381,7 +386,7 @@ impl Packer {
             return None;
         }
         let open = self.open.take().expect("checked");
-        let id = hex::encode(Sha256::digest(&open.hashes));
+        let id = hex::encode(Sha256::new().chain_update(self.salt).chain_update(&open.hashes).finalize());
         self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64 });
         Some(SealedPack { index: open.index, id, bytes: open.bytes })
     }
@@ -397,12 +402,16 @@ pub async fn copy_files(
     cancel: &CancellationToken,
 ) -> Result<Taken> {
     let parallel = options.parallel.max(1);
+    let damaged = match (&options.previous, options.kind) {
+        (Some(previous), super::BackupKind::Incremental) => unusable_packs(repository, previous).await?,
+        _ => HashSet::new(),
+    };
     let (sender, receiver) = mpsc::channel::<SealedPack>(1);
     let reader_cancel = cancel.child_token();
     let reader_progress = progress.clone();
     let reader = tokio::task::spawn_blocking({
         let reader_cancel = reader_cancel.clone();
-        move || read_all(options, reader_progress, sender, &reader_cancel)
+        move || read_all(options, &damaged, reader_progress, sender, &reader_cancel)
     });
     let uploads = mpsc_stream(receiver)
         .map(|pack| {
@@ -455,8 +464,32 @@ fn mpsc_stream<T: Send + 'static>(mut receiver: mpsc::Receiver<T>) -> impl futur
 
 type ReadResult = (Vec<FileEntry>, Vec<PackRef>, Vec<Tablespace>, BackupStats);
 
+/// The previous backup's packs an incremental must not reference: missing, not authenticated, or
+/// not the length the manifest records (each checked by its signed trailer: a head and two range
+/// reads, not a download). Their chunks are read from the data directory and stored anew.
+async fn unusable_packs(repository: &Repository, previous: &BackupManifest) -> Result<HashSet<u32>> {
+    // Owned inputs: the future is spawned, and borrowed items make it not general enough to be Send.
+    let checks = futures::stream::iter(previous.packs.clone().into_iter().enumerate().map(|(index, pack)| {
+        let repository = repository.clone();
+        async move { check_pack_usable(&repository, index, pack).await }
+    }))
+    .buffer_unordered(16);
+    let results: Vec<(u32, bool)> = checks.try_collect().await?;
+    Ok(results.into_iter().filter(|(_, usable)| !usable).map(|(index, _)| index).collect())
+}
+
+async fn check_pack_usable(repository: &Repository, index: usize, pack: PackRef) -> Result<(u32, bool)> {
+    let usable = match repository.read_trailer(&layout::pack(&pack.id)?).await {
+        Ok(trailer) => trailer.plain_len == pack.len,
+        Err(Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unauthenticated { .. }) => false,
+        Err(e) => return Err(e),
+    };
+    Ok((index as u32, usable))
+}
+
 fn read_all(
     options: TakeOptions,
+    damaged: &HashSet<u32>,
     progress: Arc<Progress>,
     sender: mpsc::Sender<SealedPack>,
     cancel: &CancellationToken,
@@ -469,10 +502,16 @@ fn read_all(
         .store(found.iter().map(|f| if f.kind == FileKind::File { f.meta.len() } else { 0 }).sum(), Ordering::Relaxed);
     let incremental = options.kind == super::BackupKind::Incremental;
     let previous_files: HashMap<&str, &FileEntry> = match (&options.previous, incremental) {
-        (Some(previous), true) => previous.files.iter().map(|f| (f.path.as_str(), f)).collect(),
+        (Some(previous), true) => previous
+            .files
+            .iter()
+            .filter(|f| f.chunks.iter().all(|c| !damaged.contains(&c.pack)))
+            .map(|f| (f.path.as_str(), f))
+            .collect(),
         _ => HashMap::new(),
     };
-    let mut packer = Packer::new(options.previous.as_ref());
+    // A full backup reads and writes everything: it references no pack of an earlier backup.
+    let mut packer = Packer::new(options.previous.as_ref().filter(|_| incremental), damaged);
     let mut stats = BackupStats::default();
     let mut files = Vec::with_capacity(found.len());
     let mut buffer = vec![0u8; CHUNK_SIZE];

@@ -193,7 +193,7 @@ async fn plan_snapshots(
             Err(crate::error::Error::NotFound { .. }) => None,
             // A manifest that is there but does not verify is kept, and so is its data: that is
             // for a DBA to look at, not for retention to erase.
-            Err(e @ crate::error::Error::Corrupt { .. }) => {
+            Err(e @ (crate::error::Error::Corrupt { .. } | crate::error::Error::Unauthenticated { .. })) => {
                 plan.held_back.push(format!(
                     "snapshot {}.{} {}: its manifest does not verify ({e}); kept",
                     snapshot.schema,
@@ -300,7 +300,7 @@ async fn plan_logical(
         if has_manifest {
             match manifest::read(repository, &database, &id).await {
                 Ok(m) => dir.manifest = Some(m),
-                Err(e @ crate::error::Error::Corrupt { .. }) => {
+                Err(e @ (crate::error::Error::Corrupt { .. } | crate::error::Error::Unauthenticated { .. })) => {
                     plan.held_back
                         .push(format!("logical backup {database} {id}: its manifest does not verify ({e}); kept"));
                     continue;

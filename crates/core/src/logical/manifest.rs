@@ -194,7 +194,9 @@ pub async fn list(repository: &Repository, database: Option<&str>) -> Result<Vec
     for (database, id) in list_ids(repository, database).await? {
         let manifest = match read(repository, &database, &id).await {
             Ok(manifest) => Ok(manifest),
-            Err(e @ (Error::Corrupt { .. } | Error::NotFound { .. })) => Err(e.to_string()),
+            Err(e @ (Error::Corrupt { .. } | Error::Unauthenticated { .. } | Error::NotFound { .. })) => {
+                Err(e.to_string())
+            }
             Err(e) => return Err(e),
         };
         out.push(Listed { database, id, manifest });
