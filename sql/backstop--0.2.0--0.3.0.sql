@@ -6,7 +6,9 @@
 -- adopt_repository() vouches once for the unsigned objects 0.2.0 wrote. Nothing existing changes
 -- shape: backstop.restores, backstop.job_runs and backstop.schedules keep every row and grant. The
 -- new functions get the privileges every backstop function has (sql/privileges.sql): none for
--- PUBLIC, EXECUTE for backstop_admin.
+-- PUBLIC, EXECUTE for backstop_admin. Base backups, expire, the PITR drill and logical backups now
+-- need superuser or the new role backstop_operator (a member of backstop_admin and of
+-- pg_read_all_data).
 -- The definitions are those cargo pgrx schema generates for 0.3.0 (src/auth.rs); the upgrade test
 -- compares the upgraded catalog with a fresh 0.3.0 install, so a drift here fails it.
 
@@ -25,6 +27,29 @@ CREATE FUNCTION "repository_key"() RETURNS TEXT /* alloc::string::String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'repository_key_wrapper';
+
+-- backstop_operator, as sql/privileges.sql creates it for a fresh install.
+-- backstop_operator: who may run what reads every table or removes what others stored (base
+-- backups, expire, the PITR drill, logical backups and their drill). A base backup holds pg_authid
+-- and the server's configuration, so the role says so in its grant: it is a member of
+-- pg_read_all_data. Membership is granted by a superuser, explicitly. An existing role of that name
+-- is adopted only if it is a plain group role, as backstop_admin is.
+DO $$
+DECLARE
+    existing pg_catalog.pg_roles%ROWTYPE;
+BEGIN
+    SELECT * INTO existing FROM pg_catalog.pg_roles WHERE rolname = 'backstop_operator';
+    IF NOT FOUND THEN
+        CREATE ROLE backstop_operator NOLOGIN;
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole OR existing.rolcreatedb
+          OR existing.rolreplication OR existing.rolbypassrls THEN
+        RAISE EXCEPTION 'a role named backstop_operator already exists and is not a plain group role (it can log in or has special attributes)'
+            USING HINT = 'Drop or rename that role, or make it NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS, then create the extension again.';
+    END IF;
+END
+$$;
+GRANT backstop_admin TO backstop_operator;
+GRANT pg_read_all_data TO backstop_operator;
 
 REVOKE ALL ON FUNCTION @extschema@.adopt_repository() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.repository_key() FROM PUBLIC;

@@ -30,6 +30,28 @@ BEGIN
 END
 $$;
 
+-- backstop_operator: who may run what reads every table or removes what others stored (base
+-- backups, expire, the PITR drill, logical backups and their drill). A base backup holds pg_authid
+-- and the server's configuration, so the role says so in its grant: it is a member of
+-- pg_read_all_data. Membership is granted by a superuser, explicitly. An existing role of that name
+-- is adopted only if it is a plain group role, as backstop_admin is.
+DO $$
+DECLARE
+    existing pg_catalog.pg_roles%ROWTYPE;
+BEGIN
+    SELECT * INTO existing FROM pg_catalog.pg_roles WHERE rolname = 'backstop_operator';
+    IF NOT FOUND THEN
+        CREATE ROLE backstop_operator NOLOGIN;
+    ELSIF existing.rolcanlogin OR existing.rolsuper OR existing.rolcreaterole OR existing.rolcreatedb
+          OR existing.rolreplication OR existing.rolbypassrls THEN
+        RAISE EXCEPTION 'a role named backstop_operator already exists and is not a plain group role (it can log in or has special attributes)'
+            USING HINT = 'Drop or rename that role, or make it NOLOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB NOREPLICATION NOBYPASSRLS, then create the extension again.';
+    END IF;
+END
+$$;
+GRANT backstop_admin TO backstop_operator;
+GRANT pg_read_all_data TO backstop_operator;
+
 REVOKE ALL ON SCHEMA @extschema@ FROM PUBLIC;
 GRANT USAGE ON SCHEMA @extschema@ TO backstop_admin;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA @extschema@ FROM PUBLIC;

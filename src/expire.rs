@@ -7,10 +7,8 @@ use std::time::SystemTime;
 use backstop_core::repository::CancellationToken;
 use backstop_core::schedule::job::ExpireArgs;
 use backstop_core::Error;
-use pgrx::bgworkers::BackgroundWorker;
-use pgrx::prelude::*;
 
-use crate::backups::worker::{phase, try_backup_lock, LOCK_KEY};
+use crate::backups::worker::{phase, release_backup_lock, try_backup_lock};
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 
@@ -30,9 +28,7 @@ pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Valu
         let cancel = CancellationToken::new();
         io::block_on(backstop_core::expire::apply(&repository, &plan, &cancel))?
     };
-    let _ = BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_advisory_unlock($1)", &[LOCK_KEY.into()])
-    });
+    release_backup_lock();
     Ok(serde_json::json!({
         "dry_run": args.dry_run,
         "bytes": if args.dry_run { plan.bytes() } else { removed },

@@ -299,6 +299,28 @@ pub fn next_id() -> i64 {
     })
 }
 
+/// Refuses `kind` to a caller who is neither superuser nor a member of backstop_operator, when
+/// [`JobKind::needs_operator`] says it must be.
+pub fn require_operator(kind: JobKind) {
+    if !kind.needs_operator() {
+        return;
+    }
+    let allowed = Spi::get_one::<bool>(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'backstop_operator', 'MEMBER') \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if !allowed {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            &format!("only superusers and members of backstop_operator may run {} jobs", kind.as_str()),
+            "It reads every table (and for base backups pg_authid and the server's configuration) or removes what others stored: a superuser grants that with GRANT backstop_operator TO the role, which includes pg_read_all_data.",
+        );
+    }
+}
+
 /// Starts a job's worker for the calling backend; returns its id and handle.
 pub fn start(kind: JobKind, args: serde_json::Value) -> (i64, DynamicBackgroundWorker) {
     let id = next_id();

@@ -59,6 +59,9 @@ EXCEPTION WHEN OTHERS THEN
     message := state || ': ' || message || coalesce(' (hint: ' || nullif(hint, '') || ')', '');
     message := regexp_replace(message, 'snap_[0-9a-f]{8}', 'snap_<id>', 'g');
     message := regexp_replace(message, '[0-9a-f]{64}', '<sha256>', 'g');
+    -- Signing keys differ on every run: key ids (16 hex digits) are masked too.
+    message := regexp_replace(message, 'key [0-9a-f]{16}', 'key <key id>', 'g');
+    message := regexp_replace(message, 'trusted: [0-9a-f]{16}', 'trusted: <key id>', 'g');
     message := regexp_replace(message, '\m[0-9]{15,20}\M', '<cluster>', 'g');
     message := regexp_replace(message, 's3://[^/]+/', 's3://<bucket>/', 'g');
     RETURN regexp_replace(message, 'file://\S+/repository', 'file://<repository>', 'g');

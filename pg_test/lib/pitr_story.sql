@@ -25,7 +25,9 @@ SELECT pg_sleep(2.5);
 -- progress NOTICEs carry rates and sizes that differ on every run: counted here, then silenced.
 \! psql -X -c "SELECT 1 FROM backstop.base_backup(kind => 'full')" 2>&1 | grep -c 'NOTICE:  base backup job [0-9]*: ' | sed -E 's/^[1-9][0-9]*$/progress notices: yes/'
 SET client_min_messages = warning;
-SELECT state, kind, files > 500 AS all_files, bytes_new < bytes / 5 AS little_new FROM backstop.base_backup(kind => 'full');
+-- A second full backup reads and writes everything again: it references no pack of the first, so
+-- damage to an older pack can never reach it.
+SELECT state, kind, files > 500 AS all_files, bytes_new < bytes / 5 AS reused_earlier_packs FROM backstop.base_backup(kind => 'full');
 SELECT count(*) AS backups, bool_and(verified) AS verified, min(kind) AS kind FROM backstop.backups();
 SELECT count(*) AS running_jobs FROM backstop.job_progress;
 -- Changes, then an incremental backup started without waiting.
@@ -60,9 +62,11 @@ CREATE TABLE written_after_t AS SELECT 1 AS x;
 SELECT next_segment() IS NOT NULL AS archived_to_here;
 SELECT count(*) AS restorable_parts FROM backstop.recovery_window() WHERE status = 'restorable' AND timeline = 1;
 SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('base_backup', 'pitr_reaches_now', 'backup_job');
--- Rebuild the cluster as it was at T, on another port, archiving (its promotion starts timeline 2).
+-- Rebuild the cluster as it was at T, on another port, archiving (its promotion starts timeline 2):
+-- it replaces the primary (--as-primary), so it keeps archiving into the namespace. The other
+-- restores below are copies: archive_mode off, schedules paused, the namespace read-only to them.
 \setenv TARGET_TIME :target_time
-\! pitr.sh restore at_time --target-time "$TARGET_TIME"
+\! pitr.sh restore at_time --target-time "$TARGET_TIME" --as-primary
 \! pitr.sh start at_time 5441 archive
 \! pitr.sh sql at_time 5441 "SELECT contents('accounts')"
 SELECT :'at_t' AS expected_at_t;

@@ -66,6 +66,7 @@ fn base_backup(
         name!(seconds, Option<f64>),
     ),
 > {
+    crate::jobs::require_operator(JobKind::BaseBackup);
     if !matches!(kind, "auto" | "full" | "incremental") {
         raise_with(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -17,8 +17,22 @@ use pgrx::prelude::*;
 use crate::jobs::{self, JobKind, JobRequest, JobStatus};
 use crate::{gucs, io, repo};
 
-/// Serialises base backups: a session-level advisory lock held by the worker.
-pub const LOCK_KEY: i64 = 0x6261_636b_7570; // "backup"
+/// Serialises base backups and expire across the whole cluster: a session-level advisory lock
+/// whose tag names no database (pg_advisory_lock's would name the caller's, so expire run from
+/// another database would not wait for a backup). Shown in pg_locks as an advisory lock with
+/// database 0 and objid 0x6261636b ("back").
+const LOCK_KEY: (u32, u32) = (0x6261_636b, 0x7570);
+
+fn backup_lock_tag() -> pg_sys::LOCKTAG {
+    pg_sys::LOCKTAG {
+        locktag_field1: 0,
+        locktag_field2: LOCK_KEY.0,
+        locktag_field3: LOCK_KEY.1,
+        locktag_field4: 1,
+        locktag_type: pg_sys::LockTagType::LOCKTAG_ADVISORY as u8,
+        locktag_lockmethodid: pg_sys::USER_LOCKMETHOD as u8,
+    }
+}
 
 fn progress_into(status: &mut JobStatus, progress: &Progress) {
     status.files_done = Progress::get(&progress.files_done);
@@ -31,11 +45,19 @@ fn progress_into(status: &mut JobStatus, progress: &Progress) {
 /// Takes the base-backup lock for the rest of this worker's session (base backups and expire hold
 /// it); false when another process holds it.
 pub fn try_backup_lock() -> Result<bool, Error> {
-    Ok(BackgroundWorker::transaction(|| {
-        Spi::get_one_with_args::<bool>("SELECT pg_catalog.pg_try_advisory_lock($1)", &[LOCK_KEY.into()])
-    })
-    .map_err(spi_error)?
-    .unwrap_or(false))
+    let tag = backup_lock_tag();
+    let result = BackgroundWorker::transaction(|| unsafe {
+        pg_sys::LockAcquire(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true, true)
+    });
+    Ok(result != pg_sys::LockAcquireResult::LOCKACQUIRE_NOT_AVAIL)
+}
+
+/// Releases what [`try_backup_lock`] took (the worker's exit releases it too).
+pub fn release_backup_lock() {
+    let tag = backup_lock_tag();
+    BackgroundWorker::transaction(|| unsafe {
+        pg_sys::LockRelease(&tag, pg_sys::ExclusiveLock as pg_sys::LOCKMODE, true);
+    });
 }
 
 pub fn phase(status: &mut JobStatus, phase: &str) {
@@ -136,6 +158,8 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         )
     })
     .map_err(spi_error)?;
+    // The backup ends when pg_backup_stop returned; the row counting after it is not part of it.
+    let stopped_at = SystemTime::now();
     let stop_lsn = Lsn::parse(&stop_lsn.unwrap_or_default())?;
     let backup_label = backup_label.unwrap_or_default();
     let (start_lsn, timeline) = take::parse_label(&backup_label)?;
@@ -170,7 +194,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         start_lsn,
         stop_lsn,
         start_time: started,
-        stop_time: SystemTime::now(),
+        stop_time: stopped_at,
         previous: previous.map(|p| p.id),
         backup_label,
         tablespace_map: tablespace_map.unwrap_or_default(),

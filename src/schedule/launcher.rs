@@ -188,7 +188,13 @@ struct Scheduler {
     database: String,
     running: HashMap<i64, Running>,
     last_prune: Option<Instant>,
+    /// After a launch found no free worker slot: no launch is tried before this instant, and the
+    /// next wait is twice as long (up to [`MAX_SLOT_BACKOFF`]).
+    slot_backoff: Option<(Instant, Duration)>,
 }
+
+const FIRST_SLOT_BACKOFF: Duration = Duration::from_secs(10);
+const MAX_SLOT_BACKOFF: Duration = Duration::from_secs(300);
 
 impl Scheduler {
     fn start_run(&mut self, id: Option<i64>, schedule: &ScheduleRow, attempt: i32, scheduled_for: Option<SystemTime>) {
@@ -205,6 +211,24 @@ impl Scheduler {
                 return;
             }
         };
+        if let Some((until, _)) = self.slot_backoff.filter(|(until, _)| Instant::now() < *until) {
+            // No slot was free a moment ago: a queued run (a retry) stays queued for later; a run
+            // that fell due now is missed once, with one row, and no LOG line per tick.
+            if id.is_none() && !in_recovery() {
+                let wait = until.saturating_duration_since(Instant::now()).as_secs();
+                record_run(
+                    schedule,
+                    "failed",
+                    scheduled_for.unwrap_or_else(SystemTime::now),
+                    None,
+                    Some(format!(
+                        "no background worker slot was free (max_worker_processes); the scheduler tries again in {wait} s"
+                    )),
+                );
+            }
+            return;
+        }
+        let queued = id.is_some();
         let id = id.unwrap_or_else(|| BackgroundWorker::transaction(jobs::next_id));
         let request = JobRequest {
             id,
@@ -217,6 +241,7 @@ impl Scheduler {
         };
         match jobs::launch(&request, &self.database) {
             Ok(worker) => {
+                self.slot_backoff = None;
                 self.running.insert(
                     id,
                     Running {
@@ -231,9 +256,15 @@ impl Scheduler {
                     },
                 );
             }
-            Err((_, message, hint)) => {
+            Err((code, message, hint)) => {
                 pgrx::log!("{} schedule {}: {message} ({hint})", jobs::FAILED_RUN_LOG_PREFIX, schedule.name);
-                if in_recovery() {
+                if code == PgSqlErrorCode::ERRCODE_CONFIGURATION_LIMIT_EXCEEDED {
+                    let wait =
+                        self.slot_backoff.map(|(_, w)| (w * 2).min(MAX_SLOT_BACKOFF)).unwrap_or(FIRST_SLOT_BACKOFF);
+                    self.slot_backoff = Some((Instant::now() + wait, wait));
+                }
+                // A queued retry keeps its queued row and is started once a slot is free.
+                if in_recovery() || queued {
                     return;
                 }
                 record_run(schedule, "failed", scheduled_for.unwrap_or_else(SystemTime::now), None, Some(message));
@@ -619,7 +650,7 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
         "backstop scheduler started (database {database}{})",
         if standby { ", on a standby: only schedules with runs_on 'standby' or 'any' run here" } else { "" }
     );
-    let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None };
+    let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None, slot_backoff: None };
     let mut announced_missing = false;
     let mut started = false;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {

@@ -35,6 +35,7 @@ fn to_timestamptz(time: SystemTime) -> Option<TimestampWithTimeZone> {
 /// snapshot, snapshot drill or pitr drill names exists and is readable by the caller.
 fn check_job(job: &str, args: &serde_json::Value) -> JobSpec {
     let spec = JobSpec::parse(job, args).or_raise();
+    crate::jobs::require_operator(spec.kind());
     let tables: Vec<&String> = match &spec {
         JobSpec::Snapshot(a) => a.tables.iter().collect(),
         JobSpec::Pitr(a) => a.tables.iter().collect(),

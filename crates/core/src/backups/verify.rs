@@ -59,10 +59,10 @@ pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> 
                     m.packs.iter().filter(|p| !stored.contains_key(&p.id)).map(|p| p.id.as_str()).collect();
                 let problem = (!missing.is_empty()).then(|| {
                     format!(
-                        "{} of its {} packs are missing (first: packs/{})",
+                        "{} of its {} packs are missing (first: {})",
                         missing.len(),
                         m.packs.len(),
-                        missing[0]
+                        layout::pack(missing[0]).map(|p| p.to_string()).unwrap_or_default()
                     )
                 });
                 out.push(BackupStatus {
@@ -337,7 +337,9 @@ pub async fn verify(
                 for index in users {
                     let check = &mut report.backups[index];
                     check.ok = false;
-                    check.problems.push(format!("pack packs/{id}: {e}"));
+                    check
+                        .problems
+                        .push(format!("pack {}: {e}", layout::pack(&id).map(|p| p.to_string()).unwrap_or(id.clone())));
                 }
             }
         }

@@ -42,6 +42,21 @@ pub const ALL_KINDS: [JobKind; 8] = [
 ];
 
 impl JobKind {
+    /// Whether running it reads what the caller may not (every table, pg_authid, the server's
+    /// configuration) or removes what others made: then only superusers and members of
+    /// backstop_operator may start or schedule it. Snapshots and their drills check the caller's
+    /// privileges on each table instead; the WAL drill reads only WAL.
+    pub fn needs_operator(self) -> bool {
+        match self {
+            JobKind::BaseBackup
+            | JobKind::Expire
+            | JobKind::Pitr
+            | JobKind::LogicalBackup
+            | JobKind::LogicalRestore => true,
+            JobKind::Snapshot | JobKind::SnapshotRestore | JobKind::WalFetch => false,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Snapshot => "snapshot",
