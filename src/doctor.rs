@@ -63,7 +63,11 @@ pub fn run_checks() -> Vec<Check> {
 /// The newest base backup and its age, and whether WAL continues from it to the present.
 fn base_backup_checks() -> Vec<Check> {
     let not_checked = |detail: String, hint: &str| {
-        vec![Check::fail("base_backup", detail.clone(), hint), Check::fail("pitr_reaches_now", detail, hint)]
+        vec![
+            Check::fail("base_backup", detail.clone(), hint),
+            Check::fail("pitr_reaches_now", detail.clone(), hint),
+            Check::fail("repository_complete", detail, hint),
+        ]
     };
     let repository = match repo::open() {
         Ok(repository) => repository,
@@ -107,14 +111,56 @@ fn base_backup_checks() -> Vec<Check> {
             "Check that pg_control_checkpoint() answers; this is a bug in backstop if it does.",
         );
     };
-    backstop_core::backups::verify::doctor_checks(
+    let mut checks = backstop_core::backups::verify::doctor_checks(
         &backups,
         &wal,
         current,
         segment_size,
         std::time::SystemTime::now(),
         gucs::max_base_backup_age(),
-    )
+    );
+    checks.push(deletion_check(&repository.describe(), &backups, &wal));
+    checks
+}
+
+/// What this server wrote (its job history, the archiver's last file) against what the
+/// repository still holds.
+fn deletion_check(
+    repository: &str,
+    backups: &[backstop_core::backups::BackupStatus],
+    wal: &[backstop_core::backups::verify::ArchivedWal],
+) -> Check {
+    // Only what was written into this repository (and namespace).
+    let written = crate::spi::texts(
+        "SELECT result->>'backup_id' FROM backstop.job_runs \
+          WHERE kind = 'base_backup' AND state = 'succeeded' AND result->>'repository' = $1",
+        &[repository.into()],
+    );
+    let expired = crate::spi::texts(
+        "SELECT r->>'name' FROM backstop.job_runs j, pg_catalog.jsonb_array_elements(j.result->'removals') r \
+          WHERE j.kind = 'expire' AND j.state = 'succeeded' AND NOT coalesce((j.result->>'dry_run')::bool, false) \
+            AND j.result->>'repository' = $1 AND r->>'what' = 'backup'",
+        &[repository.into()],
+    );
+    // The archiver ships into the server's configured repository: when this session looks at
+    // another one, the file it archived last is not expected there.
+    let last = crate::spi::text(
+        "SELECT a.last_archived_wal::text FROM pg_catalog.pg_stat_archiver a, pg_catalog.pg_settings s \
+          WHERE s.name = 'backstop.repository' AND s.setting = s.reset_val \
+            AND pg_catalog.current_setting('backstop.cluster_name', true) IS NOT DISTINCT FROM \
+                (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'backstop.cluster_name')",
+        &[],
+    );
+    match (written, expired) {
+        (Ok(written), Ok(expired)) => {
+            backstop_core::backups::verify::deletion_check(&written, &expired, backups, last.as_deref(), wal)
+        }
+        _ => Check::warn(
+            "repository_complete",
+            "not checked: backstop.job_runs could not be read",
+            "Check the extension's installation.",
+        ),
+    }
 }
 
 /// A base backup running now, or how the last one ended.

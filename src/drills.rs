@@ -162,6 +162,15 @@ fn sweep_stale_drills(current: i64) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_prefix("backstop-drill-").and_then(|id| id.parse::<i64>().ok()) else { continue };
+        // Only directories this server's user created, private, not a link: another local user
+        // cannot plant one for the sweep to stop a server in.
+        let private = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| {
+            use std::os::unix::fs::{MetadataExt, PermissionsExt};
+            m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.permissions().mode() & 0o077 == 0
+        });
+        if !private {
+            continue;
+        }
         // Only this server's drills: a primary and its standby may share the directory (and job ids).
         if std::fs::read_to_string(entry.path().join(OWNER_FILE)).ok().as_deref() != Some(this_data_dir().as_str()) {
             continue;
@@ -296,7 +305,6 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         .map(|a| a.port())
         .unwrap_or(54329);
     let hba = throwaway.dir.join("pg_hba.conf");
-    std::fs::write(&hba, "local all all trust\n").map_err(|e| Error::io("write", &hba, e))?;
     std::fs::write(throwaway.dir.join("postgresql.conf"), "").map_err(|e| Error::io("write", &throwaway.dir, e))?;
     {
         use std::os::unix::fs::PermissionsExt;
@@ -319,8 +327,18 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         .join(" ");
         (user, database, limits)
     });
+    // Peer authentication through a map that admits only this server's OS user as the bootstrap
+    // superuser: no password to leak, no trust, even though the socket directory is private.
+    let os_user = unsafe {
+        let entry = libc::getpwuid(libc::geteuid());
+        (!entry.is_null()).then(|| std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned())
+    }
+    .unwrap_or_else(|| "postgres".into());
+    std::fs::write(&hba, "local all all peer map=backstop_drill\n").map_err(|e| Error::io("write", &hba, e))?;
+    let ident = throwaway.dir.join("pg_ident.conf");
+    std::fs::write(&ident, format!("backstop_drill {os_user} {user}\n")).map_err(|e| Error::io("write", &ident, e))?;
     let options = format!(
-        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c port={port} -c listen_addresses='' \
+        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c ident_file={dir}/pg_ident.conf -c port={port} -c listen_addresses='' \
          -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' \
          -c shared_buffers=128MB -c wal_level=replica {limits} \
          -c logging_collector=off -c log_destination=stderr",

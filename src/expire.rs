@@ -31,6 +31,7 @@ pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Valu
     release_backup_lock();
     Ok(serde_json::json!({
         "dry_run": args.dry_run,
+        "repository": repository.describe(),
         "bytes": if args.dry_run { plan.bytes() } else { removed },
         "backups_removed": plan.count("backup"),
         "snapshots_removed": plan.count("snapshot") + plan.count("incomplete snapshot"),

@@ -26,6 +26,13 @@ SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('base_backup', '
 -- With encryption configured too, the cluster is ready.
 SET backstop.encryption_recipients = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict;
+SELECT "check", status FROM backstop.doctor() WHERE "check" = 'repository_complete';
+-- Someone with delete access to the bucket removes that backup: doctor names what this server
+-- wrote and the repository lost, instead of a recovery window that quietly starts later.
+\! rm -r "$(dirname "$PGDATA")"/repository/*/backups
+SELECT "check", status, detail LIKE '1 base backup(s) this server took and never expired are gone (first: %' AS names_it
+  FROM backstop.doctor() WHERE "check" = 'repository_complete';
+SELECT backstop.doctor_report() ->> 'verdict' AS verdict;
 -- The same checks against an S3 repository (Garage on loopback).
 SELECT set_config('backstop.repository', 's3://' || :'s3_bucket' || '/scenario-doctor', false) AS repository;
 SET backstop.s3_endpoint = :'s3_endpoint';

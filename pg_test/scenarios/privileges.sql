@@ -26,8 +26,20 @@ SELECT count(*) AS restores FROM backstop.restores;
 INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, validation_passed)
      VALUES ('pg_catalog.pg_class'::regclass, 'x', 'y', 'snap_00000000', 0, true);
 UPDATE backstop.restores SET validation_passed = true;
--- They take base backups (the job's worker runs as the server), and read the job history but
--- cannot write it.
+-- A base backup reads every table, pg_authid and the server's configuration: a plain
+-- backstop_admin member may not take one, run expire or the PITR drill, or schedule them.
+SELECT * FROM backstop.base_backup();
+SELECT * FROM backstop.run_job('expire', '{"dry_run": true, "backups": {"keep_last": 2}}');
+SELECT * FROM backstop.run_job('pitr');
+SELECT * FROM backstop.schedule('sneaky', '0 3 * * *', 'base_backup');
+\c - postgres
+-- backstop_operator says what it gives: every table (pg_read_all_data).
+SELECT pg_has_role('backstop_operator', 'pg_read_all_data', 'MEMBER') AS operator_reads_all_data,
+       pg_has_role('backstop_operator', 'backstop_admin', 'MEMBER') AS operator_is_admin;
+GRANT backstop_operator TO scenario_operator;
+\c - scenario_operator
+-- Granted it, they take base backups (the job's worker runs as the server), and read the job
+-- history but cannot write it.
 SET client_min_messages = warning;
 SELECT state, kind FROM backstop.base_backup();
 RESET client_min_messages;
@@ -45,4 +57,5 @@ CREATE EXTENSION backstop;
 ALTER ROLE backstop_admin NOLOGIN;
 CREATE EXTENSION backstop;
 DROP ROLE scenario_plain;
+REVOKE backstop_operator FROM scenario_operator;
 DROP ROLE scenario_operator;

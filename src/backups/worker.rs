@@ -204,6 +204,8 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     let stats = &manifest.stats;
     Ok(serde_json::json!({
         "backup_id": id,
+        // doctor()'s deletion check compares what each repository should hold with what it holds.
+        "repository": repository.describe(),
         "kind": kind.as_str(),
         "start_lsn": start_lsn.to_string(),
         "stop_lsn": stop_lsn.to_string(),

@@ -34,7 +34,7 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 23, "{checks:?}");
+        assert_eq!(checks.len(), 24, "{checks:?}");
         assert_eq!(status(&checks, "repository_signing"), "ok");
         assert!(checks["repository_signing"].1.contains("ed25519:"), "{:?}", checks["repository_signing"]);
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
@@ -73,7 +73,7 @@ mod tests {
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 23);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 24);
     }
 
     #[pg_test]

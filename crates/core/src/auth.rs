@@ -281,7 +281,7 @@ impl Trust {
                 let signature = ed25519_dalek::Signature::from_bytes(signature);
                 key.0.verify(message, &signature).map(|_| Authenticity::Signed(key)).map_err(|_| {
                     format!(
-                        "its signature claims the trusted key {} but does not verify: it was altered after it was written",
+                        "its signature claims the trusted key {} but does not verify: it was altered after it was written, or written under another name",
                         key.id()
                     )
                 })

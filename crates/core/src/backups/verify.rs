@@ -476,6 +476,49 @@ pub fn doctor_checks(
     checks
 }
 
+/// doctor()'s deletion check: what this server knows it wrote (the backups its job history
+/// records as taken and not expired since, the WAL file the archiver shipped last) that the
+/// repository no longer holds. Someone with delete access to the bucket removed it, or a lifecycle
+/// rule did: a recovery window computed from what is left would silently skip it.
+pub fn deletion_check(
+    written: &[String],
+    expired: &[String],
+    backups: &[BackupStatus],
+    last_archived: Option<&str>,
+    wal_files: &[ArchivedWal],
+) -> crate::doctor::Check {
+    use crate::doctor::Check;
+    let present: HashSet<String> = backups.iter().map(|b| b.id.to_string()).collect();
+    let expired: HashSet<&str> = expired.iter().map(String::as_str).collect();
+    let mut missing: Vec<&str> =
+        written.iter().map(String::as_str).filter(|id| !expired.contains(id) && !present.contains(*id)).collect();
+    missing.sort_unstable();
+    missing.dedup();
+    let last_gone = last_archived
+        .filter(|name| WalFileName::parse(name).is_ok())
+        .filter(|name| !wal_files.iter().any(|w| w.name.name == *name));
+    let hint = "Someone with delete access to the repository, or a lifecycle rule on the bucket, removed what backstop wrote: check the bucket's access log and lifecycle rules, take a new base backup now, and do not rely on a recovery window that spans the loss.";
+    match (missing.first(), last_gone) {
+        (None, None) => Check::ok(
+            "repository_complete",
+            "every base backup this server took and did not expire, and the WAL file archived last, is there",
+        ),
+        (first, last) => {
+            let mut parts = Vec::new();
+            if let Some(first) = first {
+                parts.push(format!(
+                    "{} base backup(s) this server took and never expired are gone (first: {first})",
+                    missing.len()
+                ));
+            }
+            if let Some(last) = last {
+                parts.push(format!("{last}, the WAL file archived last, is gone"));
+            }
+            Check::fail("repository_complete", parts.join("; "), hint)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -542,5 +585,31 @@ mod tests {
         let old =
             doctor_checks(&[status_of(m)], &wal(&[3]), (1, 4), seg, now + STALE_BACKUP_AFTER * 2, STALE_BACKUP_AFTER);
         assert_eq!(old[0].status, Status::Warn);
+    }
+
+    #[test]
+    fn what_this_server_wrote_and_the_repository_lost_is_named() {
+        let listed = |ids: &[&str]| -> Vec<BackupStatus> {
+            ids.iter()
+                .map(|id| BackupStatus {
+                    id: BackupId::parse(id).unwrap(),
+                    state: "verified".into(),
+                    problem: None,
+                    manifest: None,
+                })
+                .collect()
+        };
+        let (a, b, c) = ("20261101T030000Z-F", "20261108T030000Z-I", "20261115T030000Z-I");
+        let written: Vec<String> = [a, b, c].iter().map(|s| s.to_string()).collect();
+        let wal = vec![ArchivedWal {
+            name: WalFileName::parse("000000010000000000000007").unwrap(),
+            stored_bytes: 1,
+            modified: None,
+        }];
+        let ok = deletion_check(&written, &[a.to_string()], &listed(&[b, c]), Some("000000010000000000000007"), &wal);
+        assert_eq!(ok.status, Status::Ok, "{ok:?}");
+        let gone = deletion_check(&written, &[a.to_string()], &listed(&[c]), Some("000000010000000000000008"), &wal);
+        assert_eq!(gone.status, Status::Fail);
+        assert!(gone.detail.contains(b) && gone.detail.contains("000000010000000000000008"), "{gone:?}");
     }
 }
