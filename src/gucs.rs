@@ -513,7 +513,7 @@ pub fn s3_options() -> S3Options {
 pub fn fingerprint() -> String {
     let s3 = s3_options();
     format!(
-        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}",
+        "{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}|{}|{:?}|{:?}|{:?}",
         repository(),
         cluster_name(),
         COMPRESSION.get(),
@@ -526,7 +526,11 @@ pub fn fingerprint() -> String {
         s3.secret_access_key,
         s3.session_token,
         s3.max_attempts,
-        s3.ca_file
+        s3.ca_file,
+        // A reload that changes what is trusted, or ends a restored copy's read-only mode, must
+        // reach a cached repository handle (the archiver's) too.
+        string_setting(&TRUSTED_KEYS),
+        restored_from()
     )
 }
 

@@ -191,6 +191,27 @@ mod tests {
             error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
         assert!(error.starts_with("XX001:") && error.contains("is not authenticated"), "{error}");
         assert_eq!(count("SELECT count(*) FROM pg_class WHERE relname = 'bad_objects_recovered'"), 0);
+        // The same object re-signed by this cluster for this name (a bug of ours, or a leaked
+        // key): the manifest still tells that they do not belong together.
+        std::fs::write(&first_file, &original).unwrap();
+        let repository = repo::open().unwrap();
+        let second_path =
+            backstop_core::layout::snapshot_data("public", "bad_objects", &SnapshotId::parse(&second).unwrap());
+        let first_path =
+            backstop_core::layout::snapshot_data("public", "bad_objects", &SnapshotId::parse(&first).unwrap());
+        let plain = io::block_on(repository.get_bytes(&second_path)).unwrap();
+        let sign = backstop_core::codec::SignWith {
+            key: repo::signing_key().unwrap(),
+            object_key: repository.key(&first_path),
+        };
+        let (resigned, _) =
+            backstop_core::codec::encode_to_vec(&backstop_core::codec::CodecSettings::plain(), &plain, Some(&sign))
+                .unwrap();
+        std::fs::write(&first_file, resigned).unwrap();
+        let error =
+            error_of(None, &format!("SELECT backstop.restore_table('bad_objects', snapshot_id => '{first}')")).unwrap();
+        assert!(error.starts_with("XX001:") && error.contains("do not belong together"), "{error}");
+        assert_eq!(count("SELECT count(*) FROM pg_class WHERE relname = 'bad_objects_recovered'"), 0);
 
         // recover skips the bad newest snapshot... here the bad one is the older: put it newest.
         std::fs::write(&second_file, &damaged).unwrap();
