@@ -12,7 +12,8 @@ use pgrx::prelude::*;
 
 use crate::backups::worker::phase;
 use crate::jobs::{sql_scratch, sql_step, JobRequest, JobStatus};
-use crate::{gucs, io, repo};
+use crate::throwaway::Throwaway;
+use crate::{io, repo};
 
 /// `snapshot_restore`: the newest snapshot of the table (or of every snapshotted table) restored
 /// into a scratch table, validated against its manifest (columns, row count, checksum of every
@@ -118,128 +119,6 @@ pub fn wal_fetch(args: &WalFetchArgs, status: &mut JobStatus) -> Result<serde_js
     Ok(value)
 }
 
-/// Stops the throwaway server (if it was started) and removes the drill's directory, whatever
-/// happened: a drill leaves nothing behind, also when it fails or is stopped.
-struct Throwaway {
-    dir: std::path::PathBuf,
-    started: bool,
-}
-
-impl Throwaway {
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.join("data")
-    }
-
-    fn pg_ctl(&self, args: &[&str]) -> std::process::Command {
-        let mut command = std::process::Command::new(crate::jobs::server_bin_dir().join("pg_ctl"));
-        command.arg("-D").arg(self.data()).args(args);
-        command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
-        command
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        if self.started {
-            let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).status();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// In a drill's directory: the data directory of the server that runs the drill.
-const OWNER_FILE: &str = "server";
-
-fn this_data_dir() -> String {
-    unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned()
-}
-
-/// A drill whose process died (a crash, `kill -9`) could not clean up after itself: stop any
-/// server still running in its directory and remove it, unless that drill's worker is alive.
-fn sweep_stale_drills(current: i64) {
-    let base = gucs::drill_directory();
-    let Ok(entries) = std::fs::read_dir(&base) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_prefix("backstop-drill-").and_then(|id| id.parse::<i64>().ok()) else { continue };
-        // Only directories this server's user created, private, not a link: another local user
-        // cannot plant one for the sweep to stop a server in.
-        let private = std::fs::symlink_metadata(entry.path()).is_ok_and(|m| {
-            use std::os::unix::fs::{MetadataExt, PermissionsExt};
-            m.is_dir() && m.uid() == unsafe { libc::geteuid() } && m.permissions().mode() & 0o077 == 0
-        });
-        if !private {
-            continue;
-        }
-        // Only this server's drills: a primary and its standby may share the directory (and job ids).
-        if std::fs::read_to_string(entry.path().join(OWNER_FILE)).ok().as_deref() != Some(this_data_dir().as_str()) {
-            continue;
-        }
-        let alive =
-            crate::jobs::read_status(id).is_some_and(|s| !s.state.is_final() && crate::jobs::worker_alive(s.pid));
-        if id == current || alive {
-            continue;
-        }
-        let stale = Throwaway { dir: entry.path(), started: entry.path().join("data/postmaster.pid").exists() };
-        pgrx::log!("backstop: removing the directory of interrupted drill {id} ({})", stale.dir.display());
-        drop(stale);
-    }
-}
-
-/// Waits for a child process, honouring SIGTERM (the child is killed) and a deadline.
-fn wait_child(mut child: std::process::Child, deadline: Duration, what: &str) -> Result<std::process::Output, Error> {
-    let started = Instant::now();
-    loop {
-        if let Some(_status) =
-            child.try_wait().map_err(|e| Error::Job { message: format!("{what}: {e}"), hint: String::new() })?
-        {
-            return child
-                .wait_with_output()
-                .map_err(|e| Error::Job { message: format!("{what}: {e}"), hint: String::new() });
-        }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
-            let _ = child.kill();
-            return Err(Error::Cancelled);
-        }
-        if started.elapsed() > deadline {
-            let _ = child.kill();
-            return Err(Error::Job {
-                message: format!("{what} did not finish within {} s", deadline.as_secs()),
-                hint:
-                    "Replay more slowly bounded: lower max_replay, or take a newer base backup so less WAL is replayed."
-                        .into(),
-            });
-        }
-    }
-}
-
-/// One query on the throwaway server, through psql over its private socket; the first column of
-/// every row.
-fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql: &str) -> Result<Vec<String>, Error> {
-    let child = std::process::Command::new(crate::jobs::server_bin_dir().join("psql"))
-        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-        .arg(dir)
-        .args(["-p", &port.to_string(), "-U", user, "-c", sql])
-        // The database name may come from a manifest: an environment variable is taken as a
-        // name, where -d would also read a connection string.
-        .env("PGDATABASE", database)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| Error::Job {
-            message: format!("could not run psql: {e}"),
-            hint: "Install PostgreSQL's client binaries next to the server's.".into(),
-        })?;
-    let output = wait_child(child, Duration::from_secs(3600), "a smoke check")?;
-    if !output.status.success() {
-        return Err(Error::Job {
-            message: format!("on the recovered server, {sql} failed: {}", String::from_utf8_lossy(&output.stderr).trim()),
-            hint: "The restored cluster is damaged where this query reads: take a new base backup and run backstop verify.".into(),
-        });
-    }
-    Ok(String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect())
-}
-
 /// `pitr`: the newest base backup restored (with `backstop restore`'s code) into a scratch
 /// directory and recovered by a throwaway server on a private socket with archiving, replication
 /// and preloaded libraries off. Where the backup recorded row counts, replay first stops, paused
@@ -249,21 +128,7 @@ fn drill_query(dir: &std::path::Path, port: u16, user: &str, database: &str, sql
 /// chosen indexes. The server is stopped and the directory removed afterwards, also on failure.
 pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
     let max_replay = args.max_replay.as_deref().map(parse_bytes).transpose()?.unwrap_or(1 << 30);
-    sweep_stale_drills(request.id);
-    let mut throwaway =
-        Throwaway { dir: gucs::drill_directory().join(format!("backstop-drill-{}", request.id)), started: false };
-    let _ = std::fs::remove_dir_all(&throwaway.dir);
-    // Created fresh and private (0700), never reused: create_dir fails if anything (a directory
-    // or a symlink another local user planted) took the name meanwhile.
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&throwaway.dir)
-            .map_err(|e| Error::io("create (fresh, 0700)", &throwaway.dir, e))?;
-    }
-    let marker = throwaway.dir.join(OWNER_FILE);
-    std::fs::write(&marker, this_data_dir()).map_err(|e| Error::io("write", &marker, e))?;
+    let mut throwaway = Throwaway::create(request.id)?;
     phase(status, "restoring the newest base backup");
     let repository = repo::open_checked()?;
     let progress = Arc::new(backstop_core::backups::restore::RestoreProgress::default());
@@ -299,18 +164,6 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     // preloaded (no scheduler), little memory; settings from the backup are overridden on the
     // command line, which wins over postgresql.auto.conf. Hot standby needs the limits the
     // primary runs with (they are in the WAL it replays), so those are this server's.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .ok()
-        .and_then(|l| l.local_addr().ok())
-        .map(|a| a.port())
-        .unwrap_or(54329);
-    let hba = throwaway.dir.join("pg_hba.conf");
-    std::fs::write(throwaway.dir.join("postgresql.conf"), "").map_err(|e| Error::io("write", &throwaway.dir, e))?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(&throwaway.dir, std::fs::Permissions::from_mode(0o700));
-        let _ = std::fs::set_permissions(throwaway.data(), std::fs::Permissions::from_mode(0o700));
-    }
     // A job worker runs SQL only inside a transaction of its own.
     let (user, this_database, limits) = BackgroundWorker::transaction(|| {
         // Read-only SPI throughout: the drill may run on a standby.
@@ -329,25 +182,8 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     });
     // Peer authentication through a map that admits only this server's OS user as the bootstrap
     // superuser: no password to leak, no trust, even though the socket directory is private.
-    let os_user = unsafe {
-        let entry = libc::getpwuid(libc::geteuid());
-        (!entry.is_null()).then(|| std::ffi::CStr::from_ptr((*entry).pw_name).to_string_lossy().into_owned())
-    }
-    .unwrap_or_else(|| "postgres".into());
-    std::fs::write(&hba, "local all all peer map=backstop_drill\n").map_err(|e| Error::io("write", &hba, e))?;
-    let ident = throwaway.dir.join("pg_ident.conf");
-    std::fs::write(&ident, format!("backstop_drill {os_user} {user}\n")).map_err(|e| Error::io("write", &ident, e))?;
-    let options = format!(
-        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c ident_file={dir}/pg_ident.conf -c port={port} -c listen_addresses='' \
-         -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' \
-         -c shared_buffers=128MB -c wal_level=replica {limits} \
-         -c logging_collector=off -c log_destination=stderr",
-        dir = throwaway.dir.display()
-    );
-    let log = throwaway.dir.join("server.log");
-    let dir = throwaway.dir.clone();
+    let options = throwaway.configure(&[&user], &format!("-c shared_buffers=128MB -c wal_level=replica {limits}"))?;
     let database = prepared.row_counts.as_ref().map(|c| c.database.clone()).unwrap_or(this_database);
-    let query = |sql: &str| drill_query(&dir, port, &user, &database, sql);
 
     // First stop where the backup counted its rows (just before that WAL position), paused, open
     // read-only: every counted table must hold exactly the rows it held then.
@@ -355,18 +191,19 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     let mut rows_total = 0i64;
     if let Some(counts) = &prepared.row_counts {
         phase(status, &format!("replaying WAL to {} (where the backup counted rows)", counts.lsn));
-        start_throwaway(
-            &mut throwaway,
-            &log,
+        throwaway.start(
             &format!(
                 "{options} -c hot_standby=on -c recovery_target_lsn='{}' -c recovery_target_inclusive=off \
                  -c recovery_target_action=pause",
                 counts.lsn
             ),
-            &prepared.backup,
+            |log| did_not_recover(log, &prepared.backup),
         )?;
-        wait_for_server(&throwaway, &log, &prepared.backup, || {
-            Ok(query("SELECT pg_catalog.pg_get_wal_replay_pause_state()")?.first().map(String::as_str)
+        wait_for_server(&throwaway, &prepared.backup, || {
+            Ok(throwaway
+                .query(&user, &database, "SELECT pg_catalog.pg_get_wal_replay_pause_state()")?
+                .first()
+                .map(String::as_str)
                 == Some("paused"))
         })?;
         phase(status, "comparing row counts with the backup's");
@@ -391,7 +228,8 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
             counts,
             chosen.iter().map(|(r, _)| *r),
             |recorded| {
-                let rows = query(&format!("SELECT count(*) FROM {}", quoted[recorded.table.as_str()]))
+                let rows = throwaway
+                    .query(&user, &database, &format!("SELECT count(*) FROM {}", quoted[recorded.table.as_str()]))
                     .map_err(|e| e.to_string())?;
                 rows.first().and_then(|c| c.parse::<i64>().ok()).ok_or_else(|| "no count returned".to_string())
             },
@@ -399,26 +237,25 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         rows_total = matched.iter().map(|t| t.rows_recovered).sum();
         compared = matched.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
         phase(status, "stopping the paused server to replay the rest");
-        let stopped = throwaway.pg_ctl(&["-m", "fast", "-w", "-t", "600", "stop"]).status();
-        if !stopped.map(|s| s.success()).unwrap_or(false) {
-            return Err(did_not_recover(&log, &prepared.backup));
+        if !throwaway.stop() {
+            return Err(did_not_recover(&throwaway.log(), &prepared.backup));
         }
-        throwaway.started = false;
     }
 
     // Then replay the rest of the WAL fetched and promote. With hot standby off, the server
     // accepts connections only when replay has ended and it has promoted.
     phase(status, "replaying WAL in a throwaway server");
-    start_throwaway(&mut throwaway, &log, &format!("{options} -c hot_standby=off"), &prepared.backup)?;
-    wait_for_server(&throwaway, &log, &prepared.backup, || {
-        Ok(query("SELECT pg_catalog.pg_is_in_recovery()")?.first().map(String::as_str) == Some("f"))
+    throwaway.start(&format!("{options} -c hot_standby=off"), |log| did_not_recover(log, &prepared.backup))?;
+    wait_for_server(&throwaway, &prepared.backup, || {
+        Ok(throwaway.query(&user, &database, "SELECT pg_catalog.pg_is_in_recovery()")?.first().map(String::as_str)
+            == Some("f"))
     })?;
     phase(status, "smoke checks");
     if prepared.row_counts.is_none() {
         // No counts recorded with this backup: count what the recovered server holds, beside
         // this server's estimate now (pg_class.reltuples, no scan of production).
         let tables: Vec<String> = if args.tables.is_empty() {
-            query(
+            throwaway.query(&user, &database,
                 "SELECT c.oid::pg_catalog.regclass::text FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
                  WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%' \
                  ORDER BY 1",
@@ -429,7 +266,8 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
         for table in &tables {
             let quoted =
                 format!("SELECT count(*) FROM {}", BackgroundWorker::transaction(|| sql_step(|| table_sql(table)))??);
-            let recovered: i64 = query(&quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
+            let recovered: i64 =
+                throwaway.query(&user, &database, &quoted)?.first().and_then(|c| c.parse().ok()).unwrap_or(0);
             rows_total += recovered;
             let estimate = BackgroundWorker::transaction(|| {
                 sql_step(|| {
@@ -451,11 +289,19 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     }
     let mut indexes = Vec::new();
     if !args.indexes.is_empty() {
-        let available = query("SELECT count(*) FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'")?;
+        let available = throwaway.query(
+            &user,
+            &database,
+            "SELECT count(*) FROM pg_catalog.pg_available_extensions WHERE name = 'amcheck'",
+        )?;
         if available.first().map(String::as_str) == Some("1") {
-            query("CREATE EXTENSION IF NOT EXISTS amcheck")?;
+            throwaway.query(&user, &database, "CREATE EXTENSION IF NOT EXISTS amcheck")?;
             for index in &args.indexes {
-                query(&format!("SELECT bt_index_check({}::pg_catalog.regclass)", quote_literal(index)))?;
+                throwaway.query(
+                    &user,
+                    &database,
+                    &format!("SELECT bt_index_check({}::pg_catalog.regclass)", quote_literal(index)),
+                )?;
                 indexes.push(serde_json::json!({ "index": index, "bt_index_check": "passed" }));
             }
         } else {
@@ -476,28 +322,10 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
     }))
 }
 
-/// Starts the throwaway server; `pg_ctl -w` returns once it accepts connections or has failed.
-fn start_throwaway(throwaway: &mut Throwaway, log: &std::path::Path, options: &str, backup: &str) -> Result<(), Error> {
-    let child = throwaway
-        .pg_ctl(&["-w", "-t", "86400", "-l", log.to_str().unwrap_or_default(), "-o", options, "start"])
-        .spawn()
-        .map_err(|e| Error::Job {
-            message: format!("could not run pg_ctl: {e}"),
-            hint: "Install PostgreSQL's server binaries.".into(),
-        })?;
-    throwaway.started = true;
-    let output = wait_child(child, Duration::from_secs(6 * 3600), "the throwaway server's recovery")?;
-    if !output.status.success() {
-        return Err(did_not_recover(log, backup));
-    }
-    Ok(())
-}
-
 /// pg_ctl returns once the server is consistent, not when replay is done: polls `ready` for as
 /// long as the server lives (its death is reported with its log's reason).
 fn wait_for_server(
     throwaway: &Throwaway,
-    log: &std::path::Path,
     backup: &str,
     mut ready: impl FnMut() -> Result<bool, Error>,
 ) -> Result<(), Error> {
@@ -507,9 +335,8 @@ fn wait_for_server(
             Ok(true) => return Ok(()),
             Ok(false) => {}
             Err(error) => {
-                let alive = throwaway.pg_ctl(&["status"]).status().map(|s| s.success()).unwrap_or(false);
-                if !alive {
-                    return Err(did_not_recover(log, backup));
+                if !throwaway.alive() {
+                    return Err(did_not_recover(&throwaway.log(), backup));
                 }
                 if started.elapsed() > Duration::from_secs(6 * 3600) {
                     return Err(error);

@@ -30,6 +30,7 @@ mod restore;
 mod schedule;
 mod snapshot;
 mod spi;
+mod throwaway;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;

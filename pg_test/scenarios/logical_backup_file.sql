@@ -102,3 +102,36 @@ SELECT "check", status FROM backstop.doctor() WHERE "check" = 'drill_logical_res
 -- The older, intact dump still restores when named.
 SELECT backup_id AS older_backup FROM backstop.logical_backups('logical_backup_file') ORDER BY backup_id LIMIT 1 \gset
 SELECT state, result->>'rows' AS rows FROM backstop.run_job('logical_restore', jsonb_build_object('backup_id', :'older_backup'));
+
+-- A genuine dump of a database where a user without rights planted code for whoever restores
+-- it: a CHECK calling her function, which starts a shell program (COPY TO PROGRAM) as soon as a
+-- superuser evaluates it. The drill restores as a role without rights in a throwaway server:
+-- the rows come back, the check runs, and the program never does.
+\! rm -f /tmp/backstop-scenario-planted-marker
+CREATE ROLE mallory LOGIN;
+CREATE DATABASE drill_hostile OWNER mallory;
+\c drill_hostile
+SET ROLE mallory;
+CREATE FUNCTION plant(v int) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF pg_catalog.current_setting('is_superuser') = 'on' THEN
+    EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch /tmp/backstop-scenario-planted-marker''';
+  END IF;
+  RETURN v > 0;
+END $$;
+CREATE TABLE planted (v int CHECK (plant(v)));
+INSERT INTO planted SELECT g FROM generate_series(1, 100) g;
+RESET ROLE;
+\c logical_backup_file
+SET client_min_messages = error;
+SELECT state FROM backstop.logical_backup('drill_hostile');
+SELECT state, result->>'tables' AS tables, result->>'rows' AS rows, result->>'restored_as' AS restored_as,
+       result->>'skipped' AS skipped
+  FROM backstop.run_job('logical_restore', '{"database": "drill_hostile"}');
+\! test -e /tmp/backstop-scenario-planted-marker && echo 'the planted program RAN' || echo 'the planted program never ran'
+-- The drill of a database with backstop installed reports what a role without rights could not
+-- restore (the extension), and still passes: every table and sequence matched.
+SELECT state, (result->>'skipped')::int > 0 AS skipped_some, result->'skipped_messages'->>0 AS first_skipped
+  FROM backstop.run_job('logical_restore', jsonb_build_object('backup_id', :'older_backup'));
+SELECT count(*) AS drill_directories_left FROM pg_ls_dir(coalesce(nullif(current_setting('backstop.drill_directory', true), ''), '/tmp')) d
+ WHERE d LIKE 'backstop-drill-%';

@@ -245,6 +245,7 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         jobs: args.jobs,
         tables: args.tables.clone(),
         spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        sandboxed: false,
     };
     let progress = Arc::new(RestoreProgress::default());
     // Both passes (verify, then restore) move the bar: twice the dump's size in all.

@@ -4,6 +4,7 @@
 
 pub mod logical;
 pub mod pitr;
+pub mod scratch;
 
 use rand::seq::SliceRandom;
 use serde::Serialize;

@@ -12,6 +12,11 @@
 //!   `pg_restore --clean --if-exists`); a missing target is created from `template0`.
 //! - Every program gets the database in its environment (`PGDATABASE`), never on its command
 //!   line: a database name may look like a connection string, which libpq would expand.
+//! - A sandboxed restore (the drill's) runs as a role without rights that owns only the target:
+//!   `--no-owner --no-privileges`, entry by entry, so what a role without rights cannot restore
+//!   (an untrusted extension, a grant to a missing role) is skipped and counted, never retried
+//!   with more rights. Code in the dump (a CHECK, an index expression, a default) runs as that
+//!   role.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -81,6 +86,8 @@ pub struct RestoreOptions {
     /// Restore only these tables (`pg_restore --table`, which matches a name in any schema).
     pub tables: Vec<String>,
     pub spool_dir: PathBuf,
+    /// The connection's role has no rights beyond owning the target (see the module's invariants).
+    pub sandboxed: bool,
 }
 
 /// What a running restore is doing, for progress reports.
@@ -109,6 +116,10 @@ pub struct Restored {
     pub created: bool,
     pub bytes: u64,
     pub jobs: u32,
+    /// Archive entries a sandboxed restore could not restore (pg_restore's "errors ignored").
+    pub skipped: u64,
+    /// The first of pg_restore's messages about them.
+    pub skipped_messages: Vec<String>,
 }
 
 fn job_error(message: String, hint: &str) -> Error {
@@ -220,10 +231,17 @@ pub async fn drop_database(tools: &Tools, connection: &Connection, database: &st
 /// The arguments `pg_restore` gets: never a connection string (PGDATABASE carries the target;
 /// libpq reads an empty `--dbname` as "not set").
 pub fn pg_restore_args(options: &RestoreOptions, file: Option<&Path>) -> Vec<String> {
-    let mut args = vec!["--dbname=".to_string(), "--exit-on-error".to_string(), "--no-password".to_string()];
+    let mut args = vec!["--dbname=".to_string(), "--no-password".to_string()];
+    if options.sandboxed {
+        // Entry by entry, nothing owned by or granted to the dump's roles.
+        args.push("--no-owner".into());
+        args.push("--no-privileges".into());
+    } else {
+        args.insert(1, "--exit-on-error".into());
+    }
     if options.jobs > 1 {
         args.push(format!("--jobs={}", options.jobs));
-    } else {
+    } else if !options.sandboxed {
         args.push("--single-transaction".into());
     }
     if options.clean {
@@ -406,7 +424,8 @@ pub async fn restore(
     let (repository2, progress2, cancel2, key, manifest2) =
         (repository.clone(), progress.clone(), cancel.clone(), repository.key(&path), manifest.clone());
     let pg_restore = options.tools.pg_restore.clone();
-    let outcome = tokio::task::spawn_blocking(move || -> Result<()> {
+    let sandboxed = options.sandboxed;
+    let outcome = tokio::task::spawn_blocking(move || -> Result<(u64, Vec<String>)> {
         let mut child =
             command.spawn().map_err(|e| job_error(format!("could not run {}: {e}", pg_restore.display()), ""))?;
         let mut stderr = child.stderr.take().expect("piped");
@@ -439,17 +458,20 @@ pub async fn restore(
             return Err(Error::Cancelled);
         }
         if !status.success() {
+            if let Some(skipped) = ignored_errors(&messages).filter(|_| sandboxed) {
+                return Ok((skipped, error_messages(&messages, 5)));
+            }
             return Err(job_error(
                 format!("pg_restore failed ({status}): {}", last_lines(&messages, 6)),
                 "Nothing was committed when restoring with one job; read pg_restore's message, fix the cause (a missing role, extension or tablespace), and run the restore again.",
             ));
         }
-        Ok(())
+        Ok((0, Vec::new()))
     })
     .await
     .map_err(|e| job_error(format!("the restore task failed: {e}"), ""))?;
     drop(spool);
-    outcome?;
+    let (skipped, skipped_messages) = outcome?;
     Ok(Restored {
         backup_id: manifest.id.to_string(),
         source_database: manifest.database.clone(),
@@ -457,7 +479,25 @@ pub async fn restore(
         created: missing,
         bytes: manifest.dump.bytes,
         jobs: options.jobs.max(1),
+        skipped,
+        skipped_messages,
     })
+}
+
+/// The count in pg_restore's closing "errors ignored on restore: N" (printed when it went on
+/// past failed entries).
+pub fn ignored_errors(messages: &str) -> Option<u64> {
+    messages.lines().rev().find_map(|line| line.split("errors ignored on restore:").nth(1)?.trim().parse().ok())
+}
+
+/// The first `n` of pg_restore's error lines, each cut to a readable length.
+pub fn error_messages(messages: &str, n: usize) -> Vec<String> {
+    messages
+        .lines()
+        .filter_map(|line| line.strip_prefix("pg_restore: error: "))
+        .map(|line| line.trim_start_matches("could not execute query: ").chars().take(300).collect())
+        .take(n)
+        .collect()
 }
 
 fn last_lines(text: &str, n: usize) -> String {
@@ -518,6 +558,7 @@ mod tests {
             jobs,
             tables: tables.iter().map(|t| t.to_string()).collect(),
             spool_dir: "/tmp".into(),
+            sandboxed: false,
         }
     }
 
@@ -553,6 +594,25 @@ mod tests {
         assert_eq!(split_table("\"a.b\".\"Odd\"\"q\""), (Some("a.b".into()), "Odd\"q".into()));
         let args = pg_restore_args(&options(1, false, &["sales.orders", "sales.audit", "t"]), None);
         assert_eq!(&args[4..], ["--schema=sales", "--table=orders", "--table=audit", "--table=t"]);
+    }
+
+    #[test]
+    fn a_sandboxed_restore_owns_nothing_grants_nothing_and_goes_on_past_what_it_may_not_do() {
+        let mut sandboxed = options(1, false, &[]);
+        sandboxed.sandboxed = true;
+        let args = pg_restore_args(&sandboxed, None);
+        assert_eq!(args, ["--dbname=", "--no-password", "--no-owner", "--no-privileges"]);
+        let messages =
+            "pg_restore: error: could not execute query: ERROR:  permission denied to create extension \"backstop\"\n\
+                        Command was: CREATE EXTENSION IF NOT EXISTS backstop;\n\
+                        pg_restore: error: could not execute query: ERROR:  role \"alice\" does not exist\n\
+                        pg_restore: warning: errors ignored on restore: 2\n";
+        assert_eq!(ignored_errors(messages), Some(2));
+        assert_eq!(
+            error_messages(messages, 5),
+            ["ERROR:  permission denied to create extension \"backstop\"", "ERROR:  role \"alice\" does not exist"]
+        );
+        assert_eq!(ignored_errors("pg_restore: error: connection failed"), None);
     }
 
     #[test]
