@@ -119,6 +119,30 @@ async fn story(store: Arc<dyn ObjectStore>, scratch: &std::path::Path) {
     assert_eq!(gone, vec![second.id.as_str()], "the newest valid backup is never removed");
     assert!(plan.kept_backups.iter().any(|(id, why)| id == third.id.as_str() && why.contains(&"newest valid")));
 
+    // A signed backup dated a year ahead (a wrong clock, or a key holder's trick) does not become
+    // "the newest valid backup": keep_last 1 keeps the real newest and the future one, removes
+    // only the older real one, and says why the future one stayed.
+    change(103);
+    let future = take_backup_from(
+        &repository,
+        &data,
+        BackupKind::Incremental,
+        Some(third.clone()),
+        SystemTime::now() + 365 * day,
+        Some(Lsn(7 * SEGMENT + 0x28)),
+    )
+    .await;
+    let plan = expire::plan(&repository, &args(1, false), SystemTime::now()).await.unwrap();
+    let gone: Vec<&str> = plan.removals.iter().filter(|r| r.what == "backup").map(|r| r.name.as_str()).collect();
+    assert_eq!(gone, vec![second.id.as_str()]);
+    assert!(plan.kept_backups.iter().any(|(id, why)| id == third.id.as_str() && why.contains(&"newest valid")));
+    assert!(plan.kept_backups.iter().any(|(id, why)| id == future.id.as_str() && why == &vec!["dated in the future"]));
+    assert!(
+        plan.held_back.iter().any(|h| h.contains(future.id.as_str()) && h.contains("future")),
+        "{:?}",
+        plan.held_back
+    );
+
     // A backup whose manifest cannot be read holds every pack back (its references are unknown).
     let broken = backstop_core::layout::backup_manifest(&second.id);
     store.put(&repository.key(&broken), b"not a manifest".to_vec().into(), WriteMode::Overwrite).await.unwrap();

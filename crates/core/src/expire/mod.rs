@@ -62,6 +62,17 @@ impl Plan {
     }
 }
 
+/// Items kept because they are dated in the future are named in what was held back: a DBA should
+/// look at the clock of the server that wrote them (or at who did).
+fn note_future(plan: &mut Plan, what: &str, decisions: &[retention::Decision]) {
+    for decision in decisions.iter().filter(|d| d.reasons.contains(&"dated in the future")) {
+        plan.held_back.push(format!(
+            "{what} {}: dated in the future, so kept and not counted as the newest (check the clock of the server that wrote it)",
+            decision.id
+        ));
+    }
+}
+
 fn unix(seconds: f64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0))
 }
@@ -99,6 +110,7 @@ async fn plan_backups(
         })
         .collect();
     let decisions = retention::decide(&items, policy, now);
+    note_future(plan, "backup", &decisions);
     let mut referenced = HashSet::new();
     let mut unreadable = Vec::new();
     let mut oldest_retained: Option<&crate::backups::manifest::BackupManifest> = None;
@@ -221,9 +233,9 @@ async fn plan_snapshots(
                 None => incomplete.push(snapshot),
             }
         }
-        for (decision, (snapshot, manifest)) in
-            retention::decide(&items, policy, now).iter().zip(snapshots.iter().filter(|(_, m)| m.is_some()))
-        {
+        let decisions = retention::decide(&items, policy, now);
+        note_future(plan, "snapshot", &decisions);
+        for (decision, (snapshot, manifest)) in decisions.iter().zip(snapshots.iter().filter(|(_, m)| m.is_some())) {
             if decision.keep {
                 plan.kept_snapshots += 1;
                 continue;
@@ -320,7 +332,9 @@ async fn plan_logical(
                 valid: true,
             })
             .collect();
-        for (decision, (id, dir)) in retention::decide(&items, policy, now).iter().zip(&complete) {
+        let decisions = retention::decide(&items, policy, now);
+        note_future(plan, "logical backup", &decisions);
+        for (decision, (id, dir)) in decisions.iter().zip(&complete) {
             if decision.keep {
                 plan.kept_logical += 1;
                 continue;

@@ -4,7 +4,9 @@
 //!
 //! Invariant (design.md rule 6): the newest valid item is always kept, whatever the policy says.
 //! Items that are not valid (incomplete, damaged) never count towards a bucket and are never the
-//! reason something else is removed.
+//! reason something else is removed. Items dated in the future (more than [`CLOCK_SKEW`] past
+//! `now`: a clock that was wrong, or a manifest made to look newest) are kept, never count as the
+//! newest valid item and take no bucket, so they cannot push a real backup out.
 
 use std::collections::HashSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,11 +45,25 @@ fn days(time: SystemTime) -> i64 {
     time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64 / 86_400
 }
 
+/// How far past `now` an item's time may lie and still count (clocks of two hosts disagree).
+pub const CLOCK_SKEW: Duration = Duration::from_secs(300);
+
+/// Is `time` later than `now` plus [`CLOCK_SKEW`]?
+pub fn in_the_future(time: SystemTime, now: SystemTime) -> bool {
+    time > now + CLOCK_SKEW
+}
+
 /// Decides for every item; the result is in the order of `items`.
 pub fn decide(items: &[Item], policy: &Policy, now: SystemTime) -> Vec<Decision> {
-    let mut order: Vec<usize> = (0..items.len()).filter(|&i| items[i].valid).collect();
+    let mut order: Vec<usize> =
+        (0..items.len()).filter(|&i| items[i].valid && !in_the_future(items[i].time, now)).collect();
     order.sort_by(|&a, &b| items[b].time.cmp(&items[a].time)); // newest first
     let mut reasons: Vec<Vec<&'static str>> = vec![Vec::new(); items.len()];
+    for (i, item) in items.iter().enumerate() {
+        if in_the_future(item.time, now) {
+            reasons[i].push("dated in the future");
+        }
+    }
     if let Some(&newest) = order.first() {
         reasons[newest].push("newest valid");
     }
@@ -123,6 +139,24 @@ mod tests {
         let decisions = decide(&items, &Policy::default(), parse_time("2026-11-22 00:00:00").unwrap());
         assert_eq!(decisions.iter().filter(|d| d.keep).map(|d| d.id.as_str()).collect::<Vec<_>>(), vec!["b1"]);
         assert_eq!(decisions[2].reasons, vec!["not valid"]);
+    }
+
+    #[test]
+    fn an_item_dated_in_the_future_is_kept_but_never_pushes_a_real_one_out() {
+        let items = history(&["2026-11-20 00:00:00", "2026-11-21 00:00:00", "2099-01-01 00:00:00"]);
+        let decisions = decide(&items, &Policy::default(), parse_time("2026-11-22 00:00:00").unwrap());
+        assert_eq!(decisions[1].reasons, vec!["newest valid"], "the newest real backup stays the newest valid");
+        assert_eq!(decisions[2].reasons, vec!["dated in the future"]);
+        assert!(decisions[2].keep && !decisions[0].keep);
+        // With a daily policy, the future item takes no day's bucket either.
+        let policy = Policy { keep_last: 1, daily: 1, ..Policy::default() };
+        assert_eq!(kept(&items, &policy, "2026-11-22 00:00:00"), vec!["b1", "b2"]);
+        // A few minutes of clock skew is not the future.
+        let skewed = history(&["2026-11-22 00:04:00"]);
+        assert_eq!(
+            decide(&skewed, &Policy::default(), parse_time("2026-11-22 00:00:00").unwrap())[0].reasons,
+            vec!["newest valid"]
+        );
     }
 
     #[test]
