@@ -212,6 +212,8 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         "timeline": timeline,
         "files": stats.files,
         "files_reused": stats.files_reused,
+        "packs_rechecked": stats.packs_rechecked,
+        "packs_unusable": stats.packs_unusable,
         "bytes": stats.bytes,
         "bytes_read": stats.bytes_read,
         "bytes_new": stats.bytes_new,

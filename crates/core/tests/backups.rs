@@ -268,6 +268,35 @@ async fn damaged_packs_are_never_referenced_by_a_new_backup() {
     let middle = raw.len() / 2;
     raw[middle] ^= 0x01;
     store.put(&flipped_key, raw.into(), backstop_core::WriteMode::Overwrite).await.unwrap();
+    // An incremental reuses an earlier pack only after reading it back whole when it was last
+    // read more than the re-read period ago: here, as for a manifest older than 0.3.0, never.
+    let mut due = incremental.clone();
+    for pack in &mut due.packs {
+        pack.verified_at = 0;
+    }
+    let next = take_backup(&repository, &data, BackupKind::Incremental, Some(due), t0 + Duration::from_secs(90)).await;
+    assert!(!next.packs.iter().any(|p| p.id == incremental.packs[0].id), "the flipped pack is not referenced");
+    assert_eq!((next.stats.packs_unusable, next.stats.packs_rechecked), (1, incremental.packs.len() as u64 - 1));
+    let target = scratch.path().join("restored-next");
+    restore_to(&repository, &next.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+    // The same with the period over (0: read back every earlier pack), and the packs read back
+    // and found good are recorded as such.
+    let again = take_backup_rereading(
+        &repository,
+        &data,
+        BackupKind::Incremental,
+        Some(incremental.clone()),
+        t0 + Duration::from_secs(100),
+        None,
+        Duration::ZERO,
+    )
+    .await;
+    assert!(!again.packs.iter().any(|p| p.id == incremental.packs[0].id), "the flipped pack is not referenced");
+    assert!(again.packs.iter().all(|p| p.verified_at > 0));
+    let target = scratch.path().join("restored-again");
+    restore_to(&repository, &again.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
     let full =
         take_backup(&repository, &data, BackupKind::Full, Some(incremental.clone()), t0 + Duration::from_secs(120))
             .await;

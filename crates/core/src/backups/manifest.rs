@@ -85,6 +85,11 @@ pub struct PackRef {
     pub id: String,
     /// Plain length.
     pub len: u64,
+    /// Unix seconds when its whole body was last known good: written by its backup, or read
+    /// back through every checksum by a later incremental that reuses it (0: unknown, as in
+    /// manifests before 0.3.0). A reused pack older than the re-read period is read again.
+    #[serde(default)]
+    pub verified_at: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +145,12 @@ pub struct BackupStats {
     pub files_reused: u64,
     /// Store requests made (uploads of packs and the manifest).
     pub requests: u64,
+    /// Earlier packs read back through every checksum before they were reused.
+    #[serde(default)]
+    pub packs_rechecked: u64,
+    /// Earlier packs found missing or damaged: not referenced, their chunks stored anew.
+    #[serde(default)]
+    pub packs_unusable: u64,
 }
 
 fn corrupt(key: &str, reason: String) -> Error {
@@ -313,7 +324,7 @@ pub(crate) mod tests {
             backup_label: "START WAL LOCATION: 0/3000028".into(),
             tablespace_map: String::new(),
             tablespaces: vec![],
-            packs: vec![PackRef { id: sha.clone(), len: 8192 }],
+            packs: vec![PackRef { id: sha.clone(), len: 8192, verified_at: 0 }],
             files: vec![FileEntry {
                 path: "global/pg_control".into(),
                 kind: FileKind::File,

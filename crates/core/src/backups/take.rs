@@ -17,6 +17,12 @@
 //! less than `reread_after` ago (default 7 days): the periodic full read that catches a file
 //! changed behind an unchanged mtime.
 //!
+//! Earlier packs: an incremental references a pack of the previous backup only when its signed
+//! trailer is there with the recorded length and, when the pack was last read back more than
+//! `reread_after` ago (its `verified_at`), after it was read again through every checksum; a pack
+//! damaged in place is then left out and its chunks are read from the data directory and stored
+//! anew. So a pack in use is re-read at least once per re-read period, as files are.
+//!
 //! Memory is bounded by the pipeline: one pack being filled, `parallel` packs uploading and one
 //! queued, whatever the size of a file or of the cluster.
 
@@ -387,7 +393,8 @@ impl Packer {
         }
         let open = self.open.take().expect("checked");
         let id = hex::encode(Sha256::new().chain_update(self.salt).chain_update(&open.hashes).finalize());
-        self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64 });
+        let verified_at = unix_seconds(SystemTime::now()) as u64;
+        self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64, verified_at });
         Some(SealedPack { index: open.index, id, bytes: open.bytes })
     }
 }
@@ -401,11 +408,21 @@ pub async fn copy_files(
     progress: Arc<Progress>,
     cancel: &CancellationToken,
 ) -> Result<Taken> {
+    let mut options = options;
     let parallel = options.parallel.max(1);
-    let damaged = match (&options.previous, options.kind) {
-        (Some(previous), super::BackupKind::Incremental) => unusable_packs(repository, previous).await?,
-        _ => HashSet::new(),
+    let now = unix_seconds(SystemTime::now()) as u64;
+    let (damaged, rechecked) = match (&options.previous, options.kind) {
+        (Some(previous), super::BackupKind::Incremental) => {
+            unusable_packs(repository, previous, now, options.reread_after).await?
+        }
+        _ => (HashSet::new(), Vec::new()),
     };
+    if let Some(previous) = options.previous.as_mut() {
+        for &index in &rechecked {
+            previous.packs[index as usize].verified_at = now;
+        }
+    }
+    let (packs_rechecked, packs_unusable) = (rechecked.len() as u64, damaged.len() as u64);
     let (sender, receiver) = mpsc::channel::<SealedPack>(1);
     let reader_cancel = cancel.child_token();
     let reader_progress = progress.clone();
@@ -455,6 +472,8 @@ pub async fn copy_files(
     stats.bytes_stored = Progress::get(&progress.bytes_stored);
     stats.packs_new = Progress::get(&progress.packs_new);
     stats.requests = stats.packs_new;
+    stats.packs_rechecked = packs_rechecked;
+    stats.packs_unusable = packs_unusable;
     Ok(Taken { files, packs, tablespaces, stats })
 }
 
@@ -464,27 +483,60 @@ fn mpsc_stream<T: Send + 'static>(mut receiver: mpsc::Receiver<T>) -> impl futur
 
 type ReadResult = (Vec<FileEntry>, Vec<PackRef>, Vec<Tablespace>, BackupStats);
 
-/// The previous backup's packs an incremental must not reference: missing, not authenticated, or
-/// not the length the manifest records (each checked by its signed trailer: a head and two range
-/// reads, not a download). Their chunks are read from the data directory and stored anew.
-async fn unusable_packs(repository: &Repository, previous: &BackupManifest) -> Result<HashSet<u32>> {
+/// The previous backup's packs an incremental must not reference: missing, not authenticated, not
+/// the length the manifest records (each checked by its signed trailer: a head and two range
+/// reads, not a download), or, when last read back more than `reread_after` before `now`, damaged
+/// anywhere in their body (streamed through every checksum). Returns those, and the packs read
+/// back that matched (their `verified_at` becomes `now`).
+async fn unusable_packs(
+    repository: &Repository,
+    previous: &BackupManifest,
+    now: u64,
+    reread_after: Duration,
+) -> Result<(HashSet<u32>, Vec<u32>)> {
     // Owned inputs: the future is spawned, and borrowed items make it not general enough to be Send.
     let checks = futures::stream::iter(previous.packs.clone().into_iter().enumerate().map(|(index, pack)| {
         let repository = repository.clone();
-        async move { check_pack_usable(&repository, index, pack).await }
+        let due = now.saturating_sub(pack.verified_at) >= reread_after.as_secs();
+        async move { check_pack_usable(&repository, index, pack, due).await }
     }))
-    .buffer_unordered(16);
-    let results: Vec<(u32, bool)> = checks.try_collect().await?;
-    Ok(results.into_iter().filter(|(_, usable)| !usable).map(|(index, _)| index).collect())
+    .buffer_unordered(8);
+    let results: Vec<(u32, PackCheck)> = checks.try_collect().await?;
+    let damaged = results.iter().filter(|(_, c)| *c == PackCheck::Unusable).map(|(i, _)| *i).collect();
+    let rechecked = results.iter().filter(|(_, c)| *c == PackCheck::ReadBack).map(|(i, _)| *i).collect();
+    Ok((damaged, rechecked))
 }
 
-async fn check_pack_usable(repository: &Repository, index: usize, pack: PackRef) -> Result<(u32, bool)> {
-    let usable = match repository.read_trailer(&layout::pack(&pack.id)?).await {
-        Ok(trailer) => trailer.plain_len == pack.len,
-        Err(Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unauthenticated { .. }) => false,
-        Err(e) => return Err(e),
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PackCheck {
+    /// Its trailer matches; its body was read back recently enough not to be read now.
+    Trailer,
+    /// Read back whole through every checksum just now, and it matched.
+    ReadBack,
+    Unusable,
+}
+
+async fn check_pack_usable(
+    repository: &Repository,
+    index: usize,
+    pack: PackRef,
+    due: bool,
+) -> Result<(u32, PackCheck)> {
+    let path = layout::pack(&pack.id)?;
+    let unusable = |e: Error| match e {
+        Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unauthenticated { .. } => Ok(PackCheck::Unusable),
+        e => Err(e),
     };
-    Ok((index as u32, usable))
+    let check = match repository.read_trailer(&path).await {
+        Ok(trailer) if trailer.plain_len != pack.len => PackCheck::Unusable,
+        Ok(_) if !due => PackCheck::Trailer,
+        Ok(_) => match repository.verify(&path).await {
+            Ok(_) => PackCheck::ReadBack,
+            Err(e) => unusable(e)?,
+        },
+        Err(e) => unusable(e)?,
+    };
+    Ok((index as u32, check))
 }
 
 fn read_all(

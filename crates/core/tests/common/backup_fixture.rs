@@ -123,6 +123,19 @@ pub async fn take_backup_from(
     at: SystemTime,
     start: Option<Lsn>,
 ) -> BackupManifest {
+    take_backup_rereading(repository, data, kind, previous, at, start, take::DEFAULT_REREAD_AFTER).await
+}
+
+/// [`take_backup_from`] with a re-read period of its own (files and earlier packs).
+pub async fn take_backup_rereading(
+    repository: &Repository,
+    data: &Path,
+    kind: BackupKind,
+    previous: Option<BackupManifest>,
+    at: SystemTime,
+    start: Option<Lsn>,
+    reread_after: Duration,
+) -> BackupManifest {
     let previous_id = previous.as_ref().map(|p| p.id.clone());
     let taken = take::copy_files(
         repository,
@@ -130,7 +143,7 @@ pub async fn take_backup_from(
             data_dir: data.to_path_buf(),
             kind,
             previous,
-            reread_after: take::DEFAULT_REREAD_AFTER,
+            reread_after,
             include_manifest_key: false,
             parallel: 2,
         },
