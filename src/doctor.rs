@@ -50,24 +50,29 @@ pub fn run_checks() -> Vec<Check> {
     ];
     checks.extend(repository_checks());
     checks.push(crate::auth::check());
-    checks.push(encryption_check());
+    let (backup_checks, unencrypted) = base_backup_checks();
+    checks.push(encryption_check(unencrypted));
     checks.push(archiver_failures_check());
     checks.push(archive_backlog_check());
-    checks.extend(base_backup_checks());
+    checks.extend(backup_checks);
     checks.push(backup_job_check());
     checks.extend(crate::logical::health::checks());
     checks.extend(crate::schedule::health::checks());
     checks
 }
 
-/// The newest base backup and its age, and whether WAL continues from it to the present.
-fn base_backup_checks() -> Vec<Check> {
+/// The newest base backup and its age, and whether WAL continues from it to the present; and how
+/// many packs the backups reference that are stored unencrypted (None when not listed).
+fn base_backup_checks() -> (Vec<Check>, Option<usize>) {
     let not_checked = |detail: String, hint: &str| {
-        vec![
-            Check::fail("base_backup", detail.clone(), hint),
-            Check::fail("pitr_reaches_now", detail.clone(), hint),
-            Check::fail("repository_complete", detail, hint),
-        ]
+        (
+            vec![
+                Check::fail("base_backup", detail.clone(), hint),
+                Check::fail("pitr_reaches_now", detail.clone(), hint),
+                Check::fail("repository_complete", detail, hint),
+            ],
+            None,
+        )
     };
     let repository = match repo::open() {
         Ok(repository) => repository,
@@ -120,7 +125,7 @@ fn base_backup_checks() -> Vec<Check> {
         gucs::max_base_backup_age(),
     );
     checks.push(deletion_check(&repository.describe(), &backups, &wal));
-    checks
+    (checks, Some(backstop_core::backups::verify::unencrypted_packs(&backups)))
 }
 
 /// What this server wrote (its job history, the archiver's last file) against what the
@@ -347,8 +352,17 @@ fn repository_checks() -> Vec<Check> {
     vec![reachable, owner]
 }
 
-fn encryption_check() -> Check {
+fn encryption_check(unencrypted: Option<usize>) -> Check {
     match gucs::codec_settings() {
+        Ok(codec) if !codec.recipients.is_empty() && unencrypted.is_some_and(|n| n > 0) => Check::warn(
+            "encryption",
+            format!(
+                "objects are encrypted with age to {} recipient(s), but base backups still reference {} pack(s) stored unencrypted (written before encryption was enabled)",
+                codec.recipients.len(),
+                unencrypted.unwrap_or_default()
+            ),
+            "The next base backup stores everything it needs encrypted; once the older backups are expired, nothing unencrypted is left.",
+        ),
         Ok(codec) if !codec.recipients.is_empty() => Check::ok(
             "encryption",
             format!("objects are encrypted with age to {} recipient(s)", codec.recipients.len()),

@@ -450,6 +450,20 @@ impl Repository {
         Ok(self.authenticate_stored(path).await?.trailer)
     }
 
+    /// The trailer and whether the object is stored encrypted, authenticated, without reading
+    /// the object. An adopted unsigned object's header is not authenticated: it counts as not
+    /// encrypted.
+    pub async fn read_trailer_and_encryption(&self, path: &ObjectPath) -> Result<(Trailer, bool)> {
+        let expected = self.authenticate_stored(path).await?;
+        let encrypted = expected.header.is_some_and(|h| Header::decode(&h).is_ok_and(|h| h.encrypted));
+        Ok((expected.trailer, encrypted))
+    }
+
+    /// Whether this repository writes encrypted objects.
+    pub fn encrypts(&self) -> bool {
+        !self.codec.recipients.is_empty()
+    }
+
     /// Reads, authenticates, decodes and verifies a whole object into memory. For objects of
     /// bounded size only (WAL segments, manifests); large objects are read with
     /// [`Repository::open`].

@@ -307,3 +307,37 @@ async fn damaged_packs_are_never_referenced_by_a_new_backup() {
     restore_to(&repository, &full.id, &target, false).await.unwrap();
     assert_same(&target, &data);
 }
+
+/// Encryption enabled on a repository that holds unencrypted backups: the next incremental
+/// reuses none of the unencrypted packs (every pack it references is encrypted), restores byte
+/// for byte with the identity, and what the older backup still needs unencrypted is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_encryption_is_enabled_new_backups_reference_only_encrypted_packs() {
+    use backstop_core::codec::{CodecSettings, Compression};
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let plain = repository(backend.store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    let first = take_backup(&plain, &data, BackupKind::Full, None, t0).await;
+    assert!(first.packs.iter().all(|p| p.encrypted == Some(false)));
+
+    let identity = age::x25519::Identity::generate();
+    let encrypted = plain
+        .clone()
+        .with_codec(CodecSettings::new(Compression::zstd(3).unwrap(), vec![identity.to_public()]))
+        .with_identities(vec![identity]);
+    let next =
+        take_backup(&encrypted, &data, BackupKind::Incremental, Some(first.clone()), t0 + Duration::from_secs(60))
+            .await;
+    assert!(next.packs.iter().all(|p| p.encrypted == Some(true)), "{:?}", next.packs);
+    assert!(!next.packs.iter().any(|p| first.packs.iter().any(|f| f.id == p.id)), "no unencrypted pack reused");
+    assert_eq!(next.stats.packs_unusable, first.packs.len() as u64);
+    let target = scratch.path().join("restored");
+    restore_to(&encrypted, &next.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+    let listed = verify::list_backups(&encrypted).await.unwrap();
+    assert_eq!(verify::unencrypted_packs(&listed), first.packs.len(), "the first backup's packs are still needed");
+}

@@ -90,6 +90,10 @@ pub struct PackRef {
     /// manifests before 0.3.0). A reused pack older than the re-read period is read again.
     #[serde(default)]
     pub verified_at: u64,
+    /// Stored encrypted (age); None (unknown) in manifests before 0.3.0, until an incremental
+    /// reads the pack's header again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -324,7 +328,7 @@ pub(crate) mod tests {
             backup_label: "START WAL LOCATION: 0/3000028".into(),
             tablespace_map: String::new(),
             tablespaces: vec![],
-            packs: vec![PackRef { id: sha.clone(), len: 8192, verified_at: 0 }],
+            packs: vec![PackRef { id: sha.clone(), len: 8192, verified_at: 0, encrypted: None }],
             files: vec![FileEntry {
                 path: "global/pg_control".into(),
                 kind: FileKind::File,

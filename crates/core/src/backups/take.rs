@@ -320,11 +320,13 @@ struct Packer {
     /// Mixed into every new pack's id: a pack this backup writes never shares its name with an
     /// older one (which may be damaged, and would then make the upload fail as a conflict).
     salt: [u8; 16],
+    /// The repository encrypts what this backup writes.
+    encrypts: bool,
 }
 
 impl Packer {
     /// `previous`'s chunks may be referenced, except those in the packs `damaged` lists.
-    fn new(previous: Option<&BackupManifest>, damaged: &HashSet<u32>) -> Self {
+    fn new(previous: Option<&BackupManifest>, damaged: &HashSet<u32>, encrypts: bool) -> Self {
         let mut previous_known = ChunkIndex::new();
         if let Some(previous) = previous {
             for file in &previous.files {
@@ -345,6 +347,7 @@ impl Packer {
             previous_known,
             open: None,
             salt: rand::random(),
+            encrypts,
         }
     }
 
@@ -394,7 +397,8 @@ impl Packer {
         let open = self.open.take().expect("checked");
         let id = hex::encode(Sha256::new().chain_update(self.salt).chain_update(&open.hashes).finalize());
         let verified_at = unix_seconds(SystemTime::now()) as u64;
-        self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len: open.bytes.len() as u64, verified_at });
+        let (len, encrypted) = (open.bytes.len() as u64, Some(self.encrypts));
+        self.packs[open.index as usize] = Some(PackRef { id: id.clone(), len, verified_at, encrypted });
         Some(SealedPack { index: open.index, id, bytes: open.bytes })
     }
 }
@@ -411,15 +415,19 @@ pub async fn copy_files(
     let mut options = options;
     let parallel = options.parallel.max(1);
     let now = unix_seconds(SystemTime::now()) as u64;
-    let (damaged, rechecked) = match (&options.previous, options.kind) {
+    let (damaged, rechecked, encryption) = match (&options.previous, options.kind) {
         (Some(previous), super::BackupKind::Incremental) => {
             unusable_packs(repository, previous, now, options.reread_after).await?
         }
-        _ => (HashSet::new(), Vec::new()),
+        _ => (HashSet::new(), Vec::new(), Vec::new()),
     };
     if let Some(previous) = options.previous.as_mut() {
         for &index in &rechecked {
             previous.packs[index as usize].verified_at = now;
+        }
+        // What each earlier pack's authenticated header says (manifests before 0.3.0 did not record it).
+        for &(index, encrypted) in &encryption {
+            previous.packs[index as usize].encrypted = Some(encrypted);
         }
     }
     let (packs_rechecked, packs_unusable) = (rechecked.len() as u64, damaged.len() as u64);
@@ -428,7 +436,8 @@ pub async fn copy_files(
     let reader_progress = progress.clone();
     let reader = tokio::task::spawn_blocking({
         let reader_cancel = reader_cancel.clone();
-        move || read_all(options, &damaged, reader_progress, sender, &reader_cancel)
+        let encrypts = repository.encrypts();
+        move || read_all(options, &damaged, encrypts, reader_progress, sender, &reader_cancel)
     });
     let uploads = mpsc_stream(receiver)
         .map(|pack| {
@@ -487,13 +496,14 @@ type ReadResult = (Vec<FileEntry>, Vec<PackRef>, Vec<Tablespace>, BackupStats);
 /// the length the manifest records (each checked by its signed trailer: a head and two range
 /// reads, not a download), or, when last read back more than `reread_after` before `now`, damaged
 /// anywhere in their body (streamed through every checksum). Returns those, and the packs read
-/// back that matched (their `verified_at` becomes `now`).
+/// back that matched (their `verified_at` becomes `now`), and whether each readable pack is stored
+/// encrypted.
 async fn unusable_packs(
     repository: &Repository,
     previous: &BackupManifest,
     now: u64,
     reread_after: Duration,
-) -> Result<(HashSet<u32>, Vec<u32>)> {
+) -> Result<(HashSet<u32>, Vec<u32>, Vec<(u32, bool)>)> {
     // Owned inputs: the future is spawned, and borrowed items make it not general enough to be Send.
     let checks = futures::stream::iter(previous.packs.clone().into_iter().enumerate().map(|(index, pack)| {
         let repository = repository.clone();
@@ -501,10 +511,11 @@ async fn unusable_packs(
         async move { check_pack_usable(&repository, index, pack, due).await }
     }))
     .buffer_unordered(8);
-    let results: Vec<(u32, PackCheck)> = checks.try_collect().await?;
-    let damaged = results.iter().filter(|(_, c)| *c == PackCheck::Unusable).map(|(i, _)| *i).collect();
-    let rechecked = results.iter().filter(|(_, c)| *c == PackCheck::ReadBack).map(|(i, _)| *i).collect();
-    Ok((damaged, rechecked))
+    let results: Vec<(u32, PackCheck, Option<bool>)> = checks.try_collect().await?;
+    let damaged = results.iter().filter(|(_, c, _)| *c == PackCheck::Unusable).map(|(i, _, _)| *i).collect();
+    let rechecked = results.iter().filter(|(_, c, _)| *c == PackCheck::ReadBack).map(|(i, _, _)| *i).collect();
+    let encryption = results.iter().filter_map(|(i, _, e)| e.map(|e| (*i, e))).collect();
+    Ok((damaged, rechecked, encryption))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -521,27 +532,29 @@ async fn check_pack_usable(
     index: usize,
     pack: PackRef,
     due: bool,
-) -> Result<(u32, PackCheck)> {
+) -> Result<(u32, PackCheck, Option<bool>)> {
     let path = layout::pack(&pack.id)?;
     let unusable = |e: Error| match e {
         Error::NotFound { .. } | Error::Corrupt { .. } | Error::Unauthenticated { .. } => Ok(PackCheck::Unusable),
         e => Err(e),
     };
-    let check = match repository.read_trailer(&path).await {
-        Ok(trailer) if trailer.plain_len != pack.len => PackCheck::Unusable,
-        Ok(_) if !due => PackCheck::Trailer,
-        Ok(_) => match repository.verify(&path).await {
-            Ok(_) => PackCheck::ReadBack,
-            Err(e) => unusable(e)?,
+    let (check, encrypted) = match repository.read_trailer_and_encryption(&path).await {
+        Ok((trailer, _)) if trailer.plain_len != pack.len => (PackCheck::Unusable, None),
+        Ok((_, encrypted)) if repository.encrypts() && !encrypted => (PackCheck::Unusable, Some(false)),
+        Ok((_, encrypted)) if !due => (PackCheck::Trailer, Some(encrypted)),
+        Ok((_, encrypted)) => match repository.verify(&path).await {
+            Ok(_) => (PackCheck::ReadBack, Some(encrypted)),
+            Err(e) => (unusable(e)?, None),
         },
-        Err(e) => unusable(e)?,
+        Err(e) => (unusable(e)?, None),
     };
-    Ok((index as u32, check))
+    Ok((index as u32, check, encrypted))
 }
 
 fn read_all(
     options: TakeOptions,
     damaged: &HashSet<u32>,
+    encrypts: bool,
     progress: Arc<Progress>,
     sender: mpsc::Sender<SealedPack>,
     cancel: &CancellationToken,
@@ -563,7 +576,7 @@ fn read_all(
         _ => HashMap::new(),
     };
     // A full backup reads and writes everything: it references no pack of an earlier backup.
-    let mut packer = Packer::new(options.previous.as_ref().filter(|_| incremental), damaged);
+    let mut packer = Packer::new(options.previous.as_ref().filter(|_| incremental), damaged, encrypts);
     let mut stats = BackupStats::default();
     let mut files = Vec::with_capacity(found.len());
     let mut buffer = vec![0u8; CHUNK_SIZE];

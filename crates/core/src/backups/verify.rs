@@ -35,6 +35,17 @@ impl BackupStatus {
     }
 }
 
+/// How many distinct packs the readable backups reference that are stored unencrypted (recorded in
+/// their manifests): in a repository that encrypts, what was written before encryption was
+/// enabled and is still needed. New backups do not reuse them.
+pub fn unencrypted_packs(backups: &[BackupStatus]) -> usize {
+    let mut ids = std::collections::HashSet::new();
+    for manifest in backups.iter().filter_map(|b| b.manifest.as_ref()) {
+        ids.extend(manifest.packs.iter().filter(|p| p.encrypted == Some(false)).map(|p| p.id.as_str()));
+    }
+    ids.len()
+}
+
 /// Every committed backup, oldest first, each checked cheaply: manifest verified and validated,
 /// every pack present with the stored size its trailer implies (one streamed listing of packs/).
 pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> {
