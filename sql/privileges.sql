@@ -64,3 +64,22 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA @extschema@ FROM PUBLIC;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA @extschema@ TO backstop_admin;
 -- backstop.restores is written only by backstop's own functions (as the table's owner), so the
 -- validation gate in front of copy-back plans cannot be forged by an INSERT or UPDATE.
+
+-- Job history a plain backstop_admin member may read: the runs she asked for, WAL drills, and
+-- snapshot runs of tables she may SELECT. Everything else (base backups, drills that count every
+-- table, logical backups, expire) names tables and row counts only members of backstop_operator
+-- (who read every table anyway) and superusers see. backstop's own code writes the table as its
+-- owner, and doctor() reads it as its owner, so neither is affected.
+ALTER TABLE @extschema@.job_runs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY job_runs_readable ON @extschema@.job_runs FOR SELECT USING (
+    pg_catalog.pg_has_role('backstop_operator', 'MEMBER')
+    OR requested_by = CURRENT_USER
+    OR kind = 'wal_fetch'
+    OR (kind IN ('snapshot', 'snapshot_restore')
+        AND NOT args ? 'schema'
+        AND (args ? 'tables' OR args ? 'table')
+        AND NOT EXISTS (
+            SELECT 1 FROM pg_catalog.jsonb_array_elements_text(
+                       CASE WHEN args ? 'tables' THEN args->'tables' ELSE pg_catalog.jsonb_build_array(args->'table') END) t(name)
+             WHERE NOT coalesce(pg_catalog.has_table_privilege(pg_catalog.to_regclass(t.name), 'SELECT'), false)))
+);

@@ -18,7 +18,7 @@ fn doctor() -> TableIterator<
     'static,
     (name!(check, String), name!(status, String), name!(detail, String), name!(hint, Option<String>)),
 > {
-    let rows: Vec<DoctorRow> = run_checks()
+    let rows: Vec<DoctorRow> = crate::spi::as_extension_owner(run_checks)
         .into_iter()
         .map(|c| (c.check.to_string(), c.status.as_str().to_string(), c.detail, c.hint))
         .collect();
@@ -37,7 +37,7 @@ CREATE VIEW status AS SELECT * FROM doctor();
 /// The verdict (ready / degraded / not_ready), a reason and every check, for automation.
 #[pg_extern(volatile, parallel_unsafe)]
 fn doctor_report() -> pgrx::JsonB {
-    pgrx::JsonB(doctor::report(&run_checks()))
+    pgrx::JsonB(doctor::report(&crate::spi::as_extension_owner(run_checks)))
 }
 
 pub fn run_checks() -> Vec<Check> {

@@ -61,3 +61,56 @@ pub fn three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + 
         table.first().get_three::<A, B, C>()
     })
 }
+
+/// Runs `f` as the owner of backstop's tables, the way PostgreSQL runs index functions for their
+/// owner: a local user-id change in a security-restricted operation, with `search_path` set to
+/// `pg_catalog, pg_temp` for the duration (so no object of the caller's can stand in for one the
+/// queries name). For doctor(): its fixed, read-only queries see the whole job history (which row
+/// security hides partly from a plain backstop_admin member) and return only facts that name no
+/// table or row count.
+pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = Spi::get_one::<pg_sys::Oid>(
+        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass('backstop.job_runs')",
+    )
+    .ok()
+    .flatten();
+    let Some(owner) = owner else { return f() };
+    struct Restore {
+        user: pg_sys::Oid,
+        context: i32,
+        nest: i32,
+    }
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // On an error the transaction's abort restores both as well; undoing here keeps the
+            // caller's settings whichever way this scope ends.
+            unsafe {
+                pg_sys::AtEOXact_GUC(!std::thread::panicking(), self.nest);
+                pg_sys::SetUserIdAndSecContext(self.user, self.context);
+            }
+        }
+    }
+    let restore = unsafe {
+        let (mut user, mut context) = (pg_sys::InvalidOid, 0);
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context | (pg_sys::SECURITY_LOCAL_USERID_CHANGE | pg_sys::SECURITY_RESTRICTED_OPERATION) as i32,
+        );
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        Restore { user, context, nest }
+    };
+    let result = f();
+    drop(restore);
+    result
+}

@@ -46,6 +46,15 @@ RESET client_min_messages;
 SELECT count(*) AS jobs, min(requested_by) AS requested_by, min(state) AS state FROM backstop.job_runs;
 INSERT INTO backstop.job_runs (job_id, kind, state, requested_by) VALUES (999, 'base_backup', 'succeeded', 'x');
 SELECT count(*) AS running FROM backstop.job_progress;
+-- A plain backstop_admin member does not see that run (its result names tables and their row
+-- counts), yet her doctor() reports the history as a superuser's does.
+\c - postgres
+CREATE ROLE scenario_admin LOGIN IN ROLE backstop_admin;
+SELECT count(*) AS base_backup_runs_superuser_sees FROM backstop.job_runs WHERE kind = 'base_backup';
+SELECT "check", status, detail LIKE 'the last base backup job, %, succeeded' AS saw_the_run FROM backstop.doctor() WHERE "check" = 'backup_job';
+\c - scenario_admin
+SELECT count(*) AS base_backup_runs_she_sees FROM backstop.job_runs WHERE kind = 'base_backup';
+SELECT "check", status, detail LIKE 'the last base backup job, %, succeeded' AS saw_the_run FROM backstop.doctor() WHERE "check" = 'backup_job';
 \c - scenario_plain
 SELECT * FROM backstop.base_backup();
 \c - postgres
@@ -57,5 +66,6 @@ CREATE EXTENSION backstop;
 ALTER ROLE backstop_admin NOLOGIN;
 CREATE EXTENSION backstop;
 DROP ROLE scenario_plain;
+DROP ROLE scenario_admin;
 REVOKE backstop_operator FROM scenario_operator;
 DROP ROLE scenario_operator;

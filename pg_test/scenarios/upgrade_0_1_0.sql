@@ -31,9 +31,9 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
        (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) AS job_runs_md5,
        (SELECT count(*) FROM backstop.job_runs) AS job_runs_rows,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) AS schedules_md5,
-       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) AS function_acl_md5,
-       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) AS relation_acl_md5,
        (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'backstop') AS schema_acl
 \gset
@@ -48,9 +48,9 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) = :'schedules_md5' AS schedules_intact;
 -- Every 0.1.0 privilege is intact; the new functions have backstop's: none for PUBLIC, EXECUTE for
 -- backstop_admin.
-SELECT (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+SELECT (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository')) = :'function_acl_md5' AS function_grants_intact,
-       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact,
        (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'backstop') = :'schema_acl' AS schema_grants_intact;
 SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,

@@ -22,9 +22,9 @@ GRANT SELECT ON orders, orders_recovered TO upgrade_operator;
 SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backstop.restores r) AS restores_md5,
        (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) AS job_runs_md5,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) AS schedules_md5,
-       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) AS function_acl_md5,
-       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) AS relation_acl_md5
 \gset
 
@@ -33,9 +33,9 @@ SELECT extversion FROM pg_extension WHERE extname = 'backstop';
 SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backstop.restores r) = :'restores_md5' AS restores_intact,
        (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) = :'job_runs_md5' AS job_runs_intact,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) = :'schedules_md5' AS schedules_intact,
-       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
           FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('repository_key', 'adopt_repository')) = :'function_acl_md5' AS function_grants_intact,
-       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY 1))
+       (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact;
 SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,
        EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS public_may
