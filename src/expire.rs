@@ -12,7 +12,7 @@ use crate::backups::worker::{phase, release_backup_lock, try_backup_lock};
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 
-pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
     if !try_backup_lock()? {
         return Err(Error::InvalidInput(
             "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
@@ -20,14 +20,19 @@ pub fn run(args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Valu
     }
     phase(status, "planning");
     let repository = repo::open_checked()?;
+    // Across servers writing this namespace: a dry run removes nothing and needs no lease.
+    let lease = if args.dry_run { None } else { Some(repo::HeldLease::acquire(&repository, "expire", job_id)?) };
     let plan = io::block_on(backstop_core::expire::plan(&repository, args, SystemTime::now()))?;
-    let removed = if args.dry_run {
-        0
-    } else {
-        phase(status, "removing");
-        let cancel = CancellationToken::new();
-        io::block_on(backstop_core::expire::apply(&repository, &plan, &cancel))?
+    let removed = match &lease {
+        None => 0,
+        Some(lease) => {
+            phase(status, "removing");
+            lease.check()?;
+            let cancel = CancellationToken::new();
+            io::block_on(backstop_core::expire::apply(&repository, &plan, &cancel))?
+        }
     };
+    drop(lease);
     release_backup_lock();
     Ok(serde_json::json!({
         "dry_run": args.dry_run,

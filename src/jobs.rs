@@ -612,7 +612,7 @@ fn run_job(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     match spec {
         JobSpec::BaseBackup(_) => crate::backups::worker::run(request, status),
         JobSpec::Snapshot(args) => crate::snapshot::job::run(request, &args, status),
-        JobSpec::Expire(args) => crate::expire::run(&args, status),
+        JobSpec::Expire(args) => crate::expire::run(request.id, &args, status),
         JobSpec::SnapshotRestore(args) => crate::drills::snapshot_restore(request, &args, status),
         JobSpec::WalFetch(args) => crate::drills::wal_fetch(&args, status),
         JobSpec::Pitr(args) => crate::drills::pitr(request, &args, status),

@@ -84,6 +84,8 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     }
     phase(status, "opening the repository");
     let repository = repo::open_checked()?;
+    // Across servers writing this namespace (a standby, a copy restored as primary): the lease.
+    let lease = repo::HeldLease::acquire(&repository, JobKind::BaseBackup.as_str(), request.id)?;
     let backups = io::block_on(verify::list_backups(&repository))?;
     let previous = backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.clone());
     let kind = match (args.kind.as_str(), &previous) {
@@ -140,15 +142,16 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })
     };
     while !task.is_finished() {
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) || lease.lost() {
             cancel.cancel();
         }
         progress_into(status, &progress);
         jobs::write_status(status);
     }
-    let taken = io::runtime()
-        .block_on(task)
-        .map_err(|e| Error::InvalidInput(format!("the backup's copy task failed: {e}")))??;
+    let taken =
+        io::runtime().block_on(task).map_err(|e| Error::InvalidInput(format!("the backup's copy task failed: {e}")))?;
+    lease.check()?;
+    let taken = taken?;
     progress_into(status, &progress);
 
     phase(status, "pg_backup_stop");
@@ -183,6 +186,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     };
 
     phase(status, "writing the manifest");
+    lease.check()?;
     let identity = repo::cluster_identity();
     let manifest = taken.into_manifest(BackupFacts {
         id: id.clone(),

@@ -25,6 +25,41 @@ mod tests {
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.job_runs").unwrap(), jobs_before);
     }
 
+    /// Another server writing the same namespace (a standby, a copy restored as primary) holds the
+    /// repository lease: the base backup refuses, naming it, and publishes nothing; expire too.
+    #[pg_test]
+    fn a_base_backup_or_expire_refuses_while_another_server_holds_the_lease() {
+        // The server's own namespace, the one its job workers use (a session's SET does not
+        // reach them); a regression must not hang the suite on the WAL wait.
+        Spi::run("SET statement_timeout = '60s'").unwrap();
+        let repository = crate::repo::open_checked().unwrap();
+        let holder = backstop_core::lease::Holder { server: "standby-host:/srv/standby".into(), job: "41".into() };
+        let lease = crate::io::block_on(backstop_core::lease::acquire(
+            &repository,
+            &holder,
+            "expire",
+            std::time::SystemTime::now(),
+        ))
+        .unwrap();
+        for job in ["run_job('base_backup')", "run_job('expire', '{\"backups\": {\"keep_last\": 1}}')"] {
+            let outcome =
+                Spi::get_one::<String>(&format!("SELECT state || ': ' || coalesce(error, '') FROM backstop.{job}"))
+                    .unwrap()
+                    .unwrap_or_default();
+            assert!(
+                outcome.starts_with("failed: ")
+                    && outcome.contains("leased to standby-host:/srv/standby (expire, job 41)"),
+                "{job}: {outcome}"
+            );
+        }
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.backups()").unwrap(), Some(0));
+        // Released, the next base backup may take it (here it stops at archiving, which this test
+        // server does not do, but no longer at the lease).
+        crate::io::block_on(backstop_core::lease::release(&repository, &lease)).unwrap();
+        let lease_now = crate::io::block_on(repository.head(&backstop_core::layout::lease())).unwrap();
+        assert!(lease_now.is_none());
+    }
+
     #[pg_test]
     fn an_unreachable_repository_is_refused_in_the_callers_words() {
         Spi::run("SET backstop.repository = ''").unwrap();

@@ -13,6 +13,7 @@ pub mod drills;
 pub mod error;
 pub mod expire;
 pub mod layout;
+pub mod lease;
 pub mod location;
 pub mod logical;
 pub mod repository;
