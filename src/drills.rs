@@ -352,15 +352,9 @@ fn wait_for_server(
 /// The throwaway server stopped or never became ready: the first FATAL/PANIC/ERROR lines of its
 /// log say why.
 fn did_not_recover(log: &std::path::Path, backup: &str) -> Error {
-    let tail: Vec<String> = std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
-        .take(3)
-        .map(str::to_string)
-        .collect();
+    let tail = crate::throwaway::log_errors(log);
     Error::Job {
-        message: format!("the restored backup {backup} did not recover: {}", tail.join(" / ")),
+        message: format!("the restored backup {backup} did not recover: {tail}"),
         hint: "The backup or its WAL cannot be recovered: take a new base backup now, and run backstop verify.".into(),
     }
 }

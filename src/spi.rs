@@ -69,11 +69,13 @@ pub fn three<A: FromDatum + IntoDatum, B: FromDatum + IntoDatum, C: FromDatum + 
 /// security hides partly from a plain backstop_admin member) and return only facts that name no
 /// table or row count.
 pub fn as_extension_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = Spi::get_one::<pg_sys::Oid>(
-        "SELECT relowner FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass('backstop.job_runs')",
+    // Read-only SPI: doctor() answers on a standby too.
+    let owner = text(
+        "SELECT relowner::pg_catalog.text FROM pg_catalog.pg_class WHERE oid = pg_catalog.to_regclass('backstop.job_runs')",
+        &[],
     )
-    .ok()
-    .flatten();
+    .and_then(|o| o.parse::<u32>().ok())
+    .map(pg_sys::Oid::from);
     let Some(owner) = owner else { return f() };
     struct Restore {
         user: pg_sys::Oid,

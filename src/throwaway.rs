@@ -154,6 +154,18 @@ impl Drop for Throwaway {
     }
 }
 
+/// The first FATAL, PANIC or ERROR lines of a throwaway server's log, joined: why it stopped.
+pub fn log_errors(log: &Path) -> String {
+    let lines: Vec<String> = std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
+        .take(3)
+        .map(str::to_string)
+        .collect();
+    lines.join(" / ")
+}
+
 /// A loopback port nobody listens on now (the server itself listens only on its socket, whose
 /// name carries the port).
 fn free_port() -> u16 {

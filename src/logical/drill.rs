@@ -103,15 +103,8 @@ fn initdb(throwaway: &Throwaway) -> Result<(), Error> {
 }
 
 fn server_failed(log: &std::path::Path) -> Error {
-    let tail: Vec<String> = std::fs::read_to_string(log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("FATAL") || l.contains("PANIC") || l.contains("ERROR"))
-        .take(3)
-        .map(str::to_string)
-        .collect();
     Error::Job {
-        message: format!("the logical drill's throwaway server did not start: {}", tail.join(" / ")),
+        message: format!("the logical drill's throwaway server did not start: {}", crate::throwaway::log_errors(log)),
         hint: "Check backstop.drill_directory (room, permissions) and the server's log.".into(),
     }
 }
