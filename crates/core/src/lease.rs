@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 use crate::layout;
 use crate::repository::Repository;
 use crate::store::WriteMode;
+use crate::time::unix_seconds;
 
 /// How long a lease lasts without renewal.
 pub const TTL: Duration = Duration::from_secs(600);
@@ -49,10 +50,6 @@ pub struct Lease {
     pub expires_at: f64,
 }
 
-fn seconds(time: SystemTime) -> f64 {
-    time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs_f64()
-}
-
 /// What the lease object says now: None when there is none; Err(Unauthenticated/Corrupt) when it
 /// cannot be read as ours.
 async fn read(repository: &Repository) -> Result<Option<Lease>> {
@@ -73,7 +70,7 @@ fn held_elsewhere(lease: &Lease) -> Error {
             lease.holder.server,
             lease.operation,
             lease.holder.job,
-            crate::time::format_utc(SystemTime::UNIX_EPOCH + Duration::from_secs_f64(lease.expires_at.max(0.0)))
+            crate::time::format_utc(crate::time::from_unix_seconds(lease.expires_at))
         ),
         hint: "Wait for it to finish (the lease is renewed while it runs and expires 10 minutes after it stops), then run this again.".into(),
     }
@@ -82,7 +79,7 @@ fn held_elsewhere(lease: &Lease) -> Error {
 /// Takes the lease for `holder` at `now`, or explains who holds it.
 pub async fn acquire(repository: &Repository, holder: &Holder, operation: &str, now: SystemTime) -> Result<Lease> {
     match read(repository).await {
-        Ok(Some(lease)) if lease.holder.server != holder.server && lease.expires_at > seconds(now) => {
+        Ok(Some(lease)) if lease.holder.server != holder.server && lease.expires_at > unix_seconds(now) => {
             return Err(held_elsewhere(&lease))
         }
         Ok(_) => {}
@@ -100,8 +97,8 @@ pub async fn acquire(repository: &Repository, holder: &Holder, operation: &str, 
     let lease = Lease {
         holder: holder.clone(),
         operation: operation.to_string(),
-        acquired_at: seconds(now),
-        expires_at: seconds(now + TTL),
+        acquired_at: unix_seconds(now),
+        expires_at: unix_seconds(now + TTL),
     };
     write(repository, &lease).await?;
     tokio::time::sleep(SETTLE).await;
@@ -124,7 +121,7 @@ async fn write(repository: &Repository, lease: &Lease) -> Result<()> {
 pub async fn renew(repository: &Repository, lease: &mut Lease, now: SystemTime) -> Result<()> {
     match read(repository).await? {
         Some(current) if current.holder == lease.holder => {
-            lease.expires_at = seconds(now + TTL);
+            lease.expires_at = unix_seconds(now + TTL);
             write(repository, lease).await
         }
         Some(other) => Err(held_elsewhere(&other)),
