@@ -7,9 +7,9 @@
 //!   `pg_restore --single-transaction`; the second read is checked too, and a mismatch there
 //!   kills `pg_restore`, whose transaction then rolls back, so nothing is half restored (a
 //!   sandboxed restore has no single transaction: it goes into a throwaway database, which is
-//!   discarded whole). With
-//!   `--jobs N` (which needs a seekable file) the dump is spooled into a private file while it is
-//!   verified, and `pg_restore` starts on that file only after it matched; the file is removed.
+//!   discarded whole). With `--jobs N` (which needs a seekable file) the dump is spooled into a
+//!   private file while it is verified, and `pg_restore` starts on that file only after it
+//!   matched; the file is removed.
 //! - A target that holds anything of its own is refused unless `clean` is asked for (then
 //!   `pg_restore --clean --if-exists`); a missing target is created from `template0`.
 //! - Every program gets the database in its environment (`PGDATABASE`), never on its command
