@@ -109,4 +109,90 @@ mod tests {
         let repository = repo::open().unwrap();
         assert!(io::block_on(repository.get_bytes(&segment_path(2))).is_err());
     }
+
+    /// Peak and current private memory of this backend, in bytes (VmHWM, RssAnon).
+    fn memory() -> (u64, u64) {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let kib = |name: &str| -> u64 {
+            let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+        };
+        (kib("VmHWM:"), kib("RssAnon:"))
+    }
+
+    #[pg_test]
+    fn a_manifest_that_inflates_to_10_gib_is_refused_by_doctor_and_backups_in_bounded_memory() {
+        let namespace = use_namespace("bomb");
+        // One zstd frame of 128 KiB of zeros, repeated: 81 920 frames decode to 10 GiB, stored in ~2 MB.
+        let frame_plain = vec![0u8; 128 << 10];
+        let settings = CodecSettings::new(codec::Compression::zstd(3).unwrap(), vec![]);
+        let (one, _) = codec::encode_to_vec(&settings, &frame_plain, None).unwrap();
+        let frame = &one[codec::HEADER_LEN..one.len() - codec::TRAILER_LEN];
+        let frames = (10u64 << 30) / frame_plain.len() as u64;
+        let mut body = Vec::with_capacity(frame.len() * frames as usize);
+        for _ in 0..frames {
+            body.extend_from_slice(frame);
+        }
+        let body_hex = codec::sha256_hex(&body);
+        let body_sha: Vec<u8> =
+            (0..32).map(|i| u8::from_str_radix(&body_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        // The object as backstop 0.2 would have stored it (format 1): header, body, trailer.
+        let object = |plain_len: u64| {
+            let mut raw = one[..codec::HEADER_LEN].to_vec();
+            raw.extend_from_slice(&body);
+            raw.extend_from_slice(&[7u8; 32]); // sha256 of the plain bytes: never reached
+            raw.extend_from_slice(&body_sha);
+            raw.extend_from_slice(&plain_len.to_le_bytes());
+            raw.extend_from_slice(&(body.len() as u64).to_le_bytes());
+            raw.extend_from_slice(b"BKSTPEND");
+            raw
+        };
+        let place = |id: &str, raw: Vec<u8>| {
+            let id = backstop_core::backups::BackupId::parse(id).unwrap();
+            let file = std::path::Path::new(ROOT).join(&namespace).join(layout::backup_manifest(&id).as_str());
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, raw).unwrap();
+        };
+        // Honest about its size: 10 GiB is more than a manifest may hold.
+        place("20261120T010000Z-F", object(10 << 30));
+        // Lying about its size: a 1 MiB trailer over a body that inflates to 10 GiB.
+        place("20261121T010000Z-F", object(1 << 20));
+        drop(body);
+
+        let (peak_before, _) = memory();
+        let rows = Spi::connect(|client| {
+            client
+                .select("SELECT backup_id, verified, problem FROM backstop.backups() ORDER BY backup_id", None, &[])
+                .unwrap()
+                .map(|row| {
+                    (
+                        row.get::<String>(1).unwrap().unwrap(),
+                        row.get::<bool>(2).unwrap().unwrap(),
+                        row.get::<String>(3).unwrap().unwrap_or_default(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        });
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert!(!rows[0].1 && rows[0].2.contains("more than a"), "{rows:?}");
+        assert!(!rows[1].1 && rows[1].2.contains("signature"), "{rows:?}");
+        let doctor =
+            one_text("SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'base_backup'");
+        assert!(
+            doctor.starts_with("fail: no complete base backup") && doctor.contains("20261121T010000Z-F"),
+            "doctor refuses the manifests and says which: {doctor}"
+        );
+        // adopt_repository reads unsigned objects whole to vouch for them: it stops at the length
+        // the trailer records and refuses both.
+        let (adopted, refused) =
+            Spi::get_two::<i64, i64>("SELECT adopted, refused FROM backstop.adopt_repository()").unwrap();
+        assert_eq!((adopted, refused), (Some(0), Some(2)));
+        let (peak_after, private_now) = memory();
+        assert!(
+            peak_after.saturating_sub(peak_before) < 100 << 20,
+            "the backend's peak memory grew by {} MB",
+            (peak_after - peak_before) >> 20
+        );
+        assert!(private_now < 100 << 20, "the backend holds {} MB of private memory", private_now >> 20);
+    }
 }
