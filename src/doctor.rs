@@ -41,13 +41,14 @@ fn doctor_report() -> pgrx::JsonB {
 }
 
 pub fn run_checks() -> Vec<Check> {
-    let mut checks = vec![
+    let mut checks: Vec<Check> = restored_copy_check().into_iter().collect();
+    checks.extend([
         preload_check(),
         wal_level_check(),
         archive_mode_check(),
         archive_library_check(),
         archive_timeout_check(),
-    ];
+    ]);
     checks.extend(repository_checks());
     checks.push(crate::auth::check());
     let (backup_checks, unencrypted) = base_backup_checks();
@@ -147,15 +148,7 @@ fn deletion_check(
             AND j.result->>'repository' = $1 AND r->>'what' = 'backup'",
         &[repository.into()],
     );
-    // The archiver ships into the server's configured repository: when this session looks at
-    // another one, the file it archived last is not expected there.
-    let last = crate::spi::text(
-        "SELECT a.last_archived_wal::text FROM pg_catalog.pg_stat_archiver a, pg_catalog.pg_settings s \
-          WHERE s.name = 'backstop.repository' AND s.setting = s.reset_val \
-            AND pg_catalog.current_setting('backstop.cluster_name', true) IS NOT DISTINCT FROM \
-                (SELECT reset_val FROM pg_catalog.pg_settings WHERE name = 'backstop.cluster_name')",
-        &[],
-    );
+    let last = last_archived_here();
     match (written, expired) {
         (Ok(written), Ok(expired)) => {
             backstop_core::backups::verify::deletion_check(&written, &expired, backups, last.as_deref(), wal)
@@ -166,6 +159,19 @@ fn deletion_check(
             "Check the extension's installation.",
         ),
     }
+}
+
+/// The WAL file this server archived last, when this session looks at the repository (and
+/// namespace) the archiver ships into: in another one it is not expected. (An unset string
+/// setting reads as '' through current_setting and as NULL in pg_settings.reset_val.)
+pub fn last_archived_here() -> Option<String> {
+    crate::spi::text(
+        "SELECT a.last_archived_wal::text FROM pg_catalog.pg_stat_archiver a, pg_catalog.pg_settings s \
+          WHERE s.name = 'backstop.repository' AND s.setting = s.reset_val \
+            AND coalesce(pg_catalog.current_setting('backstop.cluster_name', true), '') = \
+                (SELECT coalesce(reset_val, '') FROM pg_catalog.pg_settings WHERE name = 'backstop.cluster_name')",
+        &[],
+    )
 }
 
 /// A base backup running now, or how the last one ended.
@@ -234,6 +240,26 @@ fn wal_level_check() -> Check {
         ),
         None => Check::fail("wal_level", "could not read wal_level", "Check the server configuration."),
     }
+}
+
+/// Only on a copy `backstop restore` made (backstop.restored_from is set): it is not production,
+/// and its other rows (no archiving, paused schedules, a read-only repository) follow from that.
+fn restored_copy_check() -> Option<Check> {
+    let from = gucs::restored_from()?;
+    let namespace = if gucs::cluster_name().is_some() {
+        "it writes into a namespace of its own (backstop.cluster_name)"
+    } else {
+        "the repository namespace it was restored from is read-only to it"
+    };
+    Some(Check::warn(
+        "restored_copy",
+        format!(
+            "this cluster is a restored copy ({from}): archive_mode is off, its schedules are paused and {namespace}"
+        ),
+        "If it replaces the primary: ALTER SYSTEM RESET backstop.restored_from; ALTER SYSTEM SET archive_mode = on; \
+         ALTER SYSTEM SET backstop.scheduler = on; then restart. If it stays a copy and should be backed up: \
+         ALTER SYSTEM SET backstop.cluster_name = '<a name of its own>' first.",
+    ))
 }
 
 fn archive_mode_check() -> Check {

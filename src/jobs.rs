@@ -191,10 +191,30 @@ fn write_json(path: &std::path::Path, value: &impl Serialize) -> std::io::Result
     fs::rename(&temp, path)
 }
 
+/// Job ids come from `backstop.jobs_id_seq`, one per database where the extension is installed,
+/// while the status files share one directory: each file's name carries the database's OID
+/// (`<database oid>-<job id>.json`), so a job in one database never reads or overwrites the
+/// status of another database's job with the same id.
+fn job_file(id: i64, suffix: &str) -> PathBuf {
+    jobs_dir().join(format!("{}-{id}{suffix}", u32::from(unsafe { pg_sys::MyDatabaseId })))
+}
+
+/// The database OID and job id in a status file's name; None for other files (requests,
+/// temporary files, the standby's next runs, and the `<id>.json` files of backstop 0.3.0 and
+/// earlier).
+fn status_file_key(name: &str) -> Option<(u32, i64)> {
+    let (database, id) = name.strip_suffix(".json")?.split_once('-')?;
+    Some((database.parse().ok()?, id.parse().ok()?))
+}
+
+fn read_status_file(path: &std::path::Path) -> Option<JobStatus> {
+    serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
 pub fn write_status(status: &JobStatus) {
     // Progress is best effort: a full disk must not fail the job itself.
-    if let Ok(dir) = ensure_jobs_dir() {
-        let _ = write_json(&dir.join(format!("{}.json", status.id)), status);
+    if ensure_jobs_dir().is_ok() {
+        let _ = write_json(&job_file(status.id, ".json"), status);
     }
 }
 
@@ -221,19 +241,26 @@ pub fn write_standby_next_runs(next_runs: &std::collections::HashMap<String, f64
     }
 }
 
-pub fn read_status(id: i64) -> Option<JobStatus> {
-    let bytes = fs::read(jobs_dir().join(format!("{id}.json"))).ok()?;
-    serde_json::from_slice(&bytes).ok()
+/// Where this database's job `id` keeps its status.
+#[cfg(any(test, feature = "pg_test"))]
+pub fn status_path(id: i64) -> PathBuf {
+    job_file(id, ".json")
 }
 
-/// Every status file whose worker is alive or that finished, newest first.
+/// The status of this database's job `id`.
+pub fn read_status(id: i64) -> Option<JobStatus> {
+    read_status_file(&job_file(id, ".json"))
+}
+
+/// Every status file of this database's jobs whose worker is alive or that finished, newest first.
 pub fn all_statuses() -> Vec<JobStatus> {
+    let here = u32::from(unsafe { pg_sys::MyDatabaseId });
     let mut out = Vec::new();
     if let Ok(entries) = fs::read_dir(jobs_dir()) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json").and_then(|id| id.parse::<i64>().ok()) {
-                if let Some(status) = read_status(id) {
+            if status_file_key(&name).is_some_and(|(database, _)| database == here) {
+                if let Some(status) = read_status_file(&entry.path()) {
                     out.push(status);
                 }
             }
@@ -261,10 +288,11 @@ pub fn prune_statuses(max_age: std::time::Duration) -> usize {
         if !old {
             continue;
         }
+        let legacy = name.strip_suffix(".json").is_some_and(|id| id.parse::<i64>().is_ok());
         let finished = if name.ends_with(".tmp") || name.ends_with(".request.json") {
             true // a crash's leftovers, a request no worker picked up
-        } else if let Some(id) = name.strip_suffix(".json").and_then(|id| id.parse::<i64>().ok()) {
-            read_status(id).is_none_or(|status| status.state.is_final() || !worker_alive(status.pid))
+        } else if status_file_key(&name).is_some() || legacy {
+            read_status_file(&entry.path()).is_none_or(|status| status.state.is_final() || !worker_alive(status.pid))
         } else {
             false // standby_next_runs, job requests: not history
         };
@@ -339,14 +367,17 @@ pub fn launch(
     database: &str,
 ) -> Result<DynamicBackgroundWorker, (PgSqlErrorCode, String, &'static str)> {
     let id = request.id;
-    let dir = ensure_jobs_dir().map_err(|e| {
+    ensure_jobs_dir().map_err(|e| {
         (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
             format!("could not create {}: {e}", jobs_dir().display()),
             "Check the data directory's permissions.",
         )
     })?;
-    write_json(&dir.join(format!("{id}.request.json")), request).map_err(|e| {
+    // A status left under this name (by an earlier installation of the extension, whose id
+    // sequence started over) must not be taken for this job's.
+    let _ = fs::remove_file(job_file(id, ".json"));
+    write_json(&job_file(id, ".request.json"), request).map_err(|e| {
         (
             PgSqlErrorCode::ERRCODE_IO_ERROR,
             format!("could not write the job request: {e}"),
@@ -629,7 +660,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = BackgroundWorker::get_extra().to_string();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    let request_path = jobs_dir().join(format!("{id}.request.json"));
+    let request_path = job_file(id, ".request.json");
     let request: JobRequest = match fs::read(&request_path).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
         Some(request) => request,
         None => {

@@ -21,7 +21,8 @@ use pgrx::pg_sys;
 
 use crate::gucs;
 
-/// In a drill's directory: the data directory of the server that runs the drill.
+/// In a drill's directory: the data directory of the server that runs the drill and, on a second
+/// line, the database whose job it is (job ids are per database).
 const OWNER_FILE: &str = "server";
 
 /// A drill's private directory and the server that may run in it. Dropping it stops the server
@@ -40,7 +41,8 @@ impl Throwaway {
         let dir = scratch::create_private_dir(&gucs::drill_directory(), job_id)?;
         let throwaway = Throwaway { dir, started: false, port: free_port() };
         let marker = throwaway.dir.join(OWNER_FILE);
-        std::fs::write(&marker, this_data_dir()).map_err(|e| Error::io("write", &marker, e))?;
+        std::fs::write(&marker, format!("{}\n{}", this_data_dir(), this_database()))
+            .map_err(|e| Error::io("write", &marker, e))?;
         Ok(throwaway)
     }
 
@@ -176,6 +178,10 @@ fn this_data_dir() -> String {
     unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned()
 }
 
+fn this_database() -> String {
+    format!("database {}", u32::from(unsafe { pg_sys::MyDatabaseId }))
+}
+
 /// The OS user this server runs as.
 pub fn os_user() -> String {
     unsafe {
@@ -199,8 +205,12 @@ fn sweep_stale(current: i64) {
         if !private {
             continue;
         }
-        // Only this server's drills: a primary and its standby may share the directory (and job ids).
-        if std::fs::read_to_string(entry.path().join(OWNER_FILE)).ok().as_deref() != Some(this_data_dir().as_str()) {
+        // Only this server's drills (a primary and its standby may share the directory, and job
+        // ids), of jobs in this database (each database has its own ids). A directory from
+        // before the database was recorded names only the server.
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
+        let (server, database) = owner.split_once('\n').unwrap_or((owner.as_str(), ""));
+        if server != this_data_dir() || !(database.is_empty() || database == this_database()) {
             continue;
         }
         let alive =

@@ -2,7 +2,8 @@
 # Shell side of the PITR scenarios: restores with the backstop CLI into a new directory and runs a
 # second server on it, on another port, beside the scenario's own. Prints deterministic lines.
 #   pitr.sh restore NAME [backstop restore options]   restore into $SCENARIO_DIR/NAME
-#   pitr.sh start NAME PORT [archive]                 start it (archiving off unless "archive"), wait for promotion
+#   pitr.sh start NAME PORT [archive|as-restored]     start it (archiving off unless "archive"; "as-restored"
+#                                                     overrides nothing: what the restore configured), wait for promotion
 #   pitr.sh sql NAME PORT SQL                         run SQL on it, print the rows
 #   pitr.sh stop NAME                                 stop it (the directory stays)
 #   pitr.sh damage-packs corrupt|remove               flip a byte in / remove every pack of the repository
@@ -60,7 +61,7 @@ if s["bytes_kept"] > 0:
     name=$2 port=$3 archive=${4:-}
     mkdir -p "$base/$name.run"
     opts="-p $port -c unix_socket_directories=$base/$name.run -c listen_addresses=''"
-    [[ $archive == archive ]] || opts="$opts -c archive_mode=off"
+    [[ $archive == archive || $archive == as-restored ]] || opts="$opts -c archive_mode=off"
     if ! pg_ctl -D "$base/$name" -l "$base/$name.log" -o "$opts" -w -t 120 start > /dev/null 2>&1; then
       echo "$name did not start: $(grep -E 'FATAL|PANIC' "$base/$name.log" | tail -1 | sed -E 's/^.*(FATAL|PANIC): *//' | mask)"
       exit 0

@@ -92,9 +92,19 @@ SELECT :'at_lsn' AS expected_at_lsn;
 -- By xid.
 \setenv TARGET_XID :target_xid
 \! pitr.sh restore at_xid --target-xid "$TARGET_XID" --target-timeline current
-\! pitr.sh start at_xid 5443
+-- Started as the restore left it, as a DBA would (nothing overridden): a copy is not production.
+-- Archiving is off and its schedules paused (doctor says so and how to change it); WAL it writes
+-- never reaches the namespace, and a base backup or expire on it is refused.
+\! pitr.sh start at_xid 5443 as-restored
 \! pitr.sh sql at_xid 5443 "SELECT contents('accounts')"
 SELECT :'at_xid' AS expected_at_xid;
+\! pitr.sh sql at_xid 5443 "SELECT current_setting('archive_mode') AS archive_mode, current_setting('backstop.scheduler') AS scheduler"
+\! pitr.sh sql at_xid 5443 "SELECT status, detail FROM backstop.doctor() WHERE \"check\" = 'restored_copy'"
+\! pitr.sh sql at_xid 5443 "CREATE TABLE on_the_copy AS SELECT 1 AS x; SELECT pg_switch_wal() IS NOT NULL AS switched"
+\! pitr.sh sql at_xid 5443 "SELECT state, error FROM backstop.run_job('expire', '{\"backups\": {\"keep_last\": 1}}')"
+\! pitr.sh sql at_xid 5443 "SELECT backup_id FROM backstop.base_backup()"
+SELECT pg_sleep(2);
+SELECT count(*) AS copy_timeline_in_namespace FROM backstop.recovery_window() WHERE timeline = 3;
 \! pitr.sh stop at_xid
 -- Timeline 2's end, through its .history file.
 \! pitr.sh restore on_tl2 --target-timeline latest

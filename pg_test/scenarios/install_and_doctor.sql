@@ -27,6 +27,28 @@ SELECT "check", status FROM backstop.doctor() WHERE "check" IN ('base_backup', '
 SET backstop.encryption_recipients = 'age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p';
 SELECT backstop.doctor_report() ->> 'verdict' AS verdict;
 SELECT "check", status FROM backstop.doctor() WHERE "check" = 'repository_complete';
+-- Someone with delete access to the bucket removes the newest WAL: recovery_window ends in a break
+-- naming what is gone (not a window that quietly ends earlier), and doctor says so.
+CREATE TABLE written_before_the_loss AS SELECT 1 AS x;
+SELECT pg_walfile_name(pg_switch_wal()) AS newest_segment \gset
+SET scenario.newest_segment = :'newest_segment';
+DO $$
+BEGIN
+    FOR attempt IN 1..600 LOOP
+        EXIT WHEN (SELECT last_archived_wal = current_setting('scenario.newest_segment') FROM pg_stat_archiver);
+        PERFORM pg_sleep(0.05);
+        PERFORM pg_stat_clear_snapshot();
+    END LOOP;
+END $$;
+\setenv NEWEST_SEGMENT :newest_segment
+SELECT last_archived_wal = :'newest_segment' AS archived FROM pg_stat_archiver;
+\! rm "$(dirname "$PGDATA")"/repository/*/wal/*/"$NEWEST_SEGMENT"
+SELECT status, detail = 'segments ' || :'newest_segment' || ' to ' || :'newest_segment'
+       || ' were archived by this server but are gone from the repository (deleted?): recovery ends before them' AS names_the_hole
+  FROM backstop.recovery_window() WHERE status = 'break';
+SELECT count(*) AS restorable_parts FROM backstop.recovery_window() WHERE status = 'restorable';
+SELECT "check", status, detail = :'newest_segment' || ', the WAL file archived last, is gone' AS names_it
+  FROM backstop.doctor() WHERE "check" = 'repository_complete';
 -- Someone with delete access to the bucket removes that backup: doctor names what this server
 -- wrote and the repository lost, instead of a recovery window that quietly starts later.
 \! rm -r "$(dirname "$PGDATA")"/repository/*/backups

@@ -41,6 +41,20 @@ SELECT wait_for_job(:stalled_job) AS stalled_job_ended;
 SELECT count(*) AS backups_after_cancel FROM backstop.backups();
 SELECT pg_sleep(1);
 SELECT state, error LIKE '%cancel%' AS says_cancelled FROM backstop.job_runs ORDER BY job_id DESC LIMIT 1;
+-- Expire run from another database while a base backup runs: the cluster-wide lock refuses it
+-- (its job fails and removes nothing), and the running backup ends whole and verified.
+\! pitr.sh chmod-wal 555
+SELECT job_id AS running_job FROM backstop.base_backup(wait => false) \gset
+SELECT wait_for_phase(:running_job, 'waiting for WAL to be archived') AS waiting_for_wal_again;
+\set home :DBNAME
+CREATE DATABASE pitr_file_other;
+\c pitr_file_other
+CREATE EXTENSION backstop;
+SELECT state, error FROM backstop.run_job('expire', '{"backups": {"keep_last": 1}}');
+\c :home
+\! pitr.sh chmod-wal 755
+SELECT wait_for_job(:running_job) AS running_job_ended;
+\! pitr.sh verify
 -- Damage: a corrupted chunk, then a missing one; each refused with nothing startable left behind.
 \! pitr.sh damage-packs corrupt
 \! pitr.sh restore damaged --target-time "$TARGET_TIME"

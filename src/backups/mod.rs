@@ -203,7 +203,9 @@ fn recovery_window() -> TableIterator<
     let backups = io::block_on(verify::list_backups(&repository)).or_raise();
     let wal_files = io::block_on(verify::archived_wal(&repository)).or_raise();
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
-    let rows: Vec<_> = verify::recovery_window(&backups, &wal_files, segment_size)
+    let last_archived =
+        crate::doctor::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
+    let rows: Vec<_> = verify::recovery_window(&backups, &wal_files, segment_size, last_archived.as_ref())
         .into_iter()
         .map(|p| {
             (

@@ -78,7 +78,7 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     };
     if !try_backup_lock()? {
         return Err(Error::InvalidInput(
-            "another base backup is running (SELECT * FROM backstop.job_progress shows it); only one runs at a time"
+            "another base backup or expire is running in this cluster (backstop.job_progress in the database that started it shows it); only one runs at a time"
                 .into(),
         ));
     }

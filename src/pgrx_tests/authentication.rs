@@ -134,8 +134,7 @@ mod tests {
             body.extend_from_slice(frame);
         }
         let body_hex = codec::sha256_hex(&body);
-        let body_sha: Vec<u8> =
-            (0..32).map(|i| u8::from_str_radix(&body_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let body_sha: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&body_hex[2 * i..2 * i + 2], 16).unwrap()).collect();
         // The object as backstop 0.2 would have stored it (format 1): header, body, trailer.
         let object = |plain_len: u64| {
             let mut raw = one[..codec::HEADER_LEN].to_vec();
@@ -176,8 +175,7 @@ mod tests {
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert!(!rows[0].1 && rows[0].2.contains("more than a"), "{rows:?}");
         assert!(!rows[1].1 && rows[1].2.contains("signature"), "{rows:?}");
-        let doctor =
-            one_text("SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'base_backup'");
+        let doctor = one_text("SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'base_backup'");
         assert!(
             doctor.starts_with("fail: no complete base backup") && doctor.contains("20261121T010000Z-F"),
             "doctor refuses the manifests and says which: {doctor}"

@@ -204,7 +204,7 @@ mod tests {
             let mut status = JobStatus::new(&request);
             status.state = state;
             jobs::write_status(&status);
-            dir.join(format!("{id}.json"))
+            jobs::status_path(id)
         };
         let two_days_ago = SystemTime::now() - Duration::from_secs(2 * 86_400);
         let age = |path: &std::path::Path| {

@@ -75,6 +75,13 @@ fn scheduler_check() -> Check {
         "SELECT pid, datname::text FROM pg_catalog.pg_stat_activity WHERE backend_type = 'backstop scheduler' LIMIT 1",
     );
     let here = crate::spi::text("SELECT pg_catalog.current_database()::text", &[]).unwrap_or_default();
+    if schedules > 0 && !gucs::scheduler_enabled() {
+        return Check::warn(
+            "scheduler",
+            format!("backstop.scheduler = off: {schedules} enabled schedule(s) do not run"),
+            "On a restored copy this is on purpose (see restored_copy). Otherwise: ALTER SYSTEM SET backstop.scheduler = on, then SELECT pg_reload_conf().",
+        );
+    }
     match running {
         Ok((Some(pid), Some(database))) if database == here => {
             Check::ok("scheduler", format!("running (pid {pid}), {schedules} enabled schedule(s)"))

@@ -138,7 +138,15 @@ fn secs(time: Option<SystemTime>) -> Option<f64> {
 
 /// "To which points in time can I restore right now?": per timeline, from the oldest verified
 /// backup's end to the newest archived WAL reachable from it without a gap; each gap is a break.
-pub fn recovery_window(backups: &[BackupStatus], wal_files: &[ArchivedWal], segment_size: u32) -> Vec<WindowPart> {
+/// `last_archived` is the WAL file this server archived last into this repository (when known):
+/// segments up to it that the repository no longer holds are a break at the end, so a deleted
+/// tail shows as a hole instead of a window that silently ends early.
+pub fn recovery_window(
+    backups: &[BackupStatus],
+    wal_files: &[ArchivedWal],
+    segment_size: u32,
+    last_archived: Option<&WalFileName>,
+) -> Vec<WindowPart> {
     let seg = segment_size as u64;
     let mut per_timeline: BTreeMap<u32, BTreeMap<u64, Option<SystemTime>>> = BTreeMap::new();
     for file in wal_files.iter().filter(|f| f.name.kind == WalFileKind::Segment) {
@@ -225,7 +233,46 @@ pub fn recovery_window(backups: &[BackupStatus], wal_files: &[ArchivedWal], segm
             }
         }
     }
+    parts.extend(missing_tail(wal_files, last_archived, segment_size));
     parts
+}
+
+/// The segments from the newest one the repository holds on the last archived file's timeline
+/// up to that file, when the repository no longer holds them.
+fn missing_tail(
+    wal_files: &[ArchivedWal],
+    last_archived: Option<&WalFileName>,
+    segment_size: u32,
+) -> Option<WindowPart> {
+    let last = last_archived.filter(|name| name.kind == WalFileKind::Segment)?;
+    let (timeline, number) = last.position(segment_size)?;
+    let newest_held = wal_files
+        .iter()
+        .filter(|f| f.name.kind == WalFileKind::Segment)
+        .filter_map(|f| f.name.position(segment_size))
+        .filter(|(t, _)| *t == timeline)
+        .map(|(_, n)| n)
+        .max();
+    let first_missing = match newest_held {
+        Some(n) if n >= number => return None,
+        Some(n) => n + 1,
+        None => number,
+    };
+    let seg = segment_size as u64;
+    Some(WindowPart {
+        timeline,
+        status: "break",
+        from_lsn: Lsn(first_missing * seg),
+        to_lsn: Lsn((number + 1) * seg),
+        from_time: None,
+        to_time: None,
+        backup: None,
+        detail: format!(
+            "segments {} to {} were archived by this server but are gone from the repository (deleted?): recovery ends before them",
+            wal::segment_name(timeline, first_missing, segment_size),
+            last.name
+        ),
+    })
 }
 
 /// The result of a deep verify.
@@ -556,7 +603,7 @@ mod tests {
         let seg = 16 << 20;
         let mut m = sample(); // starts and ends in segment 3
         m.stop_time = 1000.0;
-        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5, 7, 8]), seg);
+        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5, 7, 8]), seg, None);
         let summary: Vec<(&str, String, String)> =
             parts.iter().map(|p| (p.status, p.from_lsn.to_string(), p.to_lsn.to_string())).collect();
         assert_eq!(
@@ -574,7 +621,27 @@ mod tests {
         // Without a verified backup nothing is restorable.
         let mut broken = status_of(m);
         broken.problem = Some("missing packs".into());
-        assert!(recovery_window(&[broken], &wal(&[3, 4]), seg).iter().all(|p| p.status == "break"));
+        assert!(recovery_window(&[broken], &wal(&[3, 4]), seg, None).iter().all(|p| p.status == "break"));
+    }
+
+    #[test]
+    fn a_deleted_tail_of_what_this_server_archived_is_a_break_at_the_end() {
+        let seg = 16 << 20;
+        let m = sample(); // segment 3
+        let name = |n| WalFileName::parse(&wal::segment_name(1, n, seg)).unwrap();
+        // Archived up to segment 8; 6 to 8 were deleted from the bucket.
+        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5]), seg, Some(&name(8)));
+        let last = parts.last().unwrap();
+        assert_eq!(
+            (last.status, last.from_lsn.to_string(), last.to_lsn.to_string()),
+            ("break", "0/6000000".into(), "0/9000000".into())
+        );
+        assert!(last.detail.contains("000000010000000000000006") && last.detail.contains("gone"), "{last:?}");
+        assert_eq!(parts[0].status, "restorable", "the window before the loss is still there: {parts:?}");
+        // Nothing missing (or the last archived file is not a segment): no extra row.
+        assert_eq!(recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5]), seg, Some(&name(5))).len(), 1);
+        let history = WalFileName::parse("00000002.history").unwrap();
+        assert_eq!(recovery_window(&[status_of(m)], &wal(&[3, 4, 5]), seg, Some(&history)).len(), 1);
     }
 
     #[test]
