@@ -97,11 +97,13 @@ REQUESTS[pgbackrest_incr]=$(( $(files_in "$DIR/pgbackrest/backup") - before_f ))
 
 echo "== restores of the incremental backups (each twice, alternating, best time kept)" >&2
 CLUSTER=$(sql "SELECT system_identifier FROM pg_control_system()")
+# The public key from the recovery kit: what a DBA passes to a restore on a recovery host.
+KEY=$(sql "SELECT backstop.repository_key()")
 best() { awk -v a="${1:-1e9}" -v b="$2" 'BEGIN { print (b < a ? b : a) }'; }
 mkdir -p "$DIR/restore-basebackup"; chown postgres "$DIR/restore-basebackup"
 for round in 1 2; do
   rm -rf "$DIR/restore-backstop" "$DIR/restore-pgbackrest" "$DIR/restore-basebackup"/*; sync
-  t=$(now); as_postgres backstop restore --repository "$REPO" --cluster "$CLUSTER" --target-dir "$DIR/restore-backstop" --immediate > /dev/null
+  t=$(now); as_postgres backstop restore --repository "$REPO" --cluster "$CLUSTER" --trusted-key "$KEY" --target-dir "$DIR/restore-backstop" --immediate > /dev/null
   TIME[backstop_restore]=$(best "${TIME[backstop_restore]:-}" "$(since "$t")")
   t=$(now); pgbr restore --pg1-path="$DIR/restore-pgbackrest" --type=immediate > /dev/null
   TIME[pgbackrest_restore]=$(best "${TIME[pgbackrest_restore]:-}" "$(since "$t")")

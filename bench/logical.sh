@@ -67,9 +67,10 @@ pg_dump_s=$(since "$started")
 pg_dump_bytes=$(stat -c %s "$DUMP")
 
 step "restore: backstop logical restore"
+key=$(sql "SELECT backstop.repository_key()")
 started=$(now)
 as_postgres env PGHOST="$RUN" PGPORT="$PORT" BACKSTOP_REPOSITORY="file://$REPOSITORY" \
-  backstop logical restore --dbname from_backstop >/dev/null
+  backstop logical restore --trusted-key "$key" --dbname from_backstop >/dev/null
 backstop_restore_s=$(since "$started")
 
 step "restore: pg_restore from the file"

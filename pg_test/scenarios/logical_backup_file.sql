@@ -129,6 +129,13 @@ SELECT state, result->>'tables' AS tables, result->>'rows' AS rows, result->>'re
        result->>'skipped' AS skipped
   FROM backstop.run_job('logical_restore', '{"database": "drill_hostile"}');
 \! test -e /tmp/backstop-scenario-planted-marker && echo 'the planted program RAN' || echo 'the planted program never ran'
+-- The CLI restores it the same way when told (--sandboxed), connecting as a role without rights:
+-- the rows come back and the program never runs. A superuser is refused for a sandboxed restore.
+CREATE ROLE restorer LOGIN CREATEDB;
+\! PGUSER=restorer pitr.sh cli logical restore --database drill_hostile --dbname hostile_copy --sandboxed | sed -E 's/[0-9]+ bytes/N bytes/; s/in [0-9.]+ s/in T s/'
+\! psql -X -qAt -U restorer -d hostile_copy -c "SELECT count(*) AS rows, pg_catalog.pg_get_userbyid(relowner) AS owner FROM planted, pg_class WHERE relname = 'planted' GROUP BY relowner"
+\! test -e /tmp/backstop-scenario-planted-marker && echo 'the planted program RAN' || echo 'the planted program never ran'
+\! pitr.sh cli logical restore --database drill_hostile --dbname hostile_super --sandboxed | sed -E "s/[0-9]+ bytes/N bytes/"
 -- The drill of a database with backstop installed reports what a role without rights could not
 -- restore (the extension), and still passes: every table and sequence matched.
 SELECT state, (result->>'skipped')::int > 0 AS skipped_some, result->'skipped_messages'->>0 AS first_skipped

@@ -76,6 +76,13 @@ pub struct RestoreArgs {
     /// Where --jobs spools the dump (default: the temporary directory).
     #[arg(long)]
     pub spool_dir: Option<std::path::PathBuf>,
+    /// Restore as the connecting role, which must not be a superuser, taking no owners or grants
+    /// from the dump (pg_restore --no-owner --no-privileges): code in the dump (CHECK
+    /// constraints, index expressions, defaults, triggers) runs with that role's rights only.
+    /// What such a role may not restore is skipped and counted. For dumps of databases where
+    /// roles you do not trust owned objects; connect as e.g. PGUSER=restorer (LOGIN CREATEDB).
+    #[arg(long)]
+    pub sandboxed: bool,
     /// The PostgreSQL client programs to use (default: those of the dump's version,
     /// /usr/lib/postgresql/<major>/bin, or `pg_config --bindir`).
     #[arg(long)]
@@ -245,8 +252,21 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         jobs: args.jobs,
         tables: args.tables.clone(),
         spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-        sandboxed: false,
+        sandboxed: args.sandboxed,
     };
+    // pg_restore's own rule: code in a dump runs as whoever restores it. Said before it runs.
+    let warning = match args.sandboxed {
+        true => None,
+        false => {
+            let (role, superuser) = runtime.block_on(restore::connecting_role(&options.tools, &options.connection))?;
+            superuser.then(|| format!(
+                "restoring as superuser {role}: code in the dump (CHECK constraints, index expressions, defaults, triggers) runs with superuser rights; for a database where roles you do not trust owned objects, restore with --sandboxed as a role without rights"
+            ))
+        }
+    };
+    if let Some(warning) = warning.as_ref().filter(|_| !args.json) {
+        eprintln!("backstop: warning: {warning}");
+    }
     let progress = Arc::new(RestoreProgress::default());
     // Both passes (verify, then restore) move the bar: twice the dump's size in all.
     let bar = crate::backups::bar(
@@ -272,8 +292,15 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
-        println!("{}", serde_json::json!({ "restored": restored, "seconds": seconds }));
+        println!("{}", serde_json::json!({ "restored": restored, "seconds": seconds, "warning": warning }));
     } else {
+        if restored.skipped > 0 {
+            eprintln!(
+                "backstop: {} entries of the dump could not be restored without rights and were skipped; the first: {}",
+                restored.skipped,
+                restored.skipped_messages.first().map(String::as_str).unwrap_or("")
+            );
+        }
         println!(
             "restored logical backup {} of database {} into database {}{}: {} bytes verified and restored with {} job(s) in {:.1} s",
             restored.backup_id,

@@ -122,6 +122,10 @@ pub struct Restored {
     pub skipped: u64,
     /// The first of pg_restore's messages about them.
     pub skipped_messages: Vec<String>,
+    /// The role the restore ran as, and whether it is a superuser (then code in the dump ran
+    /// with a superuser's rights).
+    pub role: String,
+    pub superuser: bool,
 }
 
 fn job_error(message: String, hint: &str) -> Error {
@@ -158,6 +162,22 @@ async fn run_psql(
             String::from_utf8_lossy(&output.stderr).trim().trim_start_matches("psql: ").to_string(),
             "Check that the role may connect to the server and the database.",
         ))
+    }
+}
+
+/// The role the client programs connect as, and whether it is a superuser.
+pub async fn connecting_role(tools: &Tools, connection: &Connection) -> Result<(String, bool)> {
+    let out = run_psql(
+        tools,
+        connection,
+        MAINTENANCE_DATABASE,
+        &[],
+        "SELECT r.rolname || '|' || r.rolsuper FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER;\n",
+    )
+    .await?;
+    match out.trim().rsplit_once('|') {
+        Some((name, superuser)) => Ok((name.to_string(), superuser == "true")),
+        None => Err(job_error(format!("could not read the connecting role: {}", out.trim()), "")),
     }
 }
 
@@ -348,7 +368,16 @@ pub async fn restore(
     cancel: &CancellationToken,
 ) -> Result<Restored> {
     progress.total.store(manifest.dump.bytes, Ordering::Relaxed);
-    progress.set("checking the target database");
+    progress.set("checking the role and the target database");
+    let (role, superuser) = connecting_role(&options.tools, &options.connection).await?;
+    if options.sandboxed && superuser {
+        return Err(Error::Job {
+            message: format!(
+                "a sandboxed restore runs code in the dump without rights, and role {role} is a superuser"
+            ),
+            hint: "Connect as a role without rights that may create databases (for example CREATE ROLE restorer LOGIN CREATEDB, then PGUSER=restorer).".into(),
+        });
+    }
     let missing = match target_state(&options.tools, &options.connection, &options.database).await? {
         TargetState::Missing => true,
         TargetState::Empty => false,
@@ -483,6 +512,8 @@ pub async fn restore(
         jobs: options.jobs.max(1),
         skipped,
         skipped_messages,
+        role,
+        superuser,
     })
 }
 
