@@ -74,3 +74,5 @@ CREATE POLICY job_runs_readable ON @extschema@.job_runs FOR SELECT USING (
                        CASE WHEN args ? 'tables' THEN args->'tables' ELSE pg_catalog.jsonb_build_array(args->'table') END) t(name)
              WHERE NOT coalesce(pg_catalog.has_table_privilege(pg_catalog.to_regclass(t.name), 'SELECT'), false)))
 );
+-- schedule_status reads job_runs with the caller's rights, so the policy above applies to it.
+ALTER VIEW @extschema@.schedule_status SET (security_invoker = true);

@@ -1,6 +1,8 @@
 -- What the scheduler reports at a glance, for monitoring queries: one row per schedule with its
--- last run, last success and whether it is overdue. doctor() reads the same facts.
-CREATE VIEW schedule_status AS
+-- last run, last success and whether it is overdue. doctor() reads the same facts. It reads
+-- job_runs with the caller's rights (security_invoker), so row security shows a plain
+-- backstop_admin member only the runs she may see there.
+CREATE VIEW schedule_status WITH (security_invoker = true) AS
 SELECT s.name, s.job, s.cron, s.time_zone, s.enabled, s.next_run_at,
        last.state AS last_state, last.started_at AS last_started_at, last.error AS last_error,
        ok.finished_at AS last_success_at, ok.seconds AS last_success_seconds,

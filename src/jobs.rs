@@ -736,6 +736,37 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
     write_status(&status);
 }
 
+/// Which of these jobs the caller may see: those whose `backstop.job_runs` row row security shows
+/// her (read with her rights), and on a standby (no rows there) every job for superusers and
+/// backstop_operator members only. One rule for the history and for the progress of a job.
+fn visible_to_caller(ids: &[i64]) -> std::collections::HashSet<i64> {
+    let everything = Spi::get_one::<bool>(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role('backstop_operator', 'MEMBER') \
+           FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false);
+    if everything {
+        return ids.iter().copied().collect();
+    }
+    Spi::connect(|client| {
+        let mut seen = std::collections::HashSet::new();
+        let rows = client.select(
+            "SELECT job_id FROM backstop.job_runs WHERE job_id = ANY($1)",
+            None,
+            &[ids.to_vec().into()],
+        )?;
+        for row in rows {
+            if let Some(id) = row.get::<i64>(1)? {
+                seen.insert(id);
+            }
+        }
+        Ok::<_, pgrx::spi::Error>(seen)
+    })
+    .unwrap_or_default()
+}
+
 /// Jobs running now and their progress: the `backstop.job_progress` view.
 #[pg_extern(volatile, parallel_unsafe)]
 fn job_progress() -> TableIterator<
@@ -755,9 +786,12 @@ fn job_progress() -> TableIterator<
         name!(eta_seconds, Option<f64>),
     ),
 > {
-    let rows: Vec<_> = all_statuses()
+    let running: Vec<JobStatus> =
+        all_statuses().into_iter().filter(|s| !s.state.is_final() && worker_alive(s.pid)).collect();
+    let visible = visible_to_caller(&running.iter().map(|s| s.id).collect::<Vec<_>>());
+    let rows: Vec<_> = running
         .into_iter()
-        .filter(|s| !s.state.is_final() && worker_alive(s.pid))
+        .filter(|s| visible.contains(&s.id))
         .map(|s| {
             (
                 s.id,

@@ -7,7 +7,7 @@ SELECT (SELECT md5(string_agg(f, E'\n' ORDER BY f)) FROM (
                  || ' ' || p.provolatile::text || p.proparallel::text || p.proisstrict::text || ' ' || p.prosrc || ' ' || coalesce(p.proacl::text, '-') AS f
             FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) fs) AS functions,
        (SELECT md5(string_agg(r, E'\n' ORDER BY r)) FROM (
-          SELECT c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '-') || ' '
+          SELECT c.relname || ' ' || c.relkind::text || ' ' || coalesce(c.relacl::text, '-') || ' ' || coalesce(c.reloptions::text, '-') || ' '
                  || coalesce((SELECT string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod) || ' ' || a.attnotnull::text
                                                 || ' ' || coalesce(pg_get_expr(d.adbin, d.adrelid), ''), ', ' ORDER BY a.attnum)
                                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

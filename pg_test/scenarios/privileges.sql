@@ -55,6 +55,31 @@ SELECT "check", status, detail LIKE 'the last base backup job, %, succeeded' AS 
 \c - scenario_admin
 SELECT count(*) AS base_backup_runs_she_sees FROM backstop.job_runs WHERE kind = 'base_backup';
 SELECT "check", status, detail LIKE 'the last base backup job, %, succeeded' AS saw_the_run FROM backstop.doctor() WHERE "check" = 'backup_job';
+-- The same rule for schedule_status (a scheduled base backup's last run) and job_progress (a
+-- base backup running now, stalled waiting for its WAL): she sees neither, a superuser both.
+\c - postgres
+SET client_min_messages = warning;
+SELECT name FROM backstop.schedule('nightly_backup', '0 3 * * *', 'base_backup');
+SELECT state FROM backstop.run_now('nightly_backup', wait => true);
+RESET client_min_messages;
+SELECT name, last_state, last_success_at IS NOT NULL AS shows_success FROM backstop.schedule_status;
+\! pitr.sh chmod-wal 555
+SELECT job_id AS stalled_job FROM backstop.base_backup(wait => false) \gset
+DO $$
+BEGIN
+    FOR attempt IN 1..600 LOOP
+        EXIT WHEN EXISTS (SELECT 1 FROM backstop.job_progress WHERE phase = 'waiting for WAL to be archived');
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT kind, phase FROM backstop.job_progress;
+\c - scenario_admin
+SELECT name, last_state, last_success_at IS NOT NULL AS shows_success FROM backstop.schedule_status;
+SELECT count(*) AS running_jobs_she_sees FROM backstop.job_progress;
+\c - postgres
+SELECT pg_terminate_backend(pid) AS cancelled FROM backstop.job_progress;
+\! pitr.sh chmod-wal 755
+SELECT backstop.unschedule('nightly_backup');
 \c - scenario_plain
 SELECT * FROM backstop.base_backup();
 \c - postgres
