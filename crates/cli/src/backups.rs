@@ -192,7 +192,16 @@ pub(crate) fn bar(hidden: bool, len: u64, template: &str) -> indicatif::Progress
 pub fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
     let runtime = runtime()?;
     let (repository_args, _) = args.repository.resolve()?;
-    let repository = runtime.block_on(repository_args.open(CodecSettings::plain()))?;
+    // With the cluster's data directory at hand (PGDATA or --data-dir), damage found is recorded
+    // under its signing key so that no later backup reuses the pack; without it, only reported.
+    let signer = match repository_args.data_dir.as_deref() {
+        Some(dir) => backstop_core::auth::load_signing_key(dir)?,
+        None => None,
+    };
+    let repository = match signer {
+        Some(signer) => runtime.block_on(repository_args.open_signing(CodecSettings::plain(), signer))?,
+        None => runtime.block_on(repository_args.open(CodecSettings::plain()))?,
+    };
     let progress = Arc::new(VerifyProgress::default());
     let bar = bar(args.json, 0, "{spinner} verifying packs {pos}/{len} [{bar:40}] {msg} {eta}");
     let report = runtime.block_on(async {
@@ -230,6 +239,15 @@ pub fn verify(args: VerifyArgs) -> Result<ExitCode, Error> {
             report.bytes_checked,
             if report.ok() { "all OK" } else { "PROBLEMS FOUND" }
         );
+        if !report.damage_recorded.is_empty() {
+            println!(
+                "{} damaged pack(s) recorded under damaged/: no later backup references them (the next backup reads those files again)",
+                report.damage_recorded.len()
+            );
+        }
+        if let Some(why) = &report.damage_not_recorded {
+            println!("damage found was not recorded ({why}): the next backup re-reads packs older than its re-read period only; run verify with --data-dir (or PGDATA) on the cluster's host to record it");
+        }
     }
     Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

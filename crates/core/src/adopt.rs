@@ -141,6 +141,7 @@ fn check_contents(
         | ObjectKind::LogicalDump
         | ObjectKind::LogicalSql
         | ObjectKind::Adoption
+        | ObjectKind::DamageRecord
         | ObjectKind::Lease
         | ObjectKind::Probe => Ok(()),
     }

@@ -308,6 +308,61 @@ async fn damaged_packs_are_never_referenced_by_a_new_backup() {
     assert_same(&target, &data);
 }
 
+/// A pack damaged in place after a backup read it back (same length, so only a full read can
+/// tell): once verify found it, no later backup references it, however recent its last read-back;
+/// the next incremental reads those files again and restores byte for byte. A damage record is
+/// used by its name only, so even one nobody signed only ever costs a re-read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pack_verify_found_damaged_is_never_referenced_again() {
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let store = backend.store.clone();
+    let repository = repository(store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    let first = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+    assert!(first.packs.iter().all(|p| p.verified_at > 0), "written just now: not due for a read-back");
+    let damaged = first.packs[0].id.clone();
+    let key = repository.key(&backstop_core::layout::pack(&damaged).unwrap());
+    let mut raw = read_object(&store, &key).await;
+    let middle = raw.len() / 2;
+    raw[middle] ^= 0x01;
+    store.put(&key, raw.into(), backstop_core::WriteMode::Overwrite).await.unwrap();
+
+    let report =
+        verify::verify(&repository, 2, &verify::VerifyProgress::default(), &CancellationToken::new()).await.unwrap();
+    assert!(!report.ok());
+    assert_eq!(report.damage_recorded, vec![damaged.clone()], "{report:?}");
+    assert_eq!(report.damage_not_recorded, None);
+    // Verifying again records nothing new and fails nothing more.
+    let again =
+        verify::verify(&repository, 2, &verify::VerifyProgress::default(), &CancellationToken::new()).await.unwrap();
+    assert_eq!(again.damage_recorded, vec![damaged.clone()]);
+
+    let next =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(first.clone()), t0 + Duration::from_secs(60))
+            .await;
+    assert!(!next.packs.iter().any(|p| p.id == damaged), "the damaged pack is not referenced");
+    assert_eq!(next.stats.packs_unusable, 1, "{:?}", next.stats);
+    let target = scratch.path().join("restored-next");
+    restore_to(&repository, &next.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+
+    // A record no key signed (garbage under a pack's record name) still only keeps that pack out.
+    let good = next.packs[0].id.clone();
+    let record = repository.key(&backstop_core::layout::damage_record(&good).unwrap());
+    store.put(&record, b"not even json".to_vec().into(), backstop_core::WriteMode::Overwrite).await.unwrap();
+    let after =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(next.clone()), t0 + Duration::from_secs(90))
+            .await;
+    assert!(!after.packs.iter().any(|p| p.id == good || p.id == damaged));
+    let target = scratch.path().join("restored-after");
+    restore_to(&repository, &after.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+}
+
 /// Encryption enabled on a repository that holds unencrypted backups: the next incremental
 /// reuses none of the unencrypted packs (every pack it references is encrypted), restores byte
 /// for byte with the identity, and what the older backup still needs unencrypted is counted.

@@ -17,6 +17,7 @@
 //! - Files are split at page-aligned offsets (every [`CHUNK_SIZE`]), so a changed page changes one
 //!   chunk and a backup after a small change stores about that much.
 
+pub mod damage;
 pub mod manifest;
 pub mod restore;
 pub mod take;

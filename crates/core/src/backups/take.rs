@@ -492,7 +492,8 @@ fn mpsc_stream<T: Send + 'static>(mut receiver: mpsc::Receiver<T>) -> impl futur
 
 type ReadResult = (Vec<FileEntry>, Vec<PackRef>, Vec<Tablespace>, BackupStats);
 
-/// The previous backup's packs an incremental must not reference: missing, not authenticated, not
+/// The previous backup's packs an incremental must not reference: recorded damaged by verify,
+/// missing, not authenticated, not
 /// the length the manifest records (each checked by its signed trailer: a head and two range
 /// reads, not a download), or, when last read back more than `reread_after` before `now`, damaged
 /// anywhere in their body (streamed through every checksum). Returns those, and the packs read
@@ -504,11 +505,19 @@ async fn unusable_packs(
     now: u64,
     reread_after: Duration,
 ) -> Result<(HashSet<u32>, Vec<u32>, Vec<(u32, bool)>)> {
+    // What verify found damaged is out whatever its last read-back said (see damage.rs).
+    let recorded = super::damage::damaged_packs(repository).await?;
     // Owned inputs: the future is spawned, and borrowed items make it not general enough to be Send.
     let checks = futures::stream::iter(previous.packs.clone().into_iter().enumerate().map(|(index, pack)| {
         let repository = repository.clone();
         let due = now.saturating_sub(pack.verified_at) >= reread_after.as_secs();
-        async move { check_pack_usable(&repository, index, pack, due).await }
+        let recorded_damaged = recorded.contains(&pack.id);
+        async move {
+            match recorded_damaged {
+                true => Ok((index as u32, PackCheck::Unusable, None)),
+                false => check_pack_usable(&repository, index, pack, due).await,
+            }
+        }
     }))
     .buffer_unordered(8);
     let results: Vec<(u32, PackCheck, Option<bool>)> = checks.try_collect().await?;

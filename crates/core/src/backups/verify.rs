@@ -281,6 +281,11 @@ pub struct VerifyReport {
     pub backups: Vec<BackupCheck>,
     pub packs_checked: u64,
     pub bytes_checked: u64,
+    /// Packs found damaged and recorded so (`damaged/`): no later backup references them.
+    pub damage_recorded: Vec<String>,
+    /// Why damage found was not recorded (the handle may not write), when it was not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub damage_not_recorded: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -398,6 +403,15 @@ pub async fn verify(
                     check
                         .problems
                         .push(format!("pack {}: {e}", layout::pack(&id).map(|p| p.to_string()).unwrap_or(id.clone())));
+                }
+                // Stored but not what the manifests expect: recorded, so no backup reuses it.
+                if matches!(e, Error::Corrupt { .. } | Error::Unauthenticated { .. })
+                    && report.damage_not_recorded.is_none()
+                {
+                    match super::damage::record(repository, &id, &e.to_string()).await {
+                        Ok(()) => report.damage_recorded.push(id),
+                        Err(why) => report.damage_not_recorded = Some(why.to_string()),
+                    }
                 }
             }
         }

@@ -170,9 +170,12 @@ async fn plan_backups(
             .collect();
         for pack in retention::packs_to_expire(&packs, &referenced, grace, now) {
             let name = pack.key.rsplit('/').next().unwrap_or_default().to_string();
+            // The pack, then the record that it was damaged, if there is one (absent is fine).
+            let mut keys = vec![pack.key.clone()];
+            keys.extend(layout::damage_record(&name).ok().map(|record| record.to_string()));
             plan.removals.push(Removal {
                 what: "pack",
-                keys: vec![pack.key.clone()],
+                keys,
                 name,
                 bytes: pack.size,
                 why: "no retained backup names it".into(),

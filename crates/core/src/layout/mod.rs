@@ -9,6 +9,7 @@
 //! <cluster>/snapshots/<schema>.<table>/<snapshot-id>/{manifest.json,data.parquet}
 //! <cluster>/logical/<database>/<logical-id>/{dump,schema.sql,globals.sql,manifest.json}
 //! <cluster>/adopted/<adoption-id>.json                     objects of 0.2.0 vouched for by adopt_repository
+//! <cluster>/damaged/<pack-id>.json                         packs verify found damaged: never reused
 //! <cluster>/lease.json                                     who runs base backups and expire now
 //! <cluster>/.probe/<random>                                doctor's round-trip check
 //! ```
@@ -35,6 +36,7 @@ pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const LOGICAL_DIR: &str = "logical";
 pub const ADOPTED_DIR: &str = "adopted";
+pub const DAMAGED_DIR: &str = "damaged";
 pub const LEASE_FILE: &str = "lease.json";
 const PROBE_DIR: &str = ".probe";
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -75,6 +77,9 @@ pub enum ObjectKind {
     LogicalDump,
     LogicalSql,
     Adoption,
+    /// A pack `verify` found damaged. Only its name is ever used (a listing): it can only stop a
+    /// backup from reusing a pack, so one forged or deleted costs a re-read, never data.
+    DamageRecord,
     Lease,
     Probe,
 }
@@ -89,6 +94,7 @@ impl ObjectKind {
             | ObjectKind::SnapshotManifest
             | ObjectKind::LogicalManifest
             | ObjectKind::Adoption
+            | ObjectKind::DamageRecord
             | ObjectKind::Lease
             | ObjectKind::Probe => ObjectClass::Metadata,
         }
@@ -98,7 +104,7 @@ impl ObjectKind {
     /// against the authenticated trailer before a byte is decoded, and enforced while decoding.
     pub fn max_plain_len(self) -> u64 {
         match self {
-            ObjectKind::ClusterFile | ObjectKind::Lease | ObjectKind::Probe => 64 * KIB,
+            ObjectKind::ClusterFile | ObjectKind::Lease | ObjectKind::Probe | ObjectKind::DamageRecord => 64 * KIB,
             // A segment is at most 1 GiB (wal_segment_size); history and .backup files are text.
             ObjectKind::Wal => GIB,
             ObjectKind::BackupManifest | ObjectKind::Adoption => GIB,
@@ -122,6 +128,7 @@ impl ObjectKind {
             ObjectKind::LogicalDump => "logical dump",
             ObjectKind::LogicalSql => "logical backup SQL",
             ObjectKind::Adoption => "adoption record",
+            ObjectKind::DamageRecord => "damage record",
             ObjectKind::Lease => "lease",
             ObjectKind::Probe => "probe",
         }
@@ -194,6 +201,10 @@ impl ObjectPath {
                 let id = name.strip_suffix(".json")?;
                 check_adoption_id(id).ok()?;
                 ObjectKind::Adoption
+            }
+            [DAMAGED_DIR, name] => {
+                check_pack_id(name.strip_suffix(".json")?).ok()?;
+                ObjectKind::DamageRecord
             }
             _ => return None,
         };
@@ -277,6 +288,24 @@ pub fn pack(id: &str) -> Result<ObjectPath> {
 
 pub fn packs() -> Prefix {
     Prefix(format!("{PACKS_DIR}/"))
+}
+
+/// `damaged/<pack-id>.json`: the record that pack `id` was found damaged.
+pub fn damage_record(pack_id: &str) -> Result<ObjectPath> {
+    check_pack_id(pack_id)?;
+    Ok(ObjectPath::new(ObjectKind::DamageRecord, format!("{DAMAGED_DIR}/{pack_id}.json")))
+}
+
+pub fn damage_records() -> Prefix {
+    Prefix(format!("{DAMAGED_DIR}/"))
+}
+
+/// The pack a damage record names.
+pub fn damaged_pack(path: &ObjectPath) -> Option<&str> {
+    match path.kind() {
+        ObjectKind::DamageRecord => path.as_str().strip_prefix(DAMAGED_DIR)?.strip_prefix('/')?.strip_suffix(".json"),
+        _ => None,
+    }
 }
 
 pub fn snapshots() -> Prefix {
