@@ -1,17 +1,12 @@
-//! The cluster's manifest key: the secret that authenticates the manifests this cluster writes.
+//! The manifest key of backstop 0.2: the shared secret (`backstop_manifest.key` in the data
+//! directory) whose HMAC-SHA256 authenticated snapshot manifests before every object was signed.
 //!
-//! Manifests are stored in the clear and guarded by unkeyed checksums, so whoever can write to the
-//! repository could forge one and have its DDL run by the restorer. Every manifest is signed with
-//! HMAC-SHA256 under a key that lives only in the data directory (`backstop_manifest.key`, mode
-//! 0600, created on the first snapshot); restores accept only manifests this key signed, unless the
-//! caller opts in, explicitly and logged, to an unauthenticated one (restoring into a new cluster).
-//!
-//! Invariant: the key file is created once, create-if-absent (`link(2)` of an fsynced temporary
-//! file), so concurrent first snapshots can never leave manifests signed by a key that lost a race.
+//! backstop 0.3 writes no HMAC and never creates the key: a snapshot manifest is authenticated
+//! by its object signature, which a verifier checks with public keys only. The key is read for
+//! one purpose: `adopt_repository()` vouches for a 0.2 snapshot manifest only when this key's
+//! HMAC over it is intact, so an upgraded cluster's older snapshots stay restorable.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
@@ -39,7 +34,7 @@ fn read(path: &PathBuf) -> Result<Option<ManifestKey>, Error> {
     }
 }
 
-/// The key, if this cluster has one yet (restores: no key means nothing is authenticated).
+/// The key, if this cluster was a backstop 0.2 cluster that took snapshots.
 pub fn existing() -> Result<Option<ManifestKey>, Error> {
     if let Some(key) = KEY.get() {
         return Ok(Some(key.clone()));
@@ -48,30 +43,5 @@ pub fn existing() -> Result<Option<ManifestKey>, Error> {
     if let Some(key) = &key {
         let _ = KEY.set(key.clone());
     }
-    Ok(key)
-}
-
-/// The key, created on first use (snapshots).
-pub fn get_or_create() -> Result<ManifestKey, Error> {
-    if let Some(key) = existing()? {
-        return Ok(key);
-    }
-    let path = key_path();
-    let temp = path.with_file_name(format!(".{KEY_FILE}.tmp-{}", std::process::id()));
-    let written = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp).and_then(|mut file| {
-        file.write_all(ManifestKey::generate().to_text().as_bytes()).and_then(|_| file.sync_all())
-    });
-    let linked = written.and_then(|_| match fs::hard_link(&temp, &path) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        other => other,
-    });
-    let _ = fs::remove_file(&temp);
-    linked.map_err(|e| Error::io("create", &path, e))?;
-    let dir = path.parent().expect("a file in the data directory");
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io("fsync directory", dir, e))?;
-    // Whichever backend linked first, everyone uses the key that is in the file.
-    let key =
-        read(&path)?.ok_or_else(|| Error::NotFound { store: "the data directory".into(), key: KEY_FILE.into() })?;
-    let _ = KEY.set(key.clone());
     Ok(key)
 }

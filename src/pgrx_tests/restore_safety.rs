@@ -80,42 +80,39 @@ mod tests {
         };
 
         // Written into the bucket by someone without the cluster's signing key: refused before a
-        // byte of it is parsed, whatever the caller opts into.
+        // byte of it is parsed. No opt-in exists on the server: asking for one is refused too.
         let genuine = std::fs::read(manifest_file("public", "forge_me", &id)).unwrap();
         forge_manifest("public", "forge_me", &id, Some(backstop_core::auth::SigningKey::generate()), |m| {
             let at = check_at(m);
             m["table"]["constraints"][at]["definition"] = INJECTION.into();
-            m.as_object_mut().unwrap().remove("authentication");
         });
-        for extra in ["", ", trust_unauthenticated => true"] {
-            let error = restore(extra).expect("refused");
-            assert!(error.starts_with("XX001") && error.contains("is not authenticated"), "{error}");
-            assert!(error.contains("not trusted here"), "{error}");
-        }
+        let error = restore("").expect("refused");
+        assert!(error.starts_with("XX001") && error.contains("is not authenticated"), "{error}");
+        assert!(error.contains("not trusted here"), "{error}");
+        let error = restore(", trust_unauthenticated => true").expect("refused");
+        assert!(error.starts_with("22023") && error.contains("no longer accepted"), "{error}");
+        assert!(error.contains("backstop.trusted_keys"), "the hint says how to trust another cluster: {error}");
         assert!(no_forged_role());
         assert!(!truth("SELECT to_regclass('public.forged') IS NOT NULL"), "nothing was created");
-        std::fs::write(manifest_file("public", "forge_me", &id), genuine).unwrap();
 
-        // Behind the signature, the manifest's own checks hold on their own (defence in depth).
-        // Altered behind the cluster's back, authentication left in place: refused outright.
+        // The genuine manifest altered in place (one byte, its signature kept): refused.
+        let mut altered = genuine.clone();
+        let middle = altered.len() / 2;
+        altered[middle] ^= 0x20;
+        std::fs::write(manifest_file("public", "forge_me", &id), &altered).unwrap();
+        let error = restore("").expect("refused");
+        assert!(error.starts_with("XX001"), "{error}");
+        assert!(no_forged_role());
+        std::fs::write(manifest_file("public", "forge_me", &id), &genuine).unwrap();
+
+        // Behind the signature, the manifest's own checks hold on their own (defence in depth):
+        // signed with the cluster's own key (a leaked key, or a bug of ours), injected DDL is
+        // refused and nothing is pasted.
         tamper_manifest("public", "forge_me", &id, |m| {
             let at = check_at(m);
             m["table"]["constraints"][at]["definition"] = INJECTION.into();
         });
-        let error = restore("").expect("refused");
-        assert!(error.contains("altered after it was written"), "{error}");
-        let error = restore(", trust_unauthenticated => true").expect("no opt-in covers a forgery");
-        assert!(error.contains("altered after it was written"), "{error}");
-        assert!(no_forged_role());
-
-        // Without authentication it needs the explicit opt-in, and even then nothing is pasted.
-        tamper_manifest("public", "forge_me", &id, |m| {
-            m.as_object_mut().unwrap().remove("authentication");
-        });
-        let error = restore("").expect("refused");
-        assert!(error.starts_with("28000") && error.contains("not authenticated"), "{error}");
-        assert!(error.contains("trust_unauthenticated"), "the hint names the opt-in: {error}");
-        let error = restore(", trust_unauthenticated => true").expect("the injected definition is refused");
+        let error = restore("").expect("the injected definition is refused");
         assert!(error.starts_with("XX001") && error.contains("will not run"), "{error}");
         assert!(no_forged_role());
         assert!(!truth("SELECT to_regclass('public.forged') IS NOT NULL"), "nothing was created");
@@ -127,31 +124,34 @@ mod tests {
             ("collation", "\"C\" ; CREATE ROLE backstop_forged SUPERUSER"),
         ] {
             tamper_manifest("public", "forge_me", &id, |m| {
-                m.as_object_mut().unwrap().remove("authentication");
                 let at = check_at(m);
                 m["table"]["constraints"][at]["definition"] = "CHECK ((n > 0))".into();
                 m["table"]["columns"][1][path] = text.into();
             });
-            let error = restore(", trust_unauthenticated => true").expect("refused");
+            let error = restore("").expect("refused");
             assert!(!error.contains("already exists"), "{path}: {error}");
             assert!(no_forged_role(), "{path}: {error}");
             assert!(!truth("SELECT to_regclass('public.forged') IS NOT NULL"), "{path}");
         }
 
-        // An unauthenticated but honest manifest restores with the opt-in.
-        tamper_manifest("public", "forge_me", &id, |m| {
-            m.as_object_mut().unwrap().remove("authentication");
-            let at = check_at(m);
-            m["table"]["constraints"][at]["definition"] = "CHECK ((n > 0))".into();
-            m["table"]["columns"][1]["collation"] = serde_json::Value::Null;
-            m["table"]["columns"][1]["default"] = serde_json::Value::Null;
-            m["table"]["columns"][1]["type_name"] = "integer".into();
-        });
-        assert_eq!(restore(", trust_unauthenticated => true"), None);
+        // The genuine manifest restores, recorded as authenticated.
+        std::fs::write(manifest_file("public", "forge_me", &id), &genuine).unwrap();
+        assert_eq!(restore(""), None);
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM public.forged").unwrap(), Some(100));
-        assert!(truth(
+        assert!(!truth(
             "SELECT trusted_unauthenticated FROM backstop.restores WHERE target_table = '\"public\".\"forged\"'"
         ));
+        // Snapshots are authenticated by their signature alone: no shared secret's HMAC is written.
+        let stored: serde_json::Value = serde_json::from_slice(
+            &io::block_on(repo::open().unwrap().get_bytes(&backstop_core::layout::snapshot_manifest(
+                "public",
+                "forge_me",
+                &SnapshotId::parse(&id).unwrap(),
+            )))
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(stored["authentication"].is_null(), "{}", stored["authentication"]);
     }
 
     #[pg_test]

@@ -9,7 +9,7 @@ use std::io::Seek;
 
 use backstop_core::snapshot::content::ContentDigest;
 use backstop_core::snapshot::copyback::{self, CopybackPlan};
-use backstop_core::snapshot::manifest::{Authenticity, CreateOptions, SnapshotManifest};
+use backstop_core::snapshot::manifest::{CreateOptions, SnapshotManifest};
 use backstop_core::snapshot::parquet_file::read_batches;
 use backstop_core::snapshot::stored::{self, StoredSnapshot};
 use backstop_core::snapshot::{qualified_name, quote_ident, SnapshotId};
@@ -128,6 +128,9 @@ fn candidates(
         match manifest {
             Ok(manifest) => found.push((snapshot, manifest)),
             Err(Error::NotFound { .. }) => {}
+            // Not signed by a trusted key: stop rather than fall back to an older snapshot, which
+            // would hide a forgery behind older rows.
+            Err(e @ Error::Unauthenticated { .. }) => raise(&e),
             Err(e) => pgrx::warning!("skipping snapshot {}: {e}", snapshot.id),
         }
     }
@@ -141,34 +144,19 @@ fn candidates(
     found
 }
 
-/// Refuses a manifest this cluster did not write, unless the caller opted in (logged).
-fn check_trust(manifest: &SnapshotManifest, trust_unauthenticated: bool) {
-    let key = crate::manifest_key::existing().or_raise();
-    let authenticity = manifest.authenticity(key.as_ref());
-    let what = format!("the manifest of snapshot {} of {}", manifest.snapshot_id, manifest.table.qualified_name());
-    match authenticity {
-        Authenticity::Authentic => {}
-        Authenticity::Forged => raise_with(
-            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-            &format!("{what} was {}; nothing was run", authenticity.describe()),
-            "Someone with write access to the repository changed it. Do not restore it; find out who can write to the repository.",
-        ),
-        _ if trust_unauthenticated => pgrx::warning!(
-            "trusting {what}, which is {}, because {} asked to (trust_unauthenticated => true)",
-            authenticity.describe(),
-            current_user()
-        ),
-        _ => raise_with(
-            PgSqlErrorCode::ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
-            &format!("{what} is {}; refusing to run DDL built from it", authenticity.describe()),
-            "A manifest written by this cluster is authenticated with the key in its data directory (backstop_manifest.key). \
-             To restore into a new cluster, copy that file over, or pass trust_unauthenticated => true if you trust everyone who can write to the repository.",
-        ),
+/// `trust_unauthenticated => true` is refused: a server-side restore never runs DDL from a
+/// manifest no trusted key signed. The parameter stays so that calls passing false keep working.
+/// (Every manifest reaches a restore through the repository's one read path, which has already
+/// checked its signature, or the adoption record of a manifest of backstop 0.2.)
+fn refuse_unauthenticated_opt_in(trust_unauthenticated: bool) {
+    if trust_unauthenticated {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "trust_unauthenticated => true is no longer accepted: a restore uses a snapshot manifest only when a trusted key signed it",
+            "To restore snapshots another cluster wrote, add its public key (backstop.repository_key() there) to backstop.trusted_keys here. \
+             Snapshots of backstop 0.2 restore once the cluster that wrote them ran SELECT * FROM backstop.adopt_repository().",
+        );
     }
-}
-
-fn current_user() -> String {
-    Spi::get_one::<String>("SELECT CURRENT_USER::text").ok().flatten().unwrap_or_default()
 }
 
 /// A restore grants no access the caller did not have: for an existing table, SELECT on it with
@@ -327,13 +315,7 @@ fn target_ddl(manifest: &SnapshotManifest, target: &Target) -> (String, Vec<Stri
 }
 
 /// Creates the target and loads the verified rows into it; returns the rows loaded.
-fn load(
-    manifest: &SnapshotManifest,
-    snapshot: &StoredSnapshot,
-    verified: Verified,
-    target: &Target,
-    trusted_unauthenticated: bool,
-) -> u64 {
+fn load(manifest: &SnapshotManifest, snapshot: &StoredSnapshot, verified: Verified, target: &Target) -> u64 {
     let qualified = target.qualified();
     if target.replace {
         notice(&format!("dropping {qualified}, as replace_target asked"));
@@ -362,14 +344,13 @@ fn load(
     as_restores_owner(|| {
         Spi::run_with_args(
             "INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, trusted_unauthenticated)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+             VALUES ($1, $2, $3, $4, $5, false)",
             &[
                 relid.into(),
                 qualified.clone().into(),
                 manifest.table.qualified_name().into(),
                 snapshot.id.to_string().into(),
                 (rows as i64).into(),
-                trusted_unauthenticated.into(),
             ],
         )
         .unwrap_or_else(|e| spi_failed(e))
@@ -421,11 +402,11 @@ fn restore_table(
     replace_target: default!(Option<&str>, "NULL"),
     trust_unauthenticated: default!(bool, false),
 ) -> i64 {
+    refuse_unauthenticated_opt_in(trust_unauthenticated);
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
     let target = resolve_target((&schema, &table), target_table, replace_target);
     let (snapshot, manifest) = candidates(&repository, &schema, &table, snapshot_id).remove(0);
-    check_trust(&manifest, trust_unauthenticated);
     check_may_restore(&manifest);
     notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
     let verified = verify_snapshot(&repository, &snapshot, &manifest).or_raise();
@@ -441,7 +422,7 @@ fn restore_table(
         notice("dry run: nothing was written");
         return manifest.rows as i64;
     }
-    let rows = load(&manifest, &snapshot, verified, &target, trust_unauthenticated);
+    let rows = load(&manifest, &snapshot, verified, &target);
     notice(&format!(
         "restored {rows} rows into {}; next: SELECT * FROM backstop.restore_validate('{}')",
         target.qualified(),
@@ -456,7 +437,6 @@ struct RestoreRecord {
     source: (String, String),
     snapshot_id: String,
     validation_passed: Option<bool>,
-    trusted_unauthenticated: bool,
 }
 
 fn restore_record(target_table: &str) -> RestoreRecord {
@@ -477,7 +457,7 @@ fn restore_record(target_table: &str) -> RestoreRecord {
         });
     let row = Spi::connect(|client| {
         let rows = client.select(
-            "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed, r.trusted_unauthenticated
+            "SELECT r.target_table, r.source_table, r.snapshot_id, r.validation_passed
                FROM backstop.restores r WHERE r.target_oid = $1 ORDER BY r.restored_at DESC LIMIT 1",
             Some(1),
             &[relid.into()],
@@ -491,11 +471,10 @@ fn restore_record(target_table: &str) -> RestoreRecord {
             row.get::<String>(2)?.unwrap_or_default(),
             row.get::<String>(3)?.unwrap_or_default(),
             row.get::<bool>(4)?,
-            row.get::<bool>(5)?.unwrap_or(false),
         )))
     })
     .unwrap_or_else(|e| spi_failed(e));
-    let Some((target, source, snapshot_id, validation_passed, trusted_unauthenticated)) = row else {
+    let Some((target, source, snapshot_id, validation_passed)) = row else {
         raise_with(
             PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             &format!("{target_table} was not created by backstop.restore_table"),
@@ -514,14 +493,7 @@ fn restore_record(target_table: &str) -> RestoreRecord {
             "Validation and copy-back plans read the restored table; run them as a role that may.",
         );
     }
-    RestoreRecord {
-        relid,
-        target,
-        source: parse_name(&source, "public"),
-        snapshot_id,
-        validation_passed,
-        trusted_unauthenticated,
-    }
+    RestoreRecord { relid, target, source: parse_name(&source, "public"), snapshot_id, validation_passed }
 }
 
 type CheckRow = (String, String, String, bool);
@@ -536,7 +508,6 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
         id: SnapshotId::parse(&record.snapshot_id).or_raise(),
     };
     let manifest = io::block_on(stored::read_manifest(repository, &snapshot)).or_raise();
-    check_trust(&manifest, record.trusted_unauthenticated);
     let described = catalog::describe(record.relid);
     let shape = |columns: &[backstop_core::snapshot::ColumnDef]| {
         columns.iter().map(|c| format!("{} {}", c.name, c.type_name)).collect::<Vec<_>>().join(", ")
@@ -636,7 +607,6 @@ fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPla
         ))
     })
     .unwrap_or_else(|e| spi_failed(e));
-    check_trust(&manifest, record.trusted_unauthenticated);
     // The plans are SQL the operator will run: built only from parts that pass the same checks as
     // a restore's DDL (index and foreign key definitions included).
     let table = ddl::with_catalog_search_path(|| {
@@ -681,6 +651,7 @@ fn recover(
     replace_target: default!(Option<&str>, "NULL"),
     trust_unauthenticated: default!(bool, false),
 ) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
+    refuse_unauthenticated_opt_in(trust_unauthenticated);
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
     let source = qualified_name(&schema, &table);
@@ -688,9 +659,8 @@ fn recover(
     notice(&format!("step 1/4: finding the newest snapshot of {source} that verifies"));
     let mut chosen = None;
     for (snapshot, manifest) in candidates(&repository, &schema, &table, snapshot_id) {
-        // A manifest this cluster did not write, or a caller who may not see the rows, stops the
-        // search: falling back would hide a forgery or a missing privilege behind an older snapshot.
-        check_trust(&manifest, trust_unauthenticated);
+        // A caller who may not see the rows stops the search (as an unauthenticated manifest does
+        // in `candidates`): falling back would hide a missing privilege behind an older snapshot.
         check_may_restore(&manifest);
         notice(&format!("verifying {}", describe_snapshot(&snapshot, &manifest)));
         match verify_snapshot(&repository, &snapshot, &manifest) {
@@ -716,7 +686,7 @@ fn recover(
         )
     };
     notice(&format!("step 2/4: restoring {} into {}", snapshot.id, target.qualified()));
-    let rows = load(&manifest, &snapshot, verified, &target, trust_unauthenticated);
+    let rows = load(&manifest, &snapshot, verified, &target);
     notice(&format!("step 3/4: validating {rows} restored rows against the manifest"));
     let record = restore_record(&target.qualified());
     let checks = validate(&repository, &record);
