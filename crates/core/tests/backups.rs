@@ -308,6 +308,127 @@ async fn damaged_packs_are_never_referenced_by_a_new_backup() {
     assert_same(&target, &data);
 }
 
+/// A base-backup manifest edited by someone who can write the bucket but holds no trusted key,
+/// re-wrapped with a valid codec header (signed with a key of their own, or unsigned as backstop
+/// 0.2 wrote): a tablespace at /tmp/x, a file entry at pg_tblspc/1, a setuid mode, a
+/// postgresql.auto.conf of their choosing. Restore, verify, the recovery window and expire all
+/// refuse it (it is newer than the genuine backup, so each would otherwise pick it), nothing is
+/// written anywhere, and expire removes nothing of the genuine backup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_rewrapped_backup_manifest_is_refused_by_every_consumer() {
+    use backstop_core::backups::manifest::{self, FileKind, Tablespace};
+    use backstop_core::codec::{self, CodecSettings};
+    use backstop_core::expire;
+    use backstop_core::layout::{self, BackupId};
+    use backstop_core::schedule::job::{ExpireArgs, PolicyArgs};
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let store = backend.store.clone();
+    let repository = repository(store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    let genuine = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+
+    let outside = scratch.path().join("x");
+    let forge = |at: SystemTime| {
+        let mut forged = genuine.clone();
+        forged.id = BackupId::new(at, BackupKind::Full);
+        forged.start_time = backstop_core::time::unix_seconds(at);
+        forged.stop_time = forged.start_time + 1.0;
+        // Ending before the genuine one: were it accepted, the recovery window would start at it.
+        forged.start_lsn = backstop_core::backups::Lsn(0x1000028);
+        forged.stop_lsn = backstop_core::backups::Lsn(0x1000100);
+        forged.tablespaces.push(Tablespace { oid: 1, location: outside.display().to_string() });
+        let mut link = forged.files.iter().find(|f| f.kind == FileKind::File && f.size > 0).unwrap().clone();
+        link.path = "pg_tblspc/1".into();
+        forged.files.push(link);
+        let mut conf = forged.files.iter().find(|f| f.kind == FileKind::File && f.size > 0).unwrap().clone();
+        conf.path = "postgresql.auto.conf".into();
+        conf.mode = 0o4755;
+        forged.files.retain(|f| f.path != "postgresql.auto.conf");
+        forged.files.push(conf);
+        forged
+    };
+    // Signed with the attacker's own key (another repository handle: a key of its own).
+    let signed_forgery = forge(t0 + Duration::from_secs(60));
+    let attacker = common::backup_fixture::repository(store.clone());
+    let json = serde_json::to_vec(&signed_forgery).unwrap();
+    attacker
+        .put_bytes(&layout::backup_manifest(&signed_forgery.id), json.into(), backstop_core::WriteMode::CreateNew)
+        .await
+        .unwrap();
+    // Unsigned, as backstop 0.2 wrote objects, never adopted.
+    let unsigned_forgery = forge(t0 + Duration::from_secs(120));
+    let (encoded, _) =
+        codec::encode_to_vec(&CodecSettings::plain(), &serde_json::to_vec(&unsigned_forgery).unwrap(), None).unwrap();
+    let key = repository.key(&layout::backup_manifest(&unsigned_forgery.id));
+    store.put(&key, encoded.into(), backstop_core::WriteMode::CreateNew).await.unwrap();
+
+    for forged in [&signed_forgery, &unsigned_forgery] {
+        // Restore: refused before anything is written.
+        let target = scratch.path().join(format!("restored-{}", forged.id));
+        let error = restore_to(&repository, &forged.id, &target, false).await.unwrap_err();
+        assert!(matches!(error, backstop_core::Error::Unauthenticated { .. }), "{error}");
+        assert!(!target.exists() || fs::read_dir(&target).unwrap().next().is_none(), "nothing restored");
+        assert!(manifest::read(&repository, &forged.id).await.is_err());
+    }
+    assert!(!outside.exists(), "nothing was written at the forged tablespace location");
+
+    // The WAL the backups need (segments 1 to 3), so that the genuine one is complete and each
+    // forgery, recording the same positions, would be a candidate start of the recovery window.
+    for n in 1..=3u64 {
+        let name = backstop_core::wal::WalFileName::parse(&backstop_core::wal::segment_name(1, n, 16 << 20)).unwrap();
+        repository
+            .put_bytes(&layout::wal(&name), vec![n as u8; 4096].into(), backstop_core::WriteMode::CreateNew)
+            .await
+            .unwrap();
+    }
+    // Listing and verify: the forgeries are named as not authenticated, the genuine backup is fine.
+    let listed = verify::list_backups(&repository).await.unwrap();
+    for forged in [&signed_forgery, &unsigned_forgery] {
+        let status = listed.iter().find(|b| b.id == forged.id).unwrap();
+        assert!(!status.verified(), "{status:?}");
+        assert!(status.problem.as_deref().unwrap_or_default().contains("not authenticated"), "{status:?}");
+    }
+    let report =
+        verify::verify(&repository, 2, &verify::VerifyProgress::default(), &CancellationToken::new()).await.unwrap();
+    for forged in [&signed_forgery, &unsigned_forgery] {
+        let check = report.backups.iter().find(|b| b.id == forged.id).unwrap();
+        assert!(!check.ok && check.problems.iter().any(|p| p.contains("not authenticated")), "{check:?}");
+    }
+    let check = report.backups.iter().find(|b| b.id == genuine.id).unwrap();
+    assert!(check.ok, "{check:?}");
+    // The recovery window starts at the genuine backup only.
+    let wal_files = verify::archived_wal(&repository).await.unwrap();
+    let window = verify::recovery_window(&listed, &wal_files, 16 << 20, None);
+    let starts: Vec<_> = window.iter().filter_map(|p| p.backup.clone()).collect();
+    assert_eq!(starts, vec![genuine.id.clone()], "{window:?}");
+
+    // Expire with keep_last 1: the newest *valid* backup is the genuine one; it keeps it and every
+    // pack (a manifest it cannot read holds back all pack removal).
+    let args = ExpireArgs {
+        dry_run: false,
+        backups: Some(PolicyArgs { keep_last: 1, ..Default::default() }),
+        snapshots: None,
+        logical: None,
+        grace: Some("0s".into()),
+    };
+    let plan = expire::plan(&repository, &args, SystemTime::now()).await.unwrap();
+    assert!(plan.removals.iter().all(|r| r.what != "pack"), "{:?}", plan.removals);
+    assert!(
+        plan.kept_backups.iter().any(|(id, why)| id == genuine.id.as_str() && why.contains(&"newest valid")),
+        "{:?}",
+        plan.kept_backups
+    );
+    assert!(!plan.removals.iter().any(|r| r.name == genuine.id.as_str()));
+    expire::apply(&repository, &plan, &CancellationToken::new()).await.unwrap();
+    let target = scratch.path().join("restored-genuine");
+    restore_to(&repository, &genuine.id, &target, false).await.unwrap();
+    assert_same(&target, &data);
+}
+
 /// A pack damaged in place after a backup read it back (same length, so only a full read can
 /// tell): once verify found it, no later backup references it, however recent its last read-back;
 /// the next incremental reads those files again and restores byte for byte. A damage record is
