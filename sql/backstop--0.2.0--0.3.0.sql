@@ -74,5 +74,12 @@ CREATE POLICY job_runs_readable ON @extschema@.job_runs FOR SELECT USING (
                        CASE WHEN args ? 'tables' THEN args->'tables' ELSE pg_catalog.jsonb_build_array(args->'table') END) t(name)
              WHERE NOT coalesce(pg_catalog.has_table_privilege(pg_catalog.to_regclass(t.name), 'SELECT'), false)))
 );
+-- The restore log names tables and their row counts: a plain backstop_admin member reads the
+-- entries of restored tables she may SELECT (validation and copy-back plans need that anyway).
+ALTER TABLE @extschema@.restores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY restores_readable ON @extschema@.restores FOR SELECT USING (
+    pg_catalog.pg_has_role('backstop_operator', 'MEMBER')
+    OR coalesce(pg_catalog.has_table_privilege(target_oid, 'SELECT'), false)
+);
 -- schedule_status reads job_runs with the caller's rights, so the policy above applies to it.
 ALTER VIEW @extschema@.schedule_status SET (security_invoker = true);

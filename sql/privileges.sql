@@ -65,6 +65,14 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA @extschema@ TO backstop_admin;
 -- backstop.restores is written only by backstop's own functions (as the table's owner), so the
 -- validation gate in front of copy-back plans cannot be forged by an INSERT or UPDATE.
 
+-- The restore log names tables and their row counts: a plain backstop_admin member reads the
+-- entries of restored tables she may SELECT (validation and copy-back plans need that anyway).
+ALTER TABLE @extschema@.restores ENABLE ROW LEVEL SECURITY;
+CREATE POLICY restores_readable ON @extschema@.restores FOR SELECT USING (
+    pg_catalog.pg_has_role('backstop_operator', 'MEMBER')
+    OR coalesce(pg_catalog.has_table_privilege(target_oid, 'SELECT'), false)
+);
+
 -- Job history a plain backstop_admin member may read: the runs she asked for, WAL drills, and
 -- snapshot runs of tables she may SELECT. Everything else (base backups, drills that count every
 -- table, logical backups, expire) names tables and row counts only members of backstop_operator

@@ -327,20 +327,25 @@ pub fn next_id() -> i64 {
     })
 }
 
+/// Whether the caller is a superuser or a member of backstop_operator (who reads every table):
+/// who may see row counts and names of any table in what backstop reports.
+pub fn caller_reads_everything() -> bool {
+    Spi::get_one::<bool>(
+        "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'backstop_operator', 'MEMBER') \
+         FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 /// Refuses `kind` to a caller who is neither superuser nor a member of backstop_operator, when
 /// [`JobKind::needs_operator`] says it must be.
 pub fn require_operator(kind: JobKind) {
     if !kind.needs_operator() {
         return;
     }
-    let allowed = Spi::get_one::<bool>(
-        "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'backstop_operator', 'MEMBER') \
-         FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if !allowed {
+    if !caller_reads_everything() {
         raise_with(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             &format!("only superusers and members of backstop_operator may run {} jobs", kind.as_str()),
@@ -740,14 +745,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
 /// her (read with her rights), and on a standby (no rows there) every job for superusers and
 /// backstop_operator members only. One rule for the history and for the progress of a job.
 fn visible_to_caller(ids: &[i64]) -> std::collections::HashSet<i64> {
-    let everything = Spi::get_one::<bool>(
-        "SELECT r.rolsuper OR pg_catalog.pg_has_role('backstop_operator', 'MEMBER') \
-           FROM pg_catalog.pg_roles r WHERE r.rolname = CURRENT_USER",
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false);
-    if everything {
+    if caller_reads_everything() {
         return ids.iter().copied().collect();
     }
     Spi::connect(|client| {

@@ -80,6 +80,22 @@ SELECT count(*) AS running_jobs_she_sees FROM backstop.job_progress;
 SELECT pg_terminate_backend(pid) AS cancelled FROM backstop.job_progress;
 \! pitr.sh chmod-wal 755
 SELECT backstop.unschedule('nightly_backup');
+-- Snapshots, the restore log and logical backups name tables and row counts: she sees those of
+-- tables she may read (none here), a superuser all of them.
+CREATE TABLE salaries (id int PRIMARY KEY, amount int);
+INSERT INTO salaries SELECT g, g * 1000 FROM generate_series(1, 42) g;
+SET client_min_messages = warning;
+SELECT backstop.snapshot_table('salaries') ~ '^snap_' AS snapshot_taken;
+SELECT backstop.restore_table('salaries') AS rows_restored;
+SELECT state FROM backstop.logical_backup();
+RESET client_min_messages;
+SELECT table_name, rows FROM backstop.snapshots(verify => false);
+SELECT target_table, rows FROM backstop.restores;
+SELECT tables > 0 AS counts_tables, rows AS rows_dumped FROM backstop.logical_backups();
+\c - scenario_admin
+SELECT count(*) AS snapshots_she_sees FROM backstop.snapshots(verify => false);
+SELECT count(*) AS restores_she_sees FROM backstop.restores;
+SELECT count(*) AS logical_backups, max(tables) AS tables, max(rows) AS rows FROM backstop.logical_backups();
 \c - scenario_plain
 SELECT * FROM backstop.base_backup();
 \c - postgres

@@ -380,6 +380,20 @@ pub fn unix_micros_to_timestamptz(micros: i64) -> Option<TimestampWithTimeZone> 
     TimestampWithTimeZone::try_from(micros.saturating_sub(backstop_core::snapshot::time::EPOCH_SHIFT_MICROS)).ok()
 }
 
+fn may_see_snapshot(status: &stored::SnapshotStatus) -> bool {
+    let qualified = layout::qualified_name(&status.snapshot.schema, &status.snapshot.table);
+    let owner = status.manifest.as_ref().map(|m| m.table.access.owner.clone()).unwrap_or_default();
+    Spi::get_one_with_args::<bool>(
+        "SELECT CASE WHEN pg_catalog.to_regclass($1) IS NOT NULL
+                     THEN pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')
+                     ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2) AND pg_catalog.pg_has_role($2, 'MEMBER') END",
+        &[qualified.into(), owner.into()],
+    )
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
 /// Lists snapshots (of one table, or all), newest first, and checks each: the manifest, and with
 /// `verify` the whole data object against its checksums and the manifest.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -413,8 +427,13 @@ fn snapshots(
         || {},
     )
     .or_raise();
+    // Rows and sizes of a table are for who may read it (as for a restore of it): a plain
+    // backstop_admin member sees snapshots of tables she may SELECT, and of dropped tables whose
+    // recorded owner role she is a member of.
+    let everything = crate::jobs::caller_reads_everything();
     let rows: Vec<_> = statuses
         .into_iter()
+        .filter(|status| everything || may_see_snapshot(status))
         .map(|status| {
             let m = status.manifest.as_ref();
             (
