@@ -330,9 +330,11 @@ pub fn next_id() -> i64 {
 /// Whether the caller is a superuser or a member of backstop_operator (who reads every table):
 /// who may see row counts and names of any table in what backstop reports.
 pub fn caller_reads_everything() -> bool {
-    Spi::get_one::<bool>(
+    // Read-only SPI: this runs on standbys too (standby_runs), where no transaction id exists.
+    crate::spi::one::<bool>(
         "SELECT r.rolsuper OR pg_catalog.pg_has_role(r.oid, 'backstop_operator', 'MEMBER') \
          FROM pg_catalog.pg_roles r WHERE r.rolname = current_user",
+        &[],
     )
     .ok()
     .flatten()

@@ -383,7 +383,7 @@ pub fn unix_micros_to_timestamptz(micros: i64) -> Option<TimestampWithTimeZone> 
 fn may_see_snapshot(status: &stored::SnapshotStatus) -> bool {
     let qualified = layout::qualified_name(&status.snapshot.schema, &status.snapshot.table);
     let owner = status.manifest.as_ref().map(|m| m.table.access.owner.clone()).unwrap_or_default();
-    Spi::get_one_with_args::<bool>(
+    crate::spi::one::<bool>(
         "SELECT CASE WHEN pg_catalog.to_regclass($1) IS NOT NULL
                      THEN pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')
                      ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2) AND pg_catalog.pg_has_role($2, 'MEMBER') END",
