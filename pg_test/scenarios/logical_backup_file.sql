@@ -75,6 +75,12 @@ SET client_min_messages = error;
 \! pitr.sh cli logical restore --dbname one_table --table sales.orders | sed -E 's/[0-9]+ bytes/N bytes/; s/in [0-9.]+ s/in T s/'
 \! psql -X -qAt -d one_table -c "SELECT 'one table: ' || string_agg(relname, ',' ORDER BY relname) FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)"
 
+-- --dbname takes a connection string, as pg_restore -d does: its settings are the ones used (a
+-- host that is not there fails there, before anything is created), and a password in it is never
+-- shown; with the right host the restore goes through.
+\! pitr.sh cli logical restore --database logical_backup_file --dbname "host=/nonexistent-socket-dir dbname=via_conninfo password=not-shown" | sed -E 's/[0-9]+ bytes/N bytes/'
+\! pitr.sh cli logical restore --database logical_backup_file --dbname "host=$PGHOST port=$PGPORT dbname=via_conninfo" | sed -E 's/[0-9]+ bytes/N bytes/; s/in [0-9.]+ s/in T s/'
+\! psql -X -qAt -d via_conninfo -c "SELECT 'via a connection string: ' || count(*) || ' orders' FROM sales.orders"
 -- A nightly dump on a schedule makes doctor watch its age.
 SELECT name, to_char(next_run_at AT TIME ZONE 'UTC', 'HH24:MI') AS utc_time,
        next_run_at > now() AND next_run_at <= now() + interval '1 day' AS next_run_within_a_day

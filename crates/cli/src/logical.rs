@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backstop_core::codec::CodecSettings;
+use backstop_core::logical::conninfo;
 use backstop_core::logical::manifest;
 use backstop_core::logical::restore::{self, Connection, RestoreOptions, RestoreProgress};
 use backstop_core::logical::tools::Tools;
@@ -61,7 +62,10 @@ pub struct RestoreArgs {
     /// not --dbname).
     #[arg(long)]
     pub database: Option<String>,
-    /// The database to restore into; created (from template0) when missing.
+    /// The database to restore into; created (from template0) when missing. Like pg_restore -d,
+    /// also a connection string ("host=db2 port=5433 dbname=app" or postgresql://db2:5433/app),
+    /// whose settings reach the client programs through libpq's environment (a password in it is
+    /// never on a command line; ~/.pgpass keeps it off this one too).
     #[arg(long)]
     pub dbname: String,
     /// Drop the dump's objects before recreating them (pg_restore --clean --if-exists).
@@ -227,10 +231,32 @@ fn open(
     Ok((runtime, repository, id))
 }
 
+/// The target of `--dbname`: a database name, or (like `pg_restore -d`) a connection string
+/// whose settings reach the client programs through libpq's environment, never their command line.
+fn target(dbname: &str) -> Result<(String, Connection, String), Error> {
+    if !conninfo::is_conninfo(dbname) {
+        return Ok((dbname.to_string(), Connection::Environment, dbname.to_string()));
+    }
+    let parsed = conninfo::Conninfo::parse(dbname)?;
+    let database = parsed.database().map(str::to_string).ok_or_else(|| {
+        Error::InvalidInput(format!(
+            "the connection string --dbname \"{}\" names no database: add dbname=... (or /database to a URI)",
+            parsed.describe()
+        ))
+    })?;
+    let shown = format!("{database} ({})", parsed.describe());
+    Ok((database, Connection::Conninfo(parsed), shown))
+}
+
 fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
+    let (target_database, connection, target_shown) = target(&args.dbname)?;
     let (runtime, repository, id) = open(&args.repository, &args.backup_id)?;
-    let database =
-        runtime.block_on(source_database(&repository, args.database.as_deref(), Some(&args.dbname), id.as_ref()))?;
+    let database = runtime.block_on(source_database(
+        &repository,
+        args.database.as_deref(),
+        Some(&target_database),
+        id.as_ref(),
+    ))?;
     let manifest = runtime.block_on(manifest::pick(&repository, &database, id.as_ref()))?;
     let tools =
         Tools::find_for_restore(&bin_dir(&args, manifest.pg_version_num / 10000), manifest.pg_version_num / 10000)?;
@@ -241,13 +267,13 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
             manifest.database,
             manifest.dump.bytes,
             manifest.tables.len(),
-            args.dbname
+            target_shown
         );
     }
     let options = RestoreOptions {
         tools,
-        connection: Connection::Environment,
-        database: args.dbname.clone(),
+        connection,
+        database: target_database,
         clean: args.clean,
         jobs: args.jobs,
         tables: args.tables.clone(),

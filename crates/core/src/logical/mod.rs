@@ -16,6 +16,7 @@
 //!   never share one.
 //! - Ids sort by the dump's start time (`YYYYMMDDTHHMMSSZ-L`).
 
+pub mod conninfo;
 pub mod manifest;
 pub mod restore;
 pub mod take;

@@ -45,6 +45,8 @@ pub enum Connection {
     Local(LocalConnection),
     /// libpq's environment (PGHOST, PGPORT, PGUSER, ~/.pgpass ...) as the CLI's user set it.
     Environment,
+    /// That environment with a connection string's settings over it (`--dbname "host=..."`).
+    Conninfo(super::conninfo::Conninfo),
 }
 
 impl Connection {
@@ -53,6 +55,13 @@ impl Connection {
             Connection::Local(local) => local.apply(command, database),
             Connection::Environment => {
                 command.env("PGDATABASE", database).env("PGAPPNAME", "backstop");
+            }
+            Connection::Conninfo(conninfo) => {
+                command.env("PGAPPNAME", "backstop");
+                for (name, value) in conninfo.environment() {
+                    command.env(name, value);
+                }
+                command.env("PGDATABASE", database);
             }
         }
     }
