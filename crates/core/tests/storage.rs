@@ -399,6 +399,14 @@ async fn forged_swapped_and_unsigned_objects_are_refused(backend: Backend) {
 
 macro_rules! on_every_backend {
     ($($test:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(super::common::memory_backend()).await;
+                }
+            )*
+        }
         mod file {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

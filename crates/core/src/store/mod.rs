@@ -15,7 +15,9 @@ use tokio::io::AsyncRead;
 use crate::error::{Error, Result};
 use crate::location::Location;
 
+pub mod faulty;
 pub mod file;
+pub mod memory;
 pub mod s3;
 
 pub use s3::S3Options;

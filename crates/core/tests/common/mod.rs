@@ -22,6 +22,11 @@ pub fn file_backend() -> Backend {
     Backend { store: Arc::new(FileStore::new(dir.path().join("repo"))), _dir: Some(dir) }
 }
 
+/// The in-memory store: the same contract, no disk.
+pub fn memory_backend() -> Backend {
+    Backend { store: Arc::new(backstop_core::store::memory::MemoryStore::new()), _dir: None }
+}
+
 pub fn s3_options() -> Option<S3Options> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     let Some(endpoint) = var("BACKSTOP_TEST_S3_ENDPOINT") else {
