@@ -16,7 +16,7 @@
 //!   report names it with the reason.
 
 use futures::{StreamExt, TryStreamExt};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::layout::{self, ObjectKind, ObjectPath};
@@ -24,69 +24,7 @@ use crate::repository::Repository;
 use crate::snapshot::manifest::{Authenticity, ManifestKey, SnapshotManifest};
 use crate::store::WriteMode;
 
-pub const RECORD_FORMAT_VERSION: u32 = 1;
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdoptionRecord {
-    pub format_version: u32,
-    pub id: String,
-    pub cluster: String,
-    pub adopted_at_unix: f64,
-    pub adopted_by: String,
-    pub objects: Vec<AdoptedObject>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdoptedObject {
-    pub path: String,
-    #[serde(with = "hex_array")]
-    pub header: [u8; crate::codec::HEADER_LEN],
-    #[serde(with = "hex_bytes")]
-    pub tail: Vec<u8>,
-}
-
-mod hex_bytes {
-    pub fn serialize<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text: String = serde::Deserialize::deserialize(d)?;
-        hex::decode(text).map_err(serde::de::Error::custom)
-    }
-}
-
-mod hex_array {
-    pub fn serialize<S: serde::Serializer>(bytes: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&hex::encode(bytes))
-    }
-    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
-        let text: String = serde::Deserialize::deserialize(d)?;
-        hex::decode(text).ok().and_then(|b| b.try_into().ok()).ok_or_else(|| serde::de::Error::custom("16 hex bytes"))
-    }
-}
-
-/// Every adoption record of the namespace, each read through the authenticated path (they are
-/// signed objects).
-pub async fn read_records(repository: &Repository) -> Result<Vec<AdoptionRecord>> {
-    let listed: Vec<crate::repository::Listed> = repository.list(&layout::adoptions()).try_collect().await?;
-    let mut records = Vec::new();
-    for object in listed {
-        let Some(path) = object.path.filter(|p| p.kind() == ObjectKind::Adoption) else { continue };
-        let bytes = repository.get_bytes(&path).await?;
-        let record: AdoptionRecord = serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
-            key: repository.key(&path),
-            reason: format!("it is not an adoption record: {e}"),
-        })?;
-        if record.cluster != repository.cluster() {
-            return Err(Error::Corrupt {
-                key: repository.key(&path),
-                reason: format!("it adopts objects of namespace {}", record.cluster),
-            });
-        }
-        records.push(record);
-    }
-    Ok(records)
-}
+pub use crate::adoption_record::{AdoptedObject, AdoptionRecord, RECORD_FORMAT_VERSION};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AdoptionReport {

@@ -4,6 +4,7 @@
 //! repository written by one is always readable by the other.
 
 pub mod adopt;
+pub mod adoption_record;
 pub mod auth;
 pub mod backups;
 pub mod codec;

@@ -429,7 +429,7 @@ impl Repository {
         let mut map = HashMap::new();
         // Boxed: reading a record goes through authentication again (records are signed, so
         // this never recurses further than once).
-        for record in Box::pin(crate::adopt::read_records(self)).await? {
+        for record in Box::pin(self.adoption_records()).await? {
             for object in record.objects {
                 map.insert(object.path, (object.header, object.tail));
             }
@@ -437,6 +437,20 @@ impl Repository {
         let adopted: Adopted = Arc::new(map);
         *self.adopted.lock().expect("adopted lock") = Some(adopted.clone());
         Ok(adopted)
+    }
+
+    /// Every adoption record of the namespace, each read through the authenticated path (they
+    /// are signed objects).
+    pub async fn adoption_records(&self) -> Result<Vec<crate::adoption_record::AdoptionRecord>> {
+        use futures::TryStreamExt;
+        let listed: Vec<Listed> = self.list(&layout::adoptions()).try_collect().await?;
+        let mut records = Vec::new();
+        for object in listed {
+            let Some(path) = object.path.filter(|p| p.kind() == layout::ObjectKind::Adoption) else { continue };
+            let bytes = self.get_bytes(&path).await?;
+            records.push(crate::adoption_record::AdoptionRecord::parse(&self.key(&path), &self.cluster, &bytes)?);
+        }
+        Ok(records)
     }
 
     /// Forgets the loaded adoption records (after a new one was written).
