@@ -210,3 +210,16 @@ COMMENT ON VIEW archive_status IS 'What the backstop archive module has shipped 
     name = "archive_status_view",
     requires = [archive_status_snapshot]
 );
+
+/// The WAL file this server archived last, when this session looks at the repository (and
+/// namespace) the archiver ships into: in another one it is not expected. (An unset string
+/// setting reads as '' through current_setting and as NULL in pg_settings.reset_val.)
+pub fn last_archived_here() -> Option<String> {
+    crate::spi::text(
+        "SELECT a.last_archived_wal::text FROM pg_catalog.pg_stat_archiver a, pg_catalog.pg_settings s \
+          WHERE s.name = 'backstop.repository' AND s.setting = s.reset_val \
+            AND coalesce(pg_catalog.current_setting('backstop.cluster_name', true), '') = \
+                (SELECT coalesce(reset_val, '') FROM pg_catalog.pg_settings WHERE name = 'backstop.cluster_name')",
+        &[],
+    )
+}

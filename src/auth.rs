@@ -9,7 +9,8 @@ use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
 use crate::errors::{notice, OrRaise};
-use crate::{io, manifest_key, repo};
+use crate::snapshot::manifest_key;
+use crate::{io, repo};
 
 /// This cluster's public key, `ed25519:<hex>`: what `backstop restore --trusted-key` and another
 /// cluster's `backstop.trusted_keys` take. Keep it with the recovery kit, away from the bucket.

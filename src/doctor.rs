@@ -57,8 +57,10 @@ pub fn run_checks() -> Vec<Check> {
     checks.push(archive_backlog_check());
     checks.extend(backup_checks);
     checks.push(backup_job_check());
-    checks.extend(crate::logical::health::checks());
-    checks.extend(crate::schedule::health::checks());
+    // Features contribute their rows through one registry (crate::HEALTH), in its order.
+    for feature_checks in crate::HEALTH {
+        checks.extend(feature_checks());
+    }
     checks
 }
 
@@ -148,7 +150,7 @@ fn deletion_check(
             AND j.result->>'repository' = $1 AND r->>'what' = 'backup'",
         &[repository.into()],
     );
-    let last = last_archived_here();
+    let last = crate::archive_stats::last_archived_here();
     match (written, expired) {
         (Ok(written), Ok(expired)) => {
             backstop_core::backups::verify::deletion_check(&written, &expired, backups, last.as_deref(), wal)
@@ -159,19 +161,6 @@ fn deletion_check(
             "Check the extension's installation.",
         ),
     }
-}
-
-/// The WAL file this server archived last, when this session looks at the repository (and
-/// namespace) the archiver ships into: in another one it is not expected. (An unset string
-/// setting reads as '' through current_setting and as NULL in pg_settings.reset_val.)
-pub fn last_archived_here() -> Option<String> {
-    crate::spi::text(
-        "SELECT a.last_archived_wal::text FROM pg_catalog.pg_stat_archiver a, pg_catalog.pg_settings s \
-          WHERE s.name = 'backstop.repository' AND s.setting = s.reset_val \
-            AND coalesce(pg_catalog.current_setting('backstop.cluster_name', true), '') = \
-                (SELECT coalesce(reset_val, '') FROM pg_catalog.pg_settings WHERE name = 'backstop.cluster_name')",
-        &[],
-    )
 }
 
 /// A base backup running now, or how the last one ended.

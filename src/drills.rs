@@ -373,3 +373,72 @@ fn table_sql(name: &str) -> Result<String, Error> {
 fn quote_literal(text: &str) -> String {
     backstop_core::snapshot::quote_literal(text)
 }
+
+/// The `snapshot_restore` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct SnapshotRestoreDrill;
+
+impl crate::jobs::Job for SnapshotRestoreDrill {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::SnapshotRestore
+    }
+
+    /// It runs SQL, which may wait on a lock: SIGTERM ends it as it ends a backend.
+    fn dies_on_sigterm(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::SnapshotRestore(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        snapshot_restore(request, args, status)
+    }
+}
+
+/// The `wal_fetch` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct WalFetchDrill;
+
+impl crate::jobs::Job for WalFetchDrill {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::WalFetch
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::WalFetch(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        let _ = request;
+        wal_fetch(args, status)
+    }
+}
+
+/// The `pitr` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct PitrDrill;
+
+impl crate::jobs::Job for PitrDrill {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::Pitr
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::Pitr(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        pitr(request, args, status)
+    }
+}

@@ -48,3 +48,24 @@ pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<ser
         "removals": plan.removals,
     }))
 }
+
+/// The `expire` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct ExpireJob;
+
+impl crate::jobs::Job for ExpireJob {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::Expire
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::Expire(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        run(request.id, args, status)
+    }
+}

@@ -644,19 +644,54 @@ fn subtransaction<T>(f: impl FnOnce() -> T, keep: bool) -> Result<T, backstop_co
     .execute()
 }
 
-fn run_job(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::Value, backstop_core::Error> {
-    let spec = backstop_core::schedule::job::JobSpec::parse(request.kind.as_str(), &request.args)?;
-    use backstop_core::schedule::job::JobSpec;
-    match spec {
-        JobSpec::BaseBackup(_) => crate::backups::worker::run(request, status),
-        JobSpec::Snapshot(args) => crate::snapshot::job::run(request, &args, status),
-        JobSpec::Expire(args) => crate::expire::run(request.id, &args, status),
-        JobSpec::SnapshotRestore(args) => crate::drills::snapshot_restore(request, &args, status),
-        JobSpec::WalFetch(args) => crate::drills::wal_fetch(&args, status),
-        JobSpec::Pitr(args) => crate::drills::pitr(request, &args, status),
-        JobSpec::LogicalBackup(args) => crate::logical::job::run(request, &args, status),
-        JobSpec::LogicalRestore(args) => crate::logical::drill::run(request, &args, status),
+/// A kind of job the worker runtime runs. Each lives in its feature (`job.rs`, `drill.rs`) and is
+/// listed once in [`crate::JOBS`]; the runtime, which knows no feature, finds it there by kind.
+pub trait Job: Sync {
+    fn kind(&self) -> JobKind;
+
+    /// Whether SIGTERM ends the worker the way it ends a backend (the ERROR path aborts the
+    /// transaction), for jobs that run SQL, which may wait on a lock where no flag is checked.
+    /// The scheduler settles the run's state.
+    fn dies_on_sigterm(&self) -> bool {
+        false
     }
+
+    /// Runs it with its arguments (parsed and checked once, by the runtime).
+    fn run(
+        &self,
+        request: &JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error>;
+}
+
+/// The registered job of `kind`.
+pub fn job(kind: JobKind) -> &'static dyn Job {
+    crate::JOBS.iter().copied().find(|job| job.kind() == kind).unwrap_or_else(|| {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+            &format!("no {} job is registered", kind.as_str()),
+            "This is a bug in backstop: every job kind is listed in JOBS.",
+        )
+    })
+}
+
+/// A job handed the arguments of another kind: a bug in the runtime, reported, never run.
+pub fn spec_mismatch(kind: JobKind, spec: &backstop_core::schedule::job::JobSpec) -> backstop_core::Error {
+    backstop_core::Error::InvalidInput(format!(
+        "the {} job was handed the arguments of a {} job (a bug in backstop)",
+        kind.as_str(),
+        spec.kind().as_str()
+    ))
+}
+
+fn run_job(
+    job: &dyn Job,
+    request: &JobRequest,
+    status: &mut JobStatus,
+) -> Result<serde_json::Value, backstop_core::Error> {
+    let spec = backstop_core::schedule::job::JobSpec::parse(request.kind.as_str(), &request.args)?;
+    job.run(request, &spec, status)
 }
 
 /// The worker's entry point: runs one job and records how it ended.
@@ -676,10 +711,8 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
         }
     };
     let _ = fs::remove_file(&request_path);
-    if matches!(request.kind, JobKind::Snapshot | JobKind::SnapshotRestore) {
-        // These jobs run SQL, which may wait on a lock: let SIGTERM end the process the way it
-        // ends a backend (the ERROR path aborts the transaction), instead of setting a flag that
-        // nothing checks while a lock wait lasts. The scheduler settles the run's state.
+    let job = job(request.kind);
+    if job.dies_on_sigterm() {
         die_on_sigterm();
     }
     let mut status = JobStatus::new(&request);
@@ -703,7 +736,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
         ],
     );
     let started = Instant::now();
-    let outcome = run_job(&request, &mut status);
+    let outcome = run_job(job, &request, &mut status);
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(result) => {
@@ -797,7 +830,7 @@ fn job_progress() -> TableIterator<
                 s.id,
                 s.kind.as_str().to_string(),
                 s.pid,
-                to_timestamptz(s.started_at),
+                crate::timestamps::from_unix_seconds(s.started_at),
                 s.phase.clone(),
                 s.files_done as i64,
                 s.files_total as i64,
@@ -844,7 +877,7 @@ fn standby_runs() -> TableIterator<
                 s.schedule.clone(),
                 s.kind.as_str().to_string(),
                 state.to_string(),
-                to_timestamptz(s.started_at),
+                crate::timestamps::from_unix_seconds(s.started_at),
                 s.seconds,
                 s.result.clone().map(pgrx::JsonB),
                 s.error.clone(),
@@ -853,10 +886,6 @@ fn standby_runs() -> TableIterator<
         })
         .collect();
     TableIterator::new(rows)
-}
-
-pub fn to_timestamptz(unix_seconds: f64) -> Option<pgrx::datum::TimestampWithTimeZone> {
-    crate::snapshot::unix_micros_to_timestamptz((unix_seconds * 1e6).round() as i64)
 }
 
 extension_sql!(

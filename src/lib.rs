@@ -23,14 +23,13 @@ mod gucs;
 mod io;
 mod jobs;
 mod logical;
-mod manifest_key;
 mod owner;
 mod repo;
-mod restore;
 mod schedule;
 mod snapshot;
 mod spi;
 mod throwaway;
+mod timestamps;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;
@@ -44,6 +43,23 @@ static LOADED_AT_STARTUP: AtomicBool = AtomicBool::new(false);
 pub fn loaded_at_startup() -> bool {
     LOADED_AT_STARTUP.load(Ordering::Relaxed)
 }
+
+/// Every job kind the worker runtime runs, each defined in its feature: adding a kind is its
+/// file plus one line here (a test checks that each `JobKind` is listed exactly once).
+pub static JOBS: &[&dyn jobs::Job] = &[
+    &backups::worker::BaseBackupJob,
+    &snapshot::job::SnapshotJob,
+    &expire::ExpireJob,
+    &drills::SnapshotRestoreDrill,
+    &drills::WalFetchDrill,
+    &drills::PitrDrill,
+    &logical::job::LogicalBackupJob,
+    &logical::drill::LogicalRestoreDrill,
+];
+
+/// The doctor rows each feature contributes (its `health.rs`), after the server-wide ones
+/// `doctor::run_checks` makes: a new feature's checks are one line here.
+pub static HEALTH: &[fn() -> Vec<backstop_core::doctor::Check>] = &[logical::health::checks, schedule::health::checks];
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -129,7 +129,7 @@ fn base_backup(
 }
 
 fn timestamptz(seconds: f64) -> Option<TimestampWithTimeZone> {
-    jobs::to_timestamptz(seconds)
+    crate::timestamps::from_unix_seconds(seconds)
 }
 
 fn list() -> Vec<BackupStatus> {
@@ -204,7 +204,7 @@ fn recovery_window() -> TableIterator<
     let wal_files = io::block_on(verify::archived_wal(&repository)).or_raise();
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     let last_archived =
-        crate::doctor::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
+        crate::archive_stats::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
     let rows: Vec<_> = verify::recovery_window(&backups, &wal_files, segment_size, last_archived.as_ref())
         .into_iter()
         .map(|p| {

@@ -332,3 +332,22 @@ fn wait_for_wal(
         }
     }
 }
+
+/// The `base_backup` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct BaseBackupJob;
+
+impl crate::jobs::Job for BaseBackupJob {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::BaseBackup
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let _ = spec;
+        run(request, status)
+    }
+}

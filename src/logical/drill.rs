@@ -212,3 +212,24 @@ pub fn run(
         "seconds": seconds,
     }))
 }
+
+/// The `logical_restore` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct LogicalRestoreDrill;
+
+impl crate::jobs::Job for LogicalRestoreDrill {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::LogicalRestore
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::LogicalRestore(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        run(request, args, status)
+    }
+}

@@ -9,8 +9,8 @@ use backstop_core::doctor::Check;
 use backstop_core::logical::{manifest, tools::Tools};
 use pgrx::prelude::*;
 
-use crate::schedule::health::age_text;
 use crate::{gucs, io, jobs, repo};
+use backstop_core::time::age_text;
 
 /// The databases enabled `logical_backup` schedules dump.
 pub fn scheduled_databases() -> Vec<String> {

@@ -124,3 +124,24 @@ pub fn run(request: &JobRequest, args: &LogicalBackupArgs, status: &mut JobStatu
         "seconds": started.elapsed().as_secs_f64(),
     }))
 }
+
+/// The `logical_backup` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct LogicalBackupJob;
+
+impl crate::jobs::Job for LogicalBackupJob {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::LogicalBackup
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::LogicalBackup(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        run(request, args, status)
+    }
+}

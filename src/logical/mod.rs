@@ -138,8 +138,8 @@ fn logical_backups(
             (
                 l.database.clone(),
                 l.id.to_string(),
-                m.and_then(|m| jobs::to_timestamptz(m.start_time)),
-                m.and_then(|m| jobs::to_timestamptz(m.stop_time)),
+                m.and_then(|m| crate::timestamps::from_unix_seconds(m.start_time)),
+                m.and_then(|m| crate::timestamps::from_unix_seconds(m.stop_time)),
                 m.map(|m| m.dump.bytes as i64),
                 c.map(|m| m.tables.len() as i64),
                 c.map(|m| m.tables.iter().map(|t| t.rows).sum::<i64>()),

@@ -235,4 +235,14 @@ mod tests {
         std::fs::remove_file(&fresh_done).unwrap();
         std::fs::remove_file(&unrelated).unwrap();
     }
+
+    #[pg_test]
+    fn every_job_kind_is_registered_exactly_once() {
+        use backstop_core::schedule::job::ALL_KINDS;
+        for kind in ALL_KINDS {
+            let entries = crate::JOBS.iter().filter(|job| job.kind() == kind).count();
+            assert_eq!(entries, 1, "{} is listed {entries} times in JOBS", kind.as_str());
+        }
+        assert_eq!(crate::JOBS.len(), ALL_KINDS.len());
+    }
 }

@@ -8,6 +8,8 @@ use std::time::Duration;
 use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
+use backstop_core::time::age_text;
+
 use crate::gucs;
 use crate::jobs::{self, in_recovery};
 use backstop_core::backups::unix_seconds;
@@ -45,16 +47,6 @@ fn query<T>(
         Ok::<_, pgrx::spi::Error>(out)
     })
     .map_err(|e| e.to_string())
-}
-
-pub(crate) fn age_text(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..=119 => format!("{s} s"),
-        120..=7199 => format!("{} min", s / 60),
-        7200..=172_799 => format!("{} h", s / 3600),
-        _ => format!("{} days", s / 86_400),
-    }
 }
 
 pub fn checks() -> Vec<Check> {

@@ -28,7 +28,7 @@ fn invalid(message: &str, hint: &str) -> ! {
 }
 
 fn to_timestamptz(time: SystemTime) -> Option<TimestampWithTimeZone> {
-    jobs::to_timestamptz(backstop_core::backups::unix_seconds(time))
+    crate::timestamps::from_system_time(time)
 }
 
 /// Checks a job and its args as the caller would run them: the spec parses, and every table a

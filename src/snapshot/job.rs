@@ -82,3 +82,29 @@ pub fn run(request: &JobRequest, args: &SnapshotArgs, status: &mut JobStatus) ->
     }
     Ok(serde_json::json!({ "snapshots": taken, "rows": rows }))
 }
+
+/// The `snapshot` job, run in a worker (registered in [`crate::JOBS`]).
+pub struct SnapshotJob;
+
+impl crate::jobs::Job for SnapshotJob {
+    fn kind(&self) -> backstop_core::schedule::job::JobKind {
+        backstop_core::schedule::job::JobKind::Snapshot
+    }
+
+    /// It runs SQL, which may wait on a lock: SIGTERM ends it as it ends a backend.
+    fn dies_on_sigterm(&self) -> bool {
+        true
+    }
+
+    fn run(
+        &self,
+        request: &crate::jobs::JobRequest,
+        spec: &backstop_core::schedule::job::JobSpec,
+        status: &mut crate::jobs::JobStatus,
+    ) -> Result<serde_json::Value, backstop_core::Error> {
+        let backstop_core::schedule::job::JobSpec::Snapshot(args) = spec else {
+            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
+        };
+        run(request, args, status)
+    }
+}

@@ -3,7 +3,9 @@
 
 pub mod catalog;
 pub mod job;
+pub mod manifest_key;
 pub mod reader;
+pub mod restore;
 
 use std::time::{Duration, Instant};
 
@@ -371,15 +373,6 @@ pub fn fetch_verified(
     )
 }
 
-fn unix_ms_to_timestamptz(ms: i64) -> Option<TimestampWithTimeZone> {
-    unix_micros_to_timestamptz(ms.saturating_mul(1000))
-}
-
-/// Microseconds since 1970 as a timestamptz (PostgreSQL counts from 2000).
-pub fn unix_micros_to_timestamptz(micros: i64) -> Option<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(micros.saturating_sub(backstop_core::snapshot::time::EPOCH_SHIFT_MICROS)).ok()
-}
-
 fn may_see_snapshot(status: &stored::SnapshotStatus) -> bool {
     let qualified = layout::qualified_name(&status.snapshot.schema, &status.snapshot.table);
     let owner = status.manifest.as_ref().map(|m| m.table.access.owner.clone()).unwrap_or_default();
@@ -439,7 +432,7 @@ fn snapshots(
             (
                 status.snapshot.id.to_string(),
                 layout::qualified_name(&status.snapshot.schema, &status.snapshot.table),
-                m.and_then(|m| unix_ms_to_timestamptz(m.taken_at_unix_ms)),
+                m.and_then(|m| crate::timestamps::from_unix_ms(m.taken_at_unix_ms)),
                 m.map(|m| m.rows as i64),
                 m.map(|m| m.data.stored_bytes as i64),
                 m.map(|m| m.lsn.clone()),

@@ -122,8 +122,29 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
+/// An age for doctor's words: seconds under 2 minutes, minutes under 2 hours, hours under 2
+/// days, then days.
+pub fn age_text(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ages_read_in_the_unit_that_fits() {
+        assert_eq!(super::age_text(-5.0), "0 s");
+        assert_eq!(super::age_text(119.0), "119 s");
+        assert_eq!(super::age_text(120.0), "2 min");
+        assert_eq!(super::age_text(7200.0), "2 h");
+        assert_eq!(super::age_text(3.0 * 86_400.0), "3 days");
+    }
+
     use super::*;
 
     #[test]

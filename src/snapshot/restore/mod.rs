@@ -26,7 +26,7 @@ const NAMEDATALEN: usize = 64;
 const RECOVERED_SUFFIX: &str = "_recovered";
 const LOAD_BATCH_ROWS: usize = 8192;
 
-extension_sql_file!("../../sql/restores.sql", name = "restores_table");
+extension_sql_file!("../../../sql/restores.sql", name = "restores_table");
 
 type PlanRow = (String, String, String);
 
