@@ -30,6 +30,7 @@ mod snapshot;
 mod spi;
 mod throwaway;
 mod timestamps;
+mod verify;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;
@@ -55,11 +56,13 @@ pub static JOBS: &[&dyn jobs::Job] = &[
     &drills::PitrDrill,
     &logical::job::LogicalBackupJob,
     &logical::drill::LogicalRestoreDrill,
+    &verify::job::VerifyJob,
 ];
 
 /// The doctor rows each feature contributes (its `health.rs`), after the server-wide ones
 /// `doctor::run_checks` makes: a new feature's checks are one line here.
-pub static HEALTH: &[fn() -> Vec<backstop_core::doctor::Check>] = &[logical::health::checks, schedule::health::checks];
+pub static HEALTH: &[fn() -> Vec<backstop_core::doctor::Check>] =
+    &[logical::health::checks, schedule::health::checks, verify::health::checks];
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

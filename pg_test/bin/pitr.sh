@@ -9,6 +9,7 @@
 #   pitr.sh damage-packs corrupt|remove               flip a byte in / remove every pack of the repository
 #   pitr.sh damage-logical DATABASE                   flip a byte in the newest logical dump of DATABASE
 #   pitr.sh cli ARGS                                  run the backstop CLI against the scenario's repository
+#   pitr.sh trust-restored                            trust the signing keys of every restored cluster (reload)
 # Environment (pg_test/run.sh): PGDATA, PGHOST, PGPORT, BACKSTOP_REPOSITORY (or "s3" mode as in wal.sh).
 set -uo pipefail
 base=$(dirname "$PGDATA")
@@ -113,6 +114,13 @@ if s["bytes_kept"] > 0:
   chmod-wal)
     # Makes the archive's WAL directory unwritable (000) or writable again (755): archiving stalls.
     find "${BACKSTOP_REPOSITORY#file://}/$cluster/wal" -mindepth 1 -maxdepth 1 -type d -exec chmod "$2" {} + && echo "WAL directories of the archive: mode $2"
+    ;;
+  trust-restored)
+    # What a DBA does once a copy restored --as-primary has archived into the namespace with a key
+    # of its own: trust that public key here too (every restored data directory's key, here).
+    keys=$(cat "$base"/*/backstop_signing.key 2>/dev/null | grep -o 'ed25519:[0-9a-f]\{64\}' | sort -u | paste -sd, -)
+    psql -X -qAt -d postgres -c "ALTER SYSTEM SET backstop.trusted_keys = '$keys'" -c "SELECT pg_reload_conf()" > /dev/null
+    echo "trusting $(echo "$keys" | tr ',' '\n' | wc -l) key(s)"
     ;;
   verify)
     if backstop verify > "$base/verify.out" 2>&1; then echo "verify: all backups OK"; else

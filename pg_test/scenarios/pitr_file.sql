@@ -55,10 +55,34 @@ SELECT state, error FROM backstop.run_job('expire', '{"backups": {"keep_last": 1
 \! pitr.sh chmod-wal 755
 SELECT wait_for_job(:running_job) AS running_job_ended;
 \! pitr.sh verify
+-- The verify job, on demand here (on a schedule in production), reads WAL back too: the history
+-- file the copy restored --as-primary archived is signed by that copy's key, not trusted here.
+SET client_min_messages = error;
+SELECT state, error ~ 'WAL file\(s\) do not read back.*00000002.history.*not trusted here' AS names_the_untrusted_file
+  FROM backstop.run_job('verify');
+RESET client_min_messages;
+SELECT "check", status FROM backstop.doctor() WHERE "check" = 'repository_verified';
+-- Trusting the new primary's public key, as a DBA does: every pack and WAL file reads back, then
+-- a sample of them; doctor says the repository is verified.
+\! pitr.sh trust-restored
+SELECT pg_sleep(0.5);
+SET client_min_messages = error;
+SELECT state, result->>'ok' AS ok, result->>'packs_checked' = result->>'packs_total' AS read_every_pack,
+       result->>'wal_checked' = result->>'wal_total' AS read_all_wal
+  FROM backstop.run_job('verify');
+RESET client_min_messages;
+SET client_min_messages = error;
+SELECT state, result->>'sample' AS sample FROM backstop.run_job('verify', '{"sample": 0.5}');
+RESET client_min_messages;
+SELECT "check", status FROM backstop.doctor() WHERE "check" = 'repository_verified';
 -- Damage: a corrupted chunk, then a missing one; each refused with nothing startable left behind.
 \! pitr.sh damage-packs corrupt
 \! pitr.sh restore damaged --target-time "$TARGET_TIME"
 \! pitr.sh verify
+SET client_min_messages = error;
+SELECT state, error LIKE 'verify found damage: %' AS names_the_damage FROM backstop.run_job('verify');
+RESET client_min_messages;
+SELECT "check", status FROM backstop.doctor() WHERE "check" = 'repository_verified';
 \! pitr.sh damage-packs remove
 \! pitr.sh restore missing --target-time "$TARGET_TIME"
 SELECT count(*) FILTER (WHERE NOT verified) AS unverified_backups FROM backstop.backups();

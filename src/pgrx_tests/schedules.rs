@@ -245,4 +245,31 @@ mod tests {
         }
         assert_eq!(crate::JOBS.len(), ALL_KINDS.len());
     }
+
+    #[pg_test]
+    fn a_verify_job_is_scheduled_with_a_checked_sample_and_doctor_watches_it() {
+        let error = refused("SELECT backstop.schedule('v', '0 4 * * 0', 'verify', '{\"sample\": 0}')");
+        assert!(error.contains("sample"), "{error}");
+        let error = refused("SELECT backstop.schedule('v', '0 4 * * 0', 'verify', '{\"sampel\": 0.1}')");
+        assert!(error.contains("sampel"), "{error}");
+        Spi::run("SELECT backstop.schedule('verify-weekly', '0 4 * * 0', 'verify', '{\"sample\": 0.05}')").unwrap();
+        let doctor = Spi::get_one::<String>(
+            "SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'repository_verified'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(doctor.starts_with("warn: verify has never run"), "{doctor}");
+        // A failed run makes it say so, with the run's error.
+        Spi::run(
+            "INSERT INTO backstop.job_runs (job_id, kind, state, requested_by, finished_at, error) \
+             VALUES (-424242, 'verify', 'failed', 'tester', pg_catalog.now(), 'verify found damage: 1 of 2 backups fail')",
+        )
+        .unwrap();
+        let doctor = Spi::get_one::<String>(
+            "SELECT status || ': ' || detail FROM backstop.doctor() WHERE \"check\" = 'repository_verified'",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(doctor.starts_with("warn: the last verify") && doctor.contains("1 of 2 backups fail"), "{doctor}");
+    }
 }

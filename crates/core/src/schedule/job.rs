@@ -28,9 +28,12 @@ pub enum JobKind {
     LogicalBackup,
     /// Drill: restore the newest logical backup into a scratch database and compare.
     LogicalRestore,
+    /// Repository verification: every manifest authenticated, a sample (or all) of the packs and
+    /// WAL read back through every checksum; damaged packs recorded so no backup reuses them.
+    Verify,
 }
 
-pub const ALL_KINDS: [JobKind; 8] = [
+pub const ALL_KINDS: [JobKind; 9] = [
     JobKind::Snapshot,
     JobKind::BaseBackup,
     JobKind::Expire,
@@ -39,6 +42,7 @@ pub const ALL_KINDS: [JobKind; 8] = [
     JobKind::Pitr,
     JobKind::LogicalBackup,
     JobKind::LogicalRestore,
+    JobKind::Verify,
 ];
 
 impl JobKind {
@@ -52,7 +56,9 @@ impl JobKind {
             | JobKind::Expire
             | JobKind::Pitr
             | JobKind::LogicalBackup
-            | JobKind::LogicalRestore => true,
+            | JobKind::LogicalRestore
+            // It writes damage records into the repository and reads all of it.
+            | JobKind::Verify => true,
             JobKind::Snapshot | JobKind::SnapshotRestore | JobKind::WalFetch => false,
         }
     }
@@ -67,6 +73,7 @@ impl JobKind {
             JobKind::Pitr => "pitr",
             JobKind::LogicalBackup => "logical_backup",
             JobKind::LogicalRestore => "logical_restore",
+            JobKind::Verify => "verify",
         }
     }
 
@@ -79,7 +86,8 @@ impl JobKind {
             | JobKind::Expire
             | JobKind::SnapshotRestore
             | JobKind::LogicalBackup
-            | JobKind::LogicalRestore => false,
+            | JobKind::LogicalRestore
+            | JobKind::Verify => false,
         }
     }
 
@@ -234,6 +242,28 @@ pub struct PitrArgs {
     pub max_replay: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyArgs {
+    /// The share of packs and of WAL files read back whole (0 < sample <= 1; 1 reads everything).
+    /// Manifests are always all read and authenticated.
+    #[serde(default = "everything")]
+    pub sample: f64,
+    /// Objects read at a time.
+    #[serde(default = "four")]
+    pub parallel: usize,
+}
+
+impl Eq for VerifyArgs {}
+
+fn everything() -> f64 {
+    1.0
+}
+
+fn four() -> usize {
+    4
+}
+
 /// A job with checked arguments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobSpec {
@@ -245,6 +275,7 @@ pub enum JobSpec {
     Pitr(PitrArgs),
     LogicalBackup(LogicalBackupArgs),
     LogicalRestore(LogicalRestoreArgs),
+    Verify(VerifyArgs),
 }
 
 fn args<T: serde::de::DeserializeOwned>(kind: JobKind, value: &Value) -> Result<T> {
@@ -320,6 +351,19 @@ impl JobSpec {
                 }
                 JobSpec::LogicalRestore(a)
             }
+            JobKind::Verify => {
+                let a: VerifyArgs = args(kind, value)?;
+                if !(a.sample > 0.0 && a.sample <= 1.0) {
+                    return Err(Error::InvalidInput(format!(
+                        "\"sample\" is the share of packs and WAL read back, above 0 and at most 1 (all); {} is not",
+                        a.sample
+                    )));
+                }
+                if !(1..=64).contains(&a.parallel) {
+                    return Err(Error::InvalidInput("\"parallel\" is between 1 and 64".into()));
+                }
+                JobSpec::Verify(a)
+            }
         };
         Ok(spec)
     }
@@ -334,6 +378,7 @@ impl JobSpec {
             JobSpec::Pitr(_) => JobKind::Pitr,
             JobSpec::LogicalBackup(_) => JobKind::LogicalBackup,
             JobSpec::LogicalRestore(_) => JobKind::LogicalRestore,
+            JobSpec::Verify(_) => JobKind::Verify,
         }
     }
 }
