@@ -34,7 +34,8 @@ mod tests {
         // The test server: preloaded, wal_level replica, archive_mode on, archive_command /bin/true,
         // archive_timeout 0, a fresh file:// repository, no encryption.
         let checks = doctor_checks();
-        assert_eq!(checks.len(), 24, "{checks:?}");
+        assert_eq!(checks.len(), 25, "{checks:?}");
+        assert_eq!(status(&checks, "repository_verified"), "warn", "no verify has run here");
         assert_eq!(status(&checks, "repository_signing"), "ok");
         assert!(checks["repository_signing"].1.contains("ed25519:"), "{:?}", checks["repository_signing"]);
         assert_eq!(status(&checks, "shared_preload_libraries"), "ok");
@@ -73,7 +74,7 @@ mod tests {
         let report = Spi::get_one::<pgrx::JsonB>("SELECT backstop.doctor_report()").unwrap().unwrap().0;
         assert_eq!(report["verdict"], "not_ready");
         assert!(report["reason"].as_str().unwrap().contains("archive_library"), "{report}");
-        assert_eq!(report["checks"].as_array().unwrap().len(), 24);
+        assert_eq!(report["checks"].as_array().unwrap().len(), 25);
     }
 
     #[pg_test]
