@@ -150,7 +150,7 @@ fn deletion_check(
             AND j.result->>'repository' = $1 AND r->>'what' = 'backup'",
         &[repository.into()],
     );
-    let last = crate::archive_stats::last_archived_here();
+    let last = crate::wal::stats::last_archived_here();
     match (written, expired) {
         (Ok(written), Ok(expired)) => {
             backstop_core::backups::verify::deletion_check(&written, &expired, backups, last.as_deref(), wal)
@@ -430,7 +430,7 @@ fn archiver_failures_check() -> Check {
 
 /// How far archiving is behind: WAL files waiting in pg_wal, and how long since the last success.
 fn archive_backlog_check() -> Check {
-    let waiting = crate::archive_stats::ready_files().len();
+    let waiting = crate::wal::stats::ready_files().len();
     let query =
         "SELECT extract(epoch FROM now() - last_archived_time)::bigint, last_archived_wal FROM pg_stat_archiver";
     let last = Spi::connect(|client| {

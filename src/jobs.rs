@@ -211,6 +211,12 @@ fn read_status_file(path: &std::path::Path) -> Option<JobStatus> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
 }
 
+/// Says what the job does now (job_progress, the caller's NOTICEs).
+pub fn phase(status: &mut JobStatus, phase: &str) {
+    status.phase = phase.to_string();
+    write_status(status);
+}
+
 pub fn write_status(status: &JobStatus) {
     // Progress is best effort: a full disk must not fail the job itself.
     if ensure_jobs_dir().is_ok() {

@@ -11,12 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pgrx::prelude::*;
 
-mod archive;
-mod archive_stats;
 mod auth;
 mod backups;
 mod doctor;
-mod drills;
 mod errors;
 mod expire;
 mod gucs;
@@ -31,6 +28,7 @@ mod spi;
 mod throwaway;
 mod timestamps;
 mod verify;
+mod wal;
 
 #[cfg(any(test, feature = "pg_test"))]
 mod pgrx_tests;
@@ -50,10 +48,10 @@ pub fn loaded_at_startup() -> bool {
 pub static JOBS: &[&dyn jobs::Job] = &[
     &backups::worker::BaseBackupJob,
     &snapshot::job::SnapshotJob,
-    &expire::ExpireJob,
-    &drills::SnapshotRestoreDrill,
-    &drills::WalFetchDrill,
-    &drills::PitrDrill,
+    &expire::job::ExpireJob,
+    &snapshot::drill::SnapshotRestoreDrill,
+    &wal::drill::WalFetchDrill,
+    &backups::drill::PitrDrill,
     &logical::job::LogicalBackupJob,
     &logical::drill::LogicalRestoreDrill,
     &verify::job::VerifyJob,
@@ -71,7 +69,7 @@ pub extern "C-unwind" fn _PG_init() {
     gucs::init();
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         LOADED_AT_STARTUP.store(true, Ordering::Relaxed);
-        archive_stats::init();
+        wal::stats::init();
         schedule::launcher::register();
     }
 }

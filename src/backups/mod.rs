@@ -2,6 +2,7 @@
 //! waits for it with progress NOTICEs; `backstop.backups()` and `backstop.recovery_window()` read
 //! the repository through the same core functions as `backstop backups list`.
 
+pub mod drill;
 pub mod worker;
 
 use backstop_core::backups::verify;
@@ -204,7 +205,7 @@ fn recovery_window() -> TableIterator<
     let wal_files = io::block_on(verify::archived_wal(&repository)).or_raise();
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     let last_archived =
-        crate::archive_stats::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
+        crate::wal::stats::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
     let rows: Vec<_> = verify::recovery_window(&backups, &wal_files, segment_size, last_archived.as_ref())
         .into_iter()
         .map(|p| {

@@ -60,10 +60,7 @@ pub fn release_backup_lock() {
     });
 }
 
-pub fn phase(status: &mut JobStatus, phase: &str) {
-    status.phase = phase.to_string();
-    jobs::write_status(status);
-}
+use crate::jobs::phase;
 
 pub fn spi_error(e: pgrx::spi::Error) -> Error {
     Error::InvalidInput(format!("PostgreSQL refused: {e}"))

@@ -122,10 +122,10 @@ pub fn run(
         pgrx::log!("backstop: dropping {old}, the scratch database of an interrupted logical_restore drill");
         io::block_on(restore::drop_database(&local.tools, &production, &old))?;
     }
-    crate::backups::worker::phase(status, "opening the repository");
+    crate::jobs::phase(status, "opening the repository");
     let repository = repo::open_checked()?;
 
-    crate::backups::worker::phase(status, "starting a throwaway server");
+    crate::jobs::phase(status, "starting a throwaway server");
     let mut throwaway = Throwaway::create(request.id)?;
     initdb(&throwaway)?;
     let superuser = crate::throwaway::os_user();
@@ -191,7 +191,7 @@ pub fn run(
         .map_err(|e| Error::Job { message: format!("the logical restore task failed: {e}"), hint: String::new() })
         .and_then(|outcome| outcome);
     let seconds = started.elapsed().as_secs_f64();
-    crate::backups::worker::phase(status, "stopping the throwaway server");
+    crate::jobs::phase(status, "stopping the throwaway server");
     drop(throwaway);
     if cancelled {
         return Err(Error::Cancelled);

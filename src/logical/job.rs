@@ -87,7 +87,7 @@ pub fn run(request: &JobRequest, args: &LogicalBackupArgs, status: &mut JobStatu
         tools: local.tools,
         pg_version_num: local.version_num,
     };
-    crate::backups::worker::phase(status, "opening the repository");
+    crate::jobs::phase(status, "opening the repository");
     let repository = repo::open_checked()?;
     let progress = Arc::new(TakeProgress::default());
     let cancel = backstop_core::repository::CancellationToken::new();

@@ -8,7 +8,7 @@ use backstop_core::Error;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
-use crate::backups::worker::phase;
+use crate::jobs::phase;
 use crate::jobs::{sql_step, JobRequest, JobStatus};
 
 /// Runs `f` in a transaction as `role` with search_path = pg_catalog.

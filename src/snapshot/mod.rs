@@ -2,6 +2,7 @@
 //! repository, committed by a manifest written last.
 
 pub mod catalog;
+pub mod drill;
 pub mod job;
 pub mod manifest_key;
 pub mod reader;

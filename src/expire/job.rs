@@ -8,7 +8,8 @@ use backstop_core::repository::CancellationToken;
 use backstop_core::schedule::job::ExpireArgs;
 use backstop_core::Error;
 
-use crate::backups::worker::{phase, release_backup_lock, try_backup_lock};
+use crate::backups::worker::{release_backup_lock, try_backup_lock};
+use crate::jobs::phase;
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 

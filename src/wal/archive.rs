@@ -16,7 +16,7 @@ use backstop_core::{wal, Error, Repository};
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 
-use crate::{archive_stats, errors, gucs, io, repo};
+use crate::{errors, gucs, io, repo};
 
 /// The repository the archiver writes to, rebuilt when the settings change (SIGHUP). Opening it
 /// also checks cluster.json, so a namespace owned by another cluster is refused before any write.
@@ -68,7 +68,7 @@ async fn upload_wal_file(
 /// archiver to ask for its file.
 fn start_lookahead(current: &str, repository: &Repository, settings: &str) {
     let limit = gucs::archive_lookahead();
-    let upcoming = if limit == 0 { Vec::new() } else { wal::archive_order(archive_stats::ready_files()) };
+    let upcoming = if limit == 0 { Vec::new() } else { wal::archive_order(crate::wal::stats::ready_files()) };
     LOOKAHEAD.with(|cell| {
         let mut in_flight = cell.borrow_mut();
         // Files no longer .ready were archived some other way; their uploads are of no use.
@@ -88,7 +88,7 @@ fn start_lookahead(current: &str, repository: &Repository, settings: &str) {
             ));
             in_flight.insert(name.clone(), InFlight { settings: settings.to_string(), upload });
         }
-        archive_stats::record_in_flight(in_flight.len());
+        crate::wal::stats::record_in_flight(in_flight.len());
     });
 }
 
@@ -118,17 +118,17 @@ unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
     let attempt = || match archive_wal_file(&file, Path::new(&path)) {
         Ok((PutResult::Stored { trailer }, from_lookahead)) => {
             debug1!("backstop archived {file} ({} bytes, {} stored)", trailer.plain_len, trailer.object_len());
-            archive_stats::record_archived(&file, trailer.plain_len, trailer.object_len(), false, from_lookahead);
+            crate::wal::stats::record_archived(&file, trailer.plain_len, trailer.object_len(), false, from_lookahead);
             true
         }
         Ok((PutResult::AlreadyIdentical { .. }, from_lookahead)) => {
             log!("backstop: {file} was already archived with identical contents; acknowledging it");
-            archive_stats::record_archived(&file, 0, 0, true, from_lookahead);
+            crate::wal::stats::record_archived(&file, 0, 0, true, from_lookahead);
             true
         }
         Err(error) => {
             errors::warn(&format!("backstop could not archive {file}"), &error);
-            archive_stats::record_failure(&file, &error.to_string());
+            crate::wal::stats::record_failure(&file, &error.to_string());
             false
         }
     };
@@ -139,7 +139,7 @@ unsafe fn archive_callback(file: *const c_char, path: *const c_char) -> bool {
                 CaughtError::RustPanic { ereport, .. } => ereport.message().to_string(),
             };
             warning!("backstop could not archive {file}: {message}");
-            archive_stats::record_failure(&file, &message);
+            crate::wal::stats::record_failure(&file, &message);
             false
         })
         .execute()
