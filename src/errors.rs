@@ -25,6 +25,7 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::Cancelled => ERRCODE_QUERY_CANCELED,
         Error::InvalidInput(_) => ERRCODE_INVALID_PARAMETER_VALUE,
         Error::Job { .. } => ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+        Error::Busy { .. } => ERRCODE_OBJECT_IN_USE,
     }
 }
 

@@ -110,6 +110,10 @@ pub struct JobStatus {
     /// Measured duration, once it ended.
     #[serde(default)]
     pub seconds: Option<f64>,
+    /// The SQLSTATE (PostgreSQL's packed code) of the error a failed run ended with, so that a
+    /// caller waiting for it raises the same one.
+    #[serde(default)]
+    pub sqlstate: Option<i32>,
 }
 
 impl JobStatus {
@@ -132,6 +136,7 @@ impl JobStatus {
             hint: None,
             schedule: request.schedule.clone(),
             seconds: None,
+            sqlstate: None,
         }
     }
 
@@ -209,6 +214,16 @@ fn status_file_key(name: &str) -> Option<(u32, i64)> {
 
 fn read_status_file(path: &std::path::Path) -> Option<JobStatus> {
     serde_json::from_slice(&fs::read(path).ok()?).ok()
+}
+
+/// The SQLSTATE a caller raises for a run that did not succeed: the worker's own, so a caller
+/// can tell "another job holds the lease" (55006) from "the repository is corrupt" (XX001).
+pub fn failure_code(status: &JobStatus) -> PgSqlErrorCode {
+    match (status.state, status.sqlstate) {
+        (JobState::Cancelled, _) => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+        (_, Some(code)) => PgSqlErrorCode::from(code),
+        (_, None) => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+    }
 }
 
 /// Says what the job does now (job_progress, the caller's NOTICEs).
@@ -754,6 +769,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
                 if matches!(error, backstop_core::Error::Cancelled) { JobState::Cancelled } else { JobState::Failed };
             status.error = Some(error.to_string());
             status.hint = Some(error.hint().to_string());
+            status.sqlstate = Some(crate::errors::sqlstate(&error) as i32);
             pgrx::log!(
                 "{FAILED_RUN_LOG_PREFIX} job {id} ({}{}) {}: {error}",
                 request.kind.as_str(),

@@ -118,11 +118,7 @@ fn base_backup(
             )])
         }
         state => raise_with(
-            if state == JobState::Cancelled {
-                PgSqlErrorCode::ERRCODE_QUERY_CANCELED
-            } else {
-                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
-            },
+            jobs::failure_code(&status),
             &format!("base backup job {id} {}: {}", state.as_str(), status.error.unwrap_or_default()),
             &status.hint.unwrap_or_else(|| "See backstop.job_runs and the server log.".into()),
         ),

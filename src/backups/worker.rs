@@ -74,10 +74,10 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
         unreachable!("parse returns the kind it was given")
     };
     if !try_backup_lock()? {
-        return Err(Error::InvalidInput(
-            "another base backup or expire is running in this cluster (backstop.job_progress in the database that started it shows it); only one runs at a time"
-                .into(),
-        ));
+        return Err(Error::Busy {
+            message: "another base backup or expire is running in this cluster (backstop.job_progress in the database that started it shows it); only one runs at a time".into(),
+            hint: "Wait for it to end, then run this again.".into(),
+        });
     }
     phase(status, "opening the repository");
     let repository = repo::open_checked()?;

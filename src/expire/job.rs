@@ -15,9 +15,10 @@ use crate::{io, repo};
 
 pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
     if !try_backup_lock()? {
-        return Err(Error::InvalidInput(
-            "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
-        ));
+        return Err(Error::Busy {
+            message: "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
+            hint: "Run expire again once the base backup ended (schedules retry on their next run).".into(),
+        });
     }
     phase(status, "planning");
     let repository = repo::open_checked()?;

@@ -52,6 +52,14 @@ mod tests {
                 "{job}: {outcome}"
             );
         }
+        // base_backup() raises the worker's error with the worker's SQLSTATE (object in use), its
+        // message and its hint intact, not a generic "job failed".
+        let error = error_of(None, "SELECT * FROM backstop.base_backup()").expect("refused");
+        assert!(error.starts_with("55006: base backup job "), "{error}");
+        assert!(
+            error.contains("leased to standby-host:/srv/standby") && error.contains("Wait for it to finish"),
+            "{error}"
+        );
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.backups()").unwrap(), Some(0));
         // Released, the next base backup may take it (here it stops at archiving, which this test
         // server does not do, but no longer at the lease).

@@ -11,6 +11,11 @@ pub enum Error {
     #[error("{message}")]
     Job { message: String, hint: String },
 
+    /// Another job holds what this one needs (the base-backup lock, the repository lease): try
+    /// again once it ended. SQLSTATE 55006 (object in use).
+    #[error("{message}")]
+    Busy { message: String, hint: String },
+
     #[error("invalid repository location \"{location}\": {reason}")]
     InvalidLocation { location: String, reason: String },
 
@@ -100,7 +105,7 @@ impl Error {
     /// What the operator should do about this error, in one sentence.
     pub fn hint(&self) -> &str {
         match self {
-            Error::Job { hint, .. } => hint,
+            Error::Job { hint, .. } | Error::Busy { hint, .. } => hint,
             Error::InvalidLocation { .. } => {
                 "Set backstop.repository (or --repository) to file:///absolute/path or s3://bucket/prefix."
             }

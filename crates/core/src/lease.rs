@@ -64,7 +64,7 @@ async fn read(repository: &Repository) -> Result<Option<Lease>> {
 }
 
 fn held_elsewhere(lease: &Lease) -> Error {
-    Error::Job {
+    Error::Busy {
         message: format!(
             "the repository is leased to {} ({}, job {}) until {}: another server is running a base backup or expire on this namespace",
             lease.holder.server,
