@@ -10,8 +10,9 @@ CREATE TABLE restores (
     restored_by name NOT NULL DEFAULT current_user,
     validated_at timestamptz,
     validation_passed boolean,
-    -- The snapshot's manifest was not authenticated by this cluster's key and the caller chose to
-    -- trust it (trust_unauthenticated => true); validation and copy-back plans honour that choice.
+    -- Set by backstop 0.2 and earlier when the caller chose to trust a manifest its key had not
+    -- authenticated (trust_unauthenticated => true). Since 0.3 every manifest a restore uses is
+    -- signed by a trusted key, and this is always false: kept for the history of older rows.
     trusted_unauthenticated boolean NOT NULL DEFAULT false
 );
 CREATE INDEX restores_target ON restores (target_oid, restored_at DESC);
