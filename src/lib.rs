@@ -43,6 +43,12 @@ pub fn loaded_at_startup() -> bool {
     LOADED_AT_STARTUP.load(Ordering::Relaxed)
 }
 
+/// Is this server a standby (or still recovering)? For what differs by role (the RPO is the
+/// primary's); where runs are recorded is [`jobs::RunLog::here`]'s to say.
+pub fn in_recovery() -> bool {
+    unsafe { pg_sys::RecoveryInProgress() }
+}
+
 /// Every job kind the worker runtime runs, each defined in its feature: adding a kind is its
 /// file plus one line here (a test checks that each `JobKind` is listed exactly once).
 pub static JOBS: &[&dyn jobs::Job] = &[

@@ -150,7 +150,7 @@ mod tests {
         )
         .unwrap();
         let crashed_at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_772_340_000);
-        let queued = crate::jobs::settle_interrupted_runs(crashed_at).unwrap();
+        let queued = crate::jobs::runlog::settle_interrupted_runs(crashed_at).unwrap();
         assert_eq!(queued.len(), 1, "only the scheduled run with retries left is retried: {queued:?}");
         let still_running = Spi::get_one::<i64>(
             "SELECT count(*) FROM backstop.job_runs WHERE state = 'running' AND pid IS NULL AND requested_by = current_user",
@@ -173,8 +173,8 @@ mod tests {
         )
         .unwrap()
         .unwrap();
-        assert_eq!(crate::jobs::queue_retry(failed, crashed_at).unwrap(), None);
-        assert_eq!(crate::jobs::settle_interrupted_runs(crashed_at).unwrap(), Vec::<i64>::new());
+        assert_eq!(crate::jobs::runlog::queue_retry(failed, crashed_at).unwrap(), None);
+        assert_eq!(crate::jobs::runlog::settle_interrupted_runs(crashed_at).unwrap(), Vec::<i64>::new());
         let queued_total = Spi::get_one::<i64>(
             "SELECT count(*) FROM backstop.job_runs WHERE state = 'queued' AND schedule = 'crashy'",
         )

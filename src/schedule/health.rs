@@ -11,7 +11,7 @@ use pgrx::prelude::*;
 use backstop_core::time::age_text;
 
 use crate::gucs;
-use crate::jobs::{self, in_recovery};
+use crate::jobs::{self, RunLog};
 use backstop_core::backups::unix_seconds;
 
 /// A drill's newest finished run, from the history table or this standby's own runs.
@@ -92,7 +92,7 @@ fn scheduler_check() -> Check {
             format!("{schedules} schedule(s) exist but the scheduler is not running: backstop is not in shared_preload_libraries"),
             "Add backstop to shared_preload_libraries in postgresql.conf and restart the server.",
         ),
-        _ if in_recovery() => {
+        _ if RunLog::here().on_standby() => {
             Check::ok("scheduler", "this server is a standby: schedules run on the primary")
         }
         _ => Check::fail(
@@ -143,9 +143,10 @@ fn schedules_check() -> Check {
     }
     let mut problems = Vec::new();
     let mut fine = Vec::new();
-    let standby = in_recovery();
-    let standby_runs = if standby { jobs::standby_history() } else { Vec::new() };
-    let standby_next = if standby { jobs::standby_next_runs() } else { Default::default() };
+    let run_log = RunLog::here();
+    let standby = run_log.on_standby();
+    let standby_runs = run_log.own_runs();
+    let standby_next = run_log.next_runs().unwrap_or_default();
     // Status files hold real times; the scheduler's next runs are on its own clock (which only
     // backstop.test_clock makes differ).
     let now = unix_seconds(std::time::SystemTime::now());
@@ -208,7 +209,7 @@ fn drill_checks() -> Vec<Check> {
     if logical_drilled || !crate::logical::health::scheduled_databases().is_empty() {
         drills.push(("drill_logical_restore", "logical_restore"));
     }
-    let standby_runs = if in_recovery() { jobs::standby_history() } else { Vec::new() };
+    let standby_runs = RunLog::here().own_runs();
     let now = unix_seconds(std::time::SystemTime::now());
     for (check, kind) in drills {
         let last = query(
@@ -321,7 +322,7 @@ fn snapshot_age_check() -> Check {
 
 /// Live RPO: WAL written but not yet in the repository, in bytes and seconds.
 fn rpo_check() -> Check {
-    if in_recovery() {
+    if crate::in_recovery() {
         return Check::ok("rpo", "this server is a standby: the primary's RPO is what counts");
     }
     let row = crate::spi::three::<f64, f64, String>(

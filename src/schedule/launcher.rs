@@ -35,7 +35,8 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 
 use crate::gucs;
-use crate::jobs::{self, in_recovery, JobRequest};
+use crate::jobs::runlog::{EndedRun, StopReason, UnstartedRun};
+use crate::jobs::{self, JobRequest, RunLog};
 
 /// Registers the scheduler with the postmaster (from `_PG_init` while preloading).
 pub fn register() {
@@ -47,13 +48,6 @@ pub fn register() {
         .set_start_time(BgWorkerStartTime::ConsistentState)
         .set_restart_time(Some(Duration::from_secs(5)))
         .load();
-}
-
-/// Why the scheduler stopped a run, for the state it records.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum StopReason {
-    Timeout,
-    Shutdown,
 }
 
 struct Running {
@@ -105,36 +99,24 @@ fn extension_installed() -> bool {
     })
 }
 
-/// Records a run that did not start (skipped, missed, queued) under a new job id.
+/// Records a run that did not start (skipped, missed, queued, failed to start) in the run log.
 fn record_run(
+    run_log: RunLog,
     schedule: &ScheduleRow,
     state: &str,
     scheduled_for: SystemTime,
     not_before: Option<SystemTime>,
     error: Option<String>,
 ) {
-    BackgroundWorker::transaction(|| {
-        let id = jobs::next_id();
-        let done = !matches!(state, "queued");
-        if let Err(e) = Spi::run_with_args(
-            "INSERT INTO backstop.job_runs (job_id, schedule, kind, args, state, scheduled_for, not_before, requested_by, finished_at, error) \
-             VALUES ($1, $2, $3, $4, $5, pg_catalog.to_timestamp($6), pg_catalog.to_timestamp($7), $8, \
-                     CASE WHEN $9 THEN pg_catalog.now() END, $10)",
-            &[
-                id.into(),
-                schedule.name.as_str().into(),
-                schedule.job.as_str().into(),
-                JsonB(schedule.args.clone()).into(),
-                state.into(),
-                unix(scheduled_for).into(),
-                not_before.map(unix).into(),
-                schedule.owner.as_str().into(),
-                done.into(),
-                error.into(),
-            ],
-        ) {
-            pgrx::warning!("backstop scheduler could not record a {state} run of {}: {e}", schedule.name);
-        }
+    run_log.unstarted(UnstartedRun {
+        schedule: &schedule.name,
+        kind: &schedule.job,
+        args: &schedule.args,
+        owner: &schedule.owner,
+        state,
+        scheduled_for,
+        not_before,
+        error,
     });
 }
 
@@ -188,6 +170,8 @@ struct Scheduler {
     database: String,
     running: HashMap<i64, Running>,
     last_prune: Option<Instant>,
+    /// Where runs are recorded: fixed for the scheduler's life (a promotion restarts it).
+    run_log: RunLog,
     /// After a launch found no free worker slot: no launch is tried before this instant, and the
     /// next wait is twice as long (up to [`MAX_SLOT_BACKOFF`]).
     slot_backoff: Option<(Instant, Duration)>,
@@ -202,6 +186,7 @@ impl Scheduler {
             Ok(kind) => kind,
             Err(e) => {
                 record_run(
+                    self.run_log,
                     schedule,
                     "failed",
                     scheduled_for.unwrap_or_else(SystemTime::now),
@@ -214,9 +199,10 @@ impl Scheduler {
         if let Some((until, _)) = self.slot_backoff.filter(|(until, _)| Instant::now() < *until) {
             // No slot was free a moment ago: a queued run (a retry) stays queued for later; a run
             // that fell due now is missed once, with one row, and no LOG line per tick.
-            if id.is_none() && !in_recovery() {
+            if id.is_none() {
                 let wait = until.saturating_duration_since(Instant::now()).as_secs();
                 record_run(
+        self.run_log,
                     schedule,
                     "failed",
                     scheduled_for.unwrap_or_else(SystemTime::now),
@@ -264,10 +250,17 @@ impl Scheduler {
                     self.slot_backoff = Some((Instant::now() + wait, wait));
                 }
                 // A queued retry keeps its queued row and is started once a slot is free.
-                if in_recovery() || queued {
+                if queued {
                     return;
                 }
-                record_run(schedule, "failed", scheduled_for.unwrap_or_else(SystemTime::now), None, Some(message));
+                record_run(
+                    self.run_log,
+                    schedule,
+                    "failed",
+                    scheduled_for.unwrap_or_else(SystemTime::now),
+                    None,
+                    Some(message),
+                );
             }
         }
     }
@@ -285,82 +278,20 @@ impl Scheduler {
     }
 
     fn reap(&mut self, now: SystemTime) {
-        if in_recovery() {
-            self.reap_on_standby();
-            return;
-        }
         for (id, run) in self.take_ended() {
-            let (state, error) = match run.stopped {
-                Some(StopReason::Timeout) => (
-                    "timed_out",
-                    format!(
-                        "it ran longer than its timeout of {} s and was stopped",
-                        run.timeout.unwrap_or_default().as_secs()
-                    ),
-                ),
-                Some(StopReason::Shutdown) => {
-                    ("cancelled", "the scheduler stopped (server shutdown or SIGTERM)".into())
-                }
-                None => ("failed", "the job's worker ended without recording an outcome (see the server log)".into()),
-            };
-            // Settle a run its worker did not finish recording. When the scheduler stopped the
-            // run, its reason is the truth, whatever the worker (or another job's clean-up of
-            // interrupted runs) recorded on the way out.
-            let previous = BackgroundWorker::transaction(|| {
-                Spi::get_one_with_args::<String>("SELECT state FROM backstop.job_runs WHERE job_id = $1", &[id.into()])
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            });
-            if previous.is_empty() {
-                // The worker died before it recorded the run (it could not connect, its request
-                // was unreadable): record it here, or it would be forgotten.
-                run_sql(
-                    "INSERT INTO backstop.job_runs (job_id, schedule, kind, state, attempt, requested_by) \
-                     VALUES ($1, $2, $3, 'running', $4, $5) ON CONFLICT (job_id) DO NOTHING",
-                    &[
-                        id.into(),
-                        run.schedule.as_str().into(),
-                        run.kind.as_str().into(),
-                        run.attempt.into(),
-                        run.owner.as_str().into(),
-                    ],
-                );
-            }
-            let settle = previous.is_empty()
-                || previous == "running"
-                || previous == "queued"
-                || (run.stopped.is_some() && matches!(previous.as_str(), "cancelled" | "failed"));
-            if settle {
-                run_sql(
-                    "UPDATE backstop.job_runs SET state = $2, error = $3, hint = $4, \
-                     finished_at = coalesce(finished_at, pg_catalog.now()), seconds = coalesce(seconds, $5) WHERE job_id = $1",
-                    &[
-                        id.into(),
-                        state.into(),
-                        error.as_str().into(),
-                        "See the server log around the run; its schedule runs again at its next time.".into(),
-                        run.started.elapsed().as_secs_f64().into(),
-                    ],
-                );
-                if state != "cancelled" {
-                    pgrx::log!(
-                        "{} job {id} ({}, schedule {}) {state}: {error}",
-                        jobs::FAILED_RUN_LOG_PREFIX,
-                        run.kind,
-                        run.schedule
-                    );
-                }
-            }
-            let final_state = if settle { state.to_string() } else { previous };
-            // queue_retry reads the schedule's retries and backoff as they are now.
-            if matches!(final_state.as_str(), "failed" | "timed_out") {
-                BackgroundWorker::transaction(|| {
-                    if let Err(e) = jobs::queue_retry(id, now) {
-                        pgrx::warning!("backstop scheduler could not queue a retry of job {id}: {e}");
-                    }
-                });
-            }
+            self.run_log.settle_ended(
+                &EndedRun {
+                    id,
+                    schedule: &run.schedule,
+                    owner: &run.owner,
+                    attempt: run.attempt,
+                    kind: &run.kind,
+                    timeout: run.timeout,
+                    elapsed: run.started.elapsed(),
+                    stopped: run.stopped,
+                },
+                now,
+            );
         }
     }
 
@@ -387,49 +318,13 @@ impl Scheduler {
         }
     }
 
-    /// On a standby nothing can be written to the tables: a run its worker did not finish is
-    /// settled in its status file (what `backstop.standby_runs` lists) and in the log.
-    fn reap_on_standby(&mut self) {
-        for (id, run) in self.take_ended() {
-            let Some(mut status) = jobs::read_status(id) else { continue };
-            if status.state.is_final() && run.stopped.is_none() {
-                continue;
-            }
-            let (state, error) = match run.stopped {
-                Some(StopReason::Timeout) => {
-                    (jobs::JobState::TimedOut, "it ran longer than its timeout and was stopped")
-                }
-                Some(StopReason::Shutdown) => {
-                    (jobs::JobState::Cancelled, "the scheduler stopped (server shutdown, promotion or SIGTERM)")
-                }
-                None => {
-                    (jobs::JobState::Failed, "the job's worker ended without recording an outcome (see the server log)")
-                }
-            };
-            status.state = state;
-            status.phase = state.as_str().into();
-            status.error = Some(error.into());
-            status.seconds = Some(run.started.elapsed().as_secs_f64());
-            jobs::write_status(&status);
-            if state != jobs::JobState::Cancelled {
-                pgrx::log!(
-                    "{} job {id} ({}, schedule {}, on this standby) {}: {error}",
-                    jobs::FAILED_RUN_LOG_PREFIX,
-                    run.kind,
-                    run.schedule,
-                    state.as_str()
-                );
-            }
-        }
-    }
-
     /// A standby's tick: the schedules that may run here fire by their cron in this server's own
     /// memory of their next run (kept in a file beside the job status files, since the tables
     /// are read-only), a run still going is skipped, and a run missed by more than the grace
     /// period is logged, not run. No retries and no queue: those need the history tables.
     fn fire_due_on_standby(&mut self, now: SystemTime) {
         let schedules = load_schedules();
-        let mut next_runs = jobs::standby_next_runs();
+        let mut next_runs = self.run_log.next_runs().unwrap_or_default();
         next_runs.retain(|name, _| schedules.iter().any(|s| s.name == *name && s.runs_on.runs_here(true)));
         for schedule in schedules.iter().filter(|s| s.runs_on.runs_here(true)) {
             let (Ok(cron), Ok(zone)) = (Cron::parse(&schedule.cron), Zone::parse(&schedule.time_zone)) else {
@@ -461,7 +356,7 @@ impl Scheduler {
                 }
             }
         }
-        jobs::write_standby_next_runs(&next_runs);
+        self.run_log.keep_next_runs(&next_runs);
     }
 
     fn fire_due(&mut self, now: SystemTime) {
@@ -481,6 +376,7 @@ impl Scheduler {
                 Due::NotYet => {}
                 Due::Missed { newest, count, next } => {
                     record_run(
+        self.run_log,
                         schedule,
                         "missed",
                         newest,
@@ -495,6 +391,7 @@ impl Scheduler {
                 Due::Run { scheduled_for, missed, next } => {
                     if missed > 0 {
                         record_run(
+        self.run_log,
                             schedule,
                             "missed",
                             next_run_at,
@@ -512,13 +409,14 @@ impl Scheduler {
                             busy.push(schedule.name.clone());
                         }
                         Busy::Skip => record_run(
+                            self.run_log,
                             schedule,
                             "skipped",
                             scheduled_for,
                             None,
                             Some("the previous run of this schedule was still running (overlap = skip)".into()),
                         ),
-                        Busy::Queue => record_run(schedule, "queued", scheduled_for, Some(now), None),
+                        Busy::Queue => record_run(self.run_log, schedule, "queued", scheduled_for, Some(now), None),
                     }
                 }
             }
@@ -564,28 +462,13 @@ impl Scheduler {
         }
     }
 
-    /// Hourly: old job history, and the status files of runs that ended (see
-    /// [`jobs::prune_statuses`]; on a standby they are its only history).
-    fn prune(&mut self, standby: bool) {
+    /// Hourly: old job history and the status files of runs that ended (the run log's prune).
+    fn prune(&mut self) {
         if self.last_prune.is_some_and(|t| t.elapsed() < Duration::from_secs(3600)) {
             return;
         }
         self.last_prune = Some(Instant::now());
-        let days = gucs::job_runs_retention_days();
-        let status_age = if standby {
-            (days > 0).then(|| Duration::from_secs(days as u64 * 86_400))
-        } else {
-            Some(Duration::from_secs(86_400))
-        };
-        if let Some(age) = status_age {
-            jobs::prune_statuses(age);
-        }
-        if days > 0 && !standby {
-            run_sql(
-                "DELETE FROM backstop.job_runs WHERE finished_at < pg_catalog.now() - pg_catalog.make_interval(days => $1)",
-                &[days.into()],
-            );
-        }
+        self.run_log.prune(gucs::job_runs_retention_days());
     }
 }
 
@@ -645,12 +528,13 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = gucs::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
-    let standby = in_recovery();
+    let run_log = RunLog::here();
+    let standby = run_log.on_standby();
     pgrx::log!(
         "backstop scheduler started (database {database}{})",
         if standby { ", on a standby: only schedules with runs_on 'standby' or 'any' run here" } else { "" }
     );
-    let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None, slot_backoff: None };
+    let mut scheduler = Scheduler { database, running: HashMap::new(), last_prune: None, run_log, slot_backoff: None };
     let mut announced_missing = false;
     let mut started = false;
     while BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
@@ -668,7 +552,7 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
                 unsafe { pg_sys::proc_exit(1) };
             }
         }
-        if in_recovery() != standby {
+        if RunLog::here() != run_log {
             // Promoted: start again as the primary's scheduler (interrupted runs recorded, the
             // primary's schedules from their stored next run). Standby runs still going go on.
             pgrx::log!("backstop scheduler: this server was promoted; restarting as the primary's scheduler");
@@ -686,26 +570,22 @@ pub extern "C-unwind" fn backstop_scheduler_main(_arg: pg_sys::Datum) {
             continue;
         }
         let now = gucs::scheduler_now();
-        if standby {
-            scheduler.reap(now);
-            scheduler.enforce_timeouts();
-            if gucs::scheduler_enabled() {
-                scheduler.fire_due_on_standby(now);
-            }
-            scheduler.prune(true);
-            continue;
-        }
         if !started {
             // Runs a crash or restart interrupted: failed, never forgotten.
-            jobs::fail_interrupted_runs();
+            run_log.settle_interrupted();
             started = true;
         }
         scheduler.reap(now);
         scheduler.enforce_timeouts();
         if gucs::scheduler_enabled() {
-            scheduler.fire_due(now);
+            // Which schedules run here and how they fire: a primary by the tables (queues,
+            // retries, overlap), a standby by its cron alone.
+            match run_log {
+                RunLog::Table => scheduler.fire_due(now),
+                RunLog::StatusFiles => scheduler.fire_due_on_standby(now),
+            }
         }
-        scheduler.prune(false);
+        scheduler.prune();
     }
     // SIGTERM: stop the runs this scheduler started, recorded as cancelled, and exit with a code
     // that has the postmaster start the scheduler again (unless the server is shutting down).
