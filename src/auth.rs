@@ -9,7 +9,7 @@ use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
 use crate::errors::{notice, OrRaise};
-use crate::snapshot::manifest_key;
+use crate::snapshots::manifest_key;
 use crate::{io, repo};
 
 /// This cluster's public key, `ed25519:<hex>`: what `backstop restore --trusted-key` and another
@@ -52,7 +52,12 @@ fn adopt_repository() -> TableIterator<
 }
 
 /// doctor(): the key objects are signed with, and whether 0.2 objects still wait for adoption.
-pub fn check() -> Check {
+/// `repository_signing`.
+pub fn checks(_: &mut crate::doctor::Context) -> Vec<Check> {
+    vec![check()]
+}
+
+fn check() -> Check {
     let key = match repo::signing_key() {
         Ok(key) => key.public(),
         Err(e) => return Check::fail("repository_signing", e.to_string(), e.hint()),

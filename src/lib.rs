@@ -22,8 +22,8 @@ mod jobs;
 mod logical;
 mod owner;
 mod repo;
-mod schedule;
-mod snapshot;
+mod schedules;
+mod snapshots;
 mod spi;
 mod throwaway;
 mod timestamps;
@@ -51,11 +51,11 @@ pub fn in_recovery() -> bool {
 
 /// Every job kind the worker runtime runs, each defined in its feature: adding a kind is its
 /// file plus one line here (a test checks that each `JobKind` is listed exactly once).
-pub static JOBS: &[&dyn jobs::Job] = &[
+pub static JOBS: &[&dyn jobs::Registered] = &[
     &backups::worker::BaseBackupJob,
-    &snapshot::job::SnapshotJob,
+    &snapshots::job::SnapshotJob,
     &expire::job::ExpireJob,
-    &snapshot::drill::SnapshotRestoreDrill,
+    &snapshots::drill::SnapshotRestoreDrill,
     &wal::drill::WalFetchDrill,
     &backups::drill::PitrDrill,
     &logical::job::LogicalBackupJob,
@@ -63,10 +63,22 @@ pub static JOBS: &[&dyn jobs::Job] = &[
     &verify::job::VerifyJob,
 ];
 
-/// The doctor rows each feature contributes (its `health.rs`), after the server-wide ones
-/// `doctor::run_checks` makes: a new feature's checks are one line here.
-pub static HEALTH: &[fn() -> Vec<backstop_core::doctor::Check>] =
-    &[logical::health::checks, schedule::health::checks, verify::health::checks];
+/// Every doctor row, in the order doctor() shows them: server-wide rows first, then each
+/// feature's `health.rs`. A new check is a function in its feature and one line here.
+pub static HEALTH: &[fn(&mut doctor::Context) -> Vec<backstop_core::doctor::Check>] = &[
+    doctor::server,
+    wal::health::settings,
+    doctor::repository,
+    auth::checks,
+    backups::health::encryption,
+    wal::health::archiver,
+    backups::health::checks,
+    logical::health::checks,
+    schedules::health::checks,
+    snapshots::health::checks,
+    wal::health::rpo,
+    verify::health::checks,
+];
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -76,7 +88,7 @@ pub extern "C-unwind" fn _PG_init() {
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         LOADED_AT_STARTUP.store(true, Ordering::Relaxed);
         wal::stats::init();
-        schedule::launcher::register();
+        schedules::launcher::register();
     }
 }
 

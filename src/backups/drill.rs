@@ -14,6 +14,38 @@ use crate::jobs::{sql_step, JobRequest, JobStatus};
 use crate::throwaway::Throwaway;
 use crate::{io, repo};
 
+/// A table the drill counted in the recovered server: against the rows the backup recorded, or
+/// (none recorded) beside this server's estimate now.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum TableCheck {
+    AtBackup(backstop_core::drills::pitr::ComparedTable),
+    Estimated { table: String, rows_recovered: i64, rows_estimated_now: Option<i64> },
+}
+
+/// An index amcheck checked, or why none was.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum IndexCheck {
+    Checked { index: String, bt_index_check: &'static str },
+    NotChecked { amcheck: &'static str },
+}
+
+/// What a `pitr` drill restored, replayed and compared.
+#[derive(serde::Serialize)]
+pub struct PitrOutcome {
+    pub drill: &'static str,
+    pub backup: String,
+    pub restored_bytes: u64,
+    pub wal_files_replayed: u64,
+    pub replayed_to: String,
+    pub row_counts: &'static str,
+    pub tables: Vec<TableCheck>,
+    pub indexes: Vec<IndexCheck>,
+    pub rows: i64,
+    pub bytes: u64,
+}
+
 /// `pitr`: the newest base backup restored (with `backstop restore`'s code) into a scratch
 /// directory and recovered by a throwaway server on a private socket with archiving, replication
 /// and preloaded libraries off. Where the backup recorded row counts, replay first stops, paused
@@ -21,7 +53,7 @@ use crate::{io, repo};
 /// the chosen ones) must hold exactly its recorded rows; then the rest of the WAL fetched (at most
 /// `max_replay`) is replayed, the server promotes, and amcheck's `bt_index_check` runs on the
 /// chosen indexes. The server is stopped and the directory removed afterwards, also on failure.
-pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Result<PitrOutcome, Error> {
     let max_replay = args.max_replay.as_deref().map(parse_bytes).transpose()?.unwrap_or(1 << 30);
     let mut throwaway = Throwaway::create(request.id)?;
     phase(status, "restoring the newest base backup");
@@ -130,7 +162,7 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
             },
         )?;
         rows_total = matched.iter().map(|t| t.rows_recovered).sum();
-        compared = matched.iter().map(|t| serde_json::to_value(t).unwrap_or_default()).collect();
+        compared = matched.into_iter().map(TableCheck::AtBackup).collect();
         phase(status, "stopping the paused server to replay the rest");
         if !throwaway.stop() {
             return Err(did_not_recover(&throwaway.log(), &prepared.backup));
@@ -175,11 +207,11 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
                 .ok()
                 .flatten()
             });
-            compared.push(serde_json::json!({
-                "table": table,
-                "rows_recovered": recovered,
-                "rows_estimated_now": estimate.filter(|e| *e >= 0.0).map(|e| e as i64),
-            }));
+            compared.push(TableCheck::Estimated {
+                table: table.clone(),
+                rows_recovered: recovered,
+                rows_estimated_now: estimate.filter(|e| *e >= 0.0).map(|e| e as i64),
+            });
         }
     }
     let mut indexes = Vec::new();
@@ -197,24 +229,28 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
                     &database,
                     &format!("SELECT bt_index_check({}::pg_catalog.regclass)", quote_literal(index)),
                 )?;
-                indexes.push(serde_json::json!({ "index": index, "bt_index_check": "passed" }));
+                indexes.push(IndexCheck::Checked { index: index.clone(), bt_index_check: "passed" });
             }
         } else {
-            indexes.push(serde_json::json!({ "amcheck": "not installed: indexes not checked" }));
+            indexes.push(IndexCheck::NotChecked { amcheck: "not installed: indexes not checked" });
         }
     }
-    Ok(serde_json::json!({
-        "drill": "pitr",
-        "backup": prepared.backup,
-        "restored_bytes": prepared.restored.bytes,
-        "wal_files_replayed": prepared.wal_files,
-        "replayed_to": prepared.replay_to,
-        "row_counts": if prepared.row_counts.is_some() { "compared with the backup's" } else { "none recorded with the backup" },
-        "tables": compared,
-        "indexes": indexes,
-        "rows": rows_total,
-        "bytes": prepared.restored.bytes + prepared.wal_bytes,
-    }))
+    Ok(PitrOutcome {
+        drill: "pitr",
+        row_counts: if prepared.row_counts.is_some() {
+            "compared with the backup's"
+        } else {
+            "none recorded with the backup"
+        },
+        bytes: prepared.restored.bytes + prepared.wal_bytes,
+        restored_bytes: prepared.restored.bytes,
+        wal_files_replayed: prepared.wal_files,
+        backup: prepared.backup,
+        replayed_to: prepared.replay_to,
+        tables: compared,
+        indexes,
+        rows: rows_total,
+    })
 }
 
 /// pg_ctl returns once the server is consistent, not when replay is done: polls `ready` for as
@@ -273,19 +309,23 @@ fn quote_literal(text: &str) -> String {
 pub struct PitrDrill;
 
 impl crate::jobs::Job for PitrDrill {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::Pitr
+    type Args = backstop_core::schedule::job::PitrArgs;
+    type Outcome = PitrOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::Pitr;
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = true;
+
+    /// The caller reads each table whose rows it compares.
+    fn authorize(&self, args: &Self::Args) {
+        crate::jobs::registry::require_readable(&args.tables);
     }
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::Pitr(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        pitr(request, args, status)
+    ) -> Result<PitrOutcome, backstop_core::Error> {
+        pitr(request, &args, status)
     }
 }

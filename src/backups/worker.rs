@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use backstop_core::backups::take::{self, BackupFacts, Progress, TakeOptions};
 use backstop_core::backups::{manifest, verify, BackupId, BackupKind, Lsn};
 use backstop_core::repository::CancellationToken;
+use backstop_core::schedule::job::BaseBackupArgs;
 use backstop_core::wal::{self, WalFileName};
 use backstop_core::{Error, Repository};
 use pgrx::bgworkers::BackgroundWorker;
@@ -66,13 +67,30 @@ pub fn spi_error(e: pgrx::spi::Error) -> Error {
     Error::InvalidInput(format!("PostgreSQL refused: {e}"))
 }
 
-pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
-    // The same arguments, defaults and checks as a scheduled base_backup job's.
-    let backstop_core::schedule::job::JobSpec::BaseBackup(args) =
-        backstop_core::schedule::job::JobSpec::parse(JobKind::BaseBackup.as_str(), &request.args)?
-    else {
-        unreachable!("parse returns the kind it was given")
-    };
+/// What a base backup stored, and how long it took.
+#[derive(serde::Serialize)]
+pub struct BaseBackupOutcome {
+    pub backup_id: BackupId,
+    /// doctor()'s deletion check compares what each repository should hold with what it holds.
+    pub repository: String,
+    pub kind: &'static str,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub timeline: u32,
+    pub files: u64,
+    pub files_reused: u64,
+    pub packs_rechecked: u64,
+    pub packs_unusable: u64,
+    pub bytes: u64,
+    pub bytes_read: u64,
+    pub bytes_new: u64,
+    pub bytes_stored: u64,
+    pub packs_new: u64,
+    pub requests: u64,
+    pub seconds: f64,
+}
+
+pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -> Result<BaseBackupOutcome, Error> {
     if !try_backup_lock()? {
         return Err(Error::Busy {
             message: "another base backup or expire is running in this cluster (backstop.job_progress in the database that started it shows it); only one runs at a time".into(),
@@ -203,26 +221,25 @@ pub fn run(request: &JobRequest, status: &mut JobStatus) -> Result<serde_json::V
     });
     io::block_on(manifest::write(&repository, &manifest))?;
     let stats = &manifest.stats;
-    Ok(serde_json::json!({
-        "backup_id": id,
-        // doctor()'s deletion check compares what each repository should hold with what it holds.
-        "repository": repository.describe(),
-        "kind": kind.as_str(),
-        "start_lsn": start_lsn.to_string(),
-        "stop_lsn": stop_lsn.to_string(),
-        "timeline": timeline,
-        "files": stats.files,
-        "files_reused": stats.files_reused,
-        "packs_rechecked": stats.packs_rechecked,
-        "packs_unusable": stats.packs_unusable,
-        "bytes": stats.bytes,
-        "bytes_read": stats.bytes_read,
-        "bytes_new": stats.bytes_new,
-        "bytes_stored": stats.bytes_stored,
-        "packs_new": stats.packs_new,
-        "requests": stats.requests,
-        "seconds": clock.elapsed().as_secs_f64(),
-    }))
+    Ok(BaseBackupOutcome {
+        backup_id: id,
+        repository: repository.describe(),
+        kind: kind.as_str(),
+        start_lsn: start_lsn.to_string(),
+        stop_lsn: stop_lsn.to_string(),
+        timeline,
+        files: stats.files,
+        files_reused: stats.files_reused,
+        packs_rechecked: stats.packs_rechecked,
+        packs_unusable: stats.packs_unusable,
+        bytes: stats.bytes,
+        bytes_read: stats.bytes_read,
+        bytes_new: stats.bytes_new,
+        bytes_stored: stats.bytes_stored,
+        packs_new: stats.packs_new,
+        requests: stats.requests,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
 }
 
 /// Counts every permanent table of this database in one REPEATABLE READ snapshot, whose first
@@ -334,17 +351,19 @@ fn wait_for_wal(
 pub struct BaseBackupJob;
 
 impl crate::jobs::Job for BaseBackupJob {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::BaseBackup
-    }
+    type Args = BaseBackupArgs;
+    type Outcome = BaseBackupOutcome;
+    const KIND: JobKind = JobKind::BaseBackup;
+    /// It reads every table, pg_authid and the server's configuration.
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = false;
 
     fn run(
         &self,
-        request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
-        status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let _ = spec;
-        run(request, status)
+        request: &JobRequest,
+        args: BaseBackupArgs,
+        status: &mut JobStatus,
+    ) -> Result<BaseBackupOutcome, Error> {
+        run(request, args, status)
     }
 }

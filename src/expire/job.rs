@@ -13,7 +13,24 @@ use crate::jobs::phase;
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 
-pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+/// What an expire run removed (or, dry, would remove) and kept.
+#[derive(serde::Serialize)]
+pub struct ExpireOutcome {
+    pub dry_run: bool,
+    /// doctor()'s deletion check tells removals of this repository from damage.
+    pub repository: String,
+    pub bytes: u64,
+    pub backups_removed: usize,
+    pub snapshots_removed: usize,
+    pub wal_removed: usize,
+    pub packs_removed: usize,
+    pub kept_backups: Vec<(String, Vec<&'static str>)>,
+    pub kept_snapshots: usize,
+    pub held_back: Vec<String>,
+    pub removals: Vec<backstop_core::expire::Removal>,
+}
+
+pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<ExpireOutcome, Error> {
     if !try_backup_lock()? {
         return Err(Error::Busy {
             message: "a base backup is running; expire waits for it to end (a running backup may still reference what expire would remove)".into(),
@@ -36,38 +53,37 @@ pub fn run(job_id: i64, args: &ExpireArgs, status: &mut JobStatus) -> Result<ser
     };
     drop(lease);
     release_backup_lock();
-    Ok(serde_json::json!({
-        "dry_run": args.dry_run,
-        "repository": repository.describe(),
-        "bytes": if args.dry_run { plan.bytes() } else { removed },
-        "backups_removed": plan.count("backup"),
-        "snapshots_removed": plan.count("snapshot") + plan.count("incomplete snapshot"),
-        "wal_removed": plan.count("wal"),
-        "packs_removed": plan.count("pack"),
-        "kept_backups": plan.kept_backups,
-        "kept_snapshots": plan.kept_snapshots,
-        "held_back": plan.held_back,
-        "removals": plan.removals,
-    }))
+    Ok(ExpireOutcome {
+        dry_run: args.dry_run,
+        repository: repository.describe(),
+        bytes: if args.dry_run { plan.bytes() } else { removed },
+        backups_removed: plan.count("backup"),
+        snapshots_removed: plan.count("snapshot") + plan.count("incomplete snapshot"),
+        wal_removed: plan.count("wal"),
+        packs_removed: plan.count("pack"),
+        kept_backups: plan.kept_backups,
+        kept_snapshots: plan.kept_snapshots,
+        held_back: plan.held_back,
+        removals: plan.removals,
+    })
 }
 
 /// The `expire` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct ExpireJob;
 
 impl crate::jobs::Job for ExpireJob {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::Expire
-    }
+    type Args = backstop_core::schedule::job::ExpireArgs;
+    type Outcome = ExpireOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::Expire;
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = false;
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::Expire(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        run(request.id, args, status)
+    ) -> Result<ExpireOutcome, backstop_core::Error> {
+        run(request.id, &args, status)
     }
 }

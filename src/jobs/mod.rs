@@ -15,19 +15,20 @@
 //!
 //! Rooms: [`status`] (the status files), [`worker`] (start, wait, the worker's entry point),
 //! [`runlog`] (where runs are recorded: the table on a primary, status files on a standby),
+//! [`registry`] (the [`Job`] trait each kind implements, and the checks made as the caller),
 //! [`sql`] (the runtime's own SQL functions). The runtime imports no feature: it finds each job
 //! kind's [`Job`] in [`crate::JOBS`].
 
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
-use crate::errors::raise_with;
-
+pub mod registry;
 pub mod runlog;
 mod sql;
 pub mod status;
 pub mod worker;
 
+pub use registry::{job, Job, Registered};
 pub use runlog::{RunLog, FAILED_RUN_LOG_PREFIX};
 pub use status::*;
 pub use worker::*;
@@ -67,21 +68,6 @@ pub fn caller_reads_everything() -> bool {
     .ok()
     .flatten()
     .unwrap_or(false)
-}
-
-/// Refuses `kind` to a caller who is neither superuser nor a member of backstop_operator, when
-/// [`JobKind::needs_operator`] says it must be.
-pub fn require_operator(kind: JobKind) {
-    if !kind.needs_operator() {
-        return;
-    }
-    if !caller_reads_everything() {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            &format!("only superusers and members of backstop_operator may run {} jobs", kind.as_str()),
-            "It reads every table (and for base backups pg_authid and the server's configuration) or removes what others stored: a superuser grants that with GRANT backstop_operator TO the role, which includes pg_read_all_data.",
-        );
-    }
 }
 
 /// Runs `f` (which may call SQL) in a subtransaction, turning an ERROR into the error's message
@@ -129,45 +115,4 @@ fn subtransaction<T>(f: impl FnOnce() -> T, keep: bool) -> Result<T, backstop_co
         Err(backstop_core::Error::Job { message, hint })
     })
     .execute()
-}
-
-/// A kind of job the worker runtime runs. Each lives in its feature (`job.rs`, `drill.rs`) and is
-/// listed once in [`crate::JOBS`]; the runtime, which knows no feature, finds it there by kind.
-pub trait Job: Sync {
-    fn kind(&self) -> JobKind;
-
-    /// Whether SIGTERM ends the worker the way it ends a backend (the ERROR path aborts the
-    /// transaction), for jobs that run SQL, which may wait on a lock where no flag is checked.
-    /// The scheduler settles the run's state.
-    fn dies_on_sigterm(&self) -> bool {
-        false
-    }
-
-    /// Runs it with its arguments (parsed and checked once, by the runtime).
-    fn run(
-        &self,
-        request: &JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
-        status: &mut JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error>;
-}
-
-/// The registered job of `kind`.
-pub fn job(kind: JobKind) -> &'static dyn Job {
-    crate::JOBS.iter().copied().find(|job| job.kind() == kind).unwrap_or_else(|| {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
-            &format!("no {} job is registered", kind.as_str()),
-            "This is a bug in backstop: every job kind is listed in JOBS.",
-        )
-    })
-}
-
-/// A job handed the arguments of another kind: a bug in the runtime, reported, never run.
-pub fn spec_mismatch(kind: JobKind, spec: &backstop_core::schedule::job::JobSpec) -> backstop_core::Error {
-    backstop_core::Error::InvalidInput(format!(
-        "the {} job was handed the arguments of a {} job (a bug in backstop)",
-        kind.as_str(),
-        spec.kind().as_str()
-    ))
 }

@@ -12,7 +12,7 @@ use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
 
 use super::status::{ensure_jobs_dir, job_file, jobs_dir, read_status, write_json, write_status};
-use super::{job, Job, JobKind, JobRequest, JobState, JobStatus, RunLog, FAILED_RUN_LOG_PREFIX};
+use super::{job, JobKind, JobRequest, JobState, JobStatus, RunLog, FAILED_RUN_LOG_PREFIX};
 use crate::errors::{notice, raise_with};
 
 /// Takes the next job id (non-transactional: a rolled-back caller never reuses one).
@@ -157,15 +157,6 @@ pub fn die_on_sigterm() {
     unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
 }
 
-fn run_job(
-    job: &dyn Job,
-    request: &JobRequest,
-    status: &mut JobStatus,
-) -> Result<serde_json::Value, backstop_core::Error> {
-    let spec = backstop_core::schedule::job::JobSpec::parse(request.kind.as_str(), &request.args)?;
-    job.run(request, &spec, status)
-}
-
 /// The worker's entry point: runs one job and records how it ended.
 #[pg_guard]
 #[no_mangle]
@@ -195,7 +186,7 @@ pub extern "C-unwind" fn backstop_job_main(arg: pg_sys::Datum) {
     run_log.settle_interrupted();
     run_log.started(&request, pid);
     let started = Instant::now();
-    let outcome = run_job(job, &request, &mut status);
+    let outcome = job.run_request(&request, &mut status);
     let seconds = started.elapsed().as_secs_f64();
     match outcome {
         Ok(result) => {

@@ -109,11 +109,28 @@ fn server_failed(log: &std::path::Path) -> Error {
     }
 }
 
+/// What a `logical_restore` drill restored and compared, and how long it took.
+#[derive(serde::Serialize)]
+pub struct LogicalRestoreOutcome {
+    pub backup_id: backstop_core::logical::LogicalId,
+    pub database: String,
+    pub scratch_database: String,
+    pub bytes: u64,
+    pub tables: usize,
+    pub rows: i64,
+    pub sequences: usize,
+    pub restored_as: &'static str,
+    pub skipped: u64,
+    pub skipped_messages: Vec<String>,
+    pub pg_dump: String,
+    pub seconds: f64,
+}
+
 pub fn run(
     request: &JobRequest,
     args: &LogicalRestoreArgs,
     status: &mut JobStatus,
-) -> Result<serde_json::Value, Error> {
+) -> Result<LogicalRestoreOutcome, Error> {
     let local = super::job::local(args.database.as_deref(), &request.requested_by)?;
     let id = args.backup_id.as_deref().map(LogicalId::parse).transpose()?;
     let scratch = format!("{SCRATCH_PREFIX}{}", request.id.unsigned_abs());
@@ -197,39 +214,45 @@ pub fn run(
         return Err(Error::Cancelled);
     }
     let (manifest, restored, compared) = outcome?;
-    Ok(serde_json::json!({
-        "backup_id": manifest.id,
-        "database": manifest.database,
-        "scratch_database": restored.database,
-        "bytes": restored.bytes,
-        "tables": compared.tables,
-        "rows": compared.rows,
-        "sequences": compared.sequences,
-        "restored_as": RESTORER,
-        "skipped": restored.skipped,
-        "skipped_messages": restored.skipped_messages,
-        "pg_dump": manifest.pg_dump_version,
-        "seconds": seconds,
-    }))
+    Ok(LogicalRestoreOutcome {
+        backup_id: manifest.id,
+        database: manifest.database,
+        scratch_database: restored.database,
+        bytes: restored.bytes,
+        tables: compared.tables,
+        rows: compared.rows,
+        sequences: compared.sequences,
+        restored_as: RESTORER,
+        skipped: restored.skipped,
+        skipped_messages: restored.skipped_messages,
+        pg_dump: manifest.pg_dump_version,
+        seconds,
+    })
 }
 
 /// The `logical_restore` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct LogicalRestoreDrill;
 
 impl crate::jobs::Job for LogicalRestoreDrill {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::LogicalRestore
+    type Args = backstop_core::schedule::job::LogicalRestoreArgs;
+    type Outcome = LogicalRestoreOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::LogicalRestore;
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = false;
+
+    /// The database whose backup it restores exists.
+    fn authorize(&self, args: &Self::Args) {
+        if let Some(database) = &args.database {
+            crate::jobs::registry::require_database(database);
+        }
     }
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::LogicalRestore(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        run(request, args, status)
+    ) -> Result<LogicalRestoreOutcome, backstop_core::Error> {
+        run(request, &args, status)
     }
 }

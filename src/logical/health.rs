@@ -22,7 +22,7 @@ pub fn scheduled_databases() -> Vec<String> {
     .unwrap_or_default()
 }
 
-pub fn checks() -> Vec<Check> {
+pub fn checks(_: &mut crate::doctor::Context) -> Vec<Check> {
     let scheduled = scheduled_databases();
     vec![tools_check(!scheduled.is_empty()), age_check(&scheduled)]
 }

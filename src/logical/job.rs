@@ -78,7 +78,27 @@ pub fn local(database: Option<&str>, requested_by: &str) -> Result<Local, Error>
     })
 }
 
-pub fn run(request: &JobRequest, args: &LogicalBackupArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+/// What a logical backup stored, and how long it took.
+#[derive(serde::Serialize)]
+pub struct LogicalBackupOutcome {
+    pub backup_id: backstop_core::logical::LogicalId,
+    pub database: String,
+    pub bytes: u64,
+    pub schema_bytes: u64,
+    pub globals_bytes: u64,
+    pub tables: usize,
+    pub rows: i64,
+    pub sequences: usize,
+    pub list_entries: u64,
+    pub pg_dump: String,
+    pub seconds: f64,
+}
+
+pub fn run(
+    request: &JobRequest,
+    args: &LogicalBackupArgs,
+    status: &mut JobStatus,
+) -> Result<LogicalBackupOutcome, Error> {
     let started = Instant::now();
     let local = local(args.database.as_deref(), &request.requested_by)?;
     let options = TakeOptions {
@@ -110,38 +130,44 @@ pub fn run(request: &JobRequest, args: &LogicalBackupArgs, status: &mut JobStatu
     let manifest = io::runtime()
         .block_on(task)
         .map_err(|e| Error::Job { message: format!("the logical backup task failed: {e}"), hint: String::new() })??;
-    Ok(serde_json::json!({
-        "backup_id": manifest.id,
-        "database": manifest.database,
-        "bytes": manifest.dump.bytes,
-        "schema_bytes": manifest.schema.bytes,
-        "globals_bytes": manifest.globals.bytes,
-        "tables": manifest.tables.len(),
-        "rows": manifest.tables.iter().map(|t| t.rows).sum::<i64>(),
-        "sequences": manifest.sequences.len(),
-        "list_entries": manifest.verification.list_entries,
-        "pg_dump": manifest.pg_dump_version,
-        "seconds": started.elapsed().as_secs_f64(),
-    }))
+    Ok(LogicalBackupOutcome {
+        backup_id: manifest.id,
+        database: manifest.database,
+        bytes: manifest.dump.bytes,
+        schema_bytes: manifest.schema.bytes,
+        globals_bytes: manifest.globals.bytes,
+        tables: manifest.tables.len(),
+        rows: manifest.tables.iter().map(|t| t.rows).sum::<i64>(),
+        sequences: manifest.sequences.len(),
+        list_entries: manifest.verification.list_entries,
+        pg_dump: manifest.pg_dump_version,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 /// The `logical_backup` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct LogicalBackupJob;
 
 impl crate::jobs::Job for LogicalBackupJob {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::LogicalBackup
+    type Args = backstop_core::schedule::job::LogicalBackupArgs;
+    type Outcome = LogicalBackupOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::LogicalBackup;
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = false;
+
+    /// The database it dumps exists.
+    fn authorize(&self, args: &Self::Args) {
+        if let Some(database) = &args.database {
+            crate::jobs::registry::require_database(database);
+        }
     }
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::LogicalBackup(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        run(request, args, status)
+    ) -> Result<LogicalBackupOutcome, backstop_core::Error> {
+        run(request, &args, status)
     }
 }

@@ -393,7 +393,7 @@ mod tests {
         .unwrap();
         assert_cancelled_promptly(cancelled_after_a_second(move || {
             let file = tempfile::tempfile().unwrap();
-            let _ = crate::snapshot::fetch_verified(&repository, &snapshot, &manifest, file, |_| {});
+            let _ = crate::snapshots::fetch_verified(&repository, &snapshot, &manifest, file, |_| {});
         }));
     }
 

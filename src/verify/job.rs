@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use backstop_core::backups::verify::{self, VerifyProgress, VerifyReport};
 use backstop_core::repository::CancellationToken;
-use backstop_core::schedule::job::{JobKind, JobSpec, VerifyArgs};
+use backstop_core::schedule::job::{JobKind, VerifyArgs};
 use backstop_core::Error;
 
 use crate::jobs::{self, Job, JobRequest, JobStatus};
@@ -25,19 +25,19 @@ use crate::{io, repo};
 pub struct VerifyJob;
 
 impl Job for VerifyJob {
-    fn kind(&self) -> JobKind {
-        JobKind::Verify
-    }
+    type Args = VerifyArgs;
+    type Outcome = VerifyOutcome;
+    const KIND: JobKind = JobKind::Verify;
+    /// It reads all of the repository and writes damage records into it.
+    const NEEDS_OPERATOR: bool = true;
+    const READ_ONLY: bool = false;
 
-    fn run(&self, _request: &JobRequest, spec: &JobSpec, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
-        let JobSpec::Verify(args) = spec else {
-            return Err(jobs::spec_mismatch(self.kind(), spec));
-        };
-        run(args, status)
+    fn run(&self, _request: &JobRequest, args: VerifyArgs, status: &mut JobStatus) -> Result<VerifyOutcome, Error> {
+        run(&args, status)
     }
 }
 
-fn run(args: &VerifyArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+fn run(args: &VerifyArgs, status: &mut JobStatus) -> Result<VerifyOutcome, Error> {
     status.phase = format!("verifying the repository (sample {})", args.sample);
     jobs::write_status(status);
     let repository = repo::open_checked()?;
@@ -68,20 +68,35 @@ fn run(args: &VerifyArgs, status: &mut JobStatus) -> Result<serde_json::Value, E
 const HINT: &str = "Take a new full base backup now (SELECT * FROM backstop.base_backup(kind => 'full')): damaged packs are recorded and never reused. Then find out what damaged the repository (its access log, lifecycle rules, the disk).";
 
 /// What the run read and found, for the job history.
-fn summary(report: &VerifyReport) -> serde_json::Value {
-    serde_json::json!({
-        "ok": report.ok(),
-        "sample": report.sample,
-        "backups": report.backups.len(),
-        "backups_failed": report.backups.iter().filter(|b| !b.ok).count(),
-        "packs_total": report.packs_total,
-        "packs_checked": report.packs_checked,
-        "wal_total": report.wal_total,
-        "wal_checked": report.wal_checked,
-        "bytes": report.bytes_checked,
-        "damage_recorded": report.damage_recorded,
-        "damage_not_recorded": report.damage_not_recorded,
-    })
+#[derive(serde::Serialize)]
+pub struct VerifyOutcome {
+    pub ok: bool,
+    pub sample: f64,
+    pub backups: usize,
+    pub backups_failed: usize,
+    pub packs_total: u64,
+    pub packs_checked: u64,
+    pub wal_total: u64,
+    pub wal_checked: u64,
+    pub bytes: u64,
+    pub damage_recorded: Vec<String>,
+    pub damage_not_recorded: Option<String>,
+}
+
+fn summary(report: &VerifyReport) -> VerifyOutcome {
+    VerifyOutcome {
+        ok: report.ok(),
+        sample: report.sample,
+        backups: report.backups.len(),
+        backups_failed: report.backups.iter().filter(|b| !b.ok).count(),
+        packs_total: report.packs_total,
+        packs_checked: report.packs_checked,
+        wal_total: report.wal_total,
+        wal_checked: report.wal_checked,
+        bytes: report.bytes_checked,
+        damage_recorded: report.damage_recorded.clone(),
+        damage_not_recorded: report.damage_not_recorded.clone(),
+    }
 }
 
 /// The run's error: how much is damaged and the first problems.

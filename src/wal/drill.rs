@@ -8,34 +8,39 @@ use crate::jobs::phase;
 use crate::jobs::JobStatus;
 use crate::{io, repo};
 
+/// What a `wal_fetch` drill fetched and checked.
+#[derive(serde::Serialize)]
+pub struct WalFetchOutcome {
+    pub drill: &'static str,
+    #[serde(flatten)]
+    pub report: backstop_core::drills::WalDrill,
+}
+
 /// `wal_fetch`: see `backstop_core::drills::wal_fetch`.
-pub fn wal_fetch(args: &WalFetchArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+pub fn wal_fetch(args: &WalFetchArgs, status: &mut JobStatus) -> Result<WalFetchOutcome, Error> {
     phase(status, "fetching WAL");
     let repository = repo::open_checked()?;
     let report = io::block_on(backstop_core::drills::wal_fetch(&repository, args))?;
-    let mut value = serde_json::to_value(&report).unwrap_or_default();
-    value["drill"] = "wal_fetch".into();
-    Ok(value)
+    Ok(WalFetchOutcome { drill: "wal_fetch", report })
 }
 
 /// The `wal_fetch` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct WalFetchDrill;
 
 impl crate::jobs::Job for WalFetchDrill {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::WalFetch
-    }
+    type Args = backstop_core::schedule::job::WalFetchArgs;
+    type Outcome = WalFetchOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::WalFetch;
+    const NEEDS_OPERATOR: bool = false;
+    const READ_ONLY: bool = true;
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::WalFetch(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
+    ) -> Result<WalFetchOutcome, backstop_core::Error> {
         let _ = request;
-        wal_fetch(args, status)
+        wal_fetch(&args, status)
     }
 }

@@ -3,4 +3,5 @@
 
 pub mod archive;
 pub mod drill;
+pub mod health;
 pub mod stats;

@@ -11,88 +11,57 @@ use serde_json::Value;
 use super::retention::Policy;
 use crate::error::{Error, Result};
 
-/// Every job kind, closed: a new one fails to compile wherever jobs are dispatched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Snapshot,
-    BaseBackup,
-    Expire,
-    /// Drill: restore a table's newest snapshot into a scratch table, validate, drop.
-    SnapshotRestore,
-    /// Drill: fetch the newest archived segments and a sample, check continuity.
-    WalFetch,
-    /// Drill: restore the newest base backup into a throwaway server and replay.
-    Pitr,
-    /// pg_dump of one database into the repository, verified with pg_restore --list.
-    LogicalBackup,
-    /// Drill: restore the newest logical backup into a scratch database and compare.
-    LogicalRestore,
-    /// Repository verification: every manifest authenticated, a sample (or all) of the packs and
-    /// WAL read back through every checksum; damaged packs recorded so no backup reuses them.
-    Verify,
+/// Declares the job kinds: the enum, [`ALL_KINDS`] and each kind's name, from one list, so a
+/// new kind is one line here (and its job one line in the extension's `JOBS` registry). The
+/// names are stored in `backstop.schedules` and `backstop.job_runs`: never rename one.
+macro_rules! job_kinds {
+    ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
+        /// Every job kind, closed: a new one fails to compile wherever kinds are matched. What a
+        /// kind does, who may run it and where is its job's to say (the extension's `Job` trait).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, Deserialize)]
+        pub enum JobKind {
+            $($(#[$doc])* #[serde(rename = $name)] $variant,)*
+        }
+
+        /// Every kind, in the order they were introduced.
+        pub const ALL_KINDS: &[JobKind] = &[$(JobKind::$variant,)*];
+
+        impl JobKind {
+            /// The name schedules and the job history use.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(JobKind::$variant => $name,)*
+                }
+            }
+        }
+    };
 }
 
-pub const ALL_KINDS: [JobKind; 9] = [
-    JobKind::Snapshot,
-    JobKind::BaseBackup,
-    JobKind::Expire,
-    JobKind::SnapshotRestore,
-    JobKind::WalFetch,
-    JobKind::Pitr,
-    JobKind::LogicalBackup,
-    JobKind::LogicalRestore,
-    JobKind::Verify,
-];
+job_kinds! {
+    /// Table snapshots (`snapshot_table`) of named tables or a schema.
+    Snapshot = "snapshot",
+    /// A physical base backup.
+    BaseBackup = "base_backup",
+    /// Retention: what the policies no longer keep, and what only it needed.
+    Expire = "expire",
+    /// Drill: restore a table's newest snapshot into a scratch table, validate, drop.
+    SnapshotRestore = "snapshot_restore",
+    /// Drill: fetch the newest archived segments and a sample, check continuity.
+    WalFetch = "wal_fetch",
+    /// Drill: restore the newest base backup into a throwaway server and replay.
+    Pitr = "pitr",
+    /// pg_dump of one database into the repository, verified with pg_restore --list.
+    LogicalBackup = "logical_backup",
+    /// Drill: restore the newest logical backup into a scratch database and compare.
+    LogicalRestore = "logical_restore",
+    /// Repository verification: every manifest authenticated, a sample (or all) of the packs and
+    /// WAL read back through every checksum; damaged packs recorded so no backup reuses them.
+    Verify = "verify",
+}
 
 impl JobKind {
-    /// Whether running it reads what the caller may not (every table, pg_authid, the server's
-    /// configuration) or removes what others made: then only superusers and members of
-    /// backstop_operator may start or schedule it. Snapshots and their drills check the caller's
-    /// privileges on each table instead; the WAL drill reads only WAL.
-    pub fn needs_operator(self) -> bool {
-        match self {
-            JobKind::BaseBackup
-            | JobKind::Expire
-            | JobKind::Pitr
-            | JobKind::LogicalBackup
-            | JobKind::LogicalRestore
-            // It writes damage records into the repository and reads all of it.
-            | JobKind::Verify => true,
-            JobKind::Snapshot | JobKind::SnapshotRestore | JobKind::WalFetch => false,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Snapshot => "snapshot",
-            JobKind::BaseBackup => "base_backup",
-            JobKind::Expire => "expire",
-            JobKind::SnapshotRestore => "snapshot_restore",
-            JobKind::WalFetch => "wal_fetch",
-            JobKind::Pitr => "pitr",
-            JobKind::LogicalBackup => "logical_backup",
-            JobKind::LogicalRestore => "logical_restore",
-            JobKind::Verify => "verify",
-        }
-    }
-
-    /// Writes nothing to the database or the repository (so it may run on a standby).
-    pub fn read_only(self) -> bool {
-        match self {
-            JobKind::WalFetch | JobKind::Pitr => true,
-            JobKind::Snapshot
-            | JobKind::BaseBackup
-            | JobKind::Expire
-            | JobKind::SnapshotRestore
-            | JobKind::LogicalBackup
-            | JobKind::LogicalRestore
-            | JobKind::Verify => false,
-        }
-    }
-
     pub fn parse(text: &str) -> Result<JobKind> {
-        ALL_KINDS.into_iter().find(|k| k.as_str() == text).ok_or_else(|| {
+        ALL_KINDS.iter().copied().find(|k| k.as_str() == text).ok_or_else(|| {
             let names: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();
             Error::InvalidInput(format!(
                 "\"{}\" is not a backstop job; use one of {}",
@@ -101,10 +70,31 @@ impl JobKind {
             ))
         })
     }
+}
 
-    pub fn is_drill(self) -> bool {
-        matches!(self, JobKind::SnapshotRestore | JobKind::WalFetch | JobKind::Pitr)
+/// A job's arguments, as a schedule or `run_job` gives them in JSON: parsed by [`parse_args`],
+/// which refuses unknown keys (each struct denies them) and then calls [`JobArgs::check`].
+pub trait JobArgs: serde::de::DeserializeOwned {
+    /// What the types cannot say (a policy that keeps something, a share between 0 and 1).
+    fn check(&self) -> Result<()> {
+        Ok(())
     }
+}
+
+/// The arguments of a `kind` job, checked: `null` means every default.
+pub fn parse_args<A: JobArgs>(kind: JobKind, value: &Value) -> Result<A> {
+    let value = if value.is_null() { Value::Object(Default::default()) } else { value.clone() };
+    let args: A = serde_json::from_value(value)
+        .map_err(|e| Error::InvalidInput(format!("the arguments of the {} job are not valid: {e}", kind.as_str())))?;
+    args.check()?;
+    Ok(args)
+}
+
+fn database_name(database: &Option<String>) -> Result<()> {
+    if database.as_deref().is_some_and(|d| d.is_empty() || d.contains('\0')) {
+        return Err(Error::InvalidInput("\"database\" must name a database".into()));
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -264,122 +254,90 @@ fn four() -> usize {
     4
 }
 
-/// A job with checked arguments.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JobSpec {
-    Snapshot(SnapshotArgs),
-    BaseBackup(BaseBackupArgs),
-    Expire(ExpireArgs),
-    SnapshotRestore(SnapshotRestoreArgs),
-    WalFetch(WalFetchArgs),
-    Pitr(PitrArgs),
-    LogicalBackup(LogicalBackupArgs),
-    LogicalRestore(LogicalRestoreArgs),
-    Verify(VerifyArgs),
-}
-
-fn args<T: serde::de::DeserializeOwned>(kind: JobKind, value: &Value) -> Result<T> {
-    let value = if value.is_null() { Value::Object(Default::default()) } else { value.clone() };
-    serde_json::from_value(value)
-        .map_err(|e| Error::InvalidInput(format!("the arguments of the {} job are not valid: {e}", kind.as_str())))
-}
-
-impl JobSpec {
-    pub fn parse(job: &str, value: &Value) -> Result<JobSpec> {
-        let kind = JobKind::parse(job)?;
-        let spec = match kind {
-            JobKind::Snapshot => {
-                let a: SnapshotArgs = args(kind, value)?;
-                if a.tables.is_empty() == a.schema.is_none() {
-                    return Err(Error::InvalidInput(
-                        "a snapshot job needs either \"tables\": [\"schema.table\", ...] or \"schema\": \"name\", not both and not neither".into(),
-                    ));
-                }
-                JobSpec::Snapshot(a)
-            }
-            JobKind::BaseBackup => {
-                let a: BaseBackupArgs = args(kind, value)?;
-                if !matches!(a.kind.as_str(), "auto" | "full" | "incremental") {
-                    return Err(Error::InvalidInput(format!(
-                        "base backup kind \"{}\" is not one of auto, full, incremental",
-                        a.kind.escape_debug()
-                    )));
-                }
-                JobSpec::BaseBackup(a)
-            }
-            JobKind::Expire => {
-                let a: ExpireArgs = args(kind, value)?;
-                if a.backups.as_ref().is_none_or(PolicyArgs::is_empty)
-                    && a.snapshots.as_ref().is_none_or(PolicyArgs::is_empty)
-                    && a.logical.as_ref().is_none_or(PolicyArgs::is_empty)
-                {
-                    return Err(Error::InvalidInput(
-                        "an expire job needs a retention policy: {\"backups\": {\"keep_last\": 2, \"daily\": 14, \"weekly\": 12, \"monthly\": 12, \"yearly\": 7}} and/or \"snapshots\": {...} and/or \"logical\": {...}".into(),
-                    ));
-                }
-                for policy in [&a.backups, &a.snapshots, &a.logical].into_iter().flatten() {
-                    policy.policy()?;
-                }
-                if let Some(grace) = &a.grace {
-                    parse_duration(grace)?;
-                }
-                JobSpec::Expire(a)
-            }
-            JobKind::SnapshotRestore => JobSpec::SnapshotRestore(args(kind, value)?),
-            JobKind::WalFetch => JobSpec::WalFetch(args(kind, value)?),
-            JobKind::Pitr => {
-                let a: PitrArgs = args(kind, value)?;
-                if let Some(max) = &a.max_replay {
-                    parse_bytes(max)?;
-                }
-                JobSpec::Pitr(a)
-            }
-            JobKind::LogicalBackup => {
-                let a: LogicalBackupArgs = args(kind, value)?;
-                if a.database.as_deref().is_some_and(|d| d.is_empty() || d.contains('\0')) {
-                    return Err(Error::InvalidInput("\"database\" must name a database".into()));
-                }
-                JobSpec::LogicalBackup(a)
-            }
-            JobKind::LogicalRestore => {
-                let a: LogicalRestoreArgs = args(kind, value)?;
-                if a.database.as_deref().is_some_and(|d| d.is_empty() || d.contains('\0')) {
-                    return Err(Error::InvalidInput("\"database\" must name a database".into()));
-                }
-                if let Some(id) = &a.backup_id {
-                    crate::logical::LogicalId::parse(id)?;
-                }
-                JobSpec::LogicalRestore(a)
-            }
-            JobKind::Verify => {
-                let a: VerifyArgs = args(kind, value)?;
-                if !(a.sample > 0.0 && a.sample <= 1.0) {
-                    return Err(Error::InvalidInput(format!(
-                        "\"sample\" is the share of packs and WAL read back, above 0 and at most 1 (all); {} is not",
-                        a.sample
-                    )));
-                }
-                if !(1..=64).contains(&a.parallel) {
-                    return Err(Error::InvalidInput("\"parallel\" is between 1 and 64".into()));
-                }
-                JobSpec::Verify(a)
-            }
-        };
-        Ok(spec)
-    }
-
-    pub fn kind(&self) -> JobKind {
-        match self {
-            JobSpec::Snapshot(_) => JobKind::Snapshot,
-            JobSpec::BaseBackup(_) => JobKind::BaseBackup,
-            JobSpec::Expire(_) => JobKind::Expire,
-            JobSpec::SnapshotRestore(_) => JobKind::SnapshotRestore,
-            JobSpec::WalFetch(_) => JobKind::WalFetch,
-            JobSpec::Pitr(_) => JobKind::Pitr,
-            JobSpec::LogicalBackup(_) => JobKind::LogicalBackup,
-            JobSpec::LogicalRestore(_) => JobKind::LogicalRestore,
-            JobSpec::Verify(_) => JobKind::Verify,
+impl JobArgs for SnapshotArgs {
+    fn check(&self) -> Result<()> {
+        if self.tables.is_empty() == self.schema.is_none() {
+            return Err(Error::InvalidInput(
+                "a snapshot job needs either \"tables\": [\"schema.table\", ...] or \"schema\": \"name\", not both and not neither".into(),
+            ));
         }
+        Ok(())
+    }
+}
+
+impl JobArgs for BaseBackupArgs {
+    fn check(&self) -> Result<()> {
+        if !matches!(self.kind.as_str(), "auto" | "full" | "incremental") {
+            return Err(Error::InvalidInput(format!(
+                "base backup kind \"{}\" is not one of auto, full, incremental",
+                self.kind.escape_debug()
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl JobArgs for ExpireArgs {
+    fn check(&self) -> Result<()> {
+        if self.backups.as_ref().is_none_or(PolicyArgs::is_empty)
+            && self.snapshots.as_ref().is_none_or(PolicyArgs::is_empty)
+            && self.logical.as_ref().is_none_or(PolicyArgs::is_empty)
+        {
+            return Err(Error::InvalidInput(
+                "an expire job needs a retention policy: {\"backups\": {\"keep_last\": 2, \"daily\": 14, \"weekly\": 12, \"monthly\": 12, \"yearly\": 7}} and/or \"snapshots\": {...} and/or \"logical\": {...}".into(),
+            ));
+        }
+        for policy in [&self.backups, &self.snapshots, &self.logical].into_iter().flatten() {
+            policy.policy()?;
+        }
+        if let Some(grace) = &self.grace {
+            parse_duration(grace)?;
+        }
+        Ok(())
+    }
+}
+
+impl JobArgs for SnapshotRestoreArgs {}
+
+impl JobArgs for WalFetchArgs {}
+
+impl JobArgs for PitrArgs {
+    fn check(&self) -> Result<()> {
+        if let Some(max) = &self.max_replay {
+            parse_bytes(max)?;
+        }
+        Ok(())
+    }
+}
+
+impl JobArgs for LogicalBackupArgs {
+    fn check(&self) -> Result<()> {
+        database_name(&self.database)
+    }
+}
+
+impl JobArgs for LogicalRestoreArgs {
+    fn check(&self) -> Result<()> {
+        database_name(&self.database)?;
+        if let Some(id) = &self.backup_id {
+            crate::logical::LogicalId::parse(id)?;
+        }
+        Ok(())
+    }
+}
+
+impl JobArgs for VerifyArgs {
+    fn check(&self) -> Result<()> {
+        if !(self.sample > 0.0 && self.sample <= 1.0) {
+            return Err(Error::InvalidInput(format!(
+                "\"sample\" is the share of packs and WAL read back, above 0 and at most 1 (all); {} is not",
+                self.sample
+            )));
+        }
+        if !(1..=64).contains(&self.parallel) {
+            return Err(Error::InvalidInput("\"parallel\" is between 1 and 64".into()));
+        }
+        Ok(())
     }
 }
 
@@ -428,45 +386,63 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn refused(job: &str, args: Value) -> String {
-        JobSpec::parse(job, &args).unwrap_err().to_string()
+    fn refused<A: JobArgs + std::fmt::Debug>(kind: &str, args: Value) -> String {
+        parse_args::<A>(JobKind::parse(kind).unwrap(), &args).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn kinds_have_unique_names_that_parse_back() {
+        for kind in ALL_KINDS {
+            assert_eq!(JobKind::parse(kind.as_str()).unwrap(), *kind);
+            assert_eq!(serde_json::to_value(kind).unwrap(), json!(kind.as_str()));
+        }
+        let mut names: Vec<&str> = ALL_KINDS.iter().map(|k| k.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ALL_KINDS.len());
     }
 
     #[test]
     fn good_jobs_parse_with_defaults() {
         assert_eq!(
-            JobSpec::parse("base_backup", &json!({})).unwrap(),
-            JobSpec::BaseBackup(BaseBackupArgs { kind: "auto".into(), fast: true, count_rows: true })
+            parse_args::<BaseBackupArgs>(JobKind::BaseBackup, &json!({})).unwrap(),
+            BaseBackupArgs { kind: "auto".into(), fast: true, count_rows: true }
         );
         assert_eq!(
-            JobSpec::parse("snapshot", &json!({"schema": "public"})).unwrap(),
-            JobSpec::Snapshot(SnapshotArgs { tables: vec![], schema: Some("public".into()) })
+            parse_args::<SnapshotArgs>(JobKind::Snapshot, &json!({"schema": "public"})).unwrap(),
+            SnapshotArgs { tables: vec![], schema: Some("public".into()) }
         );
-        let JobSpec::Expire(expire) =
-            JobSpec::parse("expire", &json!({"backups": {"daily": 14, "weekly": 12, "keep_within": "2 days"}}))
-                .unwrap()
-        else {
-            panic!()
-        };
+        let expire = parse_args::<ExpireArgs>(
+            JobKind::Expire,
+            &json!({"backups": {"daily": 14, "weekly": 12, "keep_within": "2 days"}}),
+        )
+        .unwrap();
         let policy = expire.backups.unwrap().policy().unwrap();
         assert_eq!((policy.daily, policy.weekly), (14, 12));
         assert_eq!(policy.keep_within, Some(Duration::from_secs(2 * 86_400)));
         assert_eq!(
-            JobSpec::parse("wal_fetch", &Value::Null).unwrap(),
-            JobSpec::WalFetch(WalFetchArgs { newest: 3, sample: 3 })
+            parse_args::<WalFetchArgs>(JobKind::WalFetch, &Value::Null).unwrap(),
+            WalFetchArgs { newest: 3, sample: 3 }
         );
     }
 
     #[test]
     fn bad_jobs_and_args_are_refused_with_the_reason() {
-        assert!(refused("vacuum", json!({})).contains("not a backstop job; use one of snapshot, base_backup"));
-        assert!(refused("expire", json!({"backups": {"dayly": 14}})).contains("unknown field `dayly`"));
-        assert!(refused("expire", json!({})).contains("needs a retention policy"));
-        assert!(refused("expire", json!({"backups": {"keep_within": "a while"}})).contains("not a duration"));
-        assert!(refused("snapshot", json!({})).contains("either \"tables\""));
-        assert!(refused("snapshot", json!({"tables": "t"})).contains("invalid type"));
-        assert!(refused("base_backup", json!({"kind": "differential"})).contains("not one of auto"));
-        assert!(refused("pitr", json!({"max_replay": "lots"})).contains("not a size"));
+        assert!(JobKind::parse("vacuum")
+            .unwrap_err()
+            .to_string()
+            .contains("not a backstop job; use one of snapshot, base_backup"));
+        assert!(refused::<ExpireArgs>("expire", json!({"backups": {"dayly": 14}})).contains("unknown field `dayly`"));
+        assert!(refused::<ExpireArgs>("expire", json!({})).contains("needs a retention policy"));
+        assert!(
+            refused::<ExpireArgs>("expire", json!({"backups": {"keep_within": "a while"}})).contains("not a duration")
+        );
+        assert!(refused::<SnapshotArgs>("snapshot", json!({})).contains("either \"tables\""));
+        assert!(refused::<SnapshotArgs>("snapshot", json!({"tables": "t"})).contains("invalid type"));
+        assert!(refused::<BaseBackupArgs>("base_backup", json!({"kind": "differential"})).contains("not one of auto"));
+        assert!(refused::<PitrArgs>("pitr", json!({"max_replay": "lots"})).contains("not a size"));
+        assert!(refused::<VerifyArgs>("verify", json!({"sample": 0})).contains("above 0"));
+        assert!(refused::<LogicalBackupArgs>("logical_backup", json!({"database": ""})).contains("must name"));
     }
 
     #[test]

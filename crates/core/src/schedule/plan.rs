@@ -46,9 +46,10 @@ impl RunsOn {
         }
     }
 
-    /// Checks that `kind` may run where this says.
-    pub fn check(self, kind: crate::schedule::job::JobKind) -> Result<RunsOn> {
-        if self != RunsOn::Primary && !kind.read_only() {
+    /// Checks that a `kind` job may run where this says: off the primary only a job that writes
+    /// nothing (`read_only`, its job says).
+    pub fn check(self, kind: crate::schedule::job::JobKind, read_only: bool) -> Result<RunsOn> {
+        if self != RunsOn::Primary && !read_only {
             return Err(Error::InvalidInput(format!(
                 "the {} job writes to the database or the repository, so it runs only on the primary; on a standby only the drills wal_fetch and pitr may run",
                 kind.as_str()
@@ -222,12 +223,13 @@ mod tests {
         assert!(RunsOn::Primary.runs_here(false) && !RunsOn::Primary.runs_here(true));
         assert!(RunsOn::Standby.runs_here(true) && !RunsOn::Standby.runs_here(false));
         assert!(RunsOn::Any.runs_here(true) && RunsOn::Any.runs_here(false));
-        assert!(RunsOn::Standby.check(JobKind::WalFetch).is_ok());
-        assert!(RunsOn::Any.check(JobKind::Pitr).is_ok());
+        assert!(RunsOn::Standby.check(JobKind::WalFetch, true).is_ok());
+        assert!(RunsOn::Any.check(JobKind::Pitr, true).is_ok());
         for kind in [JobKind::BaseBackup, JobKind::Expire, JobKind::Snapshot, JobKind::SnapshotRestore] {
-            let error = RunsOn::Standby.check(kind).unwrap_err().to_string();
+            let error = RunsOn::Standby.check(kind, false).unwrap_err().to_string();
+            assert!(error.contains("the ") && error.contains(kind.as_str()), "{error}");
             assert!(error.contains("runs only on the primary"), "{error}");
-            assert!(RunsOn::Primary.check(kind).is_ok());
+            assert!(RunsOn::Primary.check(kind, false).is_ok());
         }
         assert!(RunsOn::parse("replica").unwrap_err().to_string().contains("'standby'"));
     }

@@ -158,7 +158,22 @@ pub fn check_snapshots(
     filter: &TableFilter,
     verify: bool,
     cancel: &CancellationToken,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
+) -> Result<Vec<SnapshotStatus>> {
+    let mut statuses = list_statuses(repository, handle, filter, cancel)?;
+    if verify {
+        verify_statuses(repository, handle, &mut statuses, cancel, progress)?;
+    }
+    Ok(statuses)
+}
+
+/// [`check_snapshots`]' first half: the snapshots and their manifests (authenticated, not their
+/// data), newest first; unreadable manifests sort last.
+pub fn list_statuses(
+    repository: &Repository,
+    handle: &tokio::runtime::Handle,
+    filter: &TableFilter,
+    cancel: &CancellationToken,
 ) -> Result<Vec<SnapshotStatus>> {
     let table = match (&filter.schema, &filter.table) {
         (Some(schema), Some(table)) => Some((schema.as_str(), table.as_str())),
@@ -178,7 +193,19 @@ pub fn check_snapshots(
         statuses.push(SnapshotStatus { snapshot, manifest, state });
     }
     statuses.sort_by_key(|s| std::cmp::Reverse(s.manifest.as_ref().map(|m| m.taken_at_unix_ms).unwrap_or(i64::MIN)));
-    if verify {
+    Ok(statuses)
+}
+
+/// [`check_snapshots`]' second half: reads the data object of each listed snapshot with a
+/// manifest through its checksums and records what it found; `progress` gets plain bytes read.
+pub fn verify_statuses(
+    repository: &Repository,
+    handle: &tokio::runtime::Handle,
+    statuses: &mut [SnapshotStatus],
+    cancel: &CancellationToken,
+    mut progress: impl FnMut(u64),
+) -> Result<()> {
+    {
         let mut done = 0u64;
         for status in statuses.iter_mut() {
             let Some(manifest) = &status.manifest else { continue };
@@ -203,7 +230,7 @@ pub fn check_snapshots(
             };
         }
     }
-    Ok(statuses)
+    Ok(())
 }
 
 /// Checks the data object's verified trailer against what the manifest recorded.

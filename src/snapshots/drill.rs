@@ -7,8 +7,27 @@ use backstop_core::Error;
 use pgrx::bgworkers::BackgroundWorker;
 use pgrx::prelude::*;
 
+use backstop_core::snapshot as layout;
+
+use super::restore;
 use crate::jobs::phase;
 use crate::jobs::{sql_scratch, JobRequest, JobStatus};
+
+/// One table the drill restored and validated.
+#[derive(serde::Serialize)]
+pub struct Compared {
+    pub table: String,
+    pub rows: i64,
+    pub checks: &'static str,
+}
+
+/// What a `snapshot_restore` drill restored and validated.
+#[derive(serde::Serialize)]
+pub struct SnapshotRestoreOutcome {
+    pub drill: &'static str,
+    pub tables: Vec<Compared>,
+    pub rows: i64,
+}
 
 /// `snapshot_restore`: the newest snapshot of the table (or of every snapshotted table) restored
 /// into a scratch table, validated against its manifest (columns, row count, checksum of every
@@ -17,15 +36,19 @@ pub fn snapshot_restore(
     request: &JobRequest,
     args: &SnapshotRestoreArgs,
     status: &mut JobStatus,
-) -> Result<serde_json::Value, Error> {
+) -> Result<SnapshotRestoreOutcome, Error> {
     let tables: Vec<String> = match &args.table {
         Some(table) => vec![table.clone()],
-        None => crate::snapshot::job::as_role(&request.requested_by, || {
-            crate::spi::texts(
-                "SELECT DISTINCT table_name FROM backstop.snapshots(NULL, false) WHERE verified IS NOT FALSE ORDER BY 1",
-                &[],
-            )
-            .map_err(|e| Error::InvalidInput(format!("could not list snapshots: {e}")))
+        // The snapshots its requester may see, as `backstop.snapshots()` lists them for her.
+        None => crate::snapshots::job::as_role(&request.requested_by, || {
+            let mut names: Vec<String> = crate::snapshots::statuses(None, false)
+                .into_iter()
+                .filter(|s| s.state.verified() != Some(false))
+                .map(|s| layout::qualified_name(&s.snapshot.schema, &s.snapshot.table))
+                .collect();
+            names.sort();
+            names.dedup();
+            Ok(names)
         })?,
     };
     if tables.is_empty() {
@@ -47,41 +70,19 @@ pub fn snapshot_restore(
                     backstop_core::snapshot::quote_ident(&request.requested_by)
                 ))
                 .map_err(|e| Error::InvalidInput(e.to_string()))?;
-                let rows = Spi::get_one_with_args::<i64>(
-                    "SELECT backstop.restore_table($1, target_table => $2)",
-                    &[table.as_str().into(), scratch.as_str().into()],
-                )
-                .map_err(|e| Error::InvalidInput(e.to_string()))?
-                .unwrap_or(0);
-                let mut failed = Vec::new();
-                Spi::connect(|client| {
-                    let checks = client.select(
-                        "SELECT \"check\", expected, found, passed FROM backstop.restore_validate(( \
-                         SELECT r.target_table FROM backstop.restores r WHERE r.target_table LIKE '%' || $1 \
-                         ORDER BY r.restored_at DESC LIMIT 1))",
-                        None,
-                        &[scratch.as_str().into()],
-                    )?;
-                    for check in checks {
-                        if check.get::<bool>(4)? != Some(true) {
-                            failed.push(format!(
-                                "{}: expected {}, found {}",
-                                check.get::<String>(1)?.unwrap_or_default(),
-                                check.get::<String>(2)?.unwrap_or_default(),
-                                check.get::<String>(3)?.unwrap_or_default()
-                            ));
-                        }
-                    }
-                    Ok::<_, pgrx::spi::Error>(())
-                })
-                .map_err(|e| Error::InvalidInput(e.to_string()))?;
-                Ok((rows, failed))
+                let (rows, restored) = restore::restore(table, None, Some(&scratch), false, None);
+                let failed = restore::validate_restored(&restored)
+                    .into_iter()
+                    .filter(|(_, _, _, passed)| !passed)
+                    .map(|(check, expected, found, _)| format!("{check}: expected {expected}, found {found}"))
+                    .collect::<Vec<_>>();
+                Ok((rows as i64, failed))
             })
         });
         match outcome {
             Ok(Ok((rows, failed))) if failed.is_empty() => {
                 rows_total += rows;
-                compared.push(serde_json::json!({ "table": table, "rows": rows, "checks": "passed" }));
+                compared.push(Compared { table: table.clone(), rows, checks: "passed" });
             }
             Ok(Ok((_, failed))) => {
                 return Err(Error::Job {
@@ -101,31 +102,27 @@ pub fn snapshot_restore(
             }
         }
     }
-    Ok(serde_json::json!({ "drill": "snapshot_restore", "tables": compared, "rows": rows_total }))
+    Ok(SnapshotRestoreOutcome { drill: "snapshot_restore", tables: compared, rows: rows_total })
 }
 
 /// The `snapshot_restore` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct SnapshotRestoreDrill;
 
 impl crate::jobs::Job for SnapshotRestoreDrill {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::SnapshotRestore
-    }
-
+    type Args = backstop_core::schedule::job::SnapshotRestoreArgs;
+    type Outcome = SnapshotRestoreOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::SnapshotRestore;
+    const NEEDS_OPERATOR: bool = false;
+    const READ_ONLY: bool = false;
     /// It runs SQL, which may wait on a lock: SIGTERM ends it as it ends a backend.
-    fn dies_on_sigterm(&self) -> bool {
-        true
-    }
+    const DIES_ON_SIGTERM: bool = true;
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::SnapshotRestore(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        snapshot_restore(request, args, status)
+    ) -> Result<SnapshotRestoreOutcome, backstop_core::Error> {
+        snapshot_restore(request, &args, status)
     }
 }

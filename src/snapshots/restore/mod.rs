@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReader;
 use pgrx::prelude::*;
 
 use crate::errors::{notice, raise, raise_with, OrRaise};
-use crate::snapshot::{catalog, fetch_verified, list_with_manifests, megabytes, reader, resolve_table_name, Listed};
+use crate::snapshots::{catalog, fetch_verified, list_with_manifests, megabytes, reader, resolve_table_name, Listed};
 use crate::{io, repo};
 
 const NAMEDATALEN: usize = 64;
@@ -258,7 +258,7 @@ fn verify_snapshot(
     let total = manifest.data.bytes;
     let mut last = std::time::Instant::now();
     let mut file = fetch_verified(repository, snapshot, manifest, file, |copied| {
-        if last.elapsed() >= crate::snapshot::PROGRESS_INTERVAL {
+        if last.elapsed() >= crate::snapshots::PROGRESS_INTERVAL {
             last = std::time::Instant::now();
             notice(&format!(
                 "snapshot {}: {} of {} read and verified",
@@ -403,6 +403,18 @@ fn restore_table(
     trust_unauthenticated: default!(bool, false),
 ) -> i64 {
     refuse_unauthenticated_opt_in(trust_unauthenticated);
+    restore(table_name, snapshot_id, target_table, dry_run, replace_target).0 as i64
+}
+
+/// [`restore_table`] for Rust callers (the drill): the rows restored (or that a dry run would
+/// restore) and the restored table's qualified name.
+pub fn restore(
+    table_name: &str,
+    snapshot_id: Option<&str>,
+    target_table: Option<&str>,
+    dry_run: bool,
+    replace_target: Option<&str>,
+) -> (u64, String) {
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);
     let target = resolve_target((&schema, &table), target_table, replace_target);
@@ -420,7 +432,7 @@ fn restore_table(
             constraints.iter().map(|c| format!("{c};")).collect::<Vec<_>>().join("\n")
         ));
         notice("dry run: nothing was written");
-        return manifest.rows as i64;
+        return (manifest.rows, target.qualified());
     }
     let rows = load(&manifest, &snapshot, verified, &target);
     notice(&format!(
@@ -428,7 +440,7 @@ fn restore_table(
         target.qualified(),
         target.qualified().replace('\'', "''")
     ));
-    rows as i64
+    (rows, target.qualified())
 }
 
 struct RestoreRecord {
@@ -550,6 +562,18 @@ fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
     checks
 }
 
+fn validated(target_table: &str) -> (RestoreRecord, Vec<CheckRow>) {
+    let repository = repo::open_checked().or_raise();
+    let record = restore_record(target_table);
+    let checks = validate(&repository, &record);
+    (record, checks)
+}
+
+/// [`restore_validate`] for Rust callers (the drill): each check, and whether it passed.
+pub fn validate_restored(target_table: &str) -> Vec<CheckRow> {
+    validated(target_table).1
+}
+
 /// Checks a table restore_table created against the snapshot's manifest: columns, row count and an
 /// order-independent checksum of every value.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -557,9 +581,7 @@ fn restore_validate(
     target_table: &str,
 ) -> TableIterator<'static, (name!(check, String), name!(expected, String), name!(found, String), name!(passed, bool))>
 {
-    let repository = repo::open_checked().or_raise();
-    let record = restore_record(target_table);
-    let checks = validate(&repository, &record);
+    let (record, checks) = validated(target_table);
     if checks.iter().all(|c| c.3) {
         notice(&format!(
             "{} matches snapshot {}; next: SELECT * FROM backstop.copyback_plan('{}')",

@@ -112,7 +112,7 @@ SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence = 'u'
 /// pg_catalog`, so everything outside pg_catalog comes out schema-qualified and a restore means the
 /// same objects whatever the restorer's search_path.
 pub fn describe(relid: pg_sys::Oid) -> DescribedTable {
-    crate::snapshot::restore::ddl::with_catalog_search_path(|| describe_now(relid))
+    crate::snapshots::restore::ddl::with_catalog_search_path(|| describe_now(relid))
 }
 
 fn describe_now(relid: pg_sys::Oid) -> DescribedTable {

@@ -3,8 +3,6 @@
 //! how long it took (the RTO to quote), how old are the scheduled tables' snapshots, and the live
 //! RPO (how much WAL is not in the repository yet).
 
-use std::time::Duration;
-
 use backstop_core::doctor::Check;
 use pgrx::prelude::*;
 
@@ -49,11 +47,9 @@ fn query<T>(
     .map_err(|e| e.to_string())
 }
 
-pub fn checks() -> Vec<Check> {
+pub fn checks(_: &mut crate::doctor::Context) -> Vec<Check> {
     let mut checks = vec![scheduler_check(), schedules_check()];
     checks.extend(drill_checks());
-    checks.push(snapshot_age_check());
-    checks.push(rpo_check());
     checks
 }
 
@@ -279,83 +275,4 @@ fn drill_checks() -> Vec<Check> {
         });
     }
     checks
-}
-
-/// The newest snapshot of every table a snapshot schedule names, against backstop.max_snapshot_age.
-fn snapshot_age_check() -> Check {
-    let tables = query(
-        "SELECT DISTINCT t FROM backstop.schedules, pg_catalog.jsonb_array_elements_text(coalesce(args->'tables', '[]')) t \
-          WHERE enabled AND job = 'snapshot' ORDER BY 1",
-        |r| Ok(r.get::<String>(1)?.unwrap_or_default()),
-    )
-    .unwrap_or_default();
-    if tables.is_empty() {
-        return Check::ok("snapshot_age", "no snapshot schedule names a table");
-    }
-    let max = gucs::max_snapshot_age();
-    let mut stale = Vec::new();
-    let mut newest = Vec::new();
-    for table in &tables {
-        let age = crate::spi::one::<f64>(
-            "SELECT pg_catalog.date_part('epoch', pg_catalog.now() - max(taken_at))::float8 FROM backstop.snapshots($1, false)",
-            &[table.as_str().into()],
-        );
-        match age {
-            Ok(Some(age)) if Duration::from_secs_f64(age.max(0.0)) <= max => {
-                newest.push(format!("{table} {} ago", age_text(age)))
-            }
-            Ok(Some(age)) => stale.push(format!("{table}: newest snapshot {} old", age_text(age))),
-            Ok(None) => stale.push(format!("{table}: no snapshot")),
-            Err(e) => stale.push(format!("{table}: {e}")),
-        }
-    }
-    if stale.is_empty() {
-        Check::ok("snapshot_age", newest.join("; "))
-    } else {
-        Check::warn(
-            "snapshot_age",
-            format!("{} (backstop.max_snapshot_age is {})", stale.join("; "), age_text(max.as_secs_f64())),
-            "Check the snapshot schedules' runs in backstop.job_runs.",
-        )
-    }
-}
-
-/// Live RPO: WAL written but not yet in the repository, in bytes and seconds.
-fn rpo_check() -> Check {
-    if crate::in_recovery() {
-        return Check::ok("rpo", "this server is a standby: the primary's RPO is what counts");
-    }
-    let row = crate::spi::three::<f64, f64, String>(
-        "SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_insert_lsn(), '0/0')::float8, \
-                pg_catalog.date_part('epoch', pg_catalog.now() - a.last_archived_time)::float8, \
-                a.last_archived_wal FROM pg_catalog.pg_stat_archiver a",
-    );
-    let segment_size = unsafe { pg_sys::wal_segment_size } as u64;
-    let row = row.map(|(insert, seconds, last)| {
-        let archived_end = last
-            .as_deref()
-            .and_then(|name| backstop_core::wal::WalFileName::parse(name).ok())
-            .and_then(|name| name.position(segment_size as u32))
-            .map(|(_, number)| (number + 1) * segment_size);
-        (insert.zip(archived_end).map(|(insert, end)| insert - end as f64), seconds, last.unwrap_or_default())
-    });
-    match row {
-        Ok((Some(bytes), seconds, last)) => {
-            let bytes = bytes.max(0.0) as u64;
-            let detail = format!(
-                "{bytes} bytes of WAL not yet archived; the newest archived segment, {last}, was archived {} ago",
-                seconds.map(age_text).unwrap_or_else(|| "?".into())
-            );
-            if bytes > 0 && seconds.is_some_and(|s| s > 3600.0) {
-                Check::warn("rpo", detail, "Writes since then would be lost with the server: set archive_timeout (e.g. 60s) and check archiving.")
-            } else {
-                Check::ok("rpo", detail)
-            }
-        }
-        _ => Check::warn(
-            "rpo",
-            "nothing has been archived yet: every write since the cluster started would be lost",
-            "Check archive_mode and archive_library, and SELECT pg_switch_wal() to archive the current segment.",
-        ),
-    }
 }

@@ -1,13 +1,10 @@
-//! Schedules in SQL (pg_cron's shape) and on-demand runs of any job. Every field is checked here,
-//! at `schedule()` time, with the reason: an invalid cron expression, an unknown job, bad args or
-//! an unknown time zone never reach the scheduler. The scheduler itself is `launcher`.
-
-pub mod health;
-pub mod launcher;
+//! The schedules' SQL functions (pg_cron's shape) and on-demand runs of any job. Every field is
+//! checked here, at `schedule()` time, with the reason: an invalid cron expression, an unknown
+//! job, bad args or an unknown time zone never reach the scheduler.
 
 use std::time::SystemTime;
 
-use backstop_core::schedule::job::{JobKind, JobSpec};
+use backstop_core::schedule::job::JobKind;
 use backstop_core::schedule::plan::{Overlap, RunsOn};
 use backstop_core::schedule::{Cron, Zone};
 use pgrx::datum::{Interval, TimestampWithTimeZone};
@@ -31,67 +28,10 @@ fn to_timestamptz(time: SystemTime) -> Option<TimestampWithTimeZone> {
     crate::timestamps::from_system_time(time)
 }
 
-/// Checks a job and its args as the caller would run them: the spec parses, and every table a
-/// snapshot, snapshot drill or pitr drill names exists and is readable by the caller.
-fn check_job(job: &str, args: &serde_json::Value) -> JobSpec {
-    let spec = JobSpec::parse(job, args).or_raise();
-    crate::jobs::require_operator(spec.kind());
-    let tables: Vec<&String> = match &spec {
-        JobSpec::Snapshot(a) => a.tables.iter().collect(),
-        JobSpec::Pitr(a) => a.tables.iter().collect(),
-        _ => Vec::new(),
-    };
-    for table in tables {
-        let readable = Spi::get_one_with_args::<bool>(
-            "SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')",
-            &[table.as_str().into()],
-        )
-        .ok()
-        .flatten();
-        match readable {
-            Some(true) => {}
-            Some(false) => raise_with(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                &format!("you cannot read table {table}, so you cannot schedule a job that reads it"),
-                "A scheduled job runs as the schedule's owner; ask for SELECT on the table.",
-            ),
-            None => {
-                invalid(&format!("table {table} does not exist"), "Name tables schema-qualified, e.g. 'public.orders'.")
-            }
-        }
-    }
-    if let JobSpec::Snapshot(a) = &spec {
-        if let Some(schema) = &a.schema {
-            let exists = Spi::get_one_with_args::<bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
-                &[schema.as_str().into()],
-            )
-            .ok()
-            .flatten()
-            .unwrap_or(false);
-            if !exists {
-                invalid(&format!("schema {schema} does not exist"), "Name an existing schema, e.g. 'public'.");
-            }
-        }
-    }
-    let database = match &spec {
-        JobSpec::LogicalBackup(a) => a.database.as_ref(),
-        JobSpec::LogicalRestore(a) => a.database.as_ref(),
-        _ => None,
-    };
-    if let Some(database) = database {
-        let exists = crate::spi::text(
-            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_database WHERE datname = $1)::text",
-            &[database.as_str().into()],
-        );
-        if exists.as_deref() != Some("true") {
-            invalid(
-                &format!("database {database} does not exist"),
-                "SELECT datname FROM pg_database lists the databases.",
-            );
-        }
-    }
-    spec
+/// Checks a job and its args as the caller would run them (its job's own checks, see
+/// [`jobs::Registered::check_as_caller`]).
+fn check_job(job: &str, args: &serde_json::Value) -> &'static dyn jobs::Registered {
+    jobs::registry::checked(job, args)
 }
 
 fn check_name(name: &str) {
@@ -132,8 +72,8 @@ fn schedule(
     check_name(name);
     let parsed = Cron::parse(cron).or_raise();
     let zone = Zone::parse(time_zone).or_raise();
-    let spec = check_job(job, &args.0);
-    RunsOn::parse(runs_on).and_then(|r| r.check(spec.kind())).or_raise();
+    let checked = check_job(job, &args.0);
+    RunsOn::parse(runs_on).and_then(|r| r.check(checked.kind(), checked.read_only())).or_raise();
     Overlap::parse(overlap).or_raise();
     if !(0..=10).contains(&max_retries) {
         invalid(&format!("max_retries {max_retries} is outside 0 to 10"), "Use 0 (no retry) to 10.");
@@ -280,9 +220,9 @@ fn alter_schedule(
     let zone = Zone::parse(time_zone.map(str::to_string).or(old_zone).as_deref().unwrap_or("UTC")).or_raise();
     let job_text = job.map(str::to_string).or(old_job).unwrap_or_default();
     let args_value = args.map(|a| a.0).or(old_args.map(|a| a.0)).unwrap_or_default();
-    let spec = check_job(&job_text, &args_value);
+    let checked = check_job(&job_text, &args_value);
     let runs_on = runs_on.map(str::to_string).or(old_runs_on).unwrap_or_else(|| "primary".into());
-    RunsOn::parse(&runs_on).and_then(|r| r.check(spec.kind())).or_raise();
+    RunsOn::parse(&runs_on).and_then(|r| r.check(checked.kind(), checked.read_only())).or_raise();
     if let Some(overlap) = overlap {
         Overlap::parse(overlap).or_raise();
     }
@@ -382,8 +322,8 @@ fn run_job(
         name!(hint, Option<String>),
     ),
 > {
-    let spec = check_job(job, &args.0);
-    run(spec.kind(), args.0, None, current_user(), wait)
+    let job = check_job(job, &args.0);
+    run(job.kind(), args.0, None, current_user(), wait)
 }
 
 /// Runs a schedule's job now (outside its cron times), as the schedule's owner.
@@ -411,6 +351,6 @@ fn run_now(
         raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
     });
     let args = args.map(|a| a.0).unwrap_or_default();
-    let spec = check_job(&job.unwrap_or_default(), &args);
-    run(spec.kind(), args, Some(name.to_string()), owner, wait)
+    let job = check_job(&job.unwrap_or_default(), &args);
+    run(job.kind(), args, Some(name.to_string()), owner, wait)
 }

@@ -45,7 +45,22 @@ fn tables(request: &JobRequest, args: &SnapshotArgs) -> Result<Vec<String>, Erro
     }
 }
 
-pub fn run(request: &JobRequest, args: &SnapshotArgs, status: &mut JobStatus) -> Result<serde_json::Value, Error> {
+/// One table's snapshot taken by a run.
+#[derive(serde::Serialize)]
+pub struct Taken {
+    pub table: String,
+    pub snapshot_id: String,
+    pub rows: i64,
+}
+
+/// What a snapshot run took.
+#[derive(serde::Serialize)]
+pub struct SnapshotOutcome {
+    pub snapshots: Vec<Taken>,
+    pub rows: i64,
+}
+
+pub fn run(request: &JobRequest, args: &SnapshotArgs, status: &mut JobStatus) -> Result<SnapshotOutcome, Error> {
     let tables = tables(request, args)?;
     status.files_total = tables.len() as u64;
     let mut taken = Vec::new();
@@ -53,26 +68,24 @@ pub fn run(request: &JobRequest, args: &SnapshotArgs, status: &mut JobStatus) ->
     for table in &tables {
         phase(status, &format!("snapshot of {table}"));
         let outcome = as_role(&request.requested_by, || {
-            let id = Spi::get_one_with_args::<String>(
-                "SELECT backstop.snapshot_table($1::pg_catalog.regclass)",
+            // The name as the owner's session resolves it (her search_path is pg_catalog here,
+            // so names are schema-qualified by the listing or by the schedule).
+            let relid = Spi::get_one_with_args::<pg_sys::Oid>(
+                "SELECT $1::pg_catalog.regclass::pg_catalog.oid",
                 &[table.as_str().into()],
             )
-            .map_err(|e| Error::InvalidInput(e.to_string()))?;
-            let rows = Spi::get_one_with_args::<i64>(
-                "SELECT rows FROM backstop.snapshots($2, false) WHERE snapshot_id = $1",
-                &[id.clone().into(), table.as_str().into()],
-            )
-            .ok()
-            .flatten();
-            Ok((id, rows))
+            .map_err(|e| Error::InvalidInput(e.to_string()))?
+            .ok_or_else(|| Error::InvalidInput(format!("table {table} does not exist")))?;
+            let taken = crate::snapshots::take::take(relid);
+            Ok((taken.id.to_string(), taken.rows as i64))
         });
         match outcome {
-            Ok((id, rows)) => taken.push(serde_json::json!({ "table": table, "snapshot_id": id, "rows": rows })),
+            Ok((snapshot_id, rows)) => taken.push(Taken { table: table.clone(), snapshot_id, rows }),
             Err(e) => failed.push(format!("{table}: {e}")),
         }
         status.files_done += 1;
     }
-    let rows: i64 = taken.iter().filter_map(|t| t["rows"].as_i64()).sum();
+    let rows: i64 = taken.iter().map(|t| t.rows).sum();
     if !failed.is_empty() {
         return Err(Error::Job {
             message: format!("{} of {} snapshots failed: {}", failed.len(), tables.len(), failed.join("; ")),
@@ -80,31 +93,35 @@ pub fn run(request: &JobRequest, args: &SnapshotArgs, status: &mut JobStatus) ->
                 .into(),
         });
     }
-    Ok(serde_json::json!({ "snapshots": taken, "rows": rows }))
+    Ok(SnapshotOutcome { snapshots: taken, rows })
 }
 
 /// The `snapshot` job, run in a worker (registered in [`crate::JOBS`]).
 pub struct SnapshotJob;
 
 impl crate::jobs::Job for SnapshotJob {
-    fn kind(&self) -> backstop_core::schedule::job::JobKind {
-        backstop_core::schedule::job::JobKind::Snapshot
-    }
-
+    type Args = backstop_core::schedule::job::SnapshotArgs;
+    type Outcome = SnapshotOutcome;
+    const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::Snapshot;
+    const NEEDS_OPERATOR: bool = false;
+    const READ_ONLY: bool = false;
     /// It runs SQL, which may wait on a lock: SIGTERM ends it as it ends a backend.
-    fn dies_on_sigterm(&self) -> bool {
-        true
+    const DIES_ON_SIGTERM: bool = true;
+
+    /// The caller reads each named table; a named schema exists.
+    fn authorize(&self, args: &Self::Args) {
+        crate::jobs::registry::require_readable(&args.tables);
+        if let Some(schema) = &args.schema {
+            crate::jobs::registry::require_schema(schema);
+        }
     }
 
     fn run(
         &self,
         request: &crate::jobs::JobRequest,
-        spec: &backstop_core::schedule::job::JobSpec,
+        args: Self::Args,
         status: &mut crate::jobs::JobStatus,
-    ) -> Result<serde_json::Value, backstop_core::Error> {
-        let backstop_core::schedule::job::JobSpec::Snapshot(args) = spec else {
-            return Err(crate::jobs::spec_mismatch(self.kind(), spec));
-        };
-        run(request, args, status)
+    ) -> Result<SnapshotOutcome, backstop_core::Error> {
+        run(request, &args, status)
     }
 }

@@ -1,40 +1,32 @@
-//! `backstop.snapshot_table()` and `backstop.snapshots()`: a table's rows as Parquet in the
-//! repository, committed by a manifest written last.
+//! Taking a snapshot: the backend scans the table (one MVCC snapshot, an AccessShareLock held to
+//! the end of the transaction) into Arrow batches; an I/O thread checksums, encodes and uploads
+//! them as one Parquet object; the manifest, written last, commits it. The SQL function
+//! `snapshot_table` and the `snapshot` job both call [`take`].
 
-pub mod catalog;
-pub mod drill;
-pub mod job;
-pub mod manifest_key;
-pub mod reader;
-pub mod restore;
-
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use backstop_core::snapshot::content::ContentDigest;
 use backstop_core::snapshot::manifest::{DataObject, SnapshotManifest, MANIFEST_FORMAT_VERSION};
 use backstop_core::snapshot::parquet_file::ParquetSink;
-use backstop_core::snapshot::stored::{self, StoredSnapshot, TableFilter};
+use backstop_core::snapshot::stored;
 use backstop_core::snapshot::{self as layout, SnapshotId};
 use backstop_core::store::WriteMode;
 use backstop_core::{Error, Repository};
 use pgrx::prelude::*;
-use pgrx::PgRelation;
 
+use super::{catalog, megabytes, reader, PROGRESS_INTERVAL};
 use crate::errors::{notice, raise_with, OrRaise};
 use crate::{io, repo};
 
-/// How often long operations report progress.
-pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(10);
-
-pub fn megabytes(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
+/// A snapshot taken and committed.
+pub struct Taken {
+    pub id: SnapshotId,
+    pub rows: u64,
 }
 
-/// Takes one consistent snapshot of a table and returns its id.
-#[pg_extern(volatile, parallel_unsafe)]
-fn snapshot_table(table: PgRelation) -> String {
-    let relid = table.oid();
-    drop(table);
+/// Takes one consistent snapshot of table `relid` as the current role (which must read every
+/// row) and commits it with its manifest; raises on failure, publishing nothing.
+pub fn take(relid: pg_sys::Oid) -> Taken {
     check_can_snapshot(relid);
     // Held to the end of the transaction: the definition read below stays the one the rows have.
     unsafe { pg_sys::LockRelationOid(relid, pg_sys::AccessShareLock as pg_sys::LOCKMODE) };
@@ -129,7 +121,7 @@ fn snapshot_table(table: PgRelation) -> String {
         megabytes(trailer.object_len()),
         started.elapsed().as_secs_f64()
     ));
-    id.to_string()
+    Taken { id, rows }
 }
 
 fn encoder_failed(result: Result<Result<Encoded, Error>, tokio::task::JoinError>) -> ! {
@@ -258,189 +250,4 @@ fn current_context() -> SnapshotContext {
     .unwrap_or_else(|e| {
         raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
     })
-}
-
-/// Resolves a table named as text: an existing table by the usual rules (search_path, quoting);
-/// a dropped one as `schema.table`, or by a bare name that exactly one schema has snapshots of.
-pub fn resolve_table_name(repository: &Repository, name: &str) -> (String, String) {
-    let (existing, parts) = Spi::connect(|client| {
-        let parts: Vec<String> = client
-            .select("SELECT pg_catalog.parse_ident($1)", Some(1), &[name.into()])?
-            .first()
-            .get::<Vec<String>>(1)?
-            .unwrap_or_default();
-        let row = client.select(
-            "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = pg_catalog.to_regclass($1)",
-            Some(1),
-            &[name.into()],
-        )?;
-        let existing = if row.is_empty() {
-            None
-        } else {
-            let row = row.first();
-            Some((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()))
-        };
-        Ok::<_, pgrx::spi::Error>((existing, parts))
-    })
-    .unwrap_or_else(|e| {
-        raise_with(
-            PgSqlErrorCode::ERRCODE_INVALID_NAME,
-            &e.to_string(),
-            "Name the table as [schema.]table, quoting names as in SQL.",
-        )
-    });
-    if let Some(found) = existing {
-        return found;
-    }
-    match parts.as_slice() {
-        [schema, table] => (schema.clone(), table.clone()),
-        [table] => {
-            let listed = io::block_on(stored::list(repository, None)).or_raise();
-            let mut schemas: Vec<&str> =
-                listed.iter().filter(|s| &s.table == table).map(|s| s.schema.as_str()).collect();
-            schemas.dedup();
-            match schemas.as_slice() {
-                [schema] => (schema.to_string(), table.clone()),
-                [] => raise_with(
-                    PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                    &format!(
-                        "table \"{table}\" does not exist and the repository has no snapshots of a table by that name"
-                    ),
-                    "backstop.snapshots() lists the tables the repository has snapshots of; name one as schema.table.",
-                ),
-                several => raise_with(
-                    PgSqlErrorCode::ERRCODE_AMBIGUOUS_ALIAS,
-                    &format!(
-                        "table \"{table}\" does not exist and snapshots of it exist in several schemas ({})",
-                        several.join(", ")
-                    ),
-                    "Name the table with its schema, as schema.table.",
-                ),
-            }
-        }
-        _ => raise_with(
-            PgSqlErrorCode::ERRCODE_INVALID_NAME,
-            &format!("\"{name}\" is not a table name"),
-            "Name the table as [schema.]table, quoting names as in SQL.",
-        ),
-    }
-}
-
-/// A listed snapshot with its manifest, or why the manifest could not be used.
-pub struct Listed {
-    pub snapshot: StoredSnapshot,
-    pub manifest: Result<SnapshotManifest, Error>,
-}
-
-/// Snapshots of one table (or all), newest first; unreadable manifests sort last.
-pub fn list_with_manifests(repository: &Repository, table: Option<(&str, &str)>) -> Vec<Listed> {
-    let snapshots = io::block_on(stored::list(repository, table)).or_raise();
-    let mut listed: Vec<Listed> = snapshots
-        .into_iter()
-        .map(|snapshot| {
-            pgrx::check_for_interrupts!();
-            let manifest = io::block_on(stored::read_manifest(repository, &snapshot));
-            Listed { snapshot, manifest }
-        })
-        .collect();
-    listed.sort_by_key(|l| std::cmp::Reverse(l.manifest.as_ref().map(|m| m.taken_at_unix_ms).unwrap_or(i64::MIN)));
-    listed
-}
-
-/// Reads a snapshot's data object through into `file`, verified ([`stored::read_data`]), on an I/O
-/// thread: the backend waits honouring cancel and statement_timeout even when the store stops
-/// answering, and `progress` gets the plain bytes read so far. Returns the file on success.
-pub fn fetch_verified(
-    repository: &Repository,
-    snapshot: &StoredSnapshot,
-    manifest: &SnapshotManifest,
-    file: std::fs::File,
-    mut progress: impl FnMut(u64),
-) -> Result<std::fs::File, Error> {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    let copied = std::sync::Arc::new(AtomicU64::new(0));
-    let counter = copied.clone();
-    let (repository, snapshot, manifest) = (repository.clone(), snapshot.clone(), manifest.clone());
-    io::run_blocking(
-        move |cancel| {
-            let mut file = file;
-            let handle = tokio::runtime::Handle::current();
-            let progress = |n| counter.store(n, Ordering::Relaxed);
-            stored::read_data(&repository, &handle, &snapshot, &manifest, &mut file, progress, cancel).map(|()| file)
-        },
-        || progress(copied.load(Ordering::Relaxed)),
-    )
-}
-
-fn may_see_snapshot(status: &stored::SnapshotStatus) -> bool {
-    let qualified = layout::qualified_name(&status.snapshot.schema, &status.snapshot.table);
-    let owner = status.manifest.as_ref().map(|m| m.table.access.owner.clone()).unwrap_or_default();
-    crate::spi::one::<bool>(
-        "SELECT CASE WHEN pg_catalog.to_regclass($1) IS NOT NULL
-                     THEN pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')
-                     ELSE EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $2) AND pg_catalog.pg_has_role($2, 'MEMBER') END",
-        &[qualified.into(), owner.into()],
-    )
-    .ok()
-    .flatten()
-    .unwrap_or(false)
-}
-
-/// Lists snapshots (of one table, or all), newest first, and checks each: the manifest, and with
-/// `verify` the whole data object against its checksums and the manifest.
-#[pg_extern(volatile, parallel_unsafe)]
-fn snapshots(
-    table_name: default!(Option<String>, "NULL"),
-    verify: default!(bool, true),
-) -> TableIterator<
-    'static,
-    (
-        name!(snapshot_id, String),
-        name!(table_name, String),
-        name!(taken_at, Option<TimestampWithTimeZone>),
-        name!(rows, Option<i64>),
-        name!(bytes, Option<i64>),
-        name!(lsn, Option<String>),
-        name!(verified, Option<bool>),
-        name!(problem, Option<String>),
-    ),
-> {
-    let repository = repo::open().or_raise().with_identities(crate::gucs::encryption_identities().or_raise());
-    let filter = match table_name.map(|name| resolve_table_name(&repository, &name)) {
-        Some((schema, table)) => TableFilter { schema: Some(schema), table: Some(table) },
-        None => TableFilter::default(),
-    };
-    // The same listing and verification as `backstop snapshots list`, in the same words.
-    let statuses = io::run_blocking(
-        move |cancel| {
-            let handle = tokio::runtime::Handle::current();
-            stored::check_snapshots(&repository, &handle, &filter, verify, cancel, |_| {})
-        },
-        || {},
-    )
-    .or_raise();
-    // Rows and sizes of a table are for who may read it (as for a restore of it): a plain
-    // backstop_admin member sees snapshots of tables she may SELECT, and of dropped tables whose
-    // recorded owner role she is a member of.
-    let everything = crate::jobs::caller_reads_everything();
-    let rows: Vec<_> = statuses
-        .into_iter()
-        .filter(|status| everything || may_see_snapshot(status))
-        .map(|status| {
-            let m = status.manifest.as_ref();
-            (
-                status.snapshot.id.to_string(),
-                layout::qualified_name(&status.snapshot.schema, &status.snapshot.table),
-                m.and_then(|m| crate::timestamps::from_unix_ms(m.taken_at_unix_ms)),
-                m.map(|m| m.rows as i64),
-                m.map(|m| m.data.stored_bytes as i64),
-                m.map(|m| m.lsn.clone()),
-                status.state.verified(),
-                status.state.problem(),
-            )
-        })
-        .collect();
-    TableIterator::new(rows)
 }

@@ -16,7 +16,7 @@ use pgrx::PgList;
 
 use crate::errors::{notice, raise};
 use crate::io;
-use crate::snapshot::PROGRESS_INTERVAL;
+use crate::snapshots::PROGRESS_INTERVAL;
 
 /// Size of the COPY text chunks handed from the rendering thread to COPY.
 const CHUNK_BYTES: usize = 256 << 10;
