@@ -43,6 +43,10 @@ pub trait Job: Sync + 'static {
     /// The scheduler settles the run's state.
     const DIES_ON_SIGTERM: bool = false;
 
+    /// Its result names no table, row count or database (the WAL drill's), so any caller who may
+    /// list runs may read it where no row security applies (a standby's status files).
+    const RESULT_NAMES_NOTHING: bool = false;
+
     /// Checks, as the caller, what the arguments name: tables readable, schemas and databases
     /// that exist. Raises with the reason.
     fn authorize(&self, _args: &Self::Args) {}
@@ -57,6 +61,7 @@ pub trait Registered: Sync {
     fn needs_operator(&self) -> bool;
     fn read_only(&self) -> bool;
     fn dies_on_sigterm(&self) -> bool;
+    fn result_names_nothing(&self) -> bool;
     /// Parses and checks `args`, refuses a caller who may not run it (raises).
     fn check_as_caller(&self, args: &serde_json::Value);
     /// Parses the request's arguments and runs the job.
@@ -75,6 +80,9 @@ impl<J: Job> Registered for J {
     }
     fn dies_on_sigterm(&self) -> bool {
         J::DIES_ON_SIGTERM
+    }
+    fn result_names_nothing(&self) -> bool {
+        J::RESULT_NAMES_NOTHING
     }
     fn check_as_caller(&self, args: &serde_json::Value) {
         let args: J::Args = parse_args(J::KIND, args).or_raise();

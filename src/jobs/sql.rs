@@ -3,7 +3,7 @@
 use pgrx::prelude::*;
 
 use super::status::{all_statuses, worker_alive};
-use super::{caller_reads_everything, JobKind, JobStatus, RunLog};
+use super::{caller_reads_everything, JobStatus, RunLog};
 
 /// Which of these jobs the caller may see: those whose `backstop.job_runs` row row security shows
 /// her (read with her rights), and on a standby (no rows there) every job for superusers and
@@ -93,12 +93,12 @@ fn standby_runs() -> TableIterator<
     ),
 > {
     // No row security on a status file: results naming tables and row counts are for superusers
-    // and backstop_operator members; others see the WAL drills (which name none).
+    // and backstop_operator members; others see the runs of jobs whose results name none.
     let everything = caller_reads_everything();
     let statuses = RunLog::here().own_runs();
     let rows: Vec<_> = statuses
         .into_iter()
-        .filter(|s| everything || s.kind == JobKind::WalFetch)
+        .filter(|s| everything || super::job(s.kind).result_names_nothing())
         .map(|s| {
             let state = if !s.state.is_final() && !worker_alive(s.pid) { "failed" } else { s.state.as_str() };
             (

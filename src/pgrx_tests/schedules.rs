@@ -258,6 +258,7 @@ mod tests {
         );
         assert_eq!(kinds(|j| j.read_only()), ["wal_fetch", "pitr"]);
         assert_eq!(kinds(|j| j.dies_on_sigterm()), ["snapshot", "snapshot_restore"]);
+        assert_eq!(kinds(|j| j.result_names_nothing()), ["wal_fetch"]);
     }
 
     #[pg_test]

@@ -33,6 +33,8 @@ impl crate::jobs::Job for WalFetchDrill {
     const KIND: backstop_core::schedule::job::JobKind = backstop_core::schedule::job::JobKind::WalFetch;
     const NEEDS_OPERATOR: bool = false;
     const READ_ONLY: bool = true;
+    /// Segment names and counts only.
+    const RESULT_NAMES_NOTHING: bool = true;
 
     fn run(
         &self,
