@@ -4,7 +4,8 @@
 # pg_test/expected/<name>.out. Scenarios reach Garage through the psql variables s3_endpoint,
 # s3_bucket, s3_access_key_id and s3_secret_access_key (never echoed: psql prints the variable
 # names). Prints "N passed, N failed"; exits non-zero when any scenario differs.
-#   pg_test/run.sh [NAME_FILTER]
+#   pg_test/run.sh [NAME_FILTER]   (after BACKSTOP_TEST_HOOKS=1 install_backstop, as scripts/test.sh does:
+#   the schedule scenarios speed up the scheduler's clock with backstop.test_clock, a test-only hook)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh

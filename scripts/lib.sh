@@ -105,15 +105,18 @@ ensure_everything() {
 # dependencies' features once, so each dependency compiles once (the log says how many times
 # aws-sdk-s3 was compiled). crates/install then installs the extension as `cargo pgrx install`
 # would (control file, library, the SQL rendered from the library, upgrade scripts).
+# BACKSTOP_TEST_HOOKS=1 builds in the test-only hooks (backstop.test_clock) the scenarios use.
 install_backstop() {
-  local profile=${BACKSTOP_PROFILE:-debug} log target
+  local profile=${BACKSTOP_PROFILE:-debug} log target features
   ensure_pgrx_config
   step "building and installing the backstop extension and CLI ($profile)"
   local release=()
   [[ $profile == release ]] && release=(--release)
+  features="backstop/pg$PG_MAJOR"
+  [[ -n ${BACKSTOP_TEST_HOOKS:-} ]] && features+=",backstop/test-hooks"
   log=$(mktemp)
   cargo build "${release[@]}" -p backstop -p backstop-cli -p backstop-install --no-default-features \
-    --features "backstop/pg$PG_MAJOR" 2>&1 | tee "$log"
+    --features "$features" 2>&1 | tee "$log"
   echo "aws-sdk-s3 compiled $(grep -c 'Compiling aws-sdk-s3 ' "$log") time(s) in this build"
   rm -f "$log"
   target=${CARGO_TARGET_DIR:-target}/$profile

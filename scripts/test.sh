@@ -27,8 +27,10 @@ mkdir -p "$PGRX_TEST_DATA"
 chown postgres:postgres /var/lib/backstop-test "$PGRX_TEST_DATA"
 cargo pgrx test pg$PG_MAJOR --runas postgres --pgdata "$PGRX_TEST_DATA"
 
-# pgrx test installs a build with test functions; scenarios run against the real one.
-install_backstop
+# pgrx test installs a build with test functions; scenarios run against the real one, with the
+# test-only hooks (backstop.test_clock) built in. The package test below builds without them and
+# checks they are absent.
+BACKSTOP_TEST_HOOKS=1 install_backstop
 
 step "the extension's SQL renders the same every time, and crates/install renders it as cargo pgrx does"
 # pgrx orders items that do not depend on each other by hash-map iteration, which changes from

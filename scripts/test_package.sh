@@ -49,6 +49,10 @@ echo "  CREATE EXTENSION backstop: version $version, doctor says $verdict"
 [[ $verdict =~ ^(ready|degraded|not_ready)$ ]] || fail "doctor gave no verdict"
 [[ $(psql_pkg -c "SELECT count(*) FROM backstop.doctor() WHERE \"check\" = 'logical_tools' AND status = 'ok'") == 1 ]] ||
   fail "the packaged extension does not find pg_dump (logical_tools)"
+# Test-only hooks are not in what ships.
+if psql_pkg -c "SHOW backstop.test_clock" >/dev/null 2>&1; then
+  fail "the packaged extension knows backstop.test_clock, a test-only hook"
+fi
 psql_pkg -c "DROP EXTENSION backstop"
 scripts/cluster.sh stop "$DIR"
 

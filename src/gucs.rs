@@ -5,8 +5,8 @@
 use std::ffi::{c_char, c_void, CStr, CString};
 
 use backstop_core::codec::{self, CodecSettings, Compression};
+use backstop_core::settings::{self as described, About, BoolSetting, IntSetting, TextSetting};
 use backstop_core::store::S3Options;
-use backstop_core::Location;
 use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::prelude::*;
 use pgrx::PostgresGucEnum;
@@ -24,27 +24,29 @@ static CLUSTER_NAME: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 static RESTORED_FROM: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static TRUSTED_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static COMPRESSION: GucSetting<CompressionSetting> = GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
-static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(Compression::DEFAULT_ZSTD_LEVEL);
+static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(described::COMPRESSION_LEVEL.default);
 static ENCRYPTION_RECIPIENTS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_REGION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(described::S3_FORCE_PATH_STYLE.default);
 static S3_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
-static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(4);
-static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(600);
-static BASE_BACKUP_REREAD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(7);
-static BASE_BACKUP_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(2);
-static BASE_BACKUP_COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(1);
-static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"postgres"));
-static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(true);
-static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(3600);
-static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(90);
-static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(8 * 24 * 3600);
-static MAX_SNAPSHOT_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
-static MAX_LOGICAL_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(2 * 24 * 3600);
+static S3_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(described::S3_MAX_ATTEMPTS.default);
+static ARCHIVE_LOOKAHEAD: GucSetting<i32> = GucSetting::<i32>::new(described::ARCHIVE_LOOKAHEAD.default);
+static BASE_BACKUP_WAL_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(described::BASE_BACKUP_WAL_TIMEOUT.default);
+static BASE_BACKUP_REREAD_DAYS: GucSetting<i32> = GucSetting::<i32>::new(described::BASE_BACKUP_REREAD_DAYS.default);
+static BASE_BACKUP_PARALLEL: GucSetting<i32> = GucSetting::<i32>::new(described::BASE_BACKUP_PARALLEL.default);
+static BASE_BACKUP_COMPRESSION_LEVEL: GucSetting<i32> =
+    GucSetting::<i32>::new(described::BASE_BACKUP_COMPRESSION_LEVEL.default);
+static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(described::DATABASE.default);
+static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(described::SCHEDULER.default);
+static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(described::MISSED_RUN_GRACE.default);
+static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(described::JOB_RUNS_RETENTION.default);
+static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(described::MAX_BASE_BACKUP_AGE.default);
+static MAX_SNAPSHOT_AGE: GucSetting<i32> = GucSetting::<i32>::new(described::MAX_SNAPSHOT_AGE.default);
+static MAX_LOGICAL_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(described::MAX_LOGICAL_BACKUP_AGE.default);
 static DRILL_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static LOGICAL_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+#[cfg(feature = "test-hooks")]
 static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -54,310 +56,118 @@ static S3_SESSION_TOKEN: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 const SECRET_FLAGS: GucFlags = GucFlags::SUPERUSER_ONLY.union(GucFlags::NO_SHOW_ALL);
 
 pub fn init() {
-    // Superuser-settable (SUSET): postgresql.conf, ALTER SYSTEM, or SET by a superuser in a session.
-    let context = || GucContext::Suset;
-    unsafe {
-        GucRegistry::define_string_guc_with_hooks(
-            c"backstop.repository",
-            c"Where backups are stored: file:///absolute/path or s3://bucket/prefix.",
-            c"The repository holds WAL, snapshots and base backups under a namespace per cluster.",
-            &REPOSITORY,
-            context(),
-            GucFlags::default(),
-            Some(check_repository),
-            None,
-            None,
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"backstop.cluster_name",
-            c"This cluster's namespace in the repository; empty means the database system identifier.",
-            c"",
-            &CLUSTER_NAME,
-            context(),
-            GucFlags::default(),
-            Some(check_cluster_name),
-            None,
-            None,
-        );
-        GucRegistry::define_string_guc(
-            c"backstop.restored_from",
-            c"Set by backstop restore on a restored copy: what it was restored from.",
-            c"While set (and backstop.cluster_name is not), nothing is written into or deleted from the repository namespace the copy shares with the cluster it was restored from. Reset it when the copy replaces the primary.",
-            &RESTORED_FROM,
-            context(),
-            GucFlags::default(),
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"backstop.trusted_keys",
-            c"Public keys (ed25519:<hex>, comma separated) whose signatures are accepted besides this cluster's own.",
-            c"The repository trusts only what this cluster signed; add the key of the cluster a restore came from, or the previous key after a rotation. Public keys: not secret.",
-            &TRUSTED_KEYS,
-            context(),
-            GucFlags::default(),
-            Some(check_trusted_keys),
-            None,
-            None,
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"backstop.encryption_recipients",
-            c"age X25519 public keys (age1...) that objects are encrypted to; empty stores objects unencrypted.",
-            c"The server holds only public keys; restoring needs the matching identity (secret key).",
-            &ENCRYPTION_RECIPIENTS,
-            context(),
-            GucFlags::default(),
-            Some(check_recipients),
-            None,
-            None,
-        );
-        GucRegistry::define_string_guc_with_hooks(
-            c"backstop.s3_endpoint",
-            c"S3 endpoint URL (http:// or https://); empty means AWS.",
-            c"",
-            &S3_ENDPOINT,
-            context(),
-            GucFlags::default(),
-            Some(check_endpoint),
-            None,
-            None,
-        );
-    }
-    GucRegistry::define_string_guc(
-        c"backstop.encryption_identity_file",
-        c"File with the age identities (AGE-SECRET-KEY-1...) that decrypt encrypted snapshots on restore.",
-        c"Read by the server's operating system user when a restore needs it; keep it mode 0600. Unset, the server cannot read encrypted objects back.",
-        &ENCRYPTION_IDENTITY_FILE,
-        context(),
-        GucFlags::default(),
-    );
+    // Each setting as backstop_core::settings describes it (name, texts, type, bounds, default,
+    // context, visibility): the CLI checks its flags with the same descriptions.
+    text(&described::REPOSITORY, &REPOSITORY, Some(check_repository), None);
+    text(&described::CLUSTER_NAME, &CLUSTER_NAME, Some(check_cluster_name), None);
+    text(&described::RESTORED_FROM, &RESTORED_FROM, None, None);
+    text(&described::TRUSTED_KEYS, &TRUSTED_KEYS, Some(check_trusted_keys), None);
+    text(&described::ENCRYPTION_RECIPIENTS, &ENCRYPTION_RECIPIENTS, Some(check_recipients), None);
+    text(&described::S3_ENDPOINT, &S3_ENDPOINT, Some(check_endpoint), None);
+    text(&described::ENCRYPTION_IDENTITY_FILE, &ENCRYPTION_IDENTITY_FILE, None, None);
+    let about = &described::COMPRESSION.about;
     GucRegistry::define_enum_guc(
-        c"backstop.compression",
-        c"Compression of stored objects: zstd or none.",
-        c"",
+        about.name,
+        about.description,
+        about.hint,
         &COMPRESSION,
-        context(),
-        GucFlags::default(),
+        context(about),
+        flags(about, false),
     );
-    GucRegistry::define_int_guc(
-        c"backstop.compression_level",
-        c"zstd compression level (1 fastest to 19 smallest).",
-        c"",
-        &COMPRESSION_LEVEL,
-        1,
-        19,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.s3_region",
-        c"S3 region; empty means us-east-1.",
-        c"",
-        &S3_REGION,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_bool_guc(
-        c"backstop.s3_force_path_style",
-        c"Address buckets as endpoint/bucket instead of bucket.endpoint (needed by most self-hosted stores).",
-        c"",
-        &S3_FORCE_PATH_STYLE,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.s3_ca_file",
-        c"PEM file of certificate authorities to trust for the S3 endpoint, besides the system's.",
-        c"For a store whose certificate a private CA signed (MinIO, Ceph, a TLS proxy). Read by the server's operating system user.",
-        &S3_CA_FILE,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.archive_lookahead",
-        c"WAL files the archive module uploads ahead of the archiver's request, in parallel (0 = none).",
-        c"Each is acknowledged only when the archiver asks for it and its upload is durable. Costs up to two segments of memory each.",
-        &ARCHIVE_LOOKAHEAD,
-        0,
-        64,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.base_backup_wal_timeout",
-        c"Seconds a base backup waits for the WAL it needs (up to its stop LSN) to reach the repository.",
-        c"A backup whose WAL is not archived in time fails and publishes no manifest.",
-        &BASE_BACKUP_WAL_TIMEOUT,
-        1,
-        86_400,
-        context(),
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.base_backup_reread_days",
-        c"An incremental base backup reads a file again, unchanged metadata or not, once its last read is this old.",
-        c"The periodic full read that catches a file changed behind an unchanged size, mtime and inode. 0 reads every file every time.",
-        &BASE_BACKUP_REREAD_DAYS,
-        0,
-        3650,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.base_backup_compression_level",
-        c"zstd level of base backup packs (when backstop.compression = zstd).",
-        c"Level 1 by default: on relation pages it is much faster than 3 and compresses about as well (see the README's benchmark).",
-        &BASE_BACKUP_COMPRESSION_LEVEL,
-        1,
-        19,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.base_backup_parallel",
-        c"Packs a base backup uploads at once.",
-        c"Each holds up to 16 MiB of memory.",
-        &BASE_BACKUP_PARALLEL,
-        1,
-        32,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.database",
-        c"The database the scheduler connects to: the one where CREATE EXTENSION backstop ran.",
-        c"On reload the scheduler reconnects to the new database.",
-        &DATABASE,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_bool_guc(
-        c"backstop.scheduler",
-        c"Whether the scheduler runs backstop.schedules (off pauses every schedule; runs due meanwhile are missed).",
-        c"",
-        &SCHEDULER_ENABLED,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.missed_run_grace",
-        c"A run that fell due while the server was down still runs at start-up if it is at most this late; older ones are recorded as missed.",
-        c"",
-        &MISSED_RUN_GRACE,
-        0,
-        7 * 86_400,
-        GucContext::Sighup,
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.job_runs_retention",
-        c"Days backstop.job_runs keeps finished runs (the scheduler prunes older ones; 0 keeps everything).",
-        c"",
-        &JOB_RUNS_RETENTION_DAYS,
-        0,
-        36_500,
-        GucContext::Sighup,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.max_base_backup_age",
-        c"doctor() reports degraded when the newest valid base backup is older than this.",
-        c"",
-        &MAX_BASE_BACKUP_AGE,
-        60,
-        365 * 86_400,
-        context(),
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.max_snapshot_age",
-        c"doctor() reports degraded when a scheduled table's newest snapshot is older than this.",
-        c"",
-        &MAX_SNAPSHOT_AGE,
-        60,
-        365 * 86_400,
-        context(),
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.max_logical_backup_age",
-        c"doctor() reports degraded when a scheduled database's newest logical backup is older than this.",
-        c"",
-        &MAX_LOGICAL_BACKUP_AGE,
-        60,
-        365 * 86_400,
-        context(),
-        GucFlags::UNIT_S,
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.drill_directory",
-        c"Where the pitr drill restores its throwaway server (empty: the server's temporary directory, usually /tmp).",
-        c"It needs room for the whole cluster and the WAL it replays; the drill refuses to start when the file system is short.",
-        &DRILL_DIRECTORY,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.logical_role",
-        c"The role pg_dump connects as for logical backups, over the server's Unix socket (empty: the bootstrap superuser).",
-        c"pg_hba.conf must let the server's OS user connect as it locally (peer or trust), or its ~/.pgpass must name it; it must read every object of the database (e.g. pg_read_all_data).",
-        &LOGICAL_ROLE,
-        context(),
-        GucFlags::default(),
-    );
-    GucRegistry::define_string_guc(
-        c"backstop.test_clock",
-        c"For tests only: 'SPEED@SINCE[@START]' makes the scheduler's clock read START at unix second SINCE and run SPEED times faster.",
-        c"Lets a test watch a week of schedules in minutes. Leave empty in production.",
-        &TEST_CLOCK,
-        GucContext::Sighup,
-        GucFlags::NO_SHOW_ALL | GucFlags::SUPERUSER_ONLY,
-    );
-    GucRegistry::define_int_guc(
-        c"backstop.s3_max_attempts",
-        c"Attempts per S3 request, with exponential backoff between them.",
-        c"",
-        &S3_MAX_ATTEMPTS,
-        1,
-        20,
-        context(),
-        GucFlags::default(),
-    );
-    unsafe {
-        for (name, description, setting, show) in [
-            (
-                c"backstop.s3_access_key_id",
-                c"S3 access key id; empty uses the server OS user's AWS credential chain.",
-                &S3_ACCESS_KEY_ID,
-                show_access_key_id as unsafe extern "C-unwind" fn() -> *const c_char,
-            ),
-            (
-                c"backstop.s3_secret_access_key",
-                c"S3 secret access key (superuser-only, never shown).",
-                &S3_SECRET_ACCESS_KEY,
-                show_secret_access_key,
-            ),
-            (
-                c"backstop.s3_session_token",
-                c"S3 session token (superuser-only, never shown).",
-                &S3_SESSION_TOKEN,
-                show_session_token,
-            ),
-        ] {
-            GucRegistry::define_string_guc_with_hooks(
-                name,
-                description,
-                c"",
-                setting,
-                context(),
-                SECRET_FLAGS,
-                None,
-                None,
-                Some(show),
-            );
-        }
+    int(&described::COMPRESSION_LEVEL, &COMPRESSION_LEVEL);
+    text(&described::S3_REGION, &S3_REGION, None, None);
+    boolean(&described::S3_FORCE_PATH_STYLE, &S3_FORCE_PATH_STYLE);
+    text(&described::S3_CA_FILE, &S3_CA_FILE, None, None);
+    int(&described::ARCHIVE_LOOKAHEAD, &ARCHIVE_LOOKAHEAD);
+    int(&described::BASE_BACKUP_WAL_TIMEOUT, &BASE_BACKUP_WAL_TIMEOUT);
+    int(&described::BASE_BACKUP_REREAD_DAYS, &BASE_BACKUP_REREAD_DAYS);
+    int(&described::BASE_BACKUP_COMPRESSION_LEVEL, &BASE_BACKUP_COMPRESSION_LEVEL);
+    int(&described::BASE_BACKUP_PARALLEL, &BASE_BACKUP_PARALLEL);
+    text(&described::DATABASE, &DATABASE, None, None);
+    boolean(&described::SCHEDULER, &SCHEDULER_ENABLED);
+    int(&described::MISSED_RUN_GRACE, &MISSED_RUN_GRACE);
+    int(&described::JOB_RUNS_RETENTION, &JOB_RUNS_RETENTION_DAYS);
+    int(&described::MAX_BASE_BACKUP_AGE, &MAX_BASE_BACKUP_AGE);
+    int(&described::MAX_SNAPSHOT_AGE, &MAX_SNAPSHOT_AGE);
+    int(&described::MAX_LOGICAL_BACKUP_AGE, &MAX_LOGICAL_BACKUP_AGE);
+    text(&described::DRILL_DIRECTORY, &DRILL_DIRECTORY, None, None);
+    text(&described::LOGICAL_ROLE, &LOGICAL_ROLE, None, None);
+    #[cfg(feature = "test-hooks")]
+    text(&described::TEST_CLOCK, &TEST_CLOCK, None, None);
+    int(&described::S3_MAX_ATTEMPTS, &S3_MAX_ATTEMPTS);
+    for (setting, value, show) in [
+        (&described::S3_ACCESS_KEY_ID, &S3_ACCESS_KEY_ID, show_access_key_id as ShowHook),
+        (&described::S3_SECRET_ACCESS_KEY, &S3_SECRET_ACCESS_KEY, show_secret_access_key),
+        (&described::S3_SESSION_TOKEN, &S3_SESSION_TOKEN, show_session_token),
+    ] {
+        text(setting, value, None, Some(show));
     }
     unsafe {
         pg_sys::MarkGUCPrefixReserved(c"backstop".as_ptr());
     }
+}
+
+type CheckHook = unsafe extern "C-unwind" fn(*mut *mut c_char, *mut *mut c_void, pg_sys::GucSource::Type) -> bool;
+type ShowHook = unsafe extern "C-unwind" fn() -> *const c_char;
+
+/// Superuser-settable (SUSET: postgresql.conf, ALTER SYSTEM, or SET by a superuser), or only
+/// on reload (SIGHUP) for what the scheduler reads.
+fn context(about: &About) -> GucContext {
+    if about.reload {
+        GucContext::Sighup
+    } else {
+        GucContext::Suset
+    }
+}
+
+fn flags(about: &About, seconds: bool) -> GucFlags {
+    let mut flags = if about.hidden { SECRET_FLAGS } else { GucFlags::default() };
+    if seconds {
+        flags |= GucFlags::UNIT_S;
+    }
+    flags
+}
+
+fn text(
+    setting: &'static TextSetting,
+    value: &'static GucSetting<Option<CString>>,
+    check: Option<CheckHook>,
+    show: Option<ShowHook>,
+) {
+    let about = &setting.about;
+    // SAFETY: the hooks are PostgreSQL-compatible functions defined below, guarded by pg_guard.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            about.name,
+            about.description,
+            about.hint,
+            value,
+            context(about),
+            flags(about, false),
+            check,
+            None,
+            show,
+        );
+    }
+}
+
+fn int(setting: &'static IntSetting, value: &'static GucSetting<i32>) {
+    let about = &setting.about;
+    GucRegistry::define_int_guc(
+        about.name,
+        about.description,
+        about.hint,
+        value,
+        setting.min,
+        setting.max,
+        context(about),
+        flags(about, setting.seconds),
+    );
+}
+
+fn boolean(setting: &'static BoolSetting, value: &'static GucSetting<bool>) {
+    let about = &setting.about;
+    GucRegistry::define_bool_guc(about.name, about.description, about.hint, value, context(about), flags(about, false));
 }
 
 fn string_setting(setting: &GucSetting<Option<CString>>) -> Option<String> {
@@ -423,8 +233,16 @@ pub fn max_snapshot_age() -> std::time::Duration {
     std::time::Duration::from_secs(MAX_SNAPSHOT_AGE.get().max(60) as u64)
 }
 
+/// The scheduler's clock: real time (test builds: see below).
+#[cfg(not(feature = "test-hooks"))]
+pub fn scheduler_now() -> std::time::SystemTime {
+    std::time::SystemTime::now()
+}
+
 /// The scheduler's clock: real time, or with `backstop.test_clock = 'SPEED@SINCE[@START]'` a clock
 /// that reads START (default SINCE) at real unix second SINCE and runs SPEED times faster from then.
+/// Only in test builds (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
 pub fn scheduler_now() -> std::time::SystemTime {
     let real = std::time::SystemTime::now();
     let Some((speed, since, start)) = string_setting(&TEST_CLOCK).and_then(|text| {
@@ -537,8 +355,9 @@ pub fn fingerprint() -> String {
 // ---------------------------------------------------------------------------------------------
 // Check and show hooks
 
-/// Shared body of the string check hooks: NULL or empty is always accepted (unset).
-unsafe fn check_string(newval: *mut *mut c_char, validate: impl Fn(&str) -> Result<(), String>) -> bool {
+/// Shared body of the string check hooks: NULL or empty is always accepted (unset); otherwise
+/// the setting's own check (backstop_core::settings), whose reason becomes the error's detail.
+unsafe fn check_string(newval: *mut *mut c_char, setting: &TextSetting) -> bool {
     if newval.is_null() || (*newval).is_null() {
         return true;
     }
@@ -546,7 +365,7 @@ unsafe fn check_string(newval: *mut *mut c_char, validate: impl Fn(&str) -> Resu
     if text.trim().is_empty() {
         return true;
     }
-    match validate(text.trim()) {
+    match setting.check.map_or(Ok(()), |check| check(text.trim())) {
         Ok(()) => true,
         Err(reason) => {
             let detail = CString::new(reason.replace('\0', "")).expect("no NUL bytes");
@@ -562,7 +381,7 @@ unsafe extern "C-unwind" fn check_repository(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |text| text.parse::<Location>().map(|_| ()).map_err(|e| e.to_string()))
+    check_string(newval, &described::REPOSITORY)
 }
 
 #[pg_guard]
@@ -571,16 +390,7 @@ unsafe extern "C-unwind" fn check_cluster_name(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |text| {
-        let valid = text.len() <= 128
-            && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-            && !text.starts_with('.');
-        if valid {
-            Ok(())
-        } else {
-            Err("backstop.cluster_name takes up to 128 letters, digits, '-', '_' or '.', not starting with '.'".into())
-        }
-    })
+    check_string(newval, &described::CLUSTER_NAME)
 }
 
 #[pg_guard]
@@ -589,7 +399,7 @@ unsafe extern "C-unwind" fn check_trusted_keys(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |text| backstop_core::auth::PublicKey::parse_list(text).map(|_| ()).map_err(|e| e.to_string()))
+    check_string(newval, &described::TRUSTED_KEYS)
 }
 
 #[pg_guard]
@@ -598,7 +408,7 @@ unsafe extern "C-unwind" fn check_recipients(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |text| codec::parse_recipients(text).map(|_| ()).map_err(|e| e.to_string()))
+    check_string(newval, &described::ENCRYPTION_RECIPIENTS)
 }
 
 #[pg_guard]
@@ -607,17 +417,7 @@ unsafe extern "C-unwind" fn check_endpoint(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    check_string(newval, |text| {
-        let has_host = text
-            .strip_prefix("http://")
-            .or_else(|| text.strip_prefix("https://"))
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-        if has_host {
-            Ok(())
-        } else {
-            Err("backstop.s3_endpoint must be a URL starting with http:// or https://, e.g. https://s3.example.com:9000".into())
-        }
-    })
+    check_string(newval, &described::S3_ENDPOINT)
 }
 
 fn mask(setting: &GucSetting<Option<CString>>) -> *const c_char {

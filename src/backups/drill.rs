@@ -227,7 +227,10 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
                 throwaway.query(
                     &user,
                     &database,
-                    &format!("SELECT bt_index_check({}::pg_catalog.regclass)", quote_literal(index)),
+                    &format!(
+                        "SELECT bt_index_check({}::pg_catalog.regclass)",
+                        backstop_core::quote::quote_literal(index)
+                    ),
                 )?;
                 indexes.push(IndexCheck::Checked { index: index.clone(), bt_index_check: "passed" });
             }
@@ -298,11 +301,7 @@ fn table_sql(name: &str) -> Result<String, Error> {
     if parts.is_empty() || parts.len() > 2 {
         return Err(Error::InvalidInput(format!("\"{name}\" is not a table name; write schema.table")));
     }
-    Ok(parts.iter().map(|p| backstop_core::snapshot::quote_ident(p)).collect::<Vec<_>>().join("."))
-}
-
-fn quote_literal(text: &str) -> String {
-    backstop_core::snapshot::quote_literal(text)
+    Ok(parts.iter().map(|p| backstop_core::quote::quote_ident(p)).collect::<Vec<_>>().join("."))
 }
 
 /// The `pitr` job, run in a worker (registered in [`crate::JOBS`]).

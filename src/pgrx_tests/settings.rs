@@ -6,6 +6,42 @@ pub mod tests {
     /// A valid age X25519 recipient (public key only; its identity is not kept anywhere).
     pub const SAMPLE_RECIPIENT: &str = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
 
+    /// The server defines every setting backstop_core::settings describes (the CLI's source too),
+    /// with its description, bounds, unit and context.
+    #[pg_test]
+    fn the_server_defines_each_setting_as_described() {
+        use backstop_core::settings;
+        for about in settings::all() {
+            let defined = Spi::get_one_with_args::<bool>(
+                "SELECT pg_catalog.current_setting($1, true) IS NOT NULL",
+                &[about.name().into()],
+            )
+            .unwrap();
+            assert_eq!(defined, Some(true), "{} is not defined", about.name());
+        }
+        for setting in settings::INTS.iter().copied() {
+            let row = one_text(&format!(
+                "SELECT concat_ws('|', min_val, max_val, boot_val, coalesce(unit, ''), context, short_desc) \
+                   FROM pg_catalog.pg_settings WHERE name = '{}'",
+                setting.about.name()
+            ));
+            let expected = format!(
+                "{}|{}|{}|{}|{}|{}",
+                setting.min,
+                setting.max,
+                setting.default,
+                if setting.seconds { "s" } else { "" },
+                if setting.about.reload { "sighup" } else { "superuser" },
+                setting.about.description.to_str().unwrap()
+            );
+            assert_eq!(row, expected, "{}", setting.about.name());
+        }
+        let error = error_of(None, "SET backstop.s3_endpoint = 's3.example.com'").expect("rejected");
+        let reason = settings::S3_ENDPOINT.check_as("s3_endpoint", "s3.example.com").unwrap_err().to_string();
+        let reason = reason.trim_start_matches("invalid setting s3_endpoint: ");
+        assert!(error.contains(reason), "the CLI and the server give the same reason: {error} / {reason}");
+    }
+
     #[pg_test]
     fn repository_setting_rejects_unknown_schemes_and_relative_paths() {
         for (value, expected) in [

@@ -67,7 +67,7 @@ pub fn snapshot_restore(
             sql_scratch(|| -> Result<(i64, Vec<String>), Error> {
                 Spi::run(&format!(
                     "SET LOCAL SESSION AUTHORIZATION {}; SET LOCAL client_min_messages = warning",
-                    backstop_core::snapshot::quote_ident(&request.requested_by)
+                    backstop_core::quote::quote_ident(&request.requested_by)
                 ))
                 .map_err(|e| Error::InvalidInput(e.to_string()))?;
                 let (rows, restored) = restore::restore(table, None, Some(&scratch), false, None);

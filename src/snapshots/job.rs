@@ -18,7 +18,7 @@ pub fn as_role<T>(role: &str, f: impl FnOnce() -> Result<T, Error>) -> Result<T,
         sql_step(|| {
             Spi::run(&format!(
                 "SET LOCAL SESSION AUTHORIZATION {}; SET LOCAL search_path = pg_catalog",
-                backstop_core::snapshot::quote_ident(role)
+                backstop_core::quote::quote_ident(role)
             ))
             .map_err(|e| Error::InvalidInput(format!("could not act as role {role}: {e}")))?;
             f()

@@ -10,6 +10,7 @@ use clap::Args;
 
 use backstop_core::auth::{PublicKey, SigningKey, Trust};
 use backstop_core::codec::{self, CodecSettings, Compression};
+use backstop_core::settings;
 use backstop_core::store::{self, S3Options};
 use backstop_core::{Error, Location, ObjectStore, Repository};
 
@@ -164,7 +165,27 @@ impl RepositoryArgs {
             trust_unauthenticated: self.trust_unauthenticated || config.bool("trust_unauthenticated")?.unwrap_or(false),
             config: self.config.clone(),
         };
+        resolved.check()?;
         Ok((resolved, config))
+    }
+
+    /// The values the server also takes, refused as its settings refuse them
+    /// (backstop_core::settings), in the same words. (The repository URL is parsed, by the same
+    /// function as the server's check, where it is opened.)
+    fn check(&self) -> Result<(), Error> {
+        let checks = [
+            (&settings::CLUSTER_NAME, "cluster", &self.cluster),
+            (&settings::S3_ENDPOINT, "s3_endpoint", &self.s3_endpoint),
+        ];
+        for (setting, flag, value) in checks {
+            if let Some(value) = value {
+                setting.check_as(flag, value)?;
+            }
+        }
+        for keys in &self.trusted_keys {
+            settings::TRUSTED_KEYS.check_as("trusted-key", keys)?;
+        }
+        Ok(())
     }
 
     /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
@@ -270,7 +291,13 @@ impl WriteArgs {
                 .transpose()?
                 .unwrap_or(Compression::DEFAULT_ZSTD_LEVEL),
         };
-        let compression = if level == 0 { Compression::None } else { Compression::zstd(level)? };
+        // The server's bounds for backstop.compression_level (0 is the CLI's "uncompressed").
+        let compression = if level == 0 {
+            Compression::None
+        } else {
+            settings::COMPRESSION_LEVEL.check_as("compression_level", i64::from(level))?;
+            Compression::zstd(level)?
+        };
         let recipients = match self.encryption_recipients.clone().or_else(|| config.get("encryption_recipients")) {
             Some(text) => codec::parse_recipients(&text)?,
             None => Vec::new(),
@@ -315,6 +342,32 @@ mod tests {
         assert_eq!(values["s3_endpoint"], "http://127.0.0.1:3900");
         assert_eq!(values["cluster"], "db1");
         assert!(parse_config("just words", Path::new("x.conf")).unwrap_err().to_string().contains("x.conf:1"));
+    }
+
+    #[test]
+    fn flags_and_config_values_are_checked_as_the_server_checks_its_settings() {
+        let args = |endpoint: &str, cluster: &str, level: i32| {
+            (
+                RepositoryArgs {
+                    repository: Some("file:///tmp/r".into()),
+                    s3_endpoint: Some(endpoint.into()),
+                    cluster: Some(cluster.into()),
+                    ..RepositoryArgs::default()
+                },
+                WriteArgs { compression_level: Some(level), ..WriteArgs::default() },
+            )
+        };
+        let (repository, _) = args("s3.example.com", "prod", 3);
+        let error = repository.resolve().err().expect("an endpoint without a scheme").to_string();
+        assert!(error.contains("s3_endpoint") && error.contains("http:// or https://"), "{error}");
+        let (repository, _) = args("https://s3.example.com", ".prod", 3);
+        let error = repository.resolve().err().expect("a cluster name starting with a dot").to_string();
+        assert!(error.contains("cluster") && error.contains("not starting with '.'"), "{error}");
+        let (repository, write) = args("https://s3.example.com", "prod", 20);
+        let (_, config) = repository.resolve().expect("valid flags");
+        let error = write.codec(&config).expect_err("level 20 is beyond the server's bounds").to_string();
+        assert!(error.contains("compression_level") && error.contains("1 to 19"), "{error}");
+        assert!(args("https://s3.example.com", "prod", 0).1.codec(&config).is_ok(), "0: uncompressed");
     }
 
     #[test]
