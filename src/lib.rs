@@ -13,6 +13,7 @@ use pgrx::prelude::*;
 
 mod auth;
 mod backups;
+mod compat;
 mod doctor;
 mod errors;
 mod expire;

@@ -154,7 +154,7 @@ extern "C-unwind" {
 /// From now on SIGTERM ends this job process the way it ends a backend: the ERROR path aborts
 /// the transaction, also inside a long scan or a lock wait, where a flag would go unchecked.
 pub fn die_on_sigterm() {
-    unsafe { pg_sys::pqsignal(libc::SIGTERM, Some(postgres_die)) };
+    crate::compat::set_signal_handler(libc::SIGTERM, postgres_die);
 }
 
 /// The worker's entry point: runs one job and records how it ended.

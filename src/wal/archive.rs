@@ -173,32 +173,49 @@ mod callbacks {
 }
 
 /// PostgreSQL 16 changed the module API: the init function returns the callbacks and each callback
-/// receives a state pointer. Not built on this machine (Debian ships PostgreSQL 15 only).
-#[cfg(any(feature = "pg16", feature = "pg17"))]
+/// receives a state pointer (`archive/archive_module.h`, the same in 16, 17 and 18). pgrx's
+/// bindings leave that header out, so its two structs are declared here as the header has them.
+#[cfg(any(feature = "pg16", feature = "pg17", feature = "pg18"))]
 mod callbacks {
     use super::*;
 
-    static CALLBACKS: pg_sys::ArchiveModuleCallbacks = pg_sys::ArchiveModuleCallbacks {
+    #[repr(C)]
+    pub struct ArchiveModuleState {
+        pub private_data: *mut std::ffi::c_void,
+    }
+
+    #[repr(C)]
+    pub struct ArchiveModuleCallbacks {
+        pub startup_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
+        pub check_configured_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState) -> bool>,
+        pub archive_file_cb:
+            Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState, *const c_char, *const c_char) -> bool>,
+        pub shutdown_cb: Option<unsafe extern "C-unwind" fn(*mut ArchiveModuleState)>,
+    }
+
+    static CALLBACKS: ArchiveModuleCallbacks = ArchiveModuleCallbacks {
         startup_cb: None,
         check_configured_cb: Some(check_configured_cb),
         archive_file_cb: Some(archive_file_cb),
         shutdown_cb: None,
     };
 
+    /// PostgreSQL 17 and later could take an ERROR from the callback; backstop keeps the
+    /// WARNING-and-false contract on every version, so the archiver's retry behaves the same.
     #[pg_guard]
     #[no_mangle]
-    pub unsafe extern "C-unwind" fn _PG_archive_module_init() -> *const pg_sys::ArchiveModuleCallbacks {
+    pub unsafe extern "C-unwind" fn _PG_archive_module_init() -> *const ArchiveModuleCallbacks {
         &CALLBACKS
     }
 
     #[pg_guard]
-    unsafe extern "C-unwind" fn check_configured_cb(_state: *mut pg_sys::ArchiveModuleState) -> bool {
+    unsafe extern "C-unwind" fn check_configured_cb(_state: *mut ArchiveModuleState) -> bool {
         check_configured()
     }
 
     #[pg_guard]
     unsafe extern "C-unwind" fn archive_file_cb(
-        _state: *mut pg_sys::ArchiveModuleState,
+        _state: *mut ArchiveModuleState,
         file: *const c_char,
         path: *const c_char,
     ) -> bool {
