@@ -22,7 +22,7 @@ INSERT INTO metrics SELECT date '2026-01-01' + g, g FROM generate_series(0, 299)
 SELECT lo_from_bytea(0, 'a large object') IS NOT NULL AS large_object;
 
 SELECT state, database, tables, rows FROM backstop.logical_backup();
-SELECT database, verified, tables, rows, list_entries > 10 AS listed_by_pg_restore, pg_dump LIKE 'pg_dump (PostgreSQL) 15.%' AS pg_dump_15, problem
+SELECT database, verified, tables, rows, list_entries > 10 AS listed_by_pg_restore, pg_dump LIKE 'pg_dump (PostgreSQL) ' || current_setting('server_version_num')::int / 10000 || '.%' AS same_major, problem
   FROM backstop.logical_backups();
 -- What the manifest recorded, from the dump's snapshot: each table, and the sequence's position.
 SELECT result->>'tables' AS tables, result->>'sequences' AS sequences, (result->>'list_entries')::int > 10 AS listed
@@ -93,7 +93,7 @@ SELECT state, result->>'tables' AS tables, result->>'rows' AS rows, result->>'se
 SELECT count(*) AS scratch_databases_left FROM pg_database WHERE datname LIKE 'backstop\_drill\_logical\_%';
 SELECT "check", status, CASE "check" WHEN 'drill_logical_restore' THEN detail LIKE 'passed % ago in % s (the measured recovery time)'
                           WHEN 'logical_backup' THEN detail LIKE 'logical_backup_file: %-L % ago'
-                          ELSE detail LIKE 'pg_dump (PostgreSQL) 15.% and its pg_dumpall, pg_restore and psql' END AS says_so
+                          ELSE detail LIKE 'pg_dump (PostgreSQL) ' || current_setting('server_version_num')::int / 10000 || '.% and its pg_dumpall, pg_restore and psql' END AS says_so
   FROM backstop.doctor() WHERE "check" IN ('logical_tools', 'logical_backup', 'drill_logical_restore') ORDER BY 1;
 
 -- A damaged dump: the CLI refuses it before pg_restore sees a byte (the new database is never

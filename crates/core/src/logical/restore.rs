@@ -161,10 +161,13 @@ async fn run_psql(
         job_error(format!("could not run {}: {e}", tools.psql.display()), "Check the PostgreSQL client programs.")
     })?;
     let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(script.as_bytes()).await.map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
+    // psql that cannot connect exits before reading its script (at once, since PostgreSQL 17's
+    // psql): its own error then says why, not the broken pipe this write meets.
+    let written = stdin.write_all(script.as_bytes()).await;
     drop(stdin);
     let output = child.wait_with_output().await.map_err(|e| job_error(format!("psql: {e}"), ""))?;
     if output.status.success() {
+        written.map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     } else {
         Err(job_error(
@@ -188,6 +191,31 @@ pub async fn connecting_role(tools: &Tools, connection: &Connection) -> Result<(
         Some((name, superuser)) => Ok((name.to_string(), superuser == "true")),
         None => Err(job_error(format!("could not read the connecting role: {}", out.trim()), "")),
     }
+}
+
+/// The major version of the server the client programs connect to (15, 17...).
+pub async fn server_major(tools: &Tools, connection: &Connection) -> Result<u32> {
+    let out = run_psql(tools, connection, MAINTENANCE_DATABASE, &[], "SHOW server_version_num;\n").await?;
+    out.trim()
+        .parse::<u32>()
+        .map(|number| number / 10000)
+        .map_err(|_| job_error(format!("could not read the server's version: {}", out.trim()), ""))
+}
+
+/// A dump restores into a server of its own major version or a newer one (pg_restore's rule):
+/// refused before anything is created, saying why.
+pub fn check_target_major(dump_major: u32, server_major: u32) -> Result<()> {
+    if dump_major == 0 || dump_major <= server_major {
+        return Ok(());
+    }
+    Err(job_error(
+        format!(
+            "the dump was written by pg_dump {dump_major} and the target server is PostgreSQL {server_major}: a dump restores only into its own or a newer major version"
+        ),
+        &format!(
+            "Restore it into a PostgreSQL {dump_major} (or newer) server; to move data to an older version, dump it with that version's pg_dump."
+        ),
+    ))
 }
 
 /// What a target database holds before a restore.
@@ -379,6 +407,10 @@ pub async fn restore(
     progress.total.store(manifest.dump.bytes, Ordering::Relaxed);
     progress.set("checking the role and the target database");
     let (role, superuser) = connecting_role(&options.tools, &options.connection).await?;
+    check_target_major(
+        manifest.pg_version_num / 10000,
+        server_major(&options.tools, &options.connection).await?,
+    )?;
     if options.sandboxed && superuser {
         return Err(Error::Job {
             message: format!(
@@ -602,6 +634,36 @@ mod tests {
             spool_dir: "/tmp".into(),
             sandboxed: false,
         }
+    }
+
+    /// psql 17 exits as soon as it cannot connect, without reading its script: the caller gets
+    /// psql's reason, not the broken pipe its write met.
+    #[tokio::test]
+    async fn a_psql_that_cannot_connect_is_reported_with_its_own_reason() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let psql = dir.path().join("psql");
+        std::fs::write(
+            &psql,
+            "#!/bin/sh\necho 'psql: error: connection to server on socket \"/nowhere/.s.PGSQL.5432\" failed' >&2\nexit 2\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&psql, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut tools = options(1, false, &[]).tools;
+        tools.psql = psql;
+        // Far more than a pipe holds, so the write meets a closed pipe whatever the timing.
+        let script = "SELECT 1;\n".repeat(200_000);
+        let error = run_psql(&tools, &Connection::Environment, "db", &[], &script).await.unwrap_err().to_string();
+        assert!(error.starts_with("error: connection to server on socket"), "{error}");
+    }
+
+    #[test]
+    fn a_dump_restores_into_its_own_or_a_newer_major_only() {
+        assert!(check_target_major(15, 15).is_ok());
+        assert!(check_target_major(15, 17).is_ok(), "an older dump moves forward");
+        let error = check_target_major(17, 15).unwrap_err();
+        assert!(error.to_string().contains("pg_dump 17") && error.to_string().contains("PostgreSQL 15"), "{error}");
+        assert!(error.hint().contains("PostgreSQL 17 (or newer)"), "{}", error.hint());
     }
 
     #[test]

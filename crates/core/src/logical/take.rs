@@ -146,16 +146,20 @@ impl Session {
         })?;
         let stderr = collect_stderr(&mut child);
         let mut stdin = child.stdin.take().expect("piped");
-        stdin
-            .write_all(tools::SNAPSHOT_SESSION.as_bytes())
-            .await
-            .map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
-        stdin.flush().await.map_err(|e| job_error(format!("could not talk to psql: {e}"), ""))?;
+        // A psql that cannot connect exits without reading: the broken pipe is not the reason,
+        // its stderr (reported below) is.
+        let written = match stdin.write_all(tools::SNAPSHOT_SESSION.as_bytes()).await {
+            Ok(()) => stdin.flush().await,
+            Err(e) => Err(e),
+        };
         child.stdin = Some(stdin); // kept open: closing it would end the transaction
         let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
         let (mut snapshot, mut tables, mut sequences) = (None, Vec::new(), Vec::new());
         let mut done = false;
-        while let Some(line) = lines.next_line().await.map_err(|e| job_error(format!("reading psql: {e}"), ""))? {
+        while let Some(line) = match written {
+            Ok(()) => lines.next_line().await.map_err(|e| job_error(format!("reading psql: {e}"), ""))?,
+            Err(_) => None,
+        } {
             if line == tools::SESSION_DONE {
                 done = true;
                 break;
