@@ -19,7 +19,9 @@ pub fn sqlstate(error: &Error) -> PgSqlErrorCode {
         Error::Decryption { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
         Error::Unauthenticated { .. } => ERRCODE_DATA_CORRUPTED,
         Error::NoSigningKey { .. } | Error::ReadOnly { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-        Error::ForeignCluster { .. } | Error::ForeignWal { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        Error::ForeignCluster { .. } | Error::ForeignMajorVersion { .. } | Error::ForeignWal { .. } => {
+            ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+        }
         Error::NamespaceMissing { .. } => ERRCODE_UNDEFINED_OBJECT,
         Error::NoSpace { .. } => ERRCODE_DISK_FULL,
         Error::Cancelled => ERRCODE_QUERY_CANCELED,

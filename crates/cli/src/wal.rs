@@ -291,9 +291,22 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
     let repository = repository_args.open_signing(codec, signer).await?;
     // The namespace's owner is authoritative; an unclaimed namespace is claimed by the file's cluster.
     let cluster_key = repository.key(&backstop_core::layout::cluster_file());
+    // The data directory's PG_VERSION says the major ("17"); 0 where it cannot be read.
+    let major = std::fs::read_to_string(data_dir.join("PG_VERSION"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok())
+        .unwrap_or(0);
     let system_identifier = match (repository.cluster_file().await?, own_system_identifier) {
         (Some(owner), own) => {
             let owner_id = owner.system_identifier(&cluster_key)?;
+            let owner_major = owner.pg_version_num / 10000;
+            if major != 0 && owner_major != 0 && major != owner_major {
+                return Err(Error::ForeignMajorVersion {
+                    store: repository.describe(),
+                    expected: major,
+                    found: owner_major,
+                });
+            }
             // Segments are checked against their own page header below, with a sharper message.
             let text_file = wal::segment_system_identifier(&name, &contents).is_none();
             if let Some(own) = own.filter(|own| text_file && *own != owner_id) {
@@ -310,8 +323,11 @@ async fn push(args: PushArgs) -> Result<ExitCode, Error> {
                 .filter(|_| wal::segment_system_identifier(&name, &contents).is_some())
                 .map(|h| h.segment_size)
                 .unwrap_or(wal::DEFAULT_SEGMENT_SIZE);
-            let identity =
-                ClusterIdentity { system_identifier: own, pg_version_num: 0, wal_segment_size: segment_size };
+            let identity = ClusterIdentity {
+                system_identifier: own,
+                pg_version_num: major * 10000,
+                wal_segment_size: segment_size,
+            };
             repository.ensure_cluster(&identity).await?;
             own
         }

@@ -72,6 +72,12 @@ pub enum Error {
     )]
     ForeignCluster { store: String, expected: String, found: String },
 
+    #[error(
+        "the repository namespace at {store} holds PostgreSQL {found}'s backups and WAL, this server is \
+         PostgreSQL {expected}: a namespace never mixes two major versions"
+    )]
+    ForeignMajorVersion { store: String, expected: u32, found: u32 },
+
     #[error("repository check of {store} failed at {step}: {reason}")]
     Probe { store: String, step: &'static str, reason: String },
 
@@ -141,6 +147,11 @@ impl Error {
             Error::ForeignCluster { .. } => {
                 "Point backstop.repository elsewhere or give this cluster its own namespace with backstop.cluster_name; never mix two clusters in one namespace."
             }
+            Error::ForeignMajorVersion { .. } => {
+                "After a major upgrade the cluster starts a namespace of its own: set backstop.cluster_name to a new \
+                 name (e.g. with the version in it) and take a new base backup; the old namespace keeps the old \
+                 version's backups for restores with that version's binaries."
+            }
             Error::ForeignWal { .. } => {
                 "A WAL file of another cluster is in this server's pg_wal (copied data directory?). Remove it \
                  from pg_wal/archive_status after checking; backstop will not mix it into this cluster's archive."
@@ -178,6 +189,7 @@ mod tests {
             Error::Decryption { key: "k".into(), reason: "r".into() },
             Error::ForeignCluster { store: "s".into(), expected: "1".into(), found: "2".into() },
             Error::ForeignWal { file: "f".into(), expected: "1".into(), found: "2".into() },
+            Error::ForeignMajorVersion { store: "s".into(), expected: 17, found: 15 },
             Error::NotConfigured("backstop.repository"),
         ];
         for error in samples {

@@ -768,16 +768,21 @@ impl Repository {
         }
     }
 
+    /// The namespace's owner must be this cluster, and of this major version (0 on either side:
+    /// not known, as for `backstop wal push` without a data directory's PG_VERSION).
     fn check_owner(&self, existing: ClusterFile, identity: &ClusterIdentity) -> Result<ClusterFile> {
-        if existing.system_identifier(&self.key(&layout::cluster_file()))? == identity.system_identifier {
-            Ok(existing)
-        } else {
-            Err(Error::ForeignCluster {
+        if existing.system_identifier(&self.key(&layout::cluster_file()))? != identity.system_identifier {
+            return Err(Error::ForeignCluster {
                 store: self.describe(),
                 expected: identity.system_identifier.to_string(),
                 found: existing.system_identifier,
-            })
+            });
         }
+        let (ours, theirs) = (identity.pg_version_num / 10000, existing.pg_version_num / 10000);
+        if ours != 0 && theirs != 0 && ours != theirs {
+            return Err(Error::ForeignMajorVersion { store: self.describe(), expected: ours, found: theirs });
+        }
+        Ok(existing)
     }
 
     /// Proves the repository usable end to end: write, read back and verify, list, delete. Returns

@@ -331,6 +331,13 @@ async fn cluster_file_guards_the_namespace(backend: Backend) {
     let error = repo.ensure_cluster(&theirs).await.unwrap_err();
     assert!(matches!(error, Error::ForeignCluster { .. }), "{error}");
     assert!(error.to_string().contains("7345678901234567890"), "{error}");
+    // The same system identifier under another major version (the namespace named by
+    // backstop.cluster_name, kept across a major upgrade) is refused too; unknown (0) is not.
+    let upgraded = ClusterIdentity { pg_version_num: 170004, ..ours.clone() };
+    let error = repo.ensure_cluster(&upgraded).await.unwrap_err();
+    assert!(matches!(error, Error::ForeignMajorVersion { expected: 17, found: 15, .. }), "{error}");
+    assert!(error.hint().contains("backstop.cluster_name"), "{}", error.hint());
+    assert!(repo.ensure_cluster(&ClusterIdentity { pg_version_num: 0, ..ours }).await.is_ok());
 }
 
 async fn round_trip_check_passes(backend: Backend) {
