@@ -15,7 +15,7 @@ FROM debian:bookworm-slim
 COPY --from=build /out/ /tmp/backstop-package/
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ca-certificates \
-      /tmp/backstop-package/backstop-postgresql-15_*.deb \
+      /tmp/backstop-package/postgresql-15-backstop_*.deb \
  && rm -rf /var/lib/apt/lists/* /tmp/backstop-package \
  && mkdir -p /var/lib/postgresql/data /var/lib/backstop/repository \
  && chown -R postgres:postgres /var/lib/postgresql /var/lib/backstop

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Runs every DBA story in pg_test/scenarios/*.sql with psql against a fresh PostgreSQL 15 cluster
-# with backstop preloaded and a file:// repository, and compares the output with
-# pg_test/expected/<name>.out. Scenarios reach Garage through the psql variables s3_endpoint,
+# Runs every DBA story in pg_test/scenarios/*.sql (or those whose names contain one of the
+# NAME_FILTERs) with psql against a fresh cluster of the selected PostgreSQL (BACKSTOP_PG, 15 by
+# default) with backstop preloaded and a file:// repository, and compares the output with
+# pg_test/expected/<name>.out (or <name>.pgNN.out where a version's output differs, saying why). Scenarios reach Garage through the psql variables s3_endpoint,
 # s3_bucket, s3_access_key_id and s3_secret_access_key (never echoed: psql prints the variable
 # names). Prints "N passed, N failed"; exits non-zero when any scenario differs.
-#   pg_test/run.sh [NAME_FILTER]   (after BACKSTOP_TEST_HOOKS=1 install_backstop, as scripts/test.sh does:
+#   pg_test/run.sh [NAME_FILTER ...]   (after BACKSTOP_TEST_HOOKS=1 install_backstop, as scripts/test.sh does:
 #   the schedule scenarios speed up the scheduler's clock with backstop.test_clock, a test-only hook)
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,7 +14,8 @@ source scripts/lib.sh
 SCENARIO_DIR=${BACKSTOP_SCENARIO_DIR:-/var/lib/backstop-test/scenario}
 SCENARIO_PORT=${BACKSTOP_SCENARIO_PORT:-5434}
 RESULTS=pg_test/results
-filter=${1:-}
+[[ $PG_MAJOR == 15 ]] || RESULTS=pg_test/results/pg$PG_MAJOR
+filters=("$@")
 
 mkdir -p "$RESULTS"
 
@@ -39,7 +41,9 @@ fresh_cluster() {
 export PGDATA=$SCENARIO_DIR/pgdata PGHOST=$SCENARIO_DIR/run PGPORT=$SCENARIO_PORT
 export BACKSTOP_REPOSITORY=file://$SCENARIO_DIR/repository
 export AWS_EC2_METADATA_DISABLED=true
-export PATH="$PWD/pg_test/bin:$PATH"
+# The selected version's own client programs first (pg_dump, pg_ctl, psql of the same major).
+export PG_BIN
+export PATH="$PWD/pg_test/bin:$PG_BIN:$PATH"
 
 # The SQL of released versions, for the upgrade scenario: CREATE EXTENSION backstop VERSION '0.1.0'.
 install -m 0644 sql/released/backstop--*.sql "$("$PG_CONFIG" --sharedir)/extension/"
@@ -48,9 +52,14 @@ passed=0
 failed=0
 for scenario in pg_test/scenarios/*.sql; do
   name=$(basename "$scenario" .sql)
-  [[ -n $filter && $name != *$filter* ]] && continue
+  if ((${#filters[@]})); then
+    matched=
+    for filter in "${filters[@]}"; do [[ $name == *$filter* ]] && matched=1; done
+    [[ -n $matched ]] || continue
+  fi
   actual=$RESULTS/$name.out
   expected=pg_test/expected/$name.out
+  [[ -f pg_test/expected/$name.pg$PG_MAJOR.out ]] && expected=pg_test/expected/$name.pg$PG_MAJOR.out
   if ! fresh_cluster; then
     echo "FAIL $name: could not start a cluster (see $SCENARIO_DIR/server.log)"
     failed=$((failed + 1))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A PostgreSQL 15 cluster with backstop preloaded, run as the postgres OS user.
+# A cluster of the selected PostgreSQL (BACKSTOP_PG, 15 by default) with backstop preloaded, run
+# as the postgres OS user.
 #   scripts/cluster.sh start DIR PORT REPOSITORY_URL [EXTRA_SETTING ...]   (idempotent; restarts to load a new build)
 #   scripts/cluster.sh stop DIR
 #   scripts/cluster.sh psql DIR PORT [psql args ...]
@@ -16,6 +17,9 @@ start() {
   chown postgres:postgres "$dir" "$dir/run"
   if [[ ! -f $data/PG_VERSION ]]; then
     as_postgres "$PG_BIN/initdb" -D "$data" --auth=trust --locale=C.UTF-8 --encoding=UTF8 >/dev/null
+  elif [[ $(cat "$data/PG_VERSION") != "$PG_MAJOR" ]]; then
+    echo "$data holds a PostgreSQL $(cat "$data/PG_VERSION") cluster, not $PG_MAJOR (BACKSTOP_PG): use another directory" >&2
+    exit 1
   fi
   if [[ $repository == file://* ]]; then
     mkdir -p "${repository#file://}"
@@ -43,7 +47,7 @@ stop() {
 run_psql() {
   local dir=$1 port=$2
   shift 2
-  as_postgres psql -X -h "$dir/run" -p "$port" "$@"
+  as_postgres "$PG_BIN/psql" -X -h "$dir/run" -p "$port" "$@"
 }
 
 case ${1:-} in

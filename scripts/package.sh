@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Builds the Debian package backstop-postgresql-15_<version>_amd64.deb: the extension as `cargo
+# Builds the Debian package postgresql-<major>-backstop_<version>_amd64.deb for the selected
+# PostgreSQL (BACKSTOP_PG, 15 by default; see scripts/lib.sh), into that version's Debian
+# directories (/usr/lib/postgresql/<major>/lib, /usr/share/postgresql/<major>/extension, where
+# Debian's and the PostgreSQL project's apt packages put PostgreSQL): the extension as `cargo
 # pgrx package` lays it out, written by crates/install (the shared library, the control file, the
 # version's SQL and every upgrade script), the `backstop` CLI in /usr/bin, the README and the license. Nothing in it needs
 # Rust: the library and the CLI link only the C library (Rust's standard library is static).
@@ -14,7 +17,7 @@ source scripts/lib.sh
 OUT_DIR=${1:-target/debian}
 profile=${BACKSTOP_PROFILE:-release}
 version=$(backstop_version)
-name=backstop-postgresql-$PG_MAJOR
+name=postgresql-$PG_MAJOR-backstop
 arch=$(dpkg --print-architecture)
 
 step "building backstop $version ($profile) for PostgreSQL $PG_MAJOR"
@@ -32,9 +35,19 @@ target=${CARGO_TARGET_DIR:-target}/$profile
 
 step "assembling $name $version ($arch)"
 root=$stage/root
+# A relocatable build (16, 17, 18 under $PG_BINARIES_ROOT) reports its own directories: the
+# package installs into the ones the distribution's postgresql-<major> uses.
+pkglibdir=/usr/lib/postgresql/$PG_MAJOR/lib
+extdir=/usr/share/postgresql/$PG_MAJOR/extension
+if [[ $("$PG_CONFIG" --pkglibdir) != "$pkglibdir" ]]; then
+  mkdir -p "$root$pkglibdir" "$root$extdir"
+  mv "$root$("$PG_CONFIG" --pkglibdir)"/* "$root$pkglibdir/"
+  mv "$root$("$PG_CONFIG" --sharedir)"/extension/* "$root$extdir/"
+  rm -rf "${root:?}/opt"
+fi
 install -D -m 0755 "$target/backstop" "$root/usr/bin/backstop"
 if [[ $profile == release ]]; then
-  strip --strip-debug "$root/usr/bin/backstop" "$root$("$PG_CONFIG" --pkglibdir)/backstop.so"
+  strip --strip-debug "$root/usr/bin/backstop" "$root$pkglibdir/backstop.so"
 fi
 doc=$root/usr/share/doc/$name
 install -D -m 0644 README.md "$doc/README.md"
@@ -50,9 +63,9 @@ install -D -m 0644 README.md "$doc/README.md"
 } > "$doc/copyright"
 
 # The C library version the binaries need: the newest GLIBC_x.y symbol version they reference.
-glibc=$(objdump -T "$root/usr/bin/backstop" "$root$("$PG_CONFIG" --pkglibdir)/backstop.so" |
+glibc=$(objdump -T "$root/usr/bin/backstop" "$root$pkglibdir/backstop.so" |
   grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -V | tail -1)
-for binary in "$root/usr/bin/backstop" "$root$("$PG_CONFIG" --pkglibdir)/backstop.so"; do
+for binary in "$root/usr/bin/backstop" "$root$pkglibdir/backstop.so"; do
   if objdump -p "$binary" | awk '/NEEDED/ { print $2 }' | grep -qv -E '^(libc|libm|libgcc_s|libpthread|libdl|librt|ld-linux[^ ]*)\.so'; then
     echo "$binary needs a library the package does not depend on:" >&2
     objdump -p "$binary" | awk '/NEEDED/ { print "  " $2 }' >&2
@@ -68,6 +81,8 @@ Architecture: $arch
 Maintainer: backstop developers <backstop@localhost>
 Installed-Size: $size
 Depends: postgresql-$PG_MAJOR, postgresql-client-$PG_MAJOR, libc6 (>= $glibc), libgcc-s1
+Replaces: backstop-postgresql-$PG_MAJOR
+Conflicts: backstop-postgresql-$PG_MAJOR
 Section: database
 Priority: optional
 Homepage: https://github.com/backstop/backstop

