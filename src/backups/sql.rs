@@ -102,6 +102,18 @@ fn base_backup(
             let r = status.result.unwrap_or_default();
             let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
             let int = |k: &str| r.get(k).and_then(|v| v.as_i64());
+            if let Some(failures) = int("page_checksum_failures").filter(|n| *n > 0) {
+                let named: Vec<&str> = r
+                    .get("damaged_pages")
+                    .and_then(|v| v.as_array())
+                    .map(|pages| pages.iter().filter_map(|p| p.as_str()).collect())
+                    .unwrap_or_default();
+                pgrx::warning!(
+                    "base backup {}: {failures} page(s) failed their checksum and were backed up as found: {}",
+                    text("backup_id").unwrap_or_default(),
+                    named.join("; ")
+                );
+            }
             TableIterator::new(vec![(
                 id,
                 "succeeded".to_string(),

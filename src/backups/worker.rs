@@ -88,6 +88,15 @@ pub struct BaseBackupOutcome {
     pub packs_new: u64,
     pub requests: u64,
     pub seconds: f64,
+    /// Pages whose checksum failed as they were read (data checksums on), and the first of them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub page_checksum_failures: u64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub damaged_pages: Vec<String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -> Result<BaseBackupOutcome, Error> {
@@ -128,13 +137,27 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
 
     phase(status, "pg_backup_start (checkpoint)");
     let label = format!("backstop {id}");
-    BackgroundWorker::transaction(|| {
+    let backup_start = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<String>(
             "SELECT pg_catalog.pg_backup_start($1, $2)::text",
             &[label.as_str().into(), args.fast.into()],
         )
     })
     .map_err(spi_error)?;
+    // With data checksums on (PostgreSQL 18's default), every relation page read is checked.
+    let (checksums, blocks_per_segment) = BackgroundWorker::transaction(|| {
+        Spi::get_two::<String, String>(
+            "SELECT pg_catalog.current_setting('data_checksums'), \
+                    (SELECT setting FROM pg_catalog.pg_settings WHERE name = 'segment_size')",
+        )
+    })
+    .map_err(spi_error)?;
+    let page_checks = match (checksums.as_deref(), backup_start, blocks_per_segment.and_then(|b| b.parse().ok())) {
+        (Some("on"), Some(start), Some(blocks_per_segment)) => {
+            Some(take::PageChecks { start_lsn: Lsn::parse(&start)?.0, blocks_per_segment })
+        }
+        _ => None,
+    };
 
     phase(status, "copying files");
     let data_dir =
@@ -146,6 +169,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         reread_after: gucs::base_backup_reread_after(),
         include_manifest_key: !gucs::codec_settings()?.recipients.is_empty(),
         parallel: gucs::base_backup_parallel(),
+        page_checks,
     };
     let progress = Arc::new(Progress::default());
     let cancel = CancellationToken::new();
@@ -168,6 +192,16 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     lease.check()?;
     let taken = taken?;
     progress_into(status, &progress);
+    if taken.stats.page_checksum_failures > 0 {
+        // Backed up as found, as pg_basebackup does, but never silently: the pages are damaged on
+        // this server's disk, and a restore brings the damage back unless WAL rewrites them.
+        pgrx::warning!(
+            "backstop: base backup {id}: {} page(s) failed their checksum: {}{}",
+            taken.stats.page_checksum_failures,
+            taken.stats.damaged_pages.join("; "),
+            if taken.stats.page_checksum_failures as usize > taken.stats.damaged_pages.len() { "; ..." } else { "" }
+        );
+    }
 
     phase(status, "pg_backup_stop");
     let (stop_lsn, backup_label, tablespace_map) = BackgroundWorker::transaction(|| {
@@ -239,6 +273,8 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         packs_new: stats.packs_new,
         requests: stats.requests,
         seconds: clock.elapsed().as_secs_f64(),
+        page_checksum_failures: stats.page_checksum_failures,
+        damaged_pages: stats.damaged_pages.clone(),
     })
 }
 

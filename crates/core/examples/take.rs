@@ -29,6 +29,7 @@ fn main() {
                 reread_after: take::DEFAULT_REREAD_AFTER,
                 include_manifest_key: false,
                 parallel: 2,
+                page_checks: None,
             },
             Arc::new(Progress::default()),
             &CancellationToken::new(),

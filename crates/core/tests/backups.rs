@@ -517,3 +517,65 @@ async fn after_encryption_is_enabled_new_backups_reference_only_encrypted_packs(
     let listed = verify::list_backups(&encrypted).await.unwrap();
     assert_eq!(verify::unencrypted_packs(&listed), first.packs.len(), "the first backup's packs are still needed");
 }
+
+/// A page with checksum `checksum(page, block)` and LSN `lsn`, the rest noise.
+fn checksummed_page(seed: u64, block: u32, lsn: u64) -> Vec<u8> {
+    use backstop_core::backups::page_checksum::checksum;
+    let mut page = noise(seed, 8192);
+    page[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
+    page[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
+    page[14..16].copy_from_slice(&8000u16.to_ne_bytes());
+    let sum = checksum(&page, block);
+    page[8..10].copy_from_slice(&sum.to_ne_bytes());
+    page
+}
+
+/// Data checksums on (PostgreSQL 18's default): the backup checks every relation page it reads,
+/// as pg_basebackup does, and names a damaged one; a page written since the backup started is not
+/// judged (WAL replay rewrites it), and a segment file's blocks are numbered from its segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_whose_checksum_fails_is_named_and_pages_written_since_the_start_are_not_judged() {
+    use backstop_core::backups::take::{self, PageChecks, Progress, TakeOptions};
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let repository = repository(backend.store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    // The fixture's noise files have LSNs far beyond this start: not judged.
+    let start = 0x10_0000;
+    let mut damaged = checksummed_page(12, 2, 0x300);
+    damaged[6000] ^= 0x01;
+    let mut recent = checksummed_page(13, 3, start + 8);
+    recent[6000] ^= 0x01;
+    let table = [checksummed_page(10, 0, 0x100), checksummed_page(11, 1, 0x200), damaged, recent].concat();
+    write(&data.join("base/5/16384"), &table);
+    // Block 131072 is the first of segment 1: valid there, invalid as block 0.
+    write(&data.join("base/5/16384.1"), &checksummed_page(14, 131_072, 0x400));
+    write(&data.join("global/1262"), &checksummed_page(15, 0, 0x500));
+    let options = |page_checks| TakeOptions {
+        data_dir: data.clone(),
+        kind: BackupKind::Full,
+        previous: None,
+        reread_after: take::DEFAULT_REREAD_AFTER,
+        include_manifest_key: false,
+        parallel: 2,
+        page_checks,
+    };
+    let checks = PageChecks { start_lsn: start, blocks_per_segment: 131_072 };
+    let taken =
+        take::copy_files(&repository, options(Some(checks)), Arc::new(Progress::default()), &CancellationToken::new())
+            .await
+            .unwrap();
+    assert_eq!(taken.stats.page_checksum_failures, 1, "{:?}", taken.stats.damaged_pages);
+    assert_eq!(taken.stats.damaged_pages.len(), 1);
+    assert!(
+        taken.stats.damaged_pages[0].starts_with("base/5/16384 block 2 (checksum "),
+        "{:?}",
+        taken.stats.damaged_pages
+    );
+    // Checks off (the cluster has no data checksums): nothing is judged.
+    let taken = take::copy_files(&repository, options(None), Arc::new(Progress::default()), &CancellationToken::new())
+        .await
+        .unwrap();
+    assert_eq!(taken.stats.page_checksum_failures, 0);
+}

@@ -101,6 +101,7 @@ async fn a_base_backup_that_fails_half_way_publishes_nothing_and_the_next_one_re
             reread_after: Duration::from_secs(7 * 86_400),
             include_manifest_key: false,
             parallel: 2,
+            page_checks: None,
         },
         Arc::new(Progress::default()),
         &CancellationToken::new(),

@@ -155,6 +155,17 @@ pub struct BackupStats {
     /// Earlier packs found missing or damaged: not referenced, their chunks stored anew.
     #[serde(default)]
     pub packs_unusable: u64,
+    /// Pages read whose checksum did not match (data checksums on; pages written since the
+    /// backup started are not judged): damage on the server's disk, backed up as found.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub page_checksum_failures: u64,
+    /// The first of them, as "path block N (checksum S, computed C)".
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damaged_pages: Vec<String>,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 fn corrupt(key: &str, reason: String) -> Error {

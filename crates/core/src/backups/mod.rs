@@ -19,6 +19,7 @@
 
 pub mod damage;
 pub mod manifest;
+pub mod page_checksum;
 pub mod restore;
 pub mod take;
 pub mod verify;

@@ -407,10 +407,7 @@ pub async fn restore(
     progress.total.store(manifest.dump.bytes, Ordering::Relaxed);
     progress.set("checking the role and the target database");
     let (role, superuser) = connecting_role(&options.tools, &options.connection).await?;
-    check_target_major(
-        manifest.pg_version_num / 10000,
-        server_major(&options.tools, &options.connection).await?,
-    )?;
+    check_target_major(manifest.pg_version_num / 10000, server_major(&options.tools, &options.connection).await?)?;
     if options.sandboxed && superuser {
         return Err(Error::Job {
             message: format!(

@@ -146,6 +146,7 @@ pub async fn take_backup_rereading(
             reread_after,
             include_manifest_key: false,
             parallel: 2,
+            page_checks: None,
         },
         Arc::new(Progress::default()),
         &CancellationToken::new(),
