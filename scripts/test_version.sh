@@ -16,9 +16,8 @@
 # client knows no PostgreSQL version), privileges (roles and grants, written once in SQL),
 # schedule_standby (a streaming standby; runs on 15), wal_duplicates_foreign_corrupt (repository
 # rules, no server API), upgrade_0_1_0 (0.1.0 was only ever built for PostgreSQL 15).
-# A version whose output differs keeps its own transcript, pg_test/expected/<name>.pgNN.out:
-# schedule_week.pg18.out, because 18's data checksums change the packs' bytes, so the every-pack
-# damage is met first by a chunk's checksum rather than the object's (both refuse the pack).
+# A version whose output must differ keeps its own transcript, pg_test/expected/<name>.pgNN.out,
+# saying why in a comment of the scenario; none does today.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/lib.sh
