@@ -104,6 +104,10 @@ pub struct RestoreArgs {
     /// Packs downloaded at once.
     #[arg(long, default_value_t = 4)]
     pub parallel: usize,
+    /// The PostgreSQL server programs that will start the restored directory: checked against
+    /// the backup's major version before anything is written.
+    #[arg(long)]
+    pub pg_bin: Option<PathBuf>,
     /// Print a JSON summary at the end instead of text.
     #[arg(long)]
     pub json: bool,
@@ -331,6 +335,9 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
     };
     let backups = runtime.block_on(verify::list_backups(&repository))?;
     let manifest = restore::choose_backup(&backups, requested.as_ref(), &target)?.clone();
+    if let Some(bin_dir) = &args.pg_bin {
+        restore::check_binaries(bin_dir, manifest.pg_version_num)?;
+    }
     if !args.json {
         eprintln!(
             "restoring backup {} ({}, ends {} at LSN {}) into {}",

@@ -730,6 +730,32 @@ pub fn write_signal(target: &Path, name: &str) -> Result<()> {
     crate::store::file::write_file_atomically(&target.join(name), b"")
 }
 
+/// Checks that the PostgreSQL programs in `bin_dir` are of the major version that took the
+/// backup (`pg_version_num`): a data directory starts only under its own major, and a restore
+/// that cannot start is found out here, before anything is written. Returns the version line.
+pub fn check_binaries(bin_dir: &std::path::Path, pg_version_num: u32) -> Result<String> {
+    let needed = pg_version_num / 10000;
+    let postgres = bin_dir.join("postgres");
+    let output = std::process::Command::new(&postgres).arg("--version").output().map_err(|e| Error::Job {
+        message: format!("could not run {}: {e}", postgres.display()),
+        hint: format!("Give --pg-bin the directory of PostgreSQL {needed}'s server programs (e.g. /usr/lib/postgresql/{needed}/bin)."),
+    })?;
+    let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+    match crate::logical::tools::version_major(&version) {
+        Some(found) if found == needed || needed == 0 => Ok(version),
+        found => Err(Error::Job {
+            message: format!(
+                "the backup was taken by PostgreSQL {needed} and {} is {}: a data directory starts only under its own major version",
+                postgres.display(),
+                found.map(|f| f.to_string()).unwrap_or_else(|| format!("unknown (\"{version}\")"))
+            ),
+            hint: format!(
+                "Restore with PostgreSQL {needed}'s programs (--pg-bin /usr/lib/postgresql/{needed}/bin); to move to a newer major, restore with {needed}, then pg_upgrade."
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,5 +823,29 @@ mod tests {
         );
         assert!(text.contains("restore_command = 'backstop wal fetch ''%f'' \"%p\"'"), "{text}");
         assert!(text.contains("recovery_target_lsn = '0/3000000'"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod binaries_tests {
+    use super::*;
+
+    fn fake_postgres(version: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("postgres");
+        fs::write(&program, format!("#!/bin/sh\necho 'postgres (PostgreSQL) {version}'\n")).unwrap();
+        fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_backup_is_restored_only_for_the_programs_of_its_major() {
+        let seventeen = fake_postgres("17.11");
+        let error = check_binaries(seventeen.path(), 150004).unwrap_err();
+        assert!(error.to_string().contains("PostgreSQL 15") && error.to_string().contains("is 17"), "{error}");
+        assert!(error.hint().contains("/usr/lib/postgresql/15/bin") && error.hint().contains("pg_upgrade"));
+        assert_eq!(check_binaries(seventeen.path(), 170002).unwrap(), "postgres (PostgreSQL) 17.11");
+        let missing = check_binaries(Path::new("/nonexistent"), 150004).unwrap_err();
+        assert!(missing.hint().contains("--pg-bin"), "{}", missing.hint());
     }
 }
