@@ -17,6 +17,7 @@ pub mod layout;
 pub mod lease;
 pub mod location;
 pub mod logical;
+pub mod pg_version;
 pub mod quote;
 pub mod repository;
 pub mod runtime;

@@ -741,7 +741,7 @@ pub fn check_binaries(bin_dir: &std::path::Path, pg_version_num: u32) -> Result<
         hint: format!("Give --pg-bin the directory of PostgreSQL {needed}'s server programs (e.g. /usr/lib/postgresql/{needed}/bin)."),
     })?;
     let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
-    match crate::logical::tools::version_major(&version) {
+    match crate::pg_version::version_major(&version) {
         Some(found) if found == needed || needed == 0 => Ok(version),
         found => Err(Error::Job {
             message: format!(
