@@ -4,7 +4,8 @@
 # default) with backstop preloaded and a file:// repository, and compares the output with
 # pg_test/expected/<name>.out (or <name>.pgNN.out where a version's output differs, saying why). Scenarios reach Garage through the psql variables s3_endpoint,
 # s3_bucket, s3_access_key_id and s3_secret_access_key (never echoed: psql prints the variable
-# names). Prints "N passed, N failed"; exits non-zero when any scenario differs.
+# names). A scenario whose first line is "-- needs: PostgreSQL NN (why)" is skipped, with that
+# printed, on older versions. Prints "N passed, N failed"; exits non-zero when any scenario differs.
 #   pg_test/run.sh [NAME_FILTER ...]   (after BACKSTOP_TEST_HOOKS=1 install_backstop, as scripts/test.sh does:
 #   the schedule scenarios speed up the scheduler's clock with backstop.test_clock, a test-only hook)
 set -uo pipefail
@@ -58,6 +59,13 @@ for scenario in pg_test/scenarios/*.sql; do
     [[ -n $matched ]] || continue
   fi
   actual=$RESULTS/$name.out
+  # A scenario of a feature newer than this PostgreSQL says so in its first line, and is skipped
+  # with that reason printed: "-- needs: PostgreSQL 17 (why)".
+  needs=$(head -1 "$scenario" | sed -nE 's/^-- needs: PostgreSQL ([0-9]+).*$/\1/p')
+  if [[ -n $needs ]] && ((PG_MAJOR < needs)); then
+    echo "skip $name on PostgreSQL $PG_MAJOR: $(head -1 "$scenario" | sed 's/^-- needs: //')"
+    continue
+  fi
   expected=pg_test/expected/$name.out
   [[ -f pg_test/expected/$name.pg$PG_MAJOR.out ]] && expected=pg_test/expected/$name.pg$PG_MAJOR.out
   if ! fresh_cluster; then

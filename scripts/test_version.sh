@@ -12,6 +12,7 @@
 #   upgrade_0_2_0           the upgrade script
 #   schedule_week           the scheduler worker and its drills over a week of cron
 #   logical_backup_file     pg_dump of the same major, verified, and the logical drill
+#   incremental_summaries   17+: incrementals from WAL summaries (skipped on 16, saying so)
 # Not run here, and why (each is printed too): the _garage variants (the same code over S3, whose
 # client knows no PostgreSQL version), privileges (roles and grants, written once in SQL),
 # schedule_standby (a streaming standby; runs on 15), wal_duplicates_foreign_corrupt (repository
@@ -27,7 +28,7 @@ if [[ $PG_MAJOR == 15 ]]; then
   exit 2
 fi
 CROSS_VERSION_SCENARIOS=(install_and_doctor wal_archive_then_fetch wal_store_outage pitr_file snapshot_recover_file
-  upgrade_0_2_0 schedule_week logical_backup_file)
+  upgrade_0_2_0 schedule_week logical_backup_file incremental_summaries)
 
 trap stage_times EXIT
 step "PostgreSQL $PG_MAJOR: installing it if missing"

@@ -1,7 +1,8 @@
 //! What doctor() says about base backups: the newest one and its age, whether WAL continues from
 //! it to now (`pitr_reaches_now`), whether anything this server wrote has gone missing from the
 //! repository (`repository_complete`), the last base backup job, and whether what the backups
-//! need is stored encrypted (`encryption`). One listing of the repository serves them all (kept
+//! need is stored encrypted (`encryption`), and whether PostgreSQL 17's WAL summaries serve
+//! incrementals (`wal_summaries`). One listing of the repository serves them all (kept
 //! in doctor's [`Context`] for the run).
 
 use backstop_core::doctor::Check;
@@ -30,11 +31,34 @@ pub fn encryption(context: &mut Context) -> Vec<Check> {
     vec![encryption_check(findings(context).1)]
 }
 
-/// `base_backup`, `pitr_reaches_now`, `repository_complete`, `backup_job`.
+/// `base_backup`, `pitr_reaches_now`, `repository_complete`, `backup_job`, `wal_summaries`.
 pub fn checks(context: &mut Context) -> Vec<Check> {
     let mut checks = findings(context).0;
     checks.push(backup_job_check());
+    checks.push(wal_summaries_check());
     checks
+}
+
+/// Whether incrementals can read only changed blocks (PostgreSQL 17+ with `summarize_wal`); a
+/// suggestion, never a reason for a worse verdict: without summaries they read changed files whole.
+fn wal_summaries_check() -> Check {
+    let major = pg_sys::PG_VERSION_NUM / 10000;
+    if !super::summaries::server_has_summaries() {
+        return Check::ok(
+            "wal_summaries",
+            format!("PostgreSQL {major} has no WAL summaries: incremental backups read every changed file whole"),
+        );
+    }
+    match crate::spi::text("SELECT pg_catalog.current_setting('summarize_wal')", &[]).as_deref() {
+        Some("on") => {
+            Check::ok("wal_summaries", "summarize_wal is on: incremental backups read only the changed blocks")
+        }
+        _ => Check::suggest(
+            "wal_summaries",
+            "summarize_wal is off: incremental backups read every changed file whole",
+            "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then incremental backups read only the blocks changed since the previous backup, once the summaries reach back to that backup's start (from the second backup after turning it on).",
+        ),
+    }
 }
 
 /// The newest base backup and its age, and whether WAL continues from it to the present; and how

@@ -1,8 +1,9 @@
 //! Base backups and point-in-time recovery. Rooms: [`sql`] (`base_backup()`, `backups()`,
-//! `recovery_window()`), [`worker`] (the `base_backup` job), [`drill`] (the `pitr` drill),
+//! `recovery_window()`), [`worker`] (the `base_backup` job, [`summaries`]: PostgreSQL 17's changed blocks), [`drill`] (the `pitr` drill),
 //! [`health`] (doctor's backup rows).
 
 pub mod drill;
 pub mod health;
 mod sql;
+mod summaries;
 pub mod worker;

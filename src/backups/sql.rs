@@ -102,6 +102,16 @@ fn base_backup(
             let r = status.result.unwrap_or_default();
             let text = |k: &str| r.get(k).and_then(|v| v.as_str()).map(str::to_string);
             let int = |k: &str| r.get(k).and_then(|v| v.as_i64());
+            if let Some(changed) = text("changed_blocks") {
+                // How an incremental on PostgreSQL 17+ found what changed: the DBA sees whether
+                // the WAL summaries served it, and why not.
+                crate::errors::notice(&format!(
+                    "base backup {}: changed blocks: {changed}; {} byte(s) read, {} not read",
+                    text("backup_id").unwrap_or_default(),
+                    int("bytes_read").unwrap_or_default(),
+                    int("bytes_skipped").unwrap_or_default()
+                ));
+            }
             if let Some(failures) = int("page_checksum_failures").filter(|n| *n > 0) {
                 let named: Vec<&str> = r
                     .get("damaged_pages")

@@ -30,6 +30,7 @@ fn main() {
                 include_manifest_key: false,
                 parallel: 2,
                 page_checks: None,
+                changed: None,
             },
             Arc::new(Progress::default()),
             &CancellationToken::new(),

@@ -25,13 +25,19 @@ pub struct Check {
     pub check: &'static str,
     pub status: Status,
     pub detail: String,
-    /// What to do; present for every check that is not ok.
+    /// What to do; present for every check that is not ok, and for an ok one that suggests
+    /// something (`suggest`).
     pub hint: Option<String>,
 }
 
 impl Check {
     pub fn ok(check: &'static str, detail: impl Into<String>) -> Self {
         Check { check, status: Status::Ok, detail: detail.into(), hint: None }
+    }
+
+    /// Ok, with something worth doing that does not change the verdict.
+    pub fn suggest(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {
+        Check { check, status: Status::Ok, detail: detail.into(), hint: Some(hint.into()) }
     }
 
     pub fn warn(check: &'static str, detail: impl Into<String>, hint: impl Into<String>) -> Self {

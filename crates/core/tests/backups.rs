@@ -560,6 +560,7 @@ async fn a_page_whose_checksum_fails_is_named_and_pages_written_since_the_start_
         include_manifest_key: false,
         parallel: 2,
         page_checks,
+        changed: None,
     };
     let checks = PageChecks { start_lsn: start, blocks_per_segment: 131_072 };
     let taken =
@@ -578,4 +579,88 @@ async fn a_page_whose_checksum_fails_is_named_and_pages_written_since_the_start_
         .await
         .unwrap();
     assert_eq!(taken.stats.page_checksum_failures, 0);
+}
+
+/// PostgreSQL 17's WAL summaries say which blocks changed: a changed relation file reads only the
+/// chunks holding them (and everything from a limit block on, and what it grew by), and reuses the
+/// previous backup's chunks for the rest without reading them. Shown by a change the summaries do
+/// not name: the backup keeps the earlier bytes there, which only a chunk it did not read can.
+/// A file that is not a relation's is read whole; a file replaced by another (new inode) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
+    use backstop_core::backups::summaries::ChangedBlocks;
+    let backend = common::file_backend();
+    let scratch = tempfile::tempdir().unwrap();
+    let repository = repository(backend.store.clone());
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    let full = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+
+    const CHUNK: usize = 256 << 10;
+    let table_path = data.join("base/5/16384");
+    let before = fs::read(&table_path).unwrap();
+    let mut table = before.clone();
+    table[CHUNK + 100] ^= 0xff; // chunk 1: named by a changed block
+    table[5 * CHUNK + 100] ^= 0xff; // chunk 5: not named (a hint-bit-like change WAL never saw)
+    table[10 * CHUNK + 100] ^= 0xff; // chunk 10: past the limit block
+    table.extend_from_slice(&noise(77, 3 * 8192)); // grown: chunk 32 is new
+                                                   // Rewritten in place (same inode), as PostgreSQL writes relation files.
+    fs::write(&table_path, &table).unwrap();
+    write(&data.join("postgresql.auto.conf"), b"# changed, not a relation file\n");
+    // The fsm fork replaced by a new file: another inode, read whole whatever the summaries say.
+    let fsm = fs::read(data.join("base/5/16384_fsm")).unwrap();
+    fs::remove_file(data.join("base/5/16384_fsm")).unwrap();
+    let mut new_fsm = fsm.clone();
+    new_fsm[100] ^= 0xff;
+    write(&data.join("base/5/16384_fsm"), &new_fsm);
+
+    let mut changed = ChangedBlocks::new(131_072);
+    changed.add_block(1663, 5, 16384, 0, 40); // in chunk 1
+    changed.add_limit(1663, 5, 16384, 0, 7 * 32 + 5); // chunks 7.. count as changed
+    changed.described = "WAL summaries from 0/2000028 to 0/3000028".into();
+    let incr = take_backup_summarized(
+        &repository,
+        &data,
+        BackupKind::Incremental,
+        Some(full.clone()),
+        t0 + Duration::from_secs(60),
+        None,
+        backstop_core::backups::take::DEFAULT_REREAD_AFTER,
+        Some(changed),
+    )
+    .await;
+    // Read: chunk 1, chunks 7..31 and the 24 KiB it grew by; skipped: chunks 0, 2..6.
+    let table_read = (1 + 25) * CHUNK as u64 + 3 * 8192;
+    assert_eq!(incr.stats.bytes_skipped, 6 * CHUNK as u64, "{:?}", incr.stats);
+    assert_eq!(incr.stats.files_summarized, 1, "{:?}", incr.stats);
+    assert_eq!(
+        incr.stats.bytes_read,
+        table_read + new_fsm.len() as u64 + b"# changed, not a relation file\n".len() as u64,
+        "{:?}",
+        incr.stats
+    );
+    assert_eq!(incr.stats.changed_blocks.as_deref(), Some("WAL summaries from 0/2000028 to 0/3000028"));
+    let record = incr.files.iter().find(|f| f.path == "base/5/16384").unwrap();
+    assert_eq!(record.size, table.len() as u64);
+
+    let restored = scratch.path().join("restored");
+    restore_to(&repository, &incr.id, &restored, false).await.unwrap();
+    let got = fs::read(restored.join("base/5/16384")).unwrap();
+    let mut expected = table.clone();
+    expected[5 * CHUNK + 100] = before[5 * CHUNK + 100]; // the chunk it was told had not changed
+    assert!(got == expected, "the restored table is the read chunks plus the previous backup's others");
+    assert_eq!(fs::read(restored.join("base/5/16384_fsm")).unwrap(), new_fsm);
+    assert_eq!(fs::read(restored.join("postgresql.auto.conf")).unwrap(), b"# changed, not a relation file\n");
+    // Everything else restores as it is in the data directory.
+    fs::write(&table_path, &expected).unwrap();
+    assert_same(&restored, &data);
+
+    // Without summaries the same incremental reads the whole changed file.
+    let plain =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(incr), t0 + Duration::from_secs(120)).await;
+    assert_eq!(plain.stats.bytes_skipped, 0);
+    assert!(plain.stats.bytes_read >= table.len() as u64, "{:?}", plain.stats);
+    assert_eq!(plain.stats.changed_blocks, None);
 }

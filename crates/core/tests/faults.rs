@@ -102,6 +102,7 @@ async fn a_base_backup_that_fails_half_way_publishes_nothing_and_the_next_one_re
             include_manifest_key: false,
             parallel: 2,
             page_checks: None,
+            changed: None,
         },
         Arc::new(Progress::default()),
         &CancellationToken::new(),

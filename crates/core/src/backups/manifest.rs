@@ -162,6 +162,16 @@ pub struct BackupStats {
     /// The first of them, as "path block N (checksum S, computed C)".
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damaged_pages: Vec<String>,
+    /// Incremental on PostgreSQL 17+: where the changed blocks came from ("WAL summaries ...")
+    /// or why every changed file was read whole instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_blocks: Option<String>,
+    /// Changed relation files read only in part, by the WAL summaries.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub files_summarized: u64,
+    /// Bytes of those files not read: no block in them changed since the previous backup.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub bytes_skipped: u64,
 }
 
 fn is_zero(value: &u64) -> bool {

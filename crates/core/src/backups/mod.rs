@@ -21,6 +21,7 @@ pub mod damage;
 pub mod manifest;
 pub mod page_checksum;
 pub mod restore;
+pub mod summaries;
 pub mod take;
 pub mod verify;
 

@@ -17,6 +17,11 @@
 //! less than `reread_after` ago (default 7 days): the periodic full read that catches a file
 //! changed behind an unchanged mtime.
 //!
+//! Changed blocks (PostgreSQL 17+, `summarize_wal = on`): a relation file whose mtime changed is
+//! not read whole when the WAL summaries since the previous backup's start say which of its blocks
+//! changed: its other chunks reuse the previous record's, when that record is of the same file
+//! (inode) and was read less than `reread_after` ago (see `summaries`).
+//!
 //! Earlier packs: an incremental references a pack of the previous backup only when its signed
 //! trailer is there with the recorded length and, when the pack was last read back more than
 //! `reread_after` ago (its `verified_at`), after it was read again through every checksum; a pack
@@ -28,7 +33,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,6 +95,9 @@ pub struct TakeOptions {
     pub parallel: usize,
     /// Verify page checksums of the relation files read (the cluster has data checksums on).
     pub page_checks: Option<PageChecks>,
+    /// Incremental only: the blocks changed since `previous` started, from PostgreSQL 17's WAL
+    /// summaries. A changed relation file then reads only the chunks holding changed blocks.
+    pub changed: Option<super::summaries::ChangedBlocks>,
 }
 
 /// What checking a page's checksum needs to know about the cluster and the backup.
@@ -375,6 +383,23 @@ impl Packer {
         index
     }
 
+    /// References a chunk of the previous backup's record of `path` without reading it.
+    fn reuse(&mut self, chunk: &ChunkRef, path: &str) -> Result<ChunkRef> {
+        let hash: [u8; 32] = hex::decode(&chunk.sha256)
+            .ok()
+            .and_then(|h| h.try_into().ok())
+            .ok_or_else(|| Error::InvalidInput(format!("the previous backup's record of {path} is damaged")))?;
+        let (pack, offset, len) = match self.known.get(&hash) {
+            Some(&known) => known,
+            None => {
+                let known = (self.adopt(chunk.pack), chunk.offset, chunk.len);
+                self.known.insert(hash, known);
+                known
+            }
+        };
+        Ok(ChunkRef { sha256: chunk.sha256.clone(), pack, offset, len })
+    }
+
     /// Places a chunk: an existing copy if any backup here or before holds it, else the open pack.
     /// Returns the reference and whether the bytes are new.
     fn place(&mut self, hash: [u8; 32], data: &[u8]) -> (ChunkRef, bool) {
@@ -600,7 +625,10 @@ fn read_all(
     };
     // A full backup reads and writes everything: it references no pack of an earlier backup.
     let mut packer = Packer::new(options.previous.as_ref().filter(|_| incremental), damaged, encrypts);
-    let mut stats = BackupStats::default();
+    let mut stats = BackupStats {
+        changed_blocks: options.changed.as_ref().filter(|_| incremental).map(|c| c.described.clone()),
+        ..Default::default()
+    };
     let mut files = Vec::with_capacity(found.len());
     let mut buffer = vec![0u8; CHUNK_SIZE];
     let send = |sealed: SealedPack| -> Result<()> { sender.blocking_send(sealed).map_err(|_| Error::Cancelled) };
@@ -631,19 +659,7 @@ fn read_all(
             record.size = previous.size;
             record.read_at = previous.read_at;
             for chunk in &previous.chunks {
-                let hash: [u8; 32] =
-                    hex::decode(&chunk.sha256).ok().and_then(|h| h.try_into().ok()).ok_or_else(|| {
-                        Error::InvalidInput(format!("the previous backup's record of {} is damaged", entry.path))
-                    })?;
-                let (pack, offset, len) = match packer.known.get(&hash) {
-                    Some(&known) => known,
-                    None => {
-                        let known = (packer.adopt(chunk.pack), chunk.offset, chunk.len);
-                        packer.known.insert(hash, known);
-                        known
-                    }
-                };
-                record.chunks.push(ChunkRef { sha256: chunk.sha256.clone(), pack, offset, len });
+                record.chunks.push(packer.reuse(chunk, &entry.path)?);
             }
             stats.files_reused += 1;
             progress.files_done.fetch_add(1, Ordering::Relaxed);
@@ -659,23 +675,54 @@ fn read_all(
             ((dir == "global" || is_database_dir(dir)) && relation_of(name).is_some())
                 .then(|| (checks, super::page_checksum::segment_of(name)))
         });
-        let mut file = match fs::File::open(&entry.abs) {
+        let file = match fs::File::open(&entry.abs) {
             Ok(file) => file,
             // Removed since the walk (a dropped relation): WAL replay removes it too.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open", &entry.abs, e)),
         };
-        loop {
+        // With WAL summaries, the previous record of this same file stands for its unchanged chunks.
+        let summarized = options.changed.as_ref().and_then(|changed| {
+            let previous = previous_files.get(entry.path.as_str())?;
+            let usable = previous.kind == FileKind::File
+                && previous.inode == entry.meta.ino()
+                && unix_seconds(now) - previous.read_at < options.reread_after.as_secs_f64()
+                && changed.chunk_changed(&entry.path, 0).is_some();
+            usable.then_some((changed, *previous))
+        });
+        let walked_len = entry.meta.len();
+        let mut reused_any = false;
+        for index in 0u32.. {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
-            let n = read_full(&mut file, &mut buffer).map_err(|e| Error::io("read", &entry.abs, e))?;
+            let offset = record.size;
+            if let Some((changed, previous)) = summarized {
+                if offset >= walked_len {
+                    break;
+                }
+                // The previous chunk stands only when it covers the same bytes: full, or the last
+                // one of a file whose length did not change.
+                let same_range = previous.chunks.get(index as usize).filter(|chunk| {
+                    chunk.len as usize == CHUNK_SIZE
+                        || (previous.size == walked_len && offset + u64::from(chunk.len) == walked_len)
+                });
+                if let Some(chunk) = same_range.filter(|_| changed.chunk_changed(&entry.path, index) == Some(false)) {
+                    record.chunks.push(packer.reuse(chunk, &entry.path)?);
+                    record.size += u64::from(chunk.len);
+                    stats.bytes_skipped += u64::from(chunk.len);
+                    progress.bytes_done.fetch_add(u64::from(chunk.len), Ordering::Relaxed);
+                    reused_any = true;
+                    continue;
+                }
+            }
+            let n = read_full_at(&file, &mut buffer, offset).map_err(|e| Error::io("read", &entry.abs, e))?;
             if n == 0 {
                 break;
             }
             let data = &buffer[..n];
             if let Some((checks, segment)) = relation_segment {
-                check_pages(&file, &entry.path, data, record.size, segment, checks, &mut stats);
+                check_pages(&file, &entry.path, data, offset, segment, checks, &mut stats);
             }
             let hash: [u8; 32] = Sha256::digest(data).into();
             let (chunk, new) = packer.place(hash, data);
@@ -694,6 +741,11 @@ fn read_all(
             if n < buffer.len() {
                 break;
             }
+        }
+        if reused_any {
+            // Part of it was read by an earlier backup: the periodic full read counts from then.
+            record.read_at = summarized.map_or(record.read_at, |(_, previous)| previous.read_at);
+            stats.files_summarized += 1;
         }
         progress.files_done.fetch_add(1, Ordering::Relaxed);
         stats.files += 1;
@@ -746,11 +798,12 @@ fn check_pages(
     }
 }
 
-/// Fills `buffer` unless the file ends first; returns the bytes read.
-fn read_full(file: &mut fs::File, buffer: &mut [u8]) -> io::Result<usize> {
+/// Fills `buffer` from `offset` unless the file ends first; returns the bytes read.
+fn read_full_at(file: &fs::File, buffer: &mut [u8], offset: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
     let mut filled = 0;
     while filled < buffer.len() {
-        match file.read(&mut buffer[filled..]) {
+        match file.read_at(&mut buffer[filled..], offset + filled as u64) {
             Ok(0) => break,
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,

@@ -136,6 +136,21 @@ pub async fn take_backup_rereading(
     start: Option<Lsn>,
     reread_after: Duration,
 ) -> BackupManifest {
+    take_backup_summarized(repository, data, kind, previous, at, start, reread_after, None).await
+}
+
+/// [`take_backup_rereading`] told which blocks changed, as WAL summaries would.
+#[allow(clippy::too_many_arguments)]
+pub async fn take_backup_summarized(
+    repository: &Repository,
+    data: &Path,
+    kind: BackupKind,
+    previous: Option<BackupManifest>,
+    at: SystemTime,
+    start: Option<Lsn>,
+    reread_after: Duration,
+    changed: Option<backstop_core::backups::summaries::ChangedBlocks>,
+) -> BackupManifest {
     let previous_id = previous.as_ref().map(|p| p.id.clone());
     let taken = take::copy_files(
         repository,
@@ -147,6 +162,7 @@ pub async fn take_backup_rereading(
             include_manifest_key: false,
             parallel: 2,
             page_checks: None,
+            changed,
         },
         Arc::new(Progress::default()),
         &CancellationToken::new(),
