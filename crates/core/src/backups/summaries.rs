@@ -14,7 +14,8 @@
 //!   rewritten by WAL replay (full-page writes), as for any base backup.
 //! - A relation fork's *limit block* (it was created, truncated or dropped in the range) makes
 //!   every block from there on changed: a relfilenode reused by a new relation never shows its
-//!   old contents.
+//!   old contents. A database created or dropped in the range (limit block 0 of relfilenode 0,
+//!   PostgreSQL's mark for a directory copied without per-file WAL) makes all of its files changed.
 //! - Only files of relations (global/, base/<db>/, pg_tblspc/<spc>/<version>/<db>/) are
 //!   answered; anything else is `None` and is read whole, as without summaries.
 //! - Granularity is the chunk ([`super::CHUNK_SIZE`], 32 pages): a chunk with one changed block
@@ -81,6 +82,10 @@ pub struct ChangedBlocks {
     chunks: HashSet<(Fork, u32, u32)>,
     /// The lowest limit block of each fork that has one: blocks from there on count as changed.
     limits: HashMap<Fork, u32>,
+    /// (tablespace, database) pairs created or dropped in the range: PostgreSQL records them as a
+    /// limit block 0 of relfilenode 0 (CREATE DATABASE ... STRATEGY FILE_COPY copies files without
+    /// logging each one), so every relation file there counts as changed.
+    recreated: HashSet<(u32, u32)>,
     /// The range and summaries this describes, for the job's report.
     pub described: String,
 }
@@ -99,6 +104,10 @@ impl ChangedBlocks {
 
     /// A limit block (`is_limit_block` true): the fork was cut to this length in the range.
     pub fn add_limit(&mut self, tablespace: u32, database: u32, relfilenode: u32, fork: u8, block: u32) {
+        if relfilenode == 0 {
+            self.recreated.insert((tablespace, database));
+            return;
+        }
         let limit = self.limits.entry((tablespace, database, relfilenode, fork)).or_insert(block);
         *limit = (*limit).min(block);
     }
@@ -109,7 +118,7 @@ impl ChangedBlocks {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.limits.is_empty()
+        self.chunks.is_empty() && self.limits.is_empty() && self.recreated.is_empty()
     }
 
     /// Whether chunk `chunk` (offset `chunk * CHUNK_SIZE`) of the file at `path` (relative to the
@@ -117,7 +126,7 @@ impl ChangedBlocks {
     /// changes summaries do not describe.
     pub fn chunk_changed(&self, path: &str, chunk: u32) -> Option<bool> {
         let (fork, segment) = relation_file(path)?;
-        if self.chunks.contains(&(fork, segment, chunk)) {
+        if self.chunks.contains(&(fork, segment, chunk)) || self.recreated.contains(&(fork.0, fork.1)) {
             return Some(true);
         }
         let Some(&limit) = self.limits.get(&fork) else { return Some(false) };
@@ -224,6 +233,11 @@ mod tests {
         // A limit of 0 (created or dropped and reused in the range): everything.
         changed.add_limit(1664, 0, 1262, 0, 0);
         assert_eq!(changed.chunk_changed("global/1262", 0), Some(true));
+        // A database created or dropped in the range (relfilenode 0): all of its files.
+        changed.add_limit(1663, 7, 0, 0, 0);
+        assert_eq!(changed.chunk_changed("base/7/16384", 0), Some(true));
+        assert_eq!(changed.chunk_changed("base/7/2619_fsm", 0), Some(true));
+        assert_eq!(changed.chunk_changed("pg_tblspc/16390/PG_17_202406281/7/16384", 0), Some(false));
         // Not a relation file: the caller reads it whole.
         assert_eq!(changed.chunk_changed("global/pg_control", 0), None);
         assert_eq!(changed.len(), 2);
