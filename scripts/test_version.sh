@@ -54,17 +54,25 @@ pg_test/run.sh "${CROSS_VERSION_SCENARIOS[@]}"
 step "PostgreSQL $PG_MAJOR: the Debian package, built and its layout checked"
 # Not installed here: this distribution has no postgresql-$PG_MAJOR for it to depend on (the
 # PostgreSQL project's apt repository has); scripts/test_package.sh installs the 15 one.
-deb=$(BACKSTOP_PROFILE=debug scripts/package.sh target/debian | tail -1)
+built=$(BACKSTOP_PROFILE=debug scripts/package.sh target/debian | tail -2)
+cli_deb=$(head -1 <<<"$built") deb=$(tail -1 <<<"$built")
 contents=$(dpkg-deb --contents "$deb" | awk '{ print $6 }')
 for file in "./usr/lib/postgresql/$PG_MAJOR/lib/backstop.so" "./usr/share/postgresql/$PG_MAJOR/extension/backstop.control" \
-  "./usr/share/postgresql/$PG_MAJOR/extension/backstop--$(backstop_version).sql" ./usr/bin/backstop; do
+  "./usr/share/postgresql/$PG_MAJOR/extension/backstop--$(backstop_version).sql"; do
   grep -qxF "$file" <<<"$contents" || { echo "$deb lacks $file" >&2; exit 1; }
 done
+# The CLI is its own package, shared by every major's: two majors' packages install side by side.
+if grep -q '^\./usr/bin/' <<<"$contents"; then
+  echo "$deb ships a program in /usr/bin: it belongs to backstop-cli" >&2
+  exit 1
+fi
+dpkg-deb --contents "$cli_deb" | awk '{ print $6 }' | grep -qxF ./usr/bin/backstop ||
+  { echo "$cli_deb lacks /usr/bin/backstop" >&2; exit 1; }
 if grep -q '^\./opt' <<<"$contents"; then
   echo "$deb installs under /opt: it must use the distribution's PostgreSQL directories" >&2
   exit 1
 fi
 [[ $(dpkg-deb -f "$deb" Package) == "postgresql-$PG_MAJOR-backstop" ]] || { echo "$deb: wrong package name" >&2; exit 1; }
-dpkg-deb -f "$deb" Depends | grep -q "^postgresql-$PG_MAJOR, postgresql-client-$PG_MAJOR," ||
-  { echo "$deb does not depend on postgresql-$PG_MAJOR" >&2; exit 1; }
-echo "  $(basename "$deb"): installs into /usr/lib/postgresql/$PG_MAJOR and /usr/share/postgresql/$PG_MAJOR"
+dpkg-deb -f "$deb" Depends | grep -q "^postgresql-$PG_MAJOR, postgresql-client-$PG_MAJOR, backstop-cli (= $(backstop_version))," ||
+  { echo "$deb does not depend on postgresql-$PG_MAJOR and backstop-cli" >&2; exit 1; }
+echo "  $(basename "$deb"): installs into /usr/lib/postgresql/$PG_MAJOR and /usr/share/postgresql/$PG_MAJOR; the CLI in $(basename "$cli_deb")"

@@ -39,6 +39,8 @@ static BASE_BACKUP_COMPRESSION_LEVEL: GucSetting<i32> =
     GucSetting::<i32>::new(described::BASE_BACKUP_COMPRESSION_LEVEL.default);
 static DATABASE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(described::DATABASE.default);
 static SCHEDULER_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(described::SCHEDULER.default);
+static BASE_BACKUP_WAL_SUMMARIES: GucSetting<bool> =
+    GucSetting::<bool>::new(described::BASE_BACKUP_WAL_SUMMARIES.default);
 static MISSED_RUN_GRACE: GucSetting<i32> = GucSetting::<i32>::new(described::MISSED_RUN_GRACE.default);
 static JOB_RUNS_RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(described::JOB_RUNS_RETENTION.default);
 static MAX_BASE_BACKUP_AGE: GucSetting<i32> = GucSetting::<i32>::new(described::MAX_BASE_BACKUP_AGE.default);
@@ -85,6 +87,7 @@ pub fn init() {
     int(&described::BASE_BACKUP_PARALLEL, &BASE_BACKUP_PARALLEL);
     text(&described::DATABASE, &DATABASE, None, None);
     boolean(&described::SCHEDULER, &SCHEDULER_ENABLED);
+    boolean(&described::BASE_BACKUP_WAL_SUMMARIES, &BASE_BACKUP_WAL_SUMMARIES);
     int(&described::MISSED_RUN_GRACE, &MISSED_RUN_GRACE);
     int(&described::JOB_RUNS_RETENTION, &JOB_RUNS_RETENTION_DAYS);
     int(&described::MAX_BASE_BACKUP_AGE, &MAX_BASE_BACKUP_AGE);
@@ -265,6 +268,10 @@ pub fn base_backup_wal_timeout() -> std::time::Duration {
 
 pub fn base_backup_reread_after() -> std::time::Duration {
     std::time::Duration::from_secs(BASE_BACKUP_REREAD_DAYS.get().max(0) as u64 * 86_400)
+}
+
+pub fn base_backup_wal_summaries() -> bool {
+    BASE_BACKUP_WAL_SUMMARIES.get()
 }
 
 pub fn base_backup_parallel() -> usize {

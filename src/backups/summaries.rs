@@ -31,6 +31,9 @@ pub fn changed_since(
     if !server_has_summaries() {
         return Ok(Err("WAL summaries need PostgreSQL 17".into()));
     }
+    if !crate::gucs::base_backup_wal_summaries() {
+        return Ok(Err("backstop.base_backup_wal_summaries is off".into()));
+    }
     let enabled =
         BackgroundWorker::transaction(|| crate::spi::text("SELECT pg_catalog.current_setting('summarize_wal')", &[]));
     if enabled.as_deref() != Some("on") {
@@ -100,14 +103,16 @@ pub fn changed_since(
     };
     let mut changed = ChangedBlocks::new(blocks_per_segment);
     for summary in &chosen {
-        // Blocks grouped by chunk on the server: one row per changed chunk, not per block.
+        // Blocks grouped by chunk on the server, with a mask of which: one row per changed chunk.
         let rows = BackgroundWorker::transaction(|| {
             Spi::connect(|client| {
                 let mut out = Vec::new();
                 let rows = client.select(
                     "SELECT reltablespace::pg_catalog.int8, reldatabase::pg_catalog.int8, relfilenode::pg_catalog.int8, \
                             relforknumber::pg_catalog.int4, \
-                            CASE WHEN is_limit_block THEN relblocknumber ELSE relblocknumber / $4 * $4 END, is_limit_block \
+                            CASE WHEN is_limit_block THEN relblocknumber ELSE relblocknumber / $4 * $4 END, is_limit_block, \
+                            pg_catalog.bit_or(CASE WHEN is_limit_block THEN 0 \
+                                              ELSE (1::pg_catalog.int8) << (relblocknumber % $4)::pg_catalog.int4 END) \
                      FROM pg_catalog.pg_wal_summary_contents($1, $2::pg_catalog.pg_lsn, $3::pg_catalog.pg_lsn) \
                      GROUP BY 1, 2, 3, 4, 5, 6",
                     None,
@@ -119,26 +124,27 @@ pub fn changed_since(
                     ],
                 )?;
                 for row in rows {
-                    let (Some(spc), Some(db), Some(node), Some(fork), Some(block), Some(limit)) = (
+                    let (Some(spc), Some(db), Some(node), Some(fork), Some(block), Some(limit), Some(mask)) = (
                         row.get::<i64>(1)?,
                         row.get::<i64>(2)?,
                         row.get::<i64>(3)?,
                         row.get::<i32>(4)?,
                         row.get::<i64>(5)?,
                         row.get::<bool>(6)?,
+                        row.get::<i64>(7)?,
                     ) else {
                         continue;
                     };
-                    out.push((spc as u32, db as u32, node as u32, fork as u8, block as u32, limit));
+                    out.push((spc as u32, db as u32, node as u32, fork as u8, block as u32, limit, mask as u32));
                 }
                 Ok::<_, pgrx::spi::Error>(out)
             })
         })
         .map_err(super::worker::spi_error)?;
-        for (spc, db, node, fork, block, limit) in rows {
+        for (spc, db, node, fork, block, limit, mask) in rows {
             match limit {
                 true => changed.add_limit(spc, db, node, fork, block),
-                false => changed.add_block(spc, db, node, fork, block),
+                false => changed.add_blocks(spc, db, node, fork, block, mask),
             }
         }
         if BackgroundWorker::sigterm_received() {
@@ -146,11 +152,13 @@ pub fn changed_since(
         }
     }
     changed.described = format!(
-        "WAL summaries from {} to {} on timeline {timeline} ({} summar{}, {} changed chunk{})",
+        "WAL summaries from {} to {} on timeline {timeline} ({} summar{}, {} changed block{} in {} chunk{})",
         previous.start_lsn,
         start,
         chosen.len(),
         if chosen.len() == 1 { "y" } else { "ies" },
+        changed.blocks(),
+        if changed.blocks() == 1 { "" } else { "s" },
         changed.len(),
         if changed.len() == 1 { "" } else { "s" }
     );

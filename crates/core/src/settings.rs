@@ -348,6 +348,17 @@ pub const BASE_BACKUP_PARALLEL: IntSetting = IntSetting {
     seconds: false,
 };
 
+pub const BASE_BACKUP_WAL_SUMMARIES: BoolSetting = BoolSetting {
+    about: About {
+        name: c"backstop.base_backup_wal_summaries",
+        description: c"Whether incremental base backups on PostgreSQL 17+ read only the blocks the WAL summaries name as changed (with summarize_wal = on).",
+        hint: c"Off reads every changed file whole, as on PostgreSQL 15 and 16.",
+        reload: false,
+        hidden: false,
+    },
+    default: true,
+};
+
 pub const DATABASE: TextSetting = TextSetting {
     about: About {
         name: c"backstop.database",
@@ -566,7 +577,7 @@ pub const INTS: &[&IntSetting] = &[
 ];
 
 /// Every boolean setting.
-pub const BOOLS: &[&BoolSetting] = &[&S3_FORCE_PATH_STYLE, &SCHEDULER];
+pub const BOOLS: &[&BoolSetting] = &[&S3_FORCE_PATH_STYLE, &SCHEDULER, &BASE_BACKUP_WAL_SUMMARIES];
 
 /// Every enum setting.
 pub const ENUMS: &[&EnumSetting] = &[&COMPRESSION];

@@ -581,13 +581,15 @@ async fn a_page_whose_checksum_fails_is_named_and_pages_written_since_the_start_
     assert_eq!(taken.stats.page_checksum_failures, 0);
 }
 
-/// PostgreSQL 17's WAL summaries say which blocks changed: a changed relation file reads only the
-/// chunks holding them (and everything from a limit block on, and what it grew by), and reuses the
-/// previous backup's chunks for the rest without reading them. Shown by a change the summaries do
-/// not name: the backup keeps the earlier bytes there, which only a chunk it did not read can.
-/// A file that is not a relation's is read whole; a file replaced by another (new inode) too.
+/// PostgreSQL 17's WAL summaries say which blocks changed: a changed relation file reads only
+/// those blocks (and everything from a limit block on, and what it grew by), stores them as chunks
+/// of their own, and references the previous backup's chunks, whole or in part, for the rest
+/// without reading them. Shown by changes the summaries do not name: the backup keeps the earlier
+/// bytes there, which only a block it did not read can. A file that is not a relation's is read
+/// whole, and so is a free space map (not WAL-logged). A second such backup on top of the first
+/// takes parts of parts; each restores byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
+async fn wal_summaries_let_an_incremental_read_only_the_changed_blocks() {
     use backstop_core::backups::summaries::ChangedBlocks;
     let backend = common::file_backend();
     let scratch = tempfile::tempdir().unwrap();
@@ -599,17 +601,20 @@ async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
     let full = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
 
     const CHUNK: usize = 256 << 10;
+    const BLOCK: usize = 8192;
     let table_path = data.join("base/5/16384");
     let before = fs::read(&table_path).unwrap();
     let mut table = before.clone();
-    table[CHUNK + 100] ^= 0xff; // chunk 1: named by a changed block
-    table[5 * CHUNK + 100] ^= 0xff; // chunk 5: not named (a hint-bit-like change WAL never saw)
-    table[10 * CHUNK + 100] ^= 0xff; // chunk 10: past the limit block
-    table.extend_from_slice(&noise(77, 3 * 8192)); // grown: chunk 32 is new
-                                                   // Rewritten in place (same inode), as PostgreSQL writes relation files.
+    table[40 * BLOCK + 100] ^= 0xff; // block 40 (chunk 1): named
+    table[32 * BLOCK + 100] ^= 0xff; // block 32 (chunk 1): not named (a hint bit WAL never saw)
+    table[5 * CHUNK + 100] ^= 0xff; // chunk 5: not named
+    table[7 * CHUNK + 25 * BLOCK] ^= 0xff; // past the limit block (7 * 32 + 20)
+    table[10 * CHUNK + 100] ^= 0xff; // past the limit block
+    table.extend_from_slice(&noise(77, 3 * BLOCK)); // grown: three new blocks
+                                                    // Rewritten in place (same inode), as PostgreSQL writes relation files.
     fs::write(&table_path, &table).unwrap();
     write(&data.join("postgresql.auto.conf"), b"# changed, not a relation file\n");
-    // The fsm fork replaced by a new file: another inode, read whole whatever the summaries say.
+    // The free space map changed: no summary names its blocks (not WAL-logged); read whole.
     let fsm = fs::read(data.join("base/5/16384_fsm")).unwrap();
     fs::remove_file(data.join("base/5/16384_fsm")).unwrap();
     let mut new_fsm = fsm.clone();
@@ -617,8 +622,8 @@ async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
     write(&data.join("base/5/16384_fsm"), &new_fsm);
 
     let mut changed = ChangedBlocks::new(131_072);
-    changed.add_block(1663, 5, 16384, 0, 40); // in chunk 1
-    changed.add_limit(1663, 5, 16384, 0, 7 * 32 + 5); // chunks 7.. count as changed
+    changed.add_block(1663, 5, 16384, 0, 40);
+    changed.add_limit(1663, 5, 16384, 0, 7 * 32 + 20); // chunk 7 from block 20 (12 blocks), then all
     changed.described = "WAL summaries from 0/2000028 to 0/3000028".into();
     let incr = take_backup_summarized(
         &repository,
@@ -631,9 +636,10 @@ async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
         Some(changed),
     )
     .await;
-    // Read: chunk 1, chunks 7..31 and the 24 KiB it grew by; skipped: chunks 0, 2..6.
-    let table_read = (1 + 25) * CHUNK as u64 + 3 * 8192;
-    assert_eq!(incr.stats.bytes_skipped, 6 * CHUNK as u64, "{:?}", incr.stats);
+    // Read: block 40, blocks 20..31 of chunk 7, chunks 8..31 whole, the three new blocks.
+    let table_read = (BLOCK + 12 * BLOCK + 24 * CHUNK + 3 * BLOCK) as u64;
+    let table_skipped = (6 * CHUNK + (CHUNK - BLOCK) + 20 * BLOCK) as u64;
+    assert_eq!(incr.stats.bytes_skipped, table_skipped, "{:?}", incr.stats);
     assert_eq!(incr.stats.files_summarized, 1, "{:?}", incr.stats);
     assert_eq!(
         incr.stats.bytes_read,
@@ -642,25 +648,61 @@ async fn wal_summaries_let_an_incremental_read_only_the_changed_chunks() {
         incr.stats
     );
     assert_eq!(incr.stats.changed_blocks.as_deref(), Some("WAL summaries from 0/2000028 to 0/3000028"));
+    assert_eq!(incr.format_version, 2, "parts of chunks need format 2");
     let record = incr.files.iter().find(|f| f.path == "base/5/16384").unwrap();
     assert_eq!(record.size, table.len() as u64);
+    assert!(
+        record.chunks.iter().any(|c| c.range.is_some()),
+        "unchanged blocks beside a changed one are parts of a chunk"
+    );
 
     let restored = scratch.path().join("restored");
     restore_to(&repository, &incr.id, &restored, false).await.unwrap();
     let got = fs::read(restored.join("base/5/16384")).unwrap();
+    // What it was told had not changed keeps the earlier bytes.
     let mut expected = table.clone();
-    expected[5 * CHUNK + 100] = before[5 * CHUNK + 100]; // the chunk it was told had not changed
-    assert!(got == expected, "the restored table is the read chunks plus the previous backup's others");
+    expected[32 * BLOCK + 100] = before[32 * BLOCK + 100];
+    expected[5 * CHUNK + 100] = before[5 * CHUNK + 100];
+    assert!(got == expected, "the restored table is the blocks read plus the previous backup's others");
     assert_eq!(fs::read(restored.join("base/5/16384_fsm")).unwrap(), new_fsm);
     assert_eq!(fs::read(restored.join("postgresql.auto.conf")).unwrap(), b"# changed, not a relation file\n");
-    // Everything else restores as it is in the data directory.
     fs::write(&table_path, &expected).unwrap();
     assert_same(&restored, &data);
 
+    // A second one on top: block 41 changes; the blocks around it are parts of parts.
+    let mut table = expected;
+    table[41 * BLOCK + 7] ^= 0xff;
+    fs::write(&table_path, &table).unwrap();
+    let mut changed = ChangedBlocks::new(131_072);
+    changed.add_block(1663, 5, 16384, 0, 41);
+    let second = take_backup_summarized(
+        &repository,
+        &data,
+        BackupKind::Incremental,
+        Some(incr.clone()),
+        t0 + Duration::from_secs(120),
+        None,
+        backstop_core::backups::take::DEFAULT_REREAD_AFTER,
+        Some(changed),
+    )
+    .await;
+    // Of the table, one block read; the rest referenced (the two small files written moments
+    // before the first one read them are read again: their mtime could hide a change).
+    assert_eq!(second.stats.bytes_skipped, (table.len() - BLOCK) as u64, "{:?}", second.stats);
+    assert_eq!(second.stats.bytes_read, (BLOCK + new_fsm.len() + 31) as u64, "{:?}", second.stats);
+    let again = scratch.path().join("restored-second");
+    restore_to(&repository, &second.id, &again, false).await.unwrap();
+    assert_same(&again, &data);
+    // A delta restore over the first restore fetches what changed, parts included.
+    restore_to(&repository, &second.id, &restored, true).await.unwrap();
+    assert_same(&restored, &data);
+
     // Without summaries the same incremental reads the whole changed file.
+    fs::write(&table_path, &table).unwrap();
     let plain =
-        take_backup(&repository, &data, BackupKind::Incremental, Some(incr), t0 + Duration::from_secs(120)).await;
+        take_backup(&repository, &data, BackupKind::Incremental, Some(second), t0 + Duration::from_secs(180)).await;
     assert_eq!(plain.stats.bytes_skipped, 0);
     assert!(plain.stats.bytes_read >= table.len() as u64, "{:?}", plain.stats);
     assert_eq!(plain.stats.changed_blocks, None);
+    assert_eq!(plain.format_version, 1, "whole chunks only: the format older backstops read");
 }

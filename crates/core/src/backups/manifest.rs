@@ -16,7 +16,12 @@ use crate::layout;
 use crate::repository::Repository;
 use crate::store::WriteMode;
 
-pub const MANIFEST_FORMAT_VERSION: u32 = 1;
+/// Format 1: every chunk reference stands for its whole chunk. Format 2 (written only when one
+/// does not): a reference may stand for a byte range of its chunk (`ChunkRef::range`), what an
+/// incremental from WAL summaries writes for the unchanged blocks around a changed one. A reader
+/// of format 1 only refuses format 2 by its number instead of restoring it wrongly.
+pub const MANIFEST_FORMAT_VERSION: u32 = 2;
+pub const MANIFEST_FORMAT_WHOLE_CHUNKS: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackupManifest {
@@ -120,7 +125,8 @@ pub struct FileEntry {
     pub chunks: Vec<ChunkRef>,
 }
 
-/// One chunk of a file: its SHA-256 and where its bytes are in which pack.
+/// One piece of a file: a chunk (its SHA-256 and where its bytes are in which pack), whole or,
+/// with `range`, the bytes `[from, to)` of it. A restore reads and checks the whole chunk either way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkRef {
     #[serde(rename = "h")]
@@ -132,6 +138,20 @@ pub struct ChunkRef {
     pub offset: u64,
     #[serde(rename = "l")]
     pub len: u32,
+    #[serde(rename = "r", default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[u32; 2]>,
+}
+
+impl ChunkRef {
+    /// The bytes of the file this reference stands for.
+    pub fn file_len(&self) -> u32 {
+        self.range.map_or(self.len, |[from, to]| to.saturating_sub(from))
+    }
+
+    /// The part of the chunk this reference stands for, as offsets into the chunk.
+    pub fn span(&self) -> (u32, u32) {
+        self.range.map_or((0, self.len), |[from, to]| (from, to))
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -207,7 +227,7 @@ pub(crate) fn is_sha256_hex(text: &str) -> bool {
 impl BackupManifest {
     /// Checks everything a restore relies on; `key` names the manifest in messages.
     pub fn validate(&self, key: &str) -> Result<()> {
-        if self.format_version != MANIFEST_FORMAT_VERSION {
+        if !(MANIFEST_FORMAT_WHOLE_CHUNKS..=MANIFEST_FORMAT_VERSION).contains(&self.format_version) {
             return Err(corrupt(
                 key,
                 format!(
@@ -261,7 +281,12 @@ impl BackupManifest {
                 {
                     return Err(corrupt(key, format!("{} has a chunk outside its pack", file.path)));
                 }
-                total += chunk.len as u64;
+                if let Some([from, to]) = chunk.range {
+                    if self.format_version == MANIFEST_FORMAT_WHOLE_CHUNKS || from >= to || to > chunk.len {
+                        return Err(corrupt(key, format!("{} has a chunk range outside its chunk", file.path)));
+                    }
+                }
+                total += chunk.file_len() as u64;
             }
             if file.kind == FileKind::File && total != file.size {
                 return Err(corrupt(
@@ -333,7 +358,7 @@ pub(crate) mod tests {
     pub fn sample() -> BackupManifest {
         let sha = "ab".repeat(32);
         BackupManifest {
-            format_version: MANIFEST_FORMAT_VERSION,
+            format_version: MANIFEST_FORMAT_WHOLE_CHUNKS,
             id: BackupId::parse("20261122T031500Z-F").unwrap(),
             kind: BackupKind::Full,
             cluster: "c".into(),
@@ -359,7 +384,7 @@ pub(crate) mod tests {
                 mtime_ns: 0,
                 inode: 1,
                 read_at: 1.0,
-                chunks: vec![ChunkRef { sha256: sha, pack: 0, offset: 0, len: 8192 }],
+                chunks: vec![ChunkRef { sha256: sha, pack: 0, offset: 0, len: 8192, range: None }],
             }],
             stats: BackupStats::default(),
             row_counts: Some(RowCounts {
@@ -397,6 +422,33 @@ pub(crate) mod tests {
         let mut m = sample();
         m.row_counts.as_mut().unwrap().tables[0].rows = -1;
         assert!(m.validate("m").is_err());
+    }
+
+    #[test]
+    fn parts_of_chunks_are_format_2_and_stay_inside_their_chunk() {
+        // The sample's one 8 KiB chunk, as two parts of itself.
+        let mut m = sample();
+        let whole = m.files[0].chunks[0].clone();
+        m.files[0].chunks = vec![
+            ChunkRef { range: Some([0, 4096]), ..whole.clone() },
+            ChunkRef { range: Some([4096, 8192]), ..whole.clone() },
+        ];
+        // Format 1 readers would take each part for the whole chunk: never written as format 1.
+        assert!(m.validate("m").unwrap_err().to_string().contains("range outside its chunk"));
+        m.format_version = MANIFEST_FORMAT_VERSION;
+        m.validate("m").unwrap();
+        for bad in [[0, 0], [4096, 4095], [0, 8193]] {
+            let mut m = m.clone();
+            m.files[0].chunks[1].range = Some(bad);
+            assert!(m.validate("m").is_err(), "{bad:?}");
+        }
+        // The parts add up to the file's size, like whole chunks.
+        let mut m = m.clone();
+        m.files[0].chunks.pop();
+        assert!(m.validate("m").unwrap_err().to_string().contains("add up to 4096"));
+        let mut m = sample();
+        m.format_version = 3;
+        assert!(m.validate("m").unwrap_err().to_string().contains("manifest format 3"));
     }
 
     #[test]

@@ -296,8 +296,9 @@ async fn check_packs_present(repository: &Repository, manifest: &BackupManifest)
     Ok(())
 }
 
-/// Where one chunk's bytes go: (file index in the manifest, offset in the file).
-type Destinations = Vec<(usize, u64)>;
+/// Where one chunk's bytes go: (file index in the manifest, offset in the file, and the part of
+/// the chunk written there: `[from, to)`, the whole chunk unless the reference has a range).
+type Destinations = Vec<(usize, u64, u32, u32)>;
 /// Per pack: (offset in pack, length, sha256, destinations).
 type PackPlan = Vec<(u64, u32, String, Destinations)>;
 
@@ -363,25 +364,30 @@ fn prepare(
         file.set_len(entry.size).map_err(|e| Error::io("resize", &path, e))?;
         let mut offset = 0u64;
         for chunk in &entry.chunks {
+            let len = chunk.file_len();
             let kept = match existing.as_mut() {
                 Some(current) => {
-                    buffer.resize(chunk.len as usize, 0);
-                    current.read_exact(&mut buffer).is_ok() && hex::encode(Sha256::digest(&buffer)) == chunk.sha256
+                    buffer.resize(len as usize, 0);
+                    // A part of a chunk has no checksum of its own: always fetched.
+                    current.read_exact(&mut buffer).is_ok()
+                        && chunk.range.is_none()
+                        && hex::encode(Sha256::digest(&buffer)) == chunk.sha256
                 }
                 None => false,
             };
             if kept {
-                summary.bytes_kept += chunk.len as u64;
-                progress.bytes_done.fetch_add(chunk.len as u64, Ordering::Relaxed);
+                summary.bytes_kept += len as u64;
+                progress.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
             } else {
                 let pack = plan.entry(chunk.pack).or_default();
                 let slot = *slots.entry((chunk.pack, chunk.offset)).or_insert_with(|| {
                     pack.push((chunk.offset, chunk.len, chunk.sha256.clone(), Vec::new()));
                     pack.len() - 1
                 });
-                pack[slot].3.push((index, offset));
+                let (from, to) = chunk.span();
+                pack[slot].3.push((index, offset, from, to));
             }
-            offset += chunk.len as u64;
+            offset += len as u64;
         }
     }
     Ok((plan, summary))
@@ -463,7 +469,7 @@ fn restore_pack(
         if hex::encode(Sha256::digest(&buffer)) != sha256 {
             return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
         }
-        for (file_index, file_offset) in destinations {
+        for (file_index, file_offset, from, to) in destinations {
             // A pack of small files (catalogs) reaches hundreds of them: keep a bounded number
             // open, so a restore inside the server (the pitr drill), whose process already holds
             // PostgreSQL's own descriptors, never runs out of them.
@@ -477,11 +483,13 @@ fn restore_pack(
                     v.insert(fs::OpenOptions::new().write(true).open(&path).map_err(|e| Error::io("open", &path, e))?)
                 }
             };
-            file.write_all_at(&buffer, file_offset)
+            // The manifest was validated: the range lies inside the chunk.
+            let part = &buffer[from as usize..to as usize];
+            file.write_all_at(part, file_offset)
                 .map_err(|e| Error::io("write", layout.resolve(&paths[file_index]), e))?;
-            written += len as u64;
-            progress.bytes_done.fetch_add(len as u64, Ordering::Relaxed);
-            progress.bytes_fetched.fetch_add(len as u64, Ordering::Relaxed);
+            written += part.len() as u64;
+            progress.bytes_done.fetch_add(part.len() as u64, Ordering::Relaxed);
+            progress.bytes_fetched.fetch_add(part.len() as u64, Ordering::Relaxed);
         }
     }
     let trailer = reader.finish()?;

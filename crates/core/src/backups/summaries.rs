@@ -17,13 +17,13 @@
 //!   old contents. A database created or dropped in the range (limit block 0 of relfilenode 0,
 //!   PostgreSQL's mark for a directory copied without per-file WAL) makes all of its files changed.
 //! - Only files of relations (global/, base/<db>/, pg_tblspc/<spc>/<version>/<db>/) are
-//!   answered; anything else is `None` and is read whole, as without summaries.
-//! - Granularity is the chunk ([`super::CHUNK_SIZE`], 32 pages): a chunk with one changed block
-//!   is read and hashed whole, so the repository keeps the same content-addressed chunks and
-//!   restore, verify and expire do not know summaries were used.
+//!   answered, and not their free space maps (not WAL-logged, as `pg_basebackup --incremental`
+//!   knows); anything else is `None` and is read whole, as without summaries.
+//! - Granularity is the block: each changed chunk carries a mask of its changed blocks
+//!   ([`ChangedBlocks::changed_mask`]), and the backup reads and stores only those (see `take`).
 //!
-//! Memory: one entry per changed chunk (the server aggregates blocks into chunks), so bounded by
-//! the amount of change, not by the cluster's size.
+//! Memory: one entry per changed chunk (the server aggregates blocks into chunks with a mask), so
+//! bounded by the amount of change, not by the cluster's size.
 
 use std::collections::{HashMap, HashSet};
 
@@ -78,8 +78,9 @@ type Fork = (u32, u32, u32, u8);
 pub struct ChangedBlocks {
     /// Blocks per segment file (`segment_size`, 131072 by default).
     blocks_per_segment: u32,
-    /// (fork, segment number, chunk in the segment file) of every chunk holding a changed block.
-    chunks: HashSet<(Fork, u32, u32)>,
+    /// (fork, segment number, chunk in the segment file) of every chunk holding a changed block,
+    /// and which of its blocks changed (bit n: block n of the chunk).
+    chunks: HashMap<(Fork, u32, u32), u32>,
     /// The lowest limit block of each fork that has one: blocks from there on count as changed.
     limits: HashMap<Fork, u32>,
     /// (tablespace, database) pairs created or dropped in the range: PostgreSQL records them as a
@@ -97,9 +98,16 @@ impl ChangedBlocks {
 
     /// A modified block (`is_limit_block` false in `pg_wal_summary_contents`).
     pub fn add_block(&mut self, tablespace: u32, database: u32, relfilenode: u32, fork: u8, block: u32) {
+        let in_segment = block % self.blocks_per_segment;
+        self.add_blocks(tablespace, database, relfilenode, fork, block, 1 << (in_segment % BLOCKS_PER_CHUNK));
+    }
+
+    /// Modified blocks of the chunk holding `block`, as a mask (bit n: block n of the chunk): what
+    /// the server sends, one row per changed chunk.
+    pub fn add_blocks(&mut self, tablespace: u32, database: u32, relfilenode: u32, fork: u8, block: u32, mask: u32) {
         let segment = block / self.blocks_per_segment;
         let chunk = (block % self.blocks_per_segment) / BLOCKS_PER_CHUNK;
-        self.chunks.insert(((tablespace, database, relfilenode, fork), segment, chunk));
+        *self.chunks.entry(((tablespace, database, relfilenode, fork), segment, chunk)).or_insert(0) |= mask;
     }
 
     /// A limit block (`is_limit_block` true): the fork was cut to this length in the range.
@@ -117,6 +125,11 @@ impl ChangedBlocks {
         self.chunks.len()
     }
 
+    /// Changed blocks named (not counting limit blocks), for the report.
+    pub fn blocks(&self) -> u64 {
+        self.chunks.values().map(|mask| u64::from(mask.count_ones())).sum()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.chunks.is_empty() && self.limits.is_empty() && self.recreated.is_empty()
     }
@@ -125,16 +138,29 @@ impl ChangedBlocks {
     /// data directory) may hold a changed block; `None` when `path` is not a relation file, whose
     /// changes summaries do not describe.
     pub fn chunk_changed(&self, path: &str, chunk: u32) -> Option<bool> {
+        self.changed_mask(path, chunk).map(|mask| mask != 0)
+    }
+
+    /// Which blocks of chunk `chunk` of the file at `path` may have changed (bit n: block n of
+    /// the chunk); `None` when `path` is not a relation file.
+    pub fn changed_mask(&self, path: &str, chunk: u32) -> Option<u32> {
         let (fork, segment) = relation_file(path)?;
-        if self.chunks.contains(&(fork, segment, chunk)) || self.recreated.contains(&(fork.0, fork.1)) {
-            return Some(true);
+        if self.recreated.contains(&(fork.0, fork.1)) {
+            return Some(u32::MAX);
         }
-        let Some(&limit) = self.limits.get(&fork) else { return Some(false) };
-        // The chunk's last block, counted in the fork; it is changed when it reaches the limit.
-        let last = u64::from(segment) * u64::from(self.blocks_per_segment)
-            + u64::from(chunk + 1) * u64::from(BLOCKS_PER_CHUNK)
-            - 1;
-        Some(last >= u64::from(limit))
+        let mut mask = self.chunks.get(&(fork, segment, chunk)).copied().unwrap_or(0);
+        if let Some(&limit) = self.limits.get(&fork) {
+            // Blocks from the limit on, counted in the fork, are changed.
+            let first = u64::from(segment) * u64::from(self.blocks_per_segment)
+                + u64::from(chunk) * u64::from(BLOCKS_PER_CHUNK);
+            let limit = u64::from(limit);
+            if limit <= first {
+                mask = u32::MAX;
+            } else if limit < first + u64::from(BLOCKS_PER_CHUNK) {
+                mask |= !((1u32 << (limit - first)) - 1);
+            }
+        }
+        Some(mask)
     }
 }
 
@@ -153,9 +179,11 @@ fn relation_file(path: &str) -> Option<(Fork, u32)> {
         Some((base, segment)) => (base, number(segment)?),
         None => (name, 0),
     };
+    // The free space map is not WAL-logged: its changes are in no summary, so it is read whole
+    // (as pg_basebackup --incremental sends it whole).
     let (node, fork) = match base.split_once('_') {
         None => (base, 0),
-        Some((node, "fsm")) => (node, 1),
+        Some((_, "fsm")) => return None,
         Some((node, "vm")) => (node, 2),
         Some((node, "init")) => (node, 3),
         Some(_) => return None,
@@ -193,7 +221,9 @@ mod tests {
         assert_eq!(relation_file("base/5/16384"), Some(((1663, 5, 16384, 0), 0)));
         assert_eq!(relation_file("base/5/16384.3"), Some(((1663, 5, 16384, 0), 3)));
         assert_eq!(relation_file("base/5/16384_vm"), Some(((1663, 5, 16384, 2), 0)));
-        assert_eq!(relation_file("base/5/16384_fsm.1"), Some(((1663, 5, 16384, 1), 1)));
+        assert_eq!(relation_file("base/5/16384_vm.1"), Some(((1663, 5, 16384, 2), 1)));
+        // Not WAL-logged: read whole.
+        assert_eq!(relation_file("base/5/16384_fsm"), None);
         assert_eq!(relation_file("base/5/16384_init"), Some(((1663, 5, 16384, 3), 0)));
         assert_eq!(relation_file("global/1262"), Some(((1664, 0, 1262, 0), 0)));
         assert_eq!(relation_file("pg_tblspc/16390/PG_17_202406281/5/16391.2"), Some(((16390, 5, 16391, 0), 2)));
@@ -223,7 +253,7 @@ mod tests {
         assert_eq!(changed.chunk_changed("base/5/16384.1", 0), Some(true));
         assert_eq!(changed.chunk_changed("base/5/16384.1", 1), Some(false));
         // Another fork or database of the same relfilenode is another file.
-        assert_eq!(changed.chunk_changed("base/5/16384_fsm", 1), Some(false));
+        assert_eq!(changed.chunk_changed("base/5/16384_vm", 1), Some(false));
         assert_eq!(changed.chunk_changed("base/6/16384", 1), Some(false));
         // The lowest limit wins: blocks 96..127 (chunk 3) hold block 100.
         assert_eq!(changed.chunk_changed("base/5/16400", 2), Some(false));
@@ -236,10 +266,18 @@ mod tests {
         // A database created or dropped in the range (relfilenode 0): all of its files.
         changed.add_limit(1663, 7, 0, 0, 0);
         assert_eq!(changed.chunk_changed("base/7/16384", 0), Some(true));
-        assert_eq!(changed.chunk_changed("base/7/2619_fsm", 0), Some(true));
+        assert_eq!(changed.chunk_changed("base/7/2619_vm", 0), Some(true));
         assert_eq!(changed.chunk_changed("pg_tblspc/16390/PG_17_202406281/7/16384", 0), Some(false));
+        // Which blocks: block 40 is block 8 of chunk 1; the limit 229 is block 5 of chunk 7.
+        assert_eq!(changed.changed_mask("base/5/16384", 1), Some(1 << 8));
+        changed.add_limit(1663, 5, 16384, 0, 7 * 32 + 5);
+        assert_eq!(changed.changed_mask("base/5/16384", 7), Some(!0b11111));
+        assert_eq!(changed.changed_mask("base/5/16384", 6), Some(0));
+        assert_eq!(changed.changed_mask("base/5/16384", 8), Some(u32::MAX));
+        changed.add_blocks(1663, 5, 16384, 0, 64, 0b1010);
+        assert_eq!(changed.changed_mask("base/5/16384", 2), Some(0b1010));
         // Not a relation file: the caller reads it whole.
         assert_eq!(changed.chunk_changed("global/pg_control", 0), None);
-        assert_eq!(changed.len(), 2);
+        assert_eq!(changed.len(), 3);
     }
 }

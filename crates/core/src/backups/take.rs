@@ -46,6 +46,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::manifest::{BackupStats, ChunkRef, FileEntry, FileKind, PackRef, Tablespace};
+use super::page_checksum::BLOCK_SIZE;
+use super::summaries::{ChangedBlocks, BLOCKS_PER_CHUNK};
 use super::{unix_seconds, BackupManifest, CHUNK_SIZE, PACK_TARGET};
 use crate::error::{Error, Result};
 use crate::layout;
@@ -397,7 +399,7 @@ impl Packer {
                 known
             }
         };
-        Ok(ChunkRef { sha256: chunk.sha256.clone(), pack, offset, len })
+        Ok(ChunkRef { sha256: chunk.sha256.clone(), pack, offset, len, range: chunk.range })
     }
 
     /// Places a chunk: an existing copy if any backup here or before holds it, else the open pack.
@@ -405,12 +407,12 @@ impl Packer {
     fn place(&mut self, hash: [u8; 32], data: &[u8]) -> (ChunkRef, bool) {
         let sha256 = hex::encode(hash);
         if let Some(&(pack, offset, len)) = self.known.get(&hash) {
-            return (ChunkRef { sha256, pack, offset, len }, false);
+            return (ChunkRef { sha256, pack, offset, len, range: None }, false);
         }
         if let Some(&(previous_pack, offset, len)) = self.previous_known.get(&hash) {
             let pack = self.adopt(previous_pack);
             self.known.insert(hash, (pack, offset, len));
-            return (ChunkRef { sha256, pack, offset, len }, false);
+            return (ChunkRef { sha256, pack, offset, len, range: None }, false);
         }
         if self.open.is_none() {
             let index = self.packs.len() as u32;
@@ -424,7 +426,7 @@ impl Packer {
         open.hashes.extend_from_slice(&hash);
         let reference = (open.index, offset, data.len() as u32);
         self.known.insert(hash, reference);
-        (ChunkRef { sha256, pack: reference.0, offset, len: reference.2 }, true)
+        (ChunkRef { sha256, pack: reference.0, offset, len: reference.2, range: None }, true)
     }
 
     /// The open pack, sealed, once it is full (or at the end, whatever its size).
@@ -681,7 +683,7 @@ fn read_all(
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io("open", &entry.abs, e)),
         };
-        // With WAL summaries, the previous record of this same file stands for its unchanged chunks.
+        // With WAL summaries, the previous record of this same file stands for its unchanged blocks.
         let summarized = options.changed.as_ref().and_then(|changed| {
             let previous = previous_files.get(entry.path.as_str())?;
             let usable = previous.kind == FileKind::File
@@ -690,58 +692,25 @@ fn read_all(
                 && changed.chunk_changed(&entry.path, 0).is_some();
             usable.then_some((changed, *previous))
         });
-        let walked_len = entry.meta.len();
-        let mut reused_any = false;
-        for index in 0u32.. {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
+        let mut store = Store {
+            file: &file,
+            path: &entry.path,
+            abs: &entry.abs,
+            relation_segment,
+            buffer: &mut buffer,
+            packer: &mut packer,
+            stats: &mut stats,
+            progress: &progress,
+            record: &mut record,
+            send: &send,
+        };
+        let reused_any = match summarized {
+            Some((changed, previous)) => store.by_blocks(changed, previous, entry.meta.len(), cancel)?,
+            None => {
+                store.whole(cancel)?;
+                false
             }
-            let offset = record.size;
-            if let Some((changed, previous)) = summarized {
-                if offset >= walked_len {
-                    break;
-                }
-                // The previous chunk stands only when it covers the same bytes: full, or the last
-                // one of a file whose length did not change.
-                let same_range = previous.chunks.get(index as usize).filter(|chunk| {
-                    chunk.len as usize == CHUNK_SIZE
-                        || (previous.size == walked_len && offset + u64::from(chunk.len) == walked_len)
-                });
-                if let Some(chunk) = same_range.filter(|_| changed.chunk_changed(&entry.path, index) == Some(false)) {
-                    record.chunks.push(packer.reuse(chunk, &entry.path)?);
-                    record.size += u64::from(chunk.len);
-                    stats.bytes_skipped += u64::from(chunk.len);
-                    progress.bytes_done.fetch_add(u64::from(chunk.len), Ordering::Relaxed);
-                    reused_any = true;
-                    continue;
-                }
-            }
-            let n = read_full_at(&file, &mut buffer, offset).map_err(|e| Error::io("read", &entry.abs, e))?;
-            if n == 0 {
-                break;
-            }
-            let data = &buffer[..n];
-            if let Some((checks, segment)) = relation_segment {
-                check_pages(&file, &entry.path, data, offset, segment, checks, &mut stats);
-            }
-            let hash: [u8; 32] = Sha256::digest(data).into();
-            let (chunk, new) = packer.place(hash, data);
-            if new {
-                stats.bytes_new += n as u64;
-                progress.bytes_new.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            record.chunks.push(chunk);
-            record.size += n as u64;
-            stats.bytes_read += n as u64;
-            progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
-            progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
-            if let Some(sealed) = packer.take_full(false) {
-                send(sealed)?;
-            }
-            if n < buffer.len() {
-                break;
-            }
-        }
+        };
         if reused_any {
             // Part of it was read by an earlier backup: the periodic full read counts from then.
             record.read_at = summarized.map_or(record.read_at, |(_, previous)| previous.read_at);
@@ -764,6 +733,157 @@ fn read_all(
     Ok((files, packs, tablespaces, stats))
 }
 
+/// The blocks of a changed chunk, at most, that are stored as pieces of their own; with more, the
+/// whole chunk is read and stored as one (fewer references, and nearly the same bytes).
+const MOST_PIECEWISE_BLOCKS: u32 = BLOCKS_PER_CHUNK / 2;
+
+/// Reading one file into chunks: its bytes read, checked, hashed and placed, or referenced from
+/// the previous backup's record of it.
+struct Store<'a, F: Fn(SealedPack) -> Result<()>> {
+    file: &'a fs::File,
+    path: &'a str,
+    abs: &'a Path,
+    relation_segment: Option<(PageChecks, u32)>,
+    buffer: &'a mut Vec<u8>,
+    packer: &'a mut Packer,
+    stats: &'a mut BackupStats,
+    progress: &'a Progress,
+    record: &'a mut FileEntry,
+    send: &'a F,
+}
+
+impl<F: Fn(SealedPack) -> Result<()>> Store<'_, F> {
+    /// Reads up to `len` bytes at the end of the record and stores them as one chunk; returns
+    /// the bytes read (fewer when the file ended: it shrank since the walk, and WAL replay
+    /// truncates it again).
+    fn read_piece(&mut self, len: usize) -> Result<usize> {
+        let offset = self.record.size;
+        let n = read_full_at(self.file, &mut self.buffer[..len], offset).map_err(|e| Error::io("read", self.abs, e))?;
+        if n == 0 {
+            return Ok(0);
+        }
+        let data = &self.buffer[..n];
+        if let Some((checks, segment)) = self.relation_segment {
+            check_pages(self.file, self.path, data, offset, segment, checks, self.stats);
+        }
+        let hash: [u8; 32] = Sha256::digest(data).into();
+        let (chunk, new) = self.packer.place(hash, data);
+        if new {
+            self.stats.bytes_new += n as u64;
+            self.progress.bytes_new.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        self.record.chunks.push(chunk);
+        self.record.size += n as u64;
+        self.stats.bytes_read += n as u64;
+        self.progress.bytes_read.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.bytes_done.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(sealed) = self.packer.take_full(false) {
+            (self.send)(sealed)?;
+        }
+        Ok(n)
+    }
+
+    /// The whole file, chunk after chunk, to its end.
+    fn whole(&mut self, cancel: &CancellationToken) -> Result<()> {
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            if self.read_piece(CHUNK_SIZE)? < CHUNK_SIZE {
+                return Ok(());
+            }
+        }
+    }
+
+    /// References the bytes `[from, to)` of the file as `previous` recorded them.
+    fn reuse_span(&mut self, previous: &FileEntry, from: u64, to: u64) -> Result<()> {
+        let mut start = 0u64;
+        for chunk in &previous.chunks {
+            let len = u64::from(chunk.file_len());
+            let (lo, hi) = (from.max(start), to.min(start + len));
+            if lo < hi {
+                let (base, _) = chunk.span();
+                let range = [base + (lo - start) as u32, base + (hi - start) as u32];
+                let mut reused = self.packer.reuse(chunk, self.path)?;
+                reused.range = (range != [0, chunk.len]).then_some(range);
+                self.record.chunks.push(reused);
+            }
+            start += len;
+            if start >= to {
+                break;
+            }
+        }
+        let len = to - from;
+        self.record.size += len;
+        self.stats.bytes_skipped += len;
+        self.progress.bytes_done.fetch_add(len, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A changed relation file with WAL summaries: per chunk-sized window, blocks the summaries
+    /// name (and any the previous record does not hold) are read and stored, the rest referenced
+    /// from the previous record. Returns whether anything was referenced rather than read.
+    fn by_blocks(
+        &mut self,
+        changed: &ChangedBlocks,
+        previous: &FileEntry,
+        walked_len: u64,
+        cancel: &CancellationToken,
+    ) -> Result<bool> {
+        let block = BLOCK_SIZE as u64;
+        let mut reused_any = false;
+        for window in 0u32.. {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let start = u64::from(window) * CHUNK_SIZE as u64;
+            if start >= walked_len {
+                break;
+            }
+            let end = (start + CHUNK_SIZE as u64).min(walked_len);
+            let blocks = (end - start).div_ceil(block) as u32;
+            let mut mask = changed.changed_mask(self.path, window).unwrap_or(u32::MAX);
+            for n in 0..blocks {
+                // A block the previous record does not hold whole is new.
+                if start + u64::from(n + 1) * block > previous.size {
+                    mask |= 1 << n;
+                }
+            }
+            if blocks < BLOCKS_PER_CHUNK {
+                mask &= (1u32 << blocks) - 1;
+            }
+            if mask.count_ones() > MOST_PIECEWISE_BLOCKS {
+                let wanted = (end - start) as usize;
+                if self.read_piece(wanted)? < wanted {
+                    return Ok(reused_any);
+                }
+                continue;
+            }
+            // Runs of blocks alike: read the changed ones, reference the others.
+            let mut n = 0;
+            while n < blocks {
+                let is_changed = mask & (1 << n) != 0;
+                let mut m = n + 1;
+                while m < blocks && (mask & (1 << m) != 0) == is_changed {
+                    m += 1;
+                }
+                let (from, to) = (start + u64::from(n) * block, (start + u64::from(m) * block).min(end));
+                if is_changed {
+                    let wanted = (to - from) as usize;
+                    if self.read_piece(wanted)? < wanted {
+                        return Ok(reused_any);
+                    }
+                } else {
+                    self.reuse_span(previous, from, to)?;
+                    reused_any = true;
+                }
+                n = m;
+            }
+        }
+        Ok(reused_any)
+    }
+}
+
 /// Checks the checksum of every whole page in `data`, read at `offset` of segment `segment` of a
 /// relation file; a page that fails is read once more (a concurrent write may have torn the first
 /// read) before it is counted and named in `stats`.
@@ -776,7 +896,7 @@ fn check_pages(
     checks: PageChecks,
     stats: &mut BackupStats,
 ) {
-    use super::page_checksum::{verify, Verdict, BLOCK_SIZE};
+    use super::page_checksum::{verify, Verdict};
     use std::os::unix::fs::FileExt;
     let first_block = u64::from(segment) * u64::from(checks.blocks_per_segment) + offset / BLOCK_SIZE as u64;
     for (index, page) in data.chunks_exact(BLOCK_SIZE).enumerate() {
@@ -893,8 +1013,13 @@ impl Taken {
     pub fn into_manifest(self, facts: BackupFacts) -> BackupManifest {
         let mut stats = self.stats;
         stats.requests += 1; // the manifest
+                             // Format 2 only where it is needed: a manifest of whole chunks stays readable by older backstops.
+        let ranged = self.files.iter().any(|f| f.chunks.iter().any(|c| c.range.is_some()));
         BackupManifest {
-            format_version: super::manifest::MANIFEST_FORMAT_VERSION,
+            format_version: match ranged {
+                true => super::manifest::MANIFEST_FORMAT_VERSION,
+                false => super::manifest::MANIFEST_FORMAT_WHOLE_CHUNKS,
+            },
             kind: facts.id.kind(),
             id: facts.id,
             cluster: facts.cluster,
