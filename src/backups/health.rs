@@ -56,7 +56,7 @@ fn wal_summaries_check() -> Check {
         _ => Check::suggest(
             "wal_summaries",
             "summarize_wal is off: incremental backups read every changed file whole",
-            "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then incremental backups read only the blocks changed since the previous backup, once the summaries reach back to that backup's start (from the second backup after turning it on).",
+            "ALTER SYSTEM SET summarize_wal = on; SELECT pg_reload_conf(); then incremental backups read only the blocks changed since the previous backup, once the summaries reach back to that backup's start.",
         ),
     }
 }

@@ -50,6 +50,7 @@ pub fn changed_since(
     }
     // pg_backup_start's checkpoint ends a summary at its redo point: wait for the summarizer to write it.
     let deadline = Instant::now() + SUMMARIZER_WAIT;
+    let mut backoff = crate::jobs::Backoff::new(Duration::from_millis(200));
     loop {
         let state = BackgroundWorker::transaction(|| {
             crate::spi::two::<i64, String>(
@@ -70,7 +71,7 @@ pub fn changed_since(
                 SUMMARIZER_WAIT.as_secs()
             )));
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
+        if !BackgroundWorker::wait_latch(Some(backoff.next())) {
             return Err(Error::Cancelled);
         }
     }

@@ -213,12 +213,17 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         let cancel = cancel.clone();
         io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })
     };
+    let mut backoff = jobs::Backoff::new(Duration::from_millis(500));
+    let mut reported = Instant::now();
     while !task.is_finished() {
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(500))) || lease.lost() {
+        if !BackgroundWorker::wait_latch(Some(backoff.next())) || lease.lost() {
             cancel.cancel();
         }
-        progress_into(status, &progress);
-        jobs::write_status(status);
+        if reported.elapsed() >= Duration::from_millis(500) {
+            progress_into(status, &progress);
+            jobs::write_status(status);
+            reported = Instant::now();
+        }
     }
     let taken =
         io::runtime().block_on(task).map_err(|e| Error::InvalidInput(format!("the backup's copy task failed: {e}")))?;
@@ -405,6 +410,7 @@ fn wait_for_wal(
     let last = Lsn(stop.0.saturating_sub(1)).segment(segment_size).max(first);
     let mut pending: Vec<String> = (first..=last).map(|n| wal::segment_name(timeline, n, segment_size)).collect();
     let deadline = Instant::now() + gucs::base_backup_wal_timeout();
+    let mut backoff = jobs::Backoff::new(Duration::from_millis(250));
     loop {
         let mut still = Vec::new();
         for name in pending {
@@ -424,7 +430,7 @@ fn wait_for_wal(
                 gucs::base_backup_wal_timeout().as_secs()
             )));
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(250))) || cancel.is_cancelled() {
+        if !BackgroundWorker::wait_latch(Some(backoff.next())) || cancel.is_cancelled() {
             return Err(Error::Cancelled);
         }
     }

@@ -28,6 +28,26 @@ mod sql;
 pub mod status;
 pub mod worker;
 
+/// Poll intervals that start short and double up to `max`: a wait that ends soon ends with little
+/// latency (an incremental of a few seconds is not made longer by its own polling), a long one
+/// polls at `max`.
+pub struct Backoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+}
+
+impl Backoff {
+    pub fn new(max: std::time::Duration) -> Self {
+        Backoff { next: std::time::Duration::from_millis(10).min(max), max }
+    }
+
+    pub fn next(&mut self) -> std::time::Duration {
+        let interval = self.next;
+        self.next = (self.next * 2).min(self.max);
+        interval
+    }
+}
+
 pub use registry::{job, Job, Registered};
 pub use runlog::{RunLog, FAILED_RUN_LOG_PREFIX};
 pub use status::*;

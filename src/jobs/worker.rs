@@ -104,12 +104,13 @@ pub fn wait(id: i64, worker: DynamicBackgroundWorker, describe: impl Fn(&JobStat
     let mut guard = TerminateOnDrop(Some(worker));
     let mut last_notice = Instant::now();
     let mut last_phase = String::new();
+    let mut backoff = super::Backoff::new(Duration::from_millis(250));
     loop {
         unsafe {
             pg_sys::WaitLatch(
                 pg_sys::MyLatch,
                 (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
-                250,
+                backoff.next().as_millis() as std::ffi::c_long,
                 pg_sys::PG_WAIT_EXTENSION,
             );
             pg_sys::ResetLatch(pg_sys::MyLatch);

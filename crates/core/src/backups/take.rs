@@ -798,10 +798,12 @@ impl<F: Fn(SealedPack) -> Result<()>> Store<'_, F> {
     /// References the bytes `[from, to)` of the file as `previous` recorded them.
     fn reuse_span(&mut self, previous: &FileEntry, from: u64, to: u64) -> Result<()> {
         let mut start = 0u64;
+        let mut covered = 0u64;
         for chunk in &previous.chunks {
             let len = u64::from(chunk.file_len());
             let (lo, hi) = (from.max(start), to.min(start + len));
             if lo < hi {
+                covered += hi - lo;
                 let (base, _) = chunk.span();
                 let range = [base + (lo - start) as u32, base + (hi - start) as u32];
                 let mut reused = self.packer.reuse(chunk, self.path)?;
@@ -814,6 +816,13 @@ impl<F: Fn(SealedPack) -> Result<()>> Store<'_, F> {
             }
         }
         let len = to - from;
+        if covered != len {
+            // Never a manifest whose pieces do not add up: the backup fails instead.
+            return Err(Error::InvalidInput(format!(
+                "the previous backup's record of {} holds {covered} of the bytes {from}..{to} it should",
+                self.path
+            )));
+        }
         self.record.size += len;
         self.stats.bytes_skipped += len;
         self.progress.bytes_done.fetch_add(len, Ordering::Relaxed);
