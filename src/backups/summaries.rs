@@ -52,6 +52,7 @@ pub fn changed_since(
     let deadline = Instant::now() + SUMMARIZER_WAIT;
     let mut backoff = crate::jobs::Backoff::new(Duration::from_millis(200));
     loop {
+        crate::compat::wake_wal_summarizer();
         let state = BackgroundWorker::transaction(|| {
             crate::spi::two::<i64, String>(
                 "SELECT summarized_tli, summarized_lsn::pg_catalog.text FROM pg_catalog.pg_get_wal_summarizer_state()",

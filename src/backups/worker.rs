@@ -67,6 +67,37 @@ pub fn spi_error(e: pgrx::spi::Error) -> Error {
     Error::InvalidInput(format!("PostgreSQL refused: {e}"))
 }
 
+/// How long each phase of a backup took, in order: where the time of a slow one went.
+#[derive(Default, serde::Serialize)]
+#[serde(transparent)]
+pub struct PhaseTimes {
+    phases: Vec<PhaseTime>,
+    #[serde(skip)]
+    started: Option<Instant>,
+}
+
+#[derive(serde::Serialize)]
+pub struct PhaseTime {
+    pub phase: &'static str,
+    pub seconds: f64,
+}
+
+impl PhaseTimes {
+    /// Ends the phase running (if any) and starts `name`, shown in job_progress.
+    fn enter(&mut self, status: &mut JobStatus, name: &'static str) {
+        self.end();
+        self.started = Some(Instant::now());
+        self.phases.push(PhaseTime { phase: name, seconds: 0.0 });
+        phase(status, name);
+    }
+
+    fn end(&mut self) {
+        if let (Some(started), Some(last)) = (self.started.take(), self.phases.last_mut()) {
+            last.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        }
+    }
+}
+
 /// What a base backup stored, and how long it took.
 #[derive(serde::Serialize)]
 pub struct BaseBackupOutcome {
@@ -99,6 +130,8 @@ pub struct BaseBackupOutcome {
     /// Changed relation files read only in part, and the bytes of them not read.
     pub files_summarized: u64,
     pub bytes_skipped: u64,
+    /// Seconds per phase, in order.
+    pub phases: PhaseTimes,
 }
 
 fn is_zero(value: &u64) -> bool {
@@ -112,7 +145,8 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
             hint: "Wait for it to end, then run this again.".into(),
         });
     }
-    phase(status, "opening the repository");
+    let mut timed = PhaseTimes::default();
+    timed.enter(status, "opening the repository");
     let repository = repo::open_checked()?;
     // Across servers writing this namespace (a standby, a copy restored as primary): the lease.
     let lease = repo::HeldLease::acquire(&repository, JobKind::BaseBackup.as_str(), request.id)?;
@@ -141,7 +175,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     };
     let clock = Instant::now();
 
-    phase(status, "pg_backup_start (checkpoint)");
+    timed.enter(status, "pg_backup_start (checkpoint)");
     let label = format!("backstop {id}");
     let backup_start = BackgroundWorker::transaction(|| {
         Spi::get_one_with_args::<String>(
@@ -170,7 +204,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     let mut changed_blocks_fallback = None;
     let changed = match (kind, &previous, backup_start.as_deref()) {
         (BackupKind::Incremental, Some(previous), Some(start)) if super::summaries::server_has_summaries() => {
-            phase(status, "reading WAL summaries");
+            timed.enter(status, "reading WAL summaries");
             let timeline = BackgroundWorker::transaction(|| {
                 crate::spi::one::<i32>("SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()", &[])
             })
@@ -191,7 +225,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     };
     let summaries_timeline = changed.as_ref().map(|(_, timeline)| *timeline);
 
-    phase(status, "copying files");
+    timed.enter(status, "copying files");
     let data_dir =
         std::path::PathBuf::from(unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned());
     let options = TakeOptions {
@@ -244,7 +278,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         );
     }
 
-    phase(status, "pg_backup_stop");
+    timed.enter(status, "pg_backup_stop");
     let (stop_lsn, backup_label, tablespace_map) = BackgroundWorker::transaction(|| {
         Spi::get_three::<String, String, String>(
             "SELECT lsn::text, labelfile, coalesce(spcmapfile, '') FROM pg_catalog.pg_backup_stop(false)",
@@ -265,12 +299,12 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         )));
     }
 
-    phase(status, "waiting for WAL to be archived");
+    timed.enter(status, "waiting for WAL to be archived");
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     wait_for_wal(&repository, timeline, start_lsn, stop_lsn, segment_size, &cancel)?;
 
     let row_counts = if args.count_rows {
-        phase(status, "counting rows (for the pitr drill)");
+        timed.enter(status, "counting rows (for the pitr drill)");
         match count_rows(&id, &repository, timeline, segment_size, &cancel) {
             Ok(counts) => Some(counts),
             Err(Error::Cancelled) => return Err(Error::Cancelled),
@@ -283,7 +317,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         None
     };
 
-    phase(status, "writing the manifest");
+    timed.enter(status, "writing the manifest");
     lease.check()?;
     let identity = repo::cluster_identity();
     let manifest = taken.into_manifest(BackupFacts {
@@ -327,6 +361,10 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         changed_blocks: stats.changed_blocks.clone(),
         files_summarized: stats.files_summarized,
         bytes_skipped: stats.bytes_skipped,
+        phases: {
+            timed.end();
+            timed
+        },
     })
 }
 
