@@ -105,6 +105,7 @@ pub fn wait(id: i64, worker: DynamicBackgroundWorker, describe: impl Fn(&JobStat
     let mut last_notice = Instant::now();
     let mut last_phase = String::new();
     let mut backoff = super::Backoff::new(Duration::from_millis(250));
+    let started = Instant::now();
     loop {
         unsafe {
             pg_sys::WaitLatch(
@@ -122,7 +123,10 @@ pub fn wait(id: i64, worker: DynamicBackgroundWorker, describe: impl Fn(&JobStat
                 guard.0.take();
                 return status.clone();
             }
-            if status.phase != last_phase || last_notice.elapsed() >= Duration::from_secs(5) {
+            // A job ending within its first quarter second says nothing on the way (its result
+            // does): polling starts fast, the progress NOTICEs do not.
+            let quiet = started.elapsed() < Duration::from_millis(250);
+            if !quiet && (status.phase != last_phase || last_notice.elapsed() >= Duration::from_secs(5)) {
                 if status.state == JobState::Running {
                     notice(&describe(status));
                 }
