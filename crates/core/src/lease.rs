@@ -7,8 +7,10 @@
 //! - A lease is honoured only when it is authenticated (signed by a trusted key); an unreadable or
 //!   forged lease object is treated as held by someone unknown until it expires by the store's
 //!   clock of its last write ([`STALE_AFTER`] past it), never as free.
-//! - Acquiring is write-then-read-back: stores that ignore `If-None-Match` (Garage) let two
-//!   writers race, and the read-back after [`SETTLE`] names the one that won; the loser backs off.
+//! - Where no lease is stored and the store decides `CreateNew` itself (a file system), acquiring
+//!   is that one exclusive create. Otherwise (taking over an expired or own lease; S3, where
+//!   Garage ignores `If-None-Match` and two writers can race) it is write-then-read-back: the
+//!   read-back after [`SETTLE`] names the one that won; the loser backs off.
 //! - A lease held by another *server* is respected until its expiry; one held by an earlier job of
 //!   this same server is taken over (the caller already holds the in-server lock, so that job is
 //!   gone).
@@ -21,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::layout;
-use crate::repository::Repository;
+use crate::repository::{PutResult, Repository};
 use crate::store::WriteMode;
 use crate::time::unix_seconds;
 
@@ -78,9 +80,27 @@ fn held_elsewhere(lease: &Lease) -> Error {
 
 /// Takes the lease for `holder` at `now`, or explains who holds it.
 pub async fn acquire(repository: &Repository, holder: &Holder, operation: &str, now: SystemTime) -> Result<Lease> {
+    let lease = Lease {
+        holder: holder.clone(),
+        operation: operation.to_string(),
+        acquired_at: unix_seconds(now),
+        expires_at: unix_seconds(now + TTL),
+    };
     match read(repository).await {
         Ok(Some(lease)) if lease.holder.server != holder.server && lease.expires_at > unix_seconds(now) => {
             return Err(held_elsewhere(&lease))
+        }
+        // No lease, and a store that decides CreateNew itself: whoever creates it holds it, with
+        // no settling wait. Losing that race means another writer holds it now: never overwrite theirs.
+        Ok(None) if repository.store().create_is_exclusive() => {
+            return match create(repository, &lease).await {
+                Ok(PutResult::Stored { .. }) => Ok(lease),
+                Ok(PutResult::AlreadyIdentical { .. }) | Err(Error::Conflict { .. }) => match read(repository).await {
+                    Ok(Some(other)) => Err(held_elsewhere(&other)),
+                    _ => Err(raced()),
+                },
+                Err(e) => Err(e),
+            };
         }
         Ok(_) => {}
         Err(e @ (Error::Unauthenticated { .. } | Error::Corrupt { .. })) => {
@@ -94,27 +114,34 @@ pub async fn acquire(repository: &Repository, holder: &Holder, operation: &str, 
         }
         Err(e) => return Err(e),
     }
-    let lease = Lease {
-        holder: holder.clone(),
-        operation: operation.to_string(),
-        acquired_at: unix_seconds(now),
-        expires_at: unix_seconds(now + TTL),
-    };
     write(repository, &lease).await?;
     tokio::time::sleep(SETTLE).await;
     match read(repository).await? {
         Some(read) if read.holder == *holder => Ok(lease),
         Some(other) => Err(held_elsewhere(&other)),
-        None => Err(Error::Job {
-            message: "the repository's lease vanished right after it was written".into(),
-            hint: "Another server is releasing or taking it: run this again in a minute.".into(),
-        }),
+        None => Err(raced()),
+    }
+}
+
+fn raced() -> Error {
+    Error::Job {
+        message: "the repository's lease changed hands while this job was taking it".into(),
+        hint: "Another server is releasing or taking it: run this again in a minute.".into(),
     }
 }
 
 async fn write(repository: &Repository, lease: &Lease) -> Result<()> {
+    put(repository, lease, WriteMode::Overwrite).await.map(drop)
+}
+
+/// Writes the lease only where none is stored.
+async fn create(repository: &Repository, lease: &Lease) -> Result<PutResult> {
+    put(repository, lease, WriteMode::CreateNew).await
+}
+
+async fn put(repository: &Repository, lease: &Lease, mode: WriteMode) -> Result<PutResult> {
     let bytes = serde_json::to_vec(lease).map_err(|e| Error::InvalidInput(e.to_string()))?;
-    repository.put_bytes(&layout::lease(), bytes.into(), WriteMode::Overwrite).await.map(drop)
+    repository.put_bytes(&layout::lease(), bytes.into(), mode).await
 }
 
 /// Extends `lease` by [`TTL`] from `now`, if it is still ours.
@@ -194,6 +221,28 @@ mod tests {
         assert!(acquire(&a, &holder("primary", "9"), "base_backup", later).await.is_err());
         release(&b, &taken).await.unwrap();
         acquire(&a, &holder("primary", "9"), "base_backup", later).await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn of_servers_racing_for_a_free_lease_on_a_file_system_exactly_one_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn crate::ObjectStore> = Arc::new(crate::store::file::FileStore::new(dir.path().to_path_buf()));
+        assert!(store.create_is_exclusive());
+        let key = crate::auth::SigningKey::generate();
+        for round in 0..5 {
+            let racers = (0..6).map(|n| {
+                let repository = repository(store.clone(), &key);
+                tokio::spawn(async move {
+                    acquire(&repository, &holder(&format!("server{n}"), "1"), "base_backup", SystemTime::now()).await
+                })
+            });
+            let outcomes = futures::future::join_all(racers).await;
+            let won: Vec<Lease> = outcomes.into_iter().filter_map(|o| o.unwrap().ok()).collect();
+            assert_eq!(won.len(), 1, "round {round}: {won:?}");
+            // The one stored is the winner's.
+            assert_eq!(read(&repository(store.clone(), &key)).await.unwrap().unwrap().holder, won[0].holder);
+            release(&repository(store.clone(), &key), &won[0]).await.unwrap();
+        }
     }
 
     #[tokio::test]

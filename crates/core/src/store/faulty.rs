@@ -179,6 +179,10 @@ impl ObjectStore for FaultyStore {
     fn lookups_are_local(&self) -> bool {
         self.inner.lookups_are_local()
     }
+
+    fn create_is_exclusive(&self) -> bool {
+        self.inner.create_is_exclusive()
+    }
 }
 
 struct FaultyUpload {

@@ -169,6 +169,10 @@ impl ObjectStore for FileStore {
         true
     }
 
+    fn create_is_exclusive(&self) -> bool {
+        true
+    }
+
     async fn put(&self, key: &str, body: Bytes, mode: WriteMode) -> Result<WriteOutcome> {
         let target = self.path(key)?;
         let store = self.clone();

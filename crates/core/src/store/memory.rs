@@ -117,6 +117,10 @@ impl ObjectStore for MemoryStore {
     fn lookups_are_local(&self) -> bool {
         true
     }
+
+    fn create_is_exclusive(&self) -> bool {
+        true
+    }
 }
 
 struct MemoryUpload {

@@ -88,6 +88,14 @@ pub trait ObjectStore: Send + Sync + std::fmt::Debug {
     fn lookups_are_local(&self) -> bool {
         false
     }
+
+    /// True when [`WriteMode::CreateNew`] is decided by the store in one step, so of two writers
+    /// racing for an absent key exactly one sees `Written` (a local file system's link). False
+    /// where the check is the client's own look-then-write (S3: Garage ignores `If-None-Match`),
+    /// so callers that need mutual exclusion must not rely on it there.
+    fn create_is_exclusive(&self) -> bool {
+        false
+    }
 }
 
 /// A streamed upload. Dropping it without `finish` publishes nothing.
