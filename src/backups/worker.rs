@@ -150,8 +150,9 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     let repository = repo::open_checked()?;
     // Across servers writing this namespace (a standby, a copy restored as primary): the lease.
     let lease = repo::HeldLease::acquire(&repository, JobKind::BaseBackup.as_str(), request.id)?;
-    let backups = io::block_on(verify::list_backups(&repository))?;
-    let previous = backups.iter().rev().find(|b| b.verified()).and_then(|b| b.manifest.clone());
+    // Only the newest verified manifest is read: what an incremental builds on.
+    let (ids, newest) = io::block_on(verify::newest_verified(&repository))?;
+    let previous = newest.and_then(|b| b.manifest);
     let kind = match (args.kind.as_str(), &previous) {
         ("full", _) | ("auto", None) => BackupKind::Full,
         ("incremental" | "auto", Some(_)) => BackupKind::Incremental,
@@ -166,7 +167,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     let (started, id) = loop {
         let now = SystemTime::now();
         let id = BackupId::new(now, kind);
-        if backups.iter().all(|b| b.id.as_str()[..16] != id.as_str()[..16]) {
+        if ids.iter().all(|b| b.as_str()[..16] != id.as_str()[..16]) {
             break (now, id);
         }
         if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) {
@@ -247,7 +248,9 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         let cancel = cancel.clone();
         io::runtime().spawn(async move { take::copy_files(&repository, options, progress, &cancel).await })
     };
-    let mut backoff = jobs::Backoff::new(Duration::from_millis(500));
+    // Short waits: the copy of a small incremental takes a fraction of a second, and a long
+    // last wait would be most of the backup's time (progress is still written every 500 ms).
+    let mut backoff = jobs::Backoff::new(Duration::from_millis(25));
     let mut reported = Instant::now();
     while !task.is_finished() {
         if !BackgroundWorker::wait_latch(Some(backoff.next())) || lease.lost() {

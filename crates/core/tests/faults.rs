@@ -170,3 +170,34 @@ async fn expire_stopped_by_a_failed_delete_leaves_a_consistent_repository_and_th
     restore_to(&repository, &third.id, &target, false).await.unwrap();
     assert_same(&target, &data);
 }
+
+/// The next base backup builds on the newest backup whose packs are all stored, found by reading
+/// manifests from the newest back: a newer backup with a lost pack is passed over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_backup_builds_on_the_newest_backup_with_every_pack_stored() {
+    let (_faults, store) = faulty();
+    let repository = repository(store.clone());
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("data");
+    fake_data_dir(&data);
+    let t0 = SystemTime::now() - Duration::from_secs(3 * 3600);
+    age_tree(&data, t0 - Duration::from_secs(60));
+    assert!(verify::newest_verified(&repository).await.unwrap().1.is_none(), "an empty repository has none");
+    let first = take_backup(&repository, &data, BackupKind::Full, None, t0).await;
+    std::fs::write(data.join("base/5/changed"), vec![9u8; 300_000]).unwrap();
+    let second =
+        take_backup(&repository, &data, BackupKind::Incremental, Some(first.clone()), t0 + Duration::from_secs(3600))
+            .await;
+    let (ids, newest) = verify::newest_verified(&repository).await.unwrap();
+    assert_eq!(ids, vec![first.id.clone(), second.id.clone()]);
+    assert_eq!(newest.unwrap().manifest.unwrap().id, second.id);
+
+    // Lose a pack only the second backup uses: it is incomplete, the first is what comes next.
+    let own = second.packs.iter().find(|p| first.packs.iter().all(|q| q.id != p.id)).expect("a pack of its own");
+    repository.delete(&layout::pack(&own.id).unwrap()).await.unwrap();
+    let (ids, newest) = verify::newest_verified(&repository).await.unwrap();
+    assert_eq!(ids.len(), 2, "both are still listed");
+    assert_eq!(newest.unwrap().manifest.unwrap().id, first.id);
+    let listed = verify::list_backups(&repository).await.unwrap();
+    assert_eq!(listed.iter().rev().find(|b| b.verified()).map(|b| b.id.clone()), Some(first.id.clone()));
+}

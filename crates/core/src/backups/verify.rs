@@ -50,45 +50,65 @@ pub fn unencrypted_packs(backups: &[BackupStatus]) -> usize {
 /// every pack present with the stored size its trailer implies (one streamed listing of packs/).
 pub async fn list_backups(repository: &Repository) -> Result<Vec<BackupStatus>> {
     let ids = manifest::list_ids(repository).await?;
-    // Pack id -> stored size.
-    let mut stored: HashMap<String, u64> = HashMap::new();
-    if !ids.is_empty() {
-        let mut objects = repository.list(&layout::packs());
-        while let Some(object) = objects.try_next().await? {
-            if let Some(path) = object.path.filter(|p| p.kind() == ObjectKind::Pack) {
-                if let Some(id) = path.as_str().rsplit('/').next() {
-                    stored.insert(id.to_string(), object.size);
-                }
-            }
-        }
-    }
+    let stored = if ids.is_empty() { HashMap::new() } else { stored_packs(repository).await? };
     let mut out = Vec::new();
     for id in ids {
-        match manifest::read(repository, &id).await {
-            Ok(m) => {
-                let missing: Vec<&str> =
-                    m.packs.iter().filter(|p| !stored.contains_key(&p.id)).map(|p| p.id.as_str()).collect();
-                let problem = (!missing.is_empty()).then(|| {
-                    format!(
-                        "{} of its {} packs are missing (first: {})",
-                        missing.len(),
-                        m.packs.len(),
-                        layout::pack(missing[0]).map(|p| p.to_string()).unwrap_or_default()
-                    )
-                });
-                out.push(BackupStatus {
-                    id,
-                    state: if problem.is_some() { "incomplete".into() } else { "verified".into() },
-                    problem,
-                    manifest: Some(m),
-                });
-            }
-            Err(e) => {
-                out.push(BackupStatus { id, manifest: None, state: "unreadable".into(), problem: Some(e.to_string()) })
+        out.push(status_of(repository, id, &stored).await);
+    }
+    Ok(out)
+}
+
+/// The ids of every committed backup (oldest first) and the newest one [`list_backups`] would call
+/// verified, reading manifests from the newest back only until one is: what the next base
+/// backup builds on, without parsing every manifest in the repository.
+pub async fn newest_verified(repository: &Repository) -> Result<(Vec<BackupId>, Option<BackupStatus>)> {
+    let ids = manifest::list_ids(repository).await?;
+    let stored = if ids.is_empty() { HashMap::new() } else { stored_packs(repository).await? };
+    for id in ids.iter().rev() {
+        let status = status_of(repository, id.clone(), &stored).await;
+        if status.verified() {
+            return Ok((ids, Some(status)));
+        }
+    }
+    Ok((ids, None))
+}
+
+/// Pack id -> stored size, from one streamed listing of packs/.
+async fn stored_packs(repository: &Repository) -> Result<HashMap<String, u64>> {
+    let mut stored = HashMap::new();
+    let mut objects = repository.list(&layout::packs());
+    while let Some(object) = objects.try_next().await? {
+        if let Some(path) = object.path.filter(|p| p.kind() == ObjectKind::Pack) {
+            if let Some(id) = path.as_str().rsplit('/').next() {
+                stored.insert(id.to_string(), object.size);
             }
         }
     }
-    Ok(out)
+    Ok(stored)
+}
+
+async fn status_of(repository: &Repository, id: BackupId, stored: &HashMap<String, u64>) -> BackupStatus {
+    match manifest::read(repository, &id).await {
+        Ok(m) => {
+            let missing: Vec<&str> =
+                m.packs.iter().filter(|p| !stored.contains_key(&p.id)).map(|p| p.id.as_str()).collect();
+            let problem = (!missing.is_empty()).then(|| {
+                format!(
+                    "{} of its {} packs are missing (first: {})",
+                    missing.len(),
+                    m.packs.len(),
+                    layout::pack(missing[0]).map(|p| p.to_string()).unwrap_or_default()
+                )
+            });
+            BackupStatus {
+                id,
+                state: if problem.is_some() { "incomplete".into() } else { "verified".into() },
+                problem,
+                manifest: Some(m),
+            }
+        }
+        Err(e) => BackupStatus { id, manifest: None, state: "unreadable".into(), problem: Some(e.to_string()) },
+    }
 }
 
 /// An archived WAL file and when it was stored.
