@@ -50,7 +50,7 @@ pub fn changed_since(
     }
     // pg_backup_start's checkpoint ends a summary at its redo point: wait for the summarizer to write it.
     let deadline = Instant::now() + SUMMARIZER_WAIT;
-    let mut backoff = crate::jobs::Backoff::new(Duration::from_millis(200));
+    let mut backoff = crate::jobs::Backoff::new(Duration::from_millis(50));
     loop {
         crate::compat::wake_wal_summarizer();
         let state = BackgroundWorker::transaction(|| {

@@ -703,6 +703,7 @@ fn read_all(
             progress: &progress,
             record: &mut record,
             send: &send,
+            previous_at: (0, 0),
         };
         let reused_any = match summarized {
             Some((changed, previous)) => store.by_blocks(changed, previous, entry.meta.len(), cancel)?,
@@ -750,6 +751,10 @@ struct Store<'a, F: Fn(SealedPack) -> Result<()>> {
     progress: &'a Progress,
     record: &'a mut FileEntry,
     send: &'a F,
+    /// Where [`Store::reuse_span`] left off in the previous record's chunks: the index of the
+    /// first chunk not wholly before its last span, and that chunk's offset in the file. Spans
+    /// come in file order, so each chunk is passed over once per file, not once per span.
+    previous_at: (usize, u64),
 }
 
 impl<F: Fn(SealedPack) -> Result<()>> Store<'_, F> {
@@ -797,9 +802,17 @@ impl<F: Fn(SealedPack) -> Result<()>> Store<'_, F> {
 
     /// References the bytes `[from, to)` of the file as `previous` recorded them.
     fn reuse_span(&mut self, previous: &FileEntry, from: u64, to: u64) -> Result<()> {
-        let mut start = 0u64;
+        if from < self.previous_at.1 {
+            self.previous_at = (0, 0);
+        }
+        let (mut index, mut start) = self.previous_at;
         let mut covered = 0u64;
-        for chunk in &previous.chunks {
+        while let Some(chunk) = previous.chunks.get(index).filter(|c| start + u64::from(c.file_len()) <= from) {
+            start += u64::from(chunk.file_len());
+            index += 1;
+        }
+        self.previous_at = (index, start);
+        for chunk in &previous.chunks[index..] {
             let len = u64::from(chunk.file_len());
             let (lo, hi) = (from.max(start), to.min(start + len));
             if lo < hi {
