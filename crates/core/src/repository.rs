@@ -556,6 +556,30 @@ impl Repository {
         self.open_with(handle, path, cancel, false)
     }
 
+    /// [`Repository::open_checked_by_caller`] for an object of bounded size (a pack), downloaded
+    /// whole into memory first (at most its kind's cap) and decoded from there: one read of the
+    /// store instead of many small hops between the caller's thread and the runtime, which is
+    /// most of a restore's idle time on a local store. Memory: one stored object per caller.
+    pub fn open_spooled_checked_by_caller(
+        &self,
+        handle: &tokio::runtime::Handle,
+        path: &ObjectPath,
+        cancel: &CancellationToken,
+    ) -> Result<VerifiedReader> {
+        let key = self.key(path);
+        let (expected, raw) = handle.block_on(async {
+            tokio::select! {
+                spooled = async {
+                    let raw = self.get_raw(path).await?;
+                    Ok::<_, Error>((self.authenticate_raw(path, &raw).await?, raw))
+                } => spooled,
+                _ = cancel.cancelled() => Err(Error::Cancelled),
+            }
+        })?;
+        let decoded = start_decoding(&key, Cursor::new(raw), &self.identities, &expected, false)?;
+        Ok(VerifiedReader { decoded, key })
+    }
+
     fn open_with(
         &self,
         handle: &tokio::runtime::Handle,
