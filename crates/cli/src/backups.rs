@@ -335,8 +335,24 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
     };
     let backups = runtime.block_on(verify::list_backups(&repository))?;
     let manifest = restore::choose_backup(&backups, requested.as_ref(), &target)?.clone();
-    if let Some(bin_dir) = &args.pg_bin {
-        restore::check_binaries(bin_dir, manifest.pg_version_num)?;
+    // The programs that will start it: checked when given; otherwise looked for where they
+    // usually are, and a warning (not a refusal: it may be started on another host) when only
+    // another major's are there.
+    let (pg_bin, binaries_warning) = match &args.pg_bin {
+        Some(bin_dir) => {
+            restore::check_binaries(bin_dir, manifest.pg_version_num)?;
+            (Some(bin_dir.clone()), None)
+        }
+        None => {
+            let major = manifest.pg_version_num / 10000;
+            match restore::binaries_for(&restore::usual_binaries(major), manifest.pg_version_num) {
+                Ok(found) => (found, None),
+                Err(e) => (None, Some(format!("{e} ({})", e.hint()))),
+            }
+        }
+    };
+    if let (Some(warning), false) = (&binaries_warning, args.json) {
+        eprintln!("warning: {warning}");
     }
     if !args.json {
         eprintln!(
@@ -437,6 +453,8 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
                 "standby": args.standby,
                 "seconds": seconds,
                 "summary": summary,
+                "pg_bin": pg_bin,
+                "warning": binaries_warning,
             })
         );
     } else {
@@ -459,6 +477,9 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
                 if args.primary_conninfo.is_some() { " and the primary" } else { "" }
             ),
             _ => println!("recovery replays all archived WAL; start the server to recover"),
+        }
+        if let Some(dir) = &pg_bin {
+            println!("start it with PostgreSQL {}'s programs: {}", manifest.pg_version_num / 10000, dir.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -500,9 +500,26 @@ fn restore_pack(
             )));
         }
         reader.skip(offset - position)?;
+        position = offset + len as u64;
+        // The common case, a whole chunk going to one place that continues the run being
+        // gathered, is decoded straight into the run; it joins the run only once it checks out.
+        if let [(file_index, file_offset, 0, to)] = destinations[..] {
+            if to == len {
+                if let Some(slot) = files.reserve(file_index, file_offset, len as usize)? {
+                    reader.read_exact_checked(slot)?;
+                    if hex::encode(Sha256::digest(&*slot)) != sha256 {
+                        return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
+                    }
+                    files.commit(len as usize);
+                    written += u64::from(len);
+                    progress.bytes_done.fetch_add(u64::from(len), Ordering::Relaxed);
+                    progress.bytes_fetched.fetch_add(u64::from(len), Ordering::Relaxed);
+                    continue;
+                }
+            }
+        }
         let buffer = &mut aligned[..len as usize];
         reader.read_exact_checked(buffer)?;
-        position = offset + len as u64;
         if hex::encode(Sha256::digest(&*buffer)) != sha256 {
             return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
         }
@@ -564,21 +581,38 @@ impl<'a> Writers<'a> {
     }
 
     fn write(&mut self, file_index: usize, data: &[u8], offset: u64) -> Result<()> {
-        let whole_pages = data.len().is_multiple_of(DIRECT_ALIGN) && offset.is_multiple_of(DIRECT_ALIGN as u64);
+        match self.reserve(file_index, offset, data.len())? {
+            Some(slot) => {
+                slot.copy_from_slice(data);
+                self.commit(data.len());
+                Ok(())
+            }
+            None => self.write_now(file_index, data, offset, false),
+        }
+    }
+
+    /// Room for `len` bytes at `offset` of the file at the end of the run (flushing the run first
+    /// when they do not continue it), or None when they cannot join a run (not whole pages):
+    /// those are written at once. The bytes join the run only with [`Writers::commit`].
+    fn reserve(&mut self, file_index: usize, offset: u64, len: usize) -> Result<Option<&mut [u8]>> {
+        let whole_pages = len.is_multiple_of(DIRECT_ALIGN) && offset.is_multiple_of(DIRECT_ALIGN as u64);
         let continues = self.run.is_some_and(|(file, at)| file == file_index && at + self.run_len as u64 == offset);
-        if !(whole_pages && continues && self.run_len + data.len() <= RUN_MAX) {
+        if !(whole_pages && continues && self.run_len + len <= RUN_MAX) {
             self.flush()?;
         }
-        if !whole_pages || data.len() > RUN_MAX {
-            return self.write_now(file_index, data, offset, false);
+        if !whole_pages || len > RUN_MAX {
+            return Ok(None);
         }
         if self.run.is_none() {
             self.run = Some((file_index, offset));
         }
         let at = self.run_start + self.run_len;
-        self.run_raw[at..at + data.len()].copy_from_slice(data);
-        self.run_len += data.len();
-        Ok(())
+        Ok(Some(&mut self.run_raw[at..at + len]))
+    }
+
+    /// Adds the `len` bytes last reserved to the run.
+    fn commit(&mut self, len: usize) {
+        self.run_len += len;
     }
 
     /// Writes the pending run, if any.
@@ -861,6 +895,35 @@ pub fn write_signal(target: &Path, name: &str) -> Result<()> {
     crate::store::file::write_file_atomically(&target.join(name), b"")
 }
 
+/// Where PostgreSQL's server programs usually are, for a restore not told (`--pg-bin`): the
+/// Debian/Ubuntu directory of `major`, then the one `pg_config` on the PATH names.
+pub fn usual_binaries(major: u32) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(format!("/usr/lib/postgresql/{major}/bin"))];
+    if let Ok(output) = std::process::Command::new("pg_config").arg("--bindir").output() {
+        let dir = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && !dir.as_os_str().is_empty() && !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    dirs.retain(|dir| dir.join("postgres").is_file());
+    dirs
+}
+
+/// For a restore not told which programs will start it: the first of `dirs` whose `postgres` is of
+/// the backup's major version (`Ok`), or, when there are programs but none of that major, what
+/// they are (`Err`, for a warning: the directory may be started elsewhere, so it is not refused).
+/// `Ok(None)` when no programs were found at all.
+pub fn binaries_for(dirs: &[PathBuf], pg_version_num: u32) -> std::result::Result<Option<PathBuf>, Error> {
+    let mut refused = None;
+    for dir in dirs {
+        match check_binaries(dir, pg_version_num) {
+            Ok(_) => return Ok(Some(dir.clone())),
+            Err(e) => refused = refused.or(Some(e)),
+        }
+    }
+    refused.map_or(Ok(None), Err)
+}
+
 /// Checks that the PostgreSQL programs in `bin_dir` are of the major version that took the
 /// backup (`pg_version_num`): a data directory starts only under its own major, and a restore
 /// that cannot start is found out here, before anything is written. Returns the version line.
@@ -967,6 +1030,17 @@ mod binaries_tests {
         fs::write(&program, format!("#!/bin/sh\necho 'postgres (PostgreSQL) {version}'\n")).unwrap();
         fs::set_permissions(&program, fs::Permissions::from_mode(0o755)).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_restore_not_told_its_programs_finds_those_of_its_major_or_says_which_it_found() {
+        let (fifteen, seventeen) = (fake_postgres("15.19"), fake_postgres("17.11"));
+        let both = [fifteen.path().to_path_buf(), seventeen.path().to_path_buf()];
+        assert_eq!(binaries_for(&both, 170002).unwrap(), Some(seventeen.path().to_path_buf()));
+        let other = binaries_for(&both[..1], 170002).unwrap_err();
+        assert!(other.to_string().contains("PostgreSQL 17") && other.to_string().contains("is 15"), "{other}");
+        assert!(other.hint().contains("pg_upgrade"), "{}", other.hint());
+        assert_eq!(binaries_for(&[], 170002).unwrap(), None);
     }
 
     #[test]
