@@ -50,6 +50,8 @@ static DRILL_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 static LOGICAL_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 #[cfg(feature = "test-hooks")]
 static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+#[cfg(feature = "test-hooks")]
+static TEST_BACKUP_PAUSE: GucSetting<i32> = GucSetting::<i32>::new(described::TEST_BACKUP_PAUSE.default);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -97,6 +99,8 @@ pub fn init() {
     text(&described::LOGICAL_ROLE, &LOGICAL_ROLE, None, None);
     #[cfg(feature = "test-hooks")]
     text(&described::TEST_CLOCK, &TEST_CLOCK, None, None);
+    #[cfg(feature = "test-hooks")]
+    int(&described::TEST_BACKUP_PAUSE, &TEST_BACKUP_PAUSE);
     int(&described::S3_MAX_ATTEMPTS, &S3_MAX_ATTEMPTS);
     for (setting, value, show) in [
         (&described::S3_ACCESS_KEY_ID, &S3_ACCESS_KEY_ID, show_access_key_id as ShowHook),
@@ -234,6 +238,14 @@ pub fn max_logical_backup_age() -> std::time::Duration {
 
 pub fn max_snapshot_age() -> std::time::Duration {
     std::time::Duration::from_secs(MAX_SNAPSHOT_AGE.get().max(60) as u64)
+}
+
+/// How long a base backup job pauses before it copies files: always 0 outside test builds.
+pub fn test_backup_pause() -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    return std::time::Duration::from_millis(TEST_BACKUP_PAUSE.get().max(0) as u64);
+    #[cfg(not(feature = "test-hooks"))]
+    std::time::Duration::ZERO
 }
 
 /// The scheduler's clock: real time (test builds: see below).

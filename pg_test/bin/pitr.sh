@@ -58,6 +58,16 @@ if s["bytes_kept"] > 0:
       [[ -f $base/$name/global/pg_control ]] && echo "$name HAS a control file" || echo "$name has no control file: it cannot be started"
     fi
     ;;
+  programs)
+    # What a restore not told --pg-bin found to start NAME with: this server's programs (same major).
+    python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+found = "this server'"'"'s" if r["pg_bin"] == sys.argv[2] else r["pg_bin"]
+warning = r["warning"]
+print(f"programs to start {sys.argv[3]} with: {found}; warning: {warning}")
+' "$base/$2.restore.json" "$(pg_config --bindir)" "$2"
+    ;;
   start)
     name=$2 port=$3 archive=${4:-}
     mkdir -p "$base/$name.run"

@@ -23,7 +23,14 @@ INSERT INTO audit SELECT g, 'row ' || g FROM generate_series(1, 5000) g;
 SELECT pg_sleep(2.5);
 -- A full backup, waited for: the caller's session only waits, the worker does the work. Its
 -- progress NOTICEs carry rates and sizes that differ on every run: counted here, then silenced.
+-- This one pauses a second before copying (a test build's hook), so it runs long enough to report
+-- progress on any machine: a backup over in a quarter second says nothing on the way.
+ALTER SYSTEM SET backstop.test_backup_pause = 1000;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.5);
 \! psql -X -c "SELECT 1 FROM backstop.base_backup(kind => 'full')" 2>&1 | grep -c 'NOTICE:  base backup job [0-9]*: ' | sed -E 's/^[1-9][0-9]*$/progress notices: yes/'
+ALTER SYSTEM RESET backstop.test_backup_pause;
+SELECT pg_reload_conf();
 SET client_min_messages = warning;
 -- A second full backup reads and writes everything again: it references no pack of the first, so
 -- damage to an older pack can never reach it.
@@ -92,6 +99,8 @@ SELECT :'at_lsn' AS expected_at_lsn;
 -- By xid.
 \setenv TARGET_XID :target_xid
 \! pitr.sh restore at_xid --target-xid "$TARGET_XID" --target-timeline current
+-- Not told --pg-bin, the restore looked for the programs of the backup's major and named them.
+\! pitr.sh programs at_xid
 -- Started as the restore left it, as a DBA would (nothing overridden): a copy is not production.
 -- Archiving is off and its schedules paused (doctor says so and how to change it); WAL it writes
 -- never reaches the namespace, and a base backup or expire on it is refused.

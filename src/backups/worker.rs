@@ -227,6 +227,11 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     let summaries_timeline = changed.as_ref().map(|(_, timeline)| *timeline);
 
     timed.enter(status, "copying files");
+    // Test builds: a pause a scenario sets to watch a running backup whatever the machine's speed.
+    let pause = gucs::test_backup_pause();
+    if !pause.is_zero() && !BackgroundWorker::wait_latch(Some(pause)) {
+        return Err(Error::Cancelled);
+    }
     let data_dir =
         std::path::PathBuf::from(unsafe { std::ffi::CStr::from_ptr(pg_sys::DataDir) }.to_string_lossy().into_owned());
     let options = TakeOptions {

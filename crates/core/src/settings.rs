@@ -491,6 +491,21 @@ pub const TEST_CLOCK: TextSetting = TextSetting {
     check: None,
 };
 
+/// Test builds only (the extension's feature `test-hooks`), so not in [`INTS`].
+pub const TEST_BACKUP_PAUSE: IntSetting = IntSetting {
+    about: About {
+        name: c"backstop.test_backup_pause",
+        description: c"For tests only: milliseconds a base backup job pauses before it copies files.",
+        hint: c"Lets a test watch a running backup's progress whatever the machine's speed. Leave 0 in production.",
+        reload: true,
+        hidden: true,
+    },
+    min: 0,
+    max: 60_000,
+    default: 0,
+    seconds: false,
+};
+
 pub const S3_MAX_ATTEMPTS: IntSetting = IntSetting {
     about: About {
         name: c"backstop.s3_max_attempts",
