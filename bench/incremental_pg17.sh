@@ -16,6 +16,8 @@
 #                counts for the pitr drill are a scan pg_basebackup does not make
 #                bytes read (backstop: its job's count; pg_basebackup: the walsender's read bytes,
 #                /proc/PID/io rchar sampled every 50 ms, a lower bound), bytes stored, seconds
+#   before each  a checkpoint, and the archiver idle (no .ready file): the round's WAL archived
+#   timed backup before, not during, whichever backup is timed first
 #   restore      after each round, rebuild a data directory: backstop restore of the incremental
 #                that used summaries, against pg_combinebackup of the pg_basebackup chain (default
 #                copy mode); twice in alternation, the better time kept; no recovery run
@@ -47,6 +49,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 best() { awk -v a="${1:-1e9}" -v b="$2" 'BEGIN { print (b < a ? b : a) }'; }
 job() { sql "SELECT result->>'$1' FROM backstop.job_runs WHERE kind = 'base_backup' ORDER BY job_id DESC LIMIT 1"; }
 summaries() { sql "ALTER SYSTEM SET backstop.base_backup_wal_summaries = $1" >/dev/null; sql "SELECT pg_reload_conf()" >/dev/null; sleep 1; }
+# Before each timed backup: a checkpoint, then no WAL left for the archiver (its compressing and
+# uploading the round's WAL would otherwise compete with whichever backup runs first).
+settle() {
+  sql "CHECKPOINT" >/dev/null
+  for _ in $(seq 1 600); do
+    [[ $(sql "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'") == 0 ]] && break
+    sleep 0.2
+  done
+  sleep 1
+}
 backstop_backup() {
   local state
   state=$(sql "SELECT state || coalesce(': ' || error, '') FROM backstop.run_job('base_backup', '{\"kind\": \"$1\", \"count_rows\": false}')")
@@ -75,14 +87,15 @@ sleep 3 # files written in the last 2 s are re-read by the next backup (README)
 
 declare -A TIME READ STORED SAME
 echo "== full backups" >&2
-t=$(now); backstop_backup full; TIME[backstop_full]=$(since "$t")
+settle; t=$(now); backstop_backup full; TIME[backstop_full]=$(since "$t")
 READ[backstop_full]=$(job bytes_read); STORED[backstop_full]=$(job bytes_stored)
-t=$(now); as_postgres "$PG_BIN/pg_basebackup" -h "$DIR/cluster/run" -p "$PORT" -D "$DIR/pgbb/full" -Fp -c fast -X none >/dev/null 2>&1
+settle; t=$(now); as_postgres "$PG_BIN/pg_basebackup" -h "$DIR/cluster/run" -p "$PORT" -D "$DIR/pgbb/full" -Fp -c fast -X none >/dev/null 2>&1
 TIME[pgbb_full]=$(since "$t"); STORED[pgbb_full]=$(bytes_in "$DIR/pgbb/full"); READ[pgbb_full]=$(bytes_in "$DIR/pgbb/full")
 
 # pg_basebackup --incremental, with the bytes its walsender read (sampled until it exits).
 pgbb_incremental() {
   local name=$1 previous=$2 pid="" rchar=0 t
+  settle
   t=$(now)
   as_postgres "$PG_BIN/pg_basebackup" -h "$DIR/cluster/run" -p "$PORT" -D "$DIR/pgbb/$name" -Fp -c fast -X none \
     --incremental="$DIR/pgbb/$previous/backup_manifest" >/dev/null 2>"$DIR/pgbb/$name.err" &
@@ -108,7 +121,7 @@ for round in "${ROUNDS[@]}"; do
   sql "CHECKPOINT" >/dev/null
   sleep 3
 
-  t=$(now); backstop_backup incremental; TIME[backstop_$round]=$(since "$t")
+  settle; t=$(now); backstop_backup incremental; TIME[backstop_$round]=$(since "$t")
   READ[backstop_$round]=$(job bytes_read); STORED[backstop_$round]=$(job bytes_stored)
   used=$(job changed_blocks); echo "   backstop: changed blocks: $used" >&2
   [[ $used == "WAL summaries"* ]] || { echo "the incremental did not use the WAL summaries" >&2; exit 1; }
@@ -121,7 +134,7 @@ for round in "${ROUNDS[@]}"; do
   # The same change without summaries, on the same previous backup: the one above is set aside.
   mv "$DIR/backstop/$CLUSTER/backups/$with_summaries" "$DIR/aside/"
   summaries off
-  t=$(now); backstop_backup incremental; TIME[plain_$round]=$(since "$t")
+  settle; t=$(now); backstop_backup incremental; TIME[plain_$round]=$(since "$t")
   READ[plain_$round]=$(job bytes_read); STORED[plain_$round]=$(job bytes_stored)
   echo "   backstop without: $(job changed_blocks)" >&2
   rm -rf "$DIR/backstop/$CLUSTER/backups/$(job backup_id)"
@@ -133,7 +146,7 @@ for round in "${ROUNDS[@]}"; do
     rm -rf "$DIR/restore-backstop" "$DIR/restore-combined"; sync
     t=$(now)
     as_postgres backstop restore --repository "$REPO" --cluster "$CLUSTER" --trusted-key "$KEY" \
-      --backup-id "$with_summaries" --target-dir "$DIR/restore-backstop" --immediate >/dev/null
+      --backup-id "$with_summaries" --target-dir "$DIR/restore-backstop" --immediate --pg-bin "$PG_BIN" >/dev/null
     TIME[restore_backstop_$round]=$(best "${TIME[restore_backstop_$round]:-}" "$(since "$t")")
     t=$(now)
     as_postgres "$PG_BIN/pg_combinebackup" -o "$DIR/restore-combined" "${chain[@]}"
