@@ -9,6 +9,7 @@ mod tests {
 
     #[pg_test]
     fn an_empty_namespace_has_no_backups_and_no_recovery_window() {
+        crate::pgrx_tests::exclusive_with_base_backup_jobs();
         own_namespace("backups_empty");
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.backups()").unwrap(), Some(0));
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM backstop.recovery_window()").unwrap(), Some(0));
@@ -31,6 +32,7 @@ mod tests {
     fn a_base_backup_or_expire_refuses_while_another_server_holds_the_lease() {
         // The server's own namespace, the one its job workers use (a session's SET does not
         // reach them); a regression must not hang the suite on the WAL wait.
+        crate::pgrx_tests::exclusive_with_base_backup_jobs();
         Spi::run("SET statement_timeout = '60s'").unwrap();
         let repository = crate::repo::open_checked().unwrap();
         let holder = backstop_core::lease::Holder { server: "standby-host:/srv/standby".into(), job: "41".into() };

@@ -15,6 +15,14 @@ mod snapshots;
 
 use pgrx::prelude::*;
 
+/// The tests share one server, run side by side, and base backup jobs commit their job_runs rows
+/// and status files outside any test's transaction: a test that starts base backup jobs and one
+/// that looks at running jobs or the last job's outcome take this lock first (held until the test's
+/// transaction ends, by when the jobs it waited for have ended), so neither sees the other midway.
+pub fn exclusive_with_base_backup_jobs() {
+    pgrx::Spi::run("SELECT pg_catalog.pg_advisory_xact_lock(7301, 1)").unwrap();
+}
+
 /// Runs `sql` (as `role` when given) and returns "SQLSTATE: message | detail | hint" if it failed,
 /// None if it succeeded. The statement runs in a subtransaction, so a failure leaves no trace.
 pub fn error_of(role: Option<&str>, sql: &str) -> Option<String> {
