@@ -531,7 +531,7 @@ impl Repository {
     /// downloads run on `handle`'s runtime. Its tail is authenticated before the read starts;
     /// the bytes are verified at the end, so what was read before an error must be discarded.
     pub fn open(&self, handle: &tokio::runtime::Handle, path: &ObjectPath) -> Result<VerifiedReader> {
-        self.open_with(handle, path, &CancellationToken::new(), true)
+        self.open_with(handle, path, &CancellationToken::new())
     }
 
     /// [`Repository::open`] that fails at once, also inside a silent store, when `cancel` fires.
@@ -541,22 +541,12 @@ impl Repository {
         path: &ObjectPath,
         cancel: &CancellationToken,
     ) -> Result<VerifiedReader> {
-        self.open_with(handle, path, cancel, true)
+        self.open_with(handle, path, cancel)
     }
 
     /// [`Repository::open_cancellable`] checking the stored bytes and lengths but not the SHA-256
-    /// of the plain bytes: only for callers that check every byte they use themselves (the chunks
-    /// of a base backup pack, each against its SHA-256).
-    pub fn open_checked_by_caller(
-        &self,
-        handle: &tokio::runtime::Handle,
-        path: &ObjectPath,
-        cancel: &CancellationToken,
-    ) -> Result<VerifiedReader> {
-        self.open_with(handle, path, cancel, false)
-    }
-
-    /// [`Repository::open_checked_by_caller`] for an object of bounded size (a pack), downloaded
+    /// of the plain bytes (only for callers that check every byte they use themselves: the chunks
+    /// of a base backup pack, each against its SHA-256), for an object of bounded size, downloaded
     /// whole into memory first (at most its kind's cap) and decoded from there: one read of the
     /// store instead of many small hops between the caller's thread and the runtime, which is
     /// most of a restore's idle time on a local store. Memory: one stored object per caller.
@@ -585,7 +575,6 @@ impl Repository {
         handle: &tokio::runtime::Handle,
         path: &ObjectPath,
         cancel: &CancellationToken,
-        verify_plain: bool,
     ) -> Result<VerifiedReader> {
         let key = self.key(path);
         let (expected, reader) = handle.block_on(async {
@@ -599,7 +588,7 @@ impl Repository {
         })?;
         let reader = CancellableReader { inner: reader, cancelled: Box::pin(cancel.clone().cancelled_owned()) };
         let bridge = tokio_util::io::SyncIoBridge::new_with_handle(reader, handle.clone());
-        let decoded = start_decoding(&key, bridge, &self.identities, &expected, verify_plain)?;
+        let decoded = start_decoding(&key, bridge, &self.identities, &expected, true)?;
         Ok(VerifiedReader { decoded, key })
     }
 

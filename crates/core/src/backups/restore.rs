@@ -484,17 +484,15 @@ fn restore_pack(
     let corrupt = |reason: String| Error::Corrupt { key: key.clone(), reason };
     chunks.sort_by_key(|c| c.0);
     let mut position = 0u64;
-    // Aligned for direct writes: a whole chunk or a block-aligned part of it starts on a page.
-    let mut raw = vec![0u8; super::CHUNK_SIZE + DIRECT_ALIGN];
-    let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
-    let aligned = &mut raw[start..start + super::CHUNK_SIZE];
+    // Chunks that do not go straight into a run (parts, several places) are decoded here first.
+    let mut decoded = vec![0u8; super::CHUNK_SIZE];
     let mut written = 0u64;
     let mut files = Writers::new(layout, paths);
     for (offset, len, sha256, destinations) in chunks {
         if offset < position {
             return Err(corrupt(format!("the manifest places overlapping chunks in it (at {offset})")));
         }
-        if len as usize > aligned.len() {
+        if len as usize > decoded.len() {
             return Err(corrupt(format!(
                 "the manifest gives a chunk of {len} bytes at {offset}, more than a chunk holds"
             )));
@@ -518,7 +516,7 @@ fn restore_pack(
                 }
             }
         }
-        let buffer = &mut aligned[..len as usize];
+        let buffer = &mut decoded[..len as usize];
         reader.read_exact_checked(buffer)?;
         if hex::encode(Sha256::digest(&*buffer)) != sha256 {
             return Err(corrupt(format!("chunk {sha256} does not match its checksum; it was not written")));
@@ -1094,7 +1092,7 @@ mod writers_tests {
         writes.push((0, at + 16384, pattern(tail as usize, 203)));
         let mut writers = Writers::new(&layout, &paths);
         for (file, offset, data) in &writes {
-            // The caller's buffer is page-aligned, as restore_pack's is.
+            // A page-aligned source, though write() copies into the run whatever its alignment.
             raw[start..start + data.len()].copy_from_slice(data);
             writers.write(*file, &raw[start..start + data.len()], *offset).unwrap();
             expected[*file][*offset as usize..*offset as usize + data.len()].copy_from_slice(data);
