@@ -91,6 +91,69 @@ open(sys.argv[1], "wb").write(page)
 PY
     backstop wal push --cluster "$2" "$work/000000010000000000000001" && echo "namespace $2 claimed by system identifier 42"
     ;;
+  records-vs-waldump)
+    # "wal.sh records-vs-waldump FIRST_SEGMENT LAST_SEGMENT": backstop's WAL reader against
+    # pg_waldump on the same pg_wal files; every transaction end (with the files a commit drops),
+    # restore point, heap row change and relation file creation or truncation, normalized to one
+    # line each, must be the same list.
+    files=()
+    for name in $(ls "$PGDATA/pg_wal" | grep -E '^[0-9A-F]{24}$' | sort); do
+      [[ $name < $2 || $name > $3 ]] || files+=("$PGDATA/pg_wal/$name")
+    done
+    TZ=UTC pg_waldump "${files[0]}" "${files[-1]}" 2>/dev/null \
+      | sed -nE 's/^rmgr: ([A-Za-z0-9]+) +len .*tx: +([0-9]+), lsn: ([0-9A-F]+\/[0-9A-F]+), prev [0-9A-F]+\/[0-9A-F]+, desc: (.*)$/\1\t\2\t\3\t\4/p' \
+      | awk -F'\t' '
+        function lsn(x,   p) { split(x, p, "/"); sub(/^0+/, "", p[2]); if (p[2] == "") p[2] = "0"; return p[1] "/" p[2] }
+        function rel(path,   p) { split(path, p, "/"); if (p[1] == "global") return "1664/0/" p[2]; return "1663/" p[2] "/" p[3] }
+        {
+          rm = $1; tx = $2; at = lsn($3); d = $4
+          if (rm == "Transaction" && match(d, /^(COMMIT|ABORT) [0-9-]+ [0-9:.]+ UTC/)) {
+            split(substr(d, 1, RLENGTH), w, " ")
+            line = at " tx " tx " " w[1] " " w[2] " " w[3] "+00"
+            if (match(d, /rels: [^;]*/)) {
+              n = split(substr(d, RSTART + 6, RLENGTH - 6), r, " "); s = ""
+              for (i = 1; i <= n; i++) s = s (i > 1 ? "," : "") rel(r[i])
+              line = line " drops " s
+            }
+            print line
+          } else if (rm == "XLOG" && d ~ /^RESTORE_POINT /) {
+            print at " RESTORE_POINT " substr(d, 15)
+          } else if ((rm == "Heap" || rm == "Heap2") && match(d, /^(INSERT|UPDATE|HOT_UPDATE|DELETE|MULTI_INSERT)(\+INIT)? /)) {
+            op = substr(d, 1, RLENGTH - 1); sub(/\+INIT/, "", op)
+            if (op == "HOT_UPDATE") op = "UPDATE"
+            rows = 1
+            if (op == "MULTI_INSERT") {
+              op = "INSERT"
+              if (match(d, /ntuples: [0-9]+/)) rows = substr(d, RSTART + 9, RLENGTH - 9)
+              else if (match(d, /[0-9]+ tuples/)) rows = substr(d, RSTART, RLENGTH - 7)
+            }
+            match(d, /blkref #0: rel [0-9]+\/[0-9]+\/[0-9]+/)
+            print at " tx " tx " " op " " rows " " substr(d, RSTART + 15, RLENGTH - 15)
+          } else if (rm == "Storage" && match(d, /^CREATE [^ ]+$/) && d !~ /_(fsm|vm|init)$/) {
+            print at " tx " tx " FILE_CREATE " rel(substr(d, 8))
+          } else if (rm == "Storage" && match(d, /^TRUNCATE [^ ]+ to [0-9]+ blocks/)) {
+            split(d, w, " "); print at " tx " tx " FILE_TRUNCATE " rel(w[2]) " to " w[4] " blocks"
+          }
+        }' > "$work/waldump"
+    backstop wal records "${files[@]}" 2>/dev/null \
+      | awk '
+        $2 == "RESTORE_POINT" { name = $0; sub(/^[^ ]+ [^ ]+ [^ ]+ [^ ]+ /, "", name); print $1 " RESTORE_POINT " name; next }
+        $4 == "COMMIT" || $4 == "ABORT" { line = $1 " tx " $3 " " $4 " " $5 " " $6; for (i = 7; i <= NF; i++) if ($i == "drops") line = line " drops " $(i + 1); print line; next }
+        $4 == "INSERT" || $4 == "UPDATE" || $4 == "DELETE" { print $1 " tx " $3 " " $4 " " $5 " " $7; next }
+        $4 == "FILE_CREATE" && $7 == 0 { print $1 " tx " $3 " FILE_CREATE " $5; next }
+        $4 == "FILE_TRUNCATE" { print $1 " tx " $3 " FILE_TRUNCATE " $5 " to " $7 " blocks"; next }
+      ' > "$work/backstop"
+    echo "pg_waldump lines: $([[ $(wc -l < "$work/waldump") -ge ${4:-100} ]] && echo "at least ${4:-100}" || echo "only $(wc -l < "$work/waldump")")"
+    for kind in COMMIT ABORT RESTORE_POINT INSERT UPDATE DELETE FILE_CREATE FILE_TRUNCATE; do
+      echo "$kind in pg_waldump: $(grep -c " $kind " "$work/waldump" | awk '{ print ($1 > 0 ? "yes" : "none") }')"
+    done
+    if cmp -s "$work/waldump" "$work/backstop"; then
+      echo "backstop's records equal pg_waldump's: yes"
+    else
+      echo "backstop's records equal pg_waldump's: no"
+      diff "$work/waldump" "$work/backstop" | head -20
+    fi
+    ;;
   garage)
     "$BACKSTOP_TEST_GARAGE_CTL" "$2" > /dev/null && echo "garage: $2"
     ;;

@@ -2,8 +2,8 @@
 //! waits for it with progress NOTICEs; `backstop.backups()` and `backstop.recovery_window()` read
 //! the repository through the same core functions as `backstop backups list`.
 
-use backstop_core::backups::verify;
 use backstop_core::backups::BackupStatus;
+use backstop_core::backups::{verify, window};
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use pgrx::PgSqlErrorCode;
@@ -200,7 +200,9 @@ fn backups() -> TableIterator<
 }
 
 /// To which points in time can this cluster be restored right now? Per timeline, from the end of
-/// the oldest verified backup to the newest archived WAL reachable from it; gaps are breaks.
+/// the oldest verified backup (or where the timeline branched off a restorable parent) to the
+/// last commit in the WAL reachable from it, with the times of the first and last commits read
+/// from the WAL records; gaps are breaks.
 #[pg_extern(volatile, parallel_unsafe)]
 fn recovery_window() -> TableIterator<
     'static,
@@ -221,7 +223,10 @@ fn recovery_window() -> TableIterator<
     let segment_size = unsafe { pg_sys::wal_segment_size } as u32;
     let last_archived =
         crate::wal::stats::last_archived_here().and_then(|name| backstop_core::wal::WalFileName::parse(&name).ok());
-    let rows: Vec<_> = verify::recovery_window(&backups, &wal_files, segment_size, last_archived.as_ref())
+    let parents = io::block_on(window::timeline_parents(&repository, &wal_files));
+    let mut parts = window::recovery_window(&backups, &wal_files, segment_size, last_archived.as_ref(), &parents);
+    io::block_on(window::read_commit_times(&repository, &mut parts, segment_size)).or_raise();
+    let rows: Vec<_> = parts
         .into_iter()
         .map(|p| {
             (

@@ -34,6 +34,22 @@ pub enum WalCommand {
     List(ListArgs),
     /// Check every archived WAL object's checksums and look for gaps in each timeline.
     Verify(VerifyArgs),
+    /// Print the transactions, restore points and row changes in WAL segment files (for example
+    /// a copy of pg_wal), one line each: what pg_waldump shows, without the grep.
+    Records(RecordsArgs),
+}
+
+#[derive(Args)]
+pub struct RecordsArgs {
+    /// WAL segment files (or .partial files), read in name order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Only transaction ends and restore points (no row changes or file events).
+    #[arg(long)]
+    pub transactions: bool,
+    /// One JSON object per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -94,6 +110,7 @@ pub fn run(command: WalCommand) -> Result<ExitCode, Error> {
         WalCommand::Push(args) => runtime.block_on(push(args)),
         WalCommand::List(args) => runtime.block_on(list(args)),
         WalCommand::Verify(args) => runtime.block_on(verify(args)),
+        WalCommand::Records(args) => records(args),
     }
 }
 
@@ -370,6 +387,48 @@ fn describe_gap(gap: &wal::Gap) -> String {
         "gap on timeline {}: {} to {} ({} segments missing)",
         gap.timeline, gap.first_missing, gap.last_missing, gap.count
     )
+}
+
+fn records(args: RecordsArgs) -> Result<ExitCode, Error> {
+    use backstop_core::wal::events::{Decoder, Event};
+    use backstop_core::wal::records::SegmentEnd;
+    use std::io::Write;
+    let mut files: Vec<(WalFileName, &PathBuf)> = Vec::new();
+    for path in &args.files {
+        let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = WalFileName::parse(&file_name)?;
+        if !matches!(name.kind, WalFileKind::Segment | WalFileKind::Partial) {
+            return Err(Error::InvalidInput(format!("{} is not a WAL segment or .partial file", path.display())));
+        }
+        files.push((name, path));
+    }
+    files.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    let mut decoder = None;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for (name, path) in files {
+        // Read whole: a segment is 16 MB by default (at most 1 GB), one at a time.
+        let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+        let segment_size = wal::parse_long_page_header(&bytes)
+            .map(|h| h.segment_size)
+            .ok_or_else(|| Error::InvalidInput(format!("{} does not start with a WAL page header", path.display())))?;
+        let decoder = decoder.get_or_insert_with(|| Decoder::new(segment_size));
+        let end = decoder.segment(&name, &bytes, &mut |found| {
+            if args.transactions && !matches!(found.event, Event::Xact(_) | Event::RestorePoint { .. }) {
+                return Ok(());
+            }
+            let line = match args.json {
+                true => serde_json::to_string(&found).map_err(|e| Error::InvalidInput(e.to_string()))?,
+                false => found.to_string(),
+            };
+            writeln!(out, "{line}").map_err(|e| Error::io("write", "standard output", e))
+        })?;
+        if let SegmentEnd::Ended { lsn, reason } = end {
+            eprintln!("{}: the WAL ends at {}: {reason}", name.name, backstop_core::wal::Lsn(lsn));
+        }
+    }
+    out.flush().map_err(|e| Error::io("write", "standard output", e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn list(args: ListArgs) -> Result<ExitCode, Error> {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use backstop_core::backups::{verify, BackupKind};
+use backstop_core::backups::{verify, window, BackupKind};
 use backstop_core::repository::CancellationToken;
 use backstop_core::ObjectStore;
 use common::backup_fixture::*;
@@ -402,7 +402,8 @@ async fn a_forged_rewrapped_backup_manifest_is_refused_by_every_consumer() {
     assert!(check.ok, "{check:?}");
     // The recovery window starts at the genuine backup only.
     let wal_files = verify::archived_wal(&repository).await.unwrap();
-    let window = verify::recovery_window(&listed, &wal_files, 16 << 20, None);
+    let parents = window::timeline_parents(&repository, &wal_files).await;
+    let window = window::recovery_window(&listed, &wal_files, 16 << 20, None, &parents);
     let starts: Vec<_> = window.iter().filter_map(|p| p.backup.clone()).collect();
     assert_eq!(starts, vec![genuine.id.clone()], "{window:?}");
 

@@ -1,7 +1,7 @@
 //! What the repository can restore: the one listing of backups (SQL `backstop.backups()` and CLI
 //! `backstop backups list`), the deep verify (`backstop verify`), and the recovery window.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
@@ -10,7 +10,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{manifest, BackupId, BackupManifest, Lsn};
+use super::{manifest, BackupId, BackupManifest};
 use crate::error::{Error, Result};
 use crate::layout::{self, ObjectKind};
 use crate::repository::Repository;
@@ -133,166 +133,6 @@ pub async fn archived_wal(repository: &Repository) -> Result<Vec<ArchivedWal>> {
     }
     files.sort_by(|a, b| a.name.name.cmp(&b.name.name));
     Ok(files)
-}
-
-/// A stretch of time one can recover to, or a break in the WAL.
-#[derive(Debug, Clone, Serialize)]
-pub struct WindowPart {
-    pub timeline: u32,
-    /// "restorable" or "break".
-    pub status: &'static str,
-    pub from_lsn: Lsn,
-    pub to_lsn: Lsn,
-    /// Unix seconds: the end of the backup the stretch starts from.
-    pub from_time: Option<f64>,
-    /// Unix seconds: when the last segment of the stretch was archived; everything committed
-    /// before the segment was finished can be recovered.
-    pub to_time: Option<f64>,
-    pub backup: Option<BackupId>,
-    pub detail: String,
-}
-
-fn secs(time: Option<SystemTime>) -> Option<f64> {
-    time.map(super::unix_seconds)
-}
-
-/// "To which points in time can I restore right now?": per timeline, from the oldest verified
-/// backup's end to the newest archived WAL reachable from it without a gap; each gap is a break.
-/// `last_archived` is the WAL file this server archived last into this repository (when known):
-/// segments up to it that the repository no longer holds are a break at the end, so a deleted
-/// tail shows as a hole instead of a window that silently ends early.
-pub fn recovery_window(
-    backups: &[BackupStatus],
-    wal_files: &[ArchivedWal],
-    segment_size: u32,
-    last_archived: Option<&WalFileName>,
-) -> Vec<WindowPart> {
-    let seg = segment_size as u64;
-    let mut per_timeline: BTreeMap<u32, BTreeMap<u64, Option<SystemTime>>> = BTreeMap::new();
-    for file in wal_files.iter().filter(|f| f.name.kind == WalFileKind::Segment) {
-        if let Some((timeline, number)) = file.name.position(segment_size) {
-            per_timeline.entry(timeline).or_default().insert(number, file.modified);
-        }
-    }
-    let verified: Vec<&BackupManifest> =
-        backups.iter().filter(|b| b.verified()).filter_map(|b| b.manifest.as_ref()).collect();
-    let mut parts = Vec::new();
-    for (timeline, segments) in per_timeline {
-        // Contiguous runs of segments.
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for &n in segments.keys() {
-            match runs.last_mut() {
-                Some((_, end)) if *end + 1 == n => *end = n,
-                _ => runs.push((n, n)),
-            }
-        }
-        let mut reachable = false;
-        for (index, &(first, last)) in runs.iter().enumerate() {
-            if index > 0 {
-                let (_, previous_end) = runs[index - 1];
-                parts.push(WindowPart {
-                    timeline,
-                    status: "break",
-                    from_lsn: Lsn((previous_end + 1) * seg),
-                    to_lsn: Lsn(first * seg),
-                    from_time: None,
-                    to_time: None,
-                    backup: None,
-                    detail: format!(
-                        "segments {} to {} are missing: no recovery across this point",
-                        wal::segment_name(timeline, previous_end + 1, segment_size),
-                        wal::segment_name(timeline, first - 1, segment_size)
-                    ),
-                });
-                reachable = false;
-            }
-            let start = verified
-                .iter()
-                .filter(|b| b.timeline == timeline)
-                .filter(|b| b.start_lsn.segment(segment_size) >= first && b.stop_lsn.segment(segment_size) <= last)
-                .min_by(|a, b| a.stop_lsn.cmp(&b.stop_lsn));
-            let to_lsn = Lsn((last + 1) * seg);
-            let to_time = secs(segments[&last]);
-            match start {
-                Some(backup) => {
-                    parts.push(WindowPart {
-                        timeline,
-                        status: "restorable",
-                        from_lsn: backup.stop_lsn,
-                        to_lsn,
-                        from_time: Some(backup.stop_time),
-                        to_time,
-                        backup: Some(backup.id.clone()),
-                        detail: format!("from the end of backup {} to the newest archived segment", backup.id),
-                    });
-                    reachable = true;
-                }
-                None if index == 0 && timeline > 1 => parts.push(WindowPart {
-                    timeline,
-                    status: "restorable",
-                    from_lsn: Lsn(first * seg),
-                    to_lsn,
-                    from_time: None,
-                    to_time,
-                    backup: None,
-                    detail: format!(
-                        "timeline {timeline} after its switch, when the parent timeline reaches the switch point (see its .history)"
-                    ),
-                }),
-                None if reachable => {}
-                None => parts.push(WindowPart {
-                    timeline,
-                    status: "break",
-                    from_lsn: Lsn(first * seg),
-                    to_lsn,
-                    from_time: None,
-                    to_time,
-                    backup: None,
-                    detail: "archived WAL with no verified base backup to start from".into(),
-                }),
-            }
-        }
-    }
-    parts.extend(missing_tail(wal_files, last_archived, segment_size));
-    parts
-}
-
-/// The segments from the newest one the repository holds on the last archived file's timeline
-/// up to that file, when the repository no longer holds them.
-fn missing_tail(
-    wal_files: &[ArchivedWal],
-    last_archived: Option<&WalFileName>,
-    segment_size: u32,
-) -> Option<WindowPart> {
-    let last = last_archived.filter(|name| name.kind == WalFileKind::Segment)?;
-    let (timeline, number) = last.position(segment_size)?;
-    let newest_held = wal_files
-        .iter()
-        .filter(|f| f.name.kind == WalFileKind::Segment)
-        .filter_map(|f| f.name.position(segment_size))
-        .filter(|(t, _)| *t == timeline)
-        .map(|(_, n)| n)
-        .max();
-    let first_missing = match newest_held {
-        Some(n) if n >= number => return None,
-        Some(n) => n + 1,
-        None => number,
-    };
-    let seg = segment_size as u64;
-    Some(WindowPart {
-        timeline,
-        status: "break",
-        from_lsn: Lsn(first_missing * seg),
-        to_lsn: Lsn((number + 1) * seg),
-        from_time: None,
-        to_time: None,
-        backup: None,
-        detail: format!(
-            "segments {} to {} were archived by this server but are gone from the repository (deleted?): recovery ends before them",
-            wal::segment_name(timeline, first_missing, segment_size),
-            last.name
-        ),
-    })
 }
 
 /// The result of a deep verify.
@@ -683,52 +523,6 @@ mod tests {
                 modified: None,
             })
             .collect()
-    }
-
-    #[test]
-    fn the_recovery_window_starts_at_a_backup_and_breaks_at_a_gap() {
-        let seg = 16 << 20;
-        let mut m = sample(); // starts and ends in segment 3
-        m.stop_time = 1000.0;
-        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5, 7, 8]), seg, None);
-        let summary: Vec<(&str, String, String)> =
-            parts.iter().map(|p| (p.status, p.from_lsn.to_string(), p.to_lsn.to_string())).collect();
-        assert_eq!(
-            summary,
-            vec![
-                ("restorable", m.stop_lsn.to_string(), "0/6000000".to_string()),
-                ("break", "0/6000000".to_string(), "0/7000000".to_string()),
-                ("break", "0/7000000".to_string(), "0/9000000".to_string()),
-            ],
-            "{parts:?}"
-        );
-        assert_eq!(parts[0].backup.as_ref(), Some(&m.id));
-        assert_eq!(parts[0].from_time, Some(1000.0));
-        assert!(parts[1].detail.contains("000000010000000000000006"), "{:?}", parts[1]);
-        // Without a verified backup nothing is restorable.
-        let mut broken = status_of(m);
-        broken.problem = Some("missing packs".into());
-        assert!(recovery_window(&[broken], &wal(&[3, 4]), seg, None).iter().all(|p| p.status == "break"));
-    }
-
-    #[test]
-    fn a_deleted_tail_of_what_this_server_archived_is_a_break_at_the_end() {
-        let seg = 16 << 20;
-        let m = sample(); // segment 3
-        let name = |n| WalFileName::parse(&wal::segment_name(1, n, seg)).unwrap();
-        // Archived up to segment 8; 6 to 8 were deleted from the bucket.
-        let parts = recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5]), seg, Some(&name(8)));
-        let last = parts.last().unwrap();
-        assert_eq!(
-            (last.status, last.from_lsn.to_string(), last.to_lsn.to_string()),
-            ("break", "0/6000000".into(), "0/9000000".into())
-        );
-        assert!(last.detail.contains("000000010000000000000006") && last.detail.contains("gone"), "{last:?}");
-        assert_eq!(parts[0].status, "restorable", "the window before the loss is still there: {parts:?}");
-        // Nothing missing (or the last archived file is not a segment): no extra row.
-        assert_eq!(recovery_window(&[status_of(m.clone())], &wal(&[3, 4, 5]), seg, Some(&name(5))).len(), 1);
-        let history = WalFileName::parse("00000002.history").unwrap();
-        assert_eq!(recovery_window(&[status_of(m)], &wal(&[3, 4, 5]), seg, Some(&history)).len(), 1);
     }
 
     #[test]

@@ -9,6 +9,13 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod events;
+pub mod history;
+mod lsn;
+pub mod records;
+
+pub use lsn::Lsn;
+
 use crate::error::Error;
 use crate::repository::{PutResult, Repository};
 use crate::store::WriteMode;
