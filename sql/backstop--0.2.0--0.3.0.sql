@@ -5,7 +5,7 @@
 -- the extension: repository_key() prints the public key for the recovery kit, and
 -- adopt_repository() vouches once for the unsigned objects 0.2.0 wrote. Nothing existing changes
 -- shape: backstop.restores, backstop.job_runs and backstop.schedules keep every row and grant. The
--- new functions get the privileges every backstop function has (sql/privileges.sql): none for
+-- new functions (and table_history(), the transactions that changed a table, read from the WAL) get the privileges every backstop function has (sql/privileges.sql): none for
 -- PUBLIC, EXECUTE for backstop_admin. Base backups, expire, the PITR drill and logical backups now
 -- need superuser or the new role backstop_operator (a member of backstop_admin and of
 -- pg_read_all_data).
@@ -22,6 +22,27 @@ CREATE FUNCTION "adopt_repository"() RETURNS TABLE (
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'adopt_repository_wrapper';
+
+-- table_history(): the transactions that changed a table, read from the WAL (src/recover/sql.rs).
+CREATE FUNCTION "table_history"(
+	"tbl" TEXT, /* &str */
+	"since" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"until" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"max_rows" INT DEFAULT 100 /* i32 */
+) RETURNS TABLE (
+	"commit_time" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"xid" bigint,  /* i64 */
+	"inserted" bigint,  /* i64 */
+	"updated" bigint,  /* i64 */
+	"deleted" bigint,  /* i64 */
+	"file_change" TEXT,  /* Option < String > */
+	"commit_lsn" TEXT,  /* String */
+	"target_lsn" TEXT,  /* String */
+	"target_inclusive" bool  /* bool */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'table_history_wrapper';
 
 CREATE FUNCTION "repository_key"() RETURNS TEXT /* alloc::string::String */
 STRICT VOLATILE PARALLEL UNSAFE
@@ -55,6 +76,8 @@ REVOKE ALL ON FUNCTION @extschema@.adopt_repository() FROM PUBLIC;
 REVOKE ALL ON FUNCTION @extschema@.repository_key() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.adopt_repository() TO backstop_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.repository_key() TO backstop_admin;
+REVOKE ALL ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz, integer) TO backstop_admin;
 
 -- Job history a plain backstop_admin member may read: the runs she asked for, WAL drills, and
 -- snapshot runs of tables she may SELECT. Everything else (base backups, drills that count every

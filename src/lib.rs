@@ -22,6 +22,7 @@ mod io;
 mod jobs;
 mod logical;
 mod owner;
+mod recover;
 mod repo;
 mod schedules;
 mod snapshots;
@@ -62,6 +63,7 @@ pub static JOBS: &[&dyn jobs::Registered] = &[
     &logical::job::LogicalBackupJob,
     &logical::drill::LogicalRestoreDrill,
     &verify::job::VerifyJob,
+    &recover::job::TableHistoryJob,
 ];
 
 /// Every doctor row, in the order doctor() shows them: server-wide rows first, then each

@@ -21,3 +21,9 @@ pub fn from_unix_seconds(seconds: f64) -> Option<TimestampWithTimeZone> {
 pub fn from_system_time(time: std::time::SystemTime) -> Option<TimestampWithTimeZone> {
     from_unix_seconds(backstop_core::time::unix_seconds(time))
 }
+
+/// Seconds since 1970 of a timestamptz.
+pub fn to_unix_seconds(time: TimestampWithTimeZone) -> f64 {
+    let micros: i64 = time.into_inner();
+    micros.saturating_add(backstop_core::snapshot::time::EPOCH_SHIFT_MICROS) as f64 / 1e6
+}

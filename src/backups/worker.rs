@@ -185,6 +185,13 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         )
     })
     .map_err(spi_error)?;
+    // Each table's relation file as the backup starts: where table_history starts following it.
+    let relations = BackgroundWorker::transaction(|| crate::recover::relation_files(None)).unwrap_or_else(|e| {
+        pgrx::warning!(
+            "backstop: base backup {id} records no relation files (table_history cannot start from it): {e}"
+        );
+        Vec::new()
+    });
     // With data checksums on (PostgreSQL 18's default), every relation page read is checked.
     let (checksums, blocks_per_segment) = BackgroundWorker::transaction(|| {
         Spi::get_two::<String, String>(
@@ -343,6 +350,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
         backup_label,
         tablespace_map: tablespace_map.unwrap_or_default(),
         row_counts,
+        relations,
     });
     io::block_on(manifest::write(&repository, &manifest))?;
     let stats = &manifest.stats;

@@ -19,6 +19,7 @@ pub mod location;
 pub mod logical;
 pub mod pg_version;
 pub mod quote;
+pub mod recover;
 pub mod repository;
 pub mod runtime;
 pub mod schedule;

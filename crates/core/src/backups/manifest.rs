@@ -57,6 +57,32 @@ pub struct BackupManifest {
     /// not finish.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub row_counts: Option<RowCounts>,
+    /// The relation file of every table of the database backstop's worker runs in, when the
+    /// backup started: where `table_history` starts following a table through the WAL (also
+    /// one dropped since). Empty in manifests before 0.3.0.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relations: Vec<RelationFile>,
+}
+
+/// A table and its relation file (`pg_class.relfilenode` with its tablespace and database).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelationFile {
+    /// As `regclass` prints it (schema-qualified, quoted where needed).
+    pub table: String,
+    pub oid: u32,
+    pub tablespace: u32,
+    pub database: u32,
+    pub relfilenode: u32,
+}
+
+impl RelationFile {
+    pub fn file(&self) -> crate::wal::records::RelFile {
+        crate::wal::records::RelFile {
+            tablespace: self.tablespace,
+            database: self.database,
+            relfilenode: self.relfilenode,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -392,6 +418,13 @@ pub(crate) mod tests {
                 lsn: Lsn(0x4000028),
                 tables: vec![TableRows { table: "public.t".into(), rows: 3 }],
             }),
+            relations: vec![RelationFile {
+                table: "public.t".into(),
+                oid: 16390,
+                tablespace: 1663,
+                database: 5,
+                relfilenode: 16390,
+            }],
         }
     }
 

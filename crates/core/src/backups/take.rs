@@ -1029,6 +1029,7 @@ pub struct BackupFacts {
     pub backup_label: String,
     pub tablespace_map: String,
     pub row_counts: Option<super::manifest::RowCounts>,
+    pub relations: Vec<super::manifest::RelationFile>,
 }
 
 impl Taken {
@@ -1061,6 +1062,7 @@ impl Taken {
             files: self.files,
             stats,
             row_counts: facts.row_counts,
+            relations: facts.relations,
         }
     }
 }

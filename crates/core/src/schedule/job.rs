@@ -57,6 +57,8 @@ job_kinds! {
     /// Repository verification: every manifest authenticated, a sample (or all) of the packs and
     /// WAL read back through every checksum; damaged packs recorded so no backup reuses them.
     Verify = "verify",
+    /// The transactions that changed one table, read from the archived WAL (`table_history`).
+    TableHistory = "table_history",
 }
 
 impl JobKind {
@@ -141,6 +143,37 @@ pub struct LogicalRestoreArgs {
     pub database: Option<String>,
     /// A particular backup instead of the newest.
     pub backup_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableHistoryArgs {
+    /// The table, schema-qualified (resolved by the caller); a dropped table by the name a base
+    /// backup recorded.
+    pub table: String,
+    /// Unix seconds: list changes committed from then (a day before `until` by default).
+    pub since: Option<f64>,
+    /// Unix seconds: up to then (now by default).
+    pub until: Option<f64>,
+    /// The newest this many changes (100 by default).
+    pub max_rows: Option<usize>,
+}
+
+impl JobArgs for TableHistoryArgs {
+    fn check(&self) -> Result<()> {
+        if self.table.is_empty() || self.table.contains('\0') {
+            return Err(Error::InvalidInput("\"table\" must name a table".into()));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until) {
+            if since > until {
+                return Err(Error::InvalidInput("\"since\" is after \"until\"".into()));
+            }
+        }
+        if self.max_rows == Some(0) {
+            return Err(Error::InvalidInput("\"max_rows\" must be at least 1".into()));
+        }
+        Ok(())
+    }
 }
 
 /// A GFS policy as written in a schedule's args.

@@ -16,6 +16,7 @@ pub const RM_HEAP2_ID: u8 = 9;
 pub const RM_HEAP_ID: u8 = 10;
 
 const XLOG_RESTORE_POINT: u8 = 0x70;
+const XLOG_FPI: u8 = 0xB0;
 const XLOG_XACT_OPMASK: u8 = 0x70;
 const XLOG_XACT_HAS_INFO: u8 = 0x80;
 const XLOG_XACT_COMMIT: u8 = 0x00;
@@ -166,6 +167,12 @@ pub enum Event {
         rel: RelFile,
         fork: u32,
     },
+    /// Whole pages of `rel` written as images by `xid` (log_newpage: a table rewritten by VACUUM
+    /// FULL or CLUSTER, an index built).
+    PageImage {
+        xid: u32,
+        rel: RelFile,
+    },
     /// A relation file cut to `blocks` blocks (VACUUM's truncation, TRUNCATE in the creating
     /// transaction).
     FileTruncated {
@@ -222,6 +229,7 @@ impl std::fmt::Display for Found {
                 write!(f, "{lsn} tx {xid} TRUNCATE database {database} relations {}", oids.join(","))
             }
             Event::FileCreated { xid, rel, fork } => write!(f, "{lsn} tx {xid} FILE_CREATE {rel} fork {fork}"),
+            Event::PageImage { xid, rel } => write!(f, "{lsn} tx {xid} PAGE_IMAGE {rel}"),
             Event::FileTruncated { xid, rel, blocks } => {
                 write!(f, "{lsn} tx {xid} FILE_TRUNCATE {rel} to {blocks} blocks")
             }
@@ -345,6 +353,7 @@ pub fn event_of(record: &Record, major: u32) -> Result<Option<Event>, Error> {
             let name = &name[..name.iter().position(|b| *b == 0).unwrap_or(name.len())];
             Some(Event::RestorePoint { time, name: String::from_utf8_lossy(name).into_owned() })
         }
+        RM_XLOG_ID if info == XLOG_FPI => first_block.map(|block| Event::PageImage { xid: record.xid, rel: block.rel }),
         RM_HEAP_ID => {
             let change = match info & XLOG_HEAP_OPMASK {
                 XLOG_HEAP_INSERT => RowChange::Insert,

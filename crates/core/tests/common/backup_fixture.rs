@@ -185,6 +185,7 @@ pub async fn take_backup_summarized(
         backup_label: label(),
         tablespace_map: String::new(),
         row_counts: None,
+        relations: Vec::new(),
     });
     if let Some(start) = start {
         manifest.start_lsn = start;

@@ -1,0 +1,64 @@
+-- "When did it happen?": backstop.table_history() lists the transactions that changed a table,
+-- newest first, read from the WAL, each with the recovery target that undoes it.
+CREATE EXTENSION backstop;
+CREATE TABLE orders (id int PRIMARY KEY, note text);
+CREATE TABLE audit (id int, what text);
+-- A base backup records every table's relation file (where a dropped table is found again).
+SET client_min_messages = warning;
+SELECT state, kind FROM backstop.base_backup(kind => 'full');
+RESET client_min_messages;
+BEGIN;
+INSERT INTO orders SELECT g, 'new' FROM generate_series(1, 100) g;
+SELECT txid_current() AS insert_xid \gset
+COMMIT;
+BEGIN;
+UPDATE orders SET note = 'paid' WHERE id <= 10;
+SELECT txid_current() AS update_xid \gset
+COMMIT;
+-- Rolled back: not a change.
+BEGIN;
+DELETE FROM orders;
+ROLLBACK;
+-- A mass delete, with part of it in a subtransaction.
+BEGIN;
+DELETE FROM orders WHERE id > 80;
+SAVEPOINT more;
+DELETE FROM orders WHERE id > 60;
+RELEASE more;
+SELECT txid_current() AS delete_xid \gset
+COMMIT;
+BEGIN;
+TRUNCATE orders;
+SELECT txid_current() AS truncate_xid \gset
+COMMIT;
+-- Rows written to the table's new file after the TRUNCATE are its rows too.
+BEGIN;
+INSERT INTO orders SELECT g, 'again' FROM generate_series(1, 5) g;
+SELECT txid_current() AS refill_xid \gset
+COMMIT;
+-- Another table's changes are not listed.
+INSERT INTO audit VALUES (1, 'x');
+-- (Progress NOTICEs depend on the machine's speed.)
+SET client_min_messages = warning;
+SELECT CASE xid WHEN :insert_xid THEN 'insert' WHEN :update_xid THEN 'update' WHEN :delete_xid THEN 'delete'
+                WHEN :truncate_xid THEN 'truncate' WHEN :refill_xid THEN 'refill' ELSE 'other' END AS step,
+       inserted, updated, deleted, file_change, target_lsn = commit_lsn AS stops_before_the_commit,
+       target_inclusive, commit_time <= now() AS committed_before_now
+  FROM backstop.table_history('orders');
+-- A window that ends before the TRUNCATE does not list it; max_rows keeps the newest.
+SELECT count(*) AS changes_until_the_update FROM backstop.table_history('orders', until => (
+    SELECT commit_time FROM backstop.table_history('orders') WHERE xid = :update_xid));
+SELECT count(*) AS newest_two FROM backstop.table_history('orders', max_rows => 2);
+-- A dropped table, found by the name the base backup recorded.
+BEGIN;
+DROP TABLE audit;
+SELECT txid_current() AS drop_xid \gset
+COMMIT;
+SELECT xid = :drop_xid AS the_drop, file_change, inserted FROM backstop.table_history('public.audit');
+-- Someone who may not read the table gets nothing of its history.
+CREATE ROLE nosy;
+GRANT backstop_admin TO nosy;
+SET ROLE nosy;
+SELECT * FROM backstop.table_history('orders');
+SELECT * FROM backstop.table_history('public.audit');
+RESET ROLE;
