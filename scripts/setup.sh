@@ -76,6 +76,8 @@ INSERT INTO demo_orders SELECT g, 'customer ' || g % 100, g * 1.25, now() - g * 
   FROM generate_series(1, 10000) g;
 SELECT backstop.snapshot_table('demo_orders') AS snapshot_id;
 DELETE FROM demo_orders WHERE id % 3 = 0;
+-- "When did it happen?": the DELETE, read from the WAL, with the recovery target that undoes it.
+SELECT commit_time, xid, inserted, deleted, target_lsn FROM backstop.table_history('demo_orders', max_rows => 3);
 SELECT strategy, description FROM backstop.recover('demo_orders');
 SELECT sql FROM backstop.copyback_plan('demo_orders_recovered') WHERE strategy = 'insert_missing' \gexec
 SELECT count(*) AS demo_orders_after_recovery FROM demo_orders;

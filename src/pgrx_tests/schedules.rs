@@ -256,7 +256,7 @@ mod tests {
             kinds(|j| j.needs_operator()),
             ["base_backup", "expire", "pitr", "logical_backup", "logical_restore", "verify"]
         );
-        assert_eq!(kinds(|j| j.read_only()), ["wal_fetch", "pitr"]);
+        assert_eq!(kinds(|j| j.read_only()), ["wal_fetch", "pitr", "table_history"]);
         assert_eq!(kinds(|j| j.dies_on_sigterm()), ["snapshot", "snapshot_restore"]);
         assert_eq!(kinds(|j| j.result_names_nothing()), ["wal_fetch"]);
     }
