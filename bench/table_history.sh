@@ -4,7 +4,8 @@
 # commits. One cluster (PostgreSQL 15), one run.
 #
 #   setup      a table `orders` changed now and then (inserts, an update, a mass delete) while
-#              pgbench writes BENCH_WAL_MB of WAL (default 2048) around it; everything archived
+#              pgbench transactions and bulk loads of another table write BENCH_WAL_MB of WAL
+#              (default 2048) around it; everything archived
 #              into a file:// repository
 #   timed      backstop.table_history('orders', since => the start), which reads the archived
 #              segments (authenticated, decompressed) and lists the transactions; then
@@ -48,11 +49,14 @@ first_segment=$(sql "SELECT pg_walfile_name('$start_lsn')")
 
 echo "== writing about $WAL_MB MB of WAL, orders changed along the way" >&2
 as_postgres "$PG_BIN/pgbench" -h "$DIR/cluster/run" -p "$PORT" -i -s 10 -q postgres > /dev/null 2>&1
+sql "CREATE TABLE filler (id bigint, pad text)"
 round=0
 while (($(wal_mb_since "$start_lsn") < WAL_MB)); do
   round=$((round + 1))
   sql "INSERT INTO orders SELECT g, 'round $round' FROM generate_series($round * 1000, $round * 1000 + 999) g"
-  as_postgres "$PG_BIN/pgbench" -h "$DIR/cluster/run" -p "$PORT" -n -T 5 -c 2 -j 2 postgres > /dev/null 2>&1
+  # Other work around it: small pgbench transactions, and a bulk load of about 100 MB of WAL.
+  as_postgres "$PG_BIN/pgbench" -h "$DIR/cluster/run" -p "$PORT" -n -T 2 -c 2 -j 2 postgres > /dev/null 2>&1
+  sql "INSERT INTO filler SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 300000) g"
   if ((round == 3)); then
     sql "UPDATE orders SET note = 'paid' WHERE id % 2 = 0"
     delete_xid=$(sql "BEGIN; DELETE FROM orders WHERE id % 3 = 0; SELECT txid_current(); COMMIT;" | head -1)

@@ -65,3 +65,6 @@ SELECT wait_for_archive(:'tail_segment') AS archived;
 SELECT status, to_time >= from_time AS ordered, to_time = :'last_commit'::timestamptz AS ends_at_the_last_commit,
        backup_id IS NOT NULL AS from_a_backup, to_lsn::pg_lsn <= pg_current_wal_lsn() AS to_lsn_in_the_wal
   FROM backstop.recovery_window() WHERE timeline = 1;
+-- A restore to a time after the last commit archived is refused before anything is written (it
+-- would replay everything, then PostgreSQL would refuse to start).
+\! pitr.sh restore too_late --target-time '2099-01-01 00:00:00+00' | sed -E 's/ \(.*//'

@@ -233,6 +233,81 @@ pub async fn timeline_parents(repository: &Repository, wal_files: &[ArchivedWal]
     parents
 }
 
+/// Refuses, before anything is restored, a recovery target the archive cannot reach from
+/// `backup`: a time after the last commit a restore reaches, an LSN past the end of the WAL that
+/// follows the backup, or a backup whose WAL is not there at all. PostgreSQL would replay
+/// everything and then refuse to start ("recovery ended before configured recovery target was
+/// reached"); this says so at once, with the window. `parts` must hold commit times
+/// ([`read_commit_times`]); a stretch whose end has no time is not checked by time.
+pub fn check_target(
+    parts: &[WindowPart],
+    backup: &BackupManifest,
+    target: &super::restore::RecoveryTarget,
+) -> Result<()> {
+    use super::restore::RecoveryTarget;
+    // The stretches a recovery from this backup can follow: its own (the one its end lies in),
+    // and those of later timelines that go on past its end.
+    let own = parts.iter().find(|p| {
+        p.status == "restorable"
+            && p.timeline == backup.timeline
+            && p.from_lsn <= backup.stop_lsn
+            && backup.stop_lsn <= p.wal_end
+    });
+    let Some(own) = own else {
+        return Err(crate::error::Error::InvalidInput(format!(
+            "the WAL that follows backup {} (from {} on timeline {}) is not in the repository without a gap: it cannot be recovered; recovery_window() (or backstop wal list) shows what is",
+            backup.id, backup.stop_lsn, backup.timeline
+        )));
+    };
+    let reachable: Vec<&WindowPart> = parts
+        .iter()
+        .filter(|p| p.status == "restorable")
+        .filter(|p| std::ptr::eq(*p, own) || (p.timeline > backup.timeline && p.wal_end > backup.stop_lsn))
+        .collect();
+    let last = |key: fn(&WindowPart) -> Option<f64>| {
+        reachable.iter().filter_map(|p| key(p)).fold(None, |a: Option<f64>, b| Some(a.map_or(b, |a| a.max(b))))
+    };
+    let window = |p: &WindowPart| {
+        format!(
+            "timeline {}: from {} to {} (last commit {})",
+            p.timeline,
+            p.from_lsn,
+            p.wal_end,
+            p.to_time.map(|t| super::format_utc(super::from_unix_seconds(t))).unwrap_or_else(|| "not read".into())
+        )
+    };
+    let windows: Vec<String> = reachable.iter().map(|p| window(p)).collect();
+    match target {
+        RecoveryTarget::Time(time) => {
+            let wanted = super::unix_seconds(*time);
+            if let Some(last_commit) = last(|p| p.to_time) {
+                if wanted > last_commit {
+                    return Err(crate::error::Error::InvalidInput(format!(
+                        "the recovery target {} is after the last commit the archive holds ({}): recovery would end before reaching it and PostgreSQL would not start; recover to {} or earlier, or to the end of the archive (no target). Reachable from backup {}: {}",
+                        super::format_utc(*time),
+                        super::format_utc(super::from_unix_seconds(last_commit)),
+                        super::format_utc(super::from_unix_seconds(last_commit)),
+                        backup.id,
+                        windows.join("; ")
+                    )));
+                }
+            }
+        }
+        RecoveryTarget::Lsn(lsn) => {
+            let end = reachable.iter().map(|p| p.wal_end).max().unwrap_or(own.wal_end);
+            if *lsn > end {
+                return Err(crate::error::Error::InvalidInput(format!(
+                    "the recovery target LSN {lsn} is past the end of the archived WAL ({end}): recovery would end before reaching it and PostgreSQL would not start. Reachable from backup {}: {}",
+                    backup.id,
+                    windows.join("; ")
+                )));
+            }
+        }
+        RecoveryTarget::Latest | RecoveryTarget::Immediate | RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) => {}
+    }
+    Ok(())
+}
+
 /// A commit found in the WAL: its time, and the end of its record.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Commit {
@@ -473,5 +548,26 @@ mod tests {
         assert_eq!(parts[0].to_time, Some(pg(t0 + 2_000_000)), "the last commit, not a file date");
         assert_eq!(parts[0].to_lsn, ends[2]);
         assert!(parts[0].to_time >= parts[0].from_time);
+
+        // A target after the last commit is refused up front, naming the window; one before it
+        // passes; an LSN past the archived WAL is refused.
+        use crate::backups::restore::RecoveryTarget;
+        let m = {
+            let mut m = sample();
+            m.stop_lsn = Lsn(3 * seg as u64 + 0x1000);
+            m
+        };
+        let at = |t: i64| RecoveryTarget::Time(crate::time::from_unix_seconds(pg(t)));
+        let error = check_target(&parts, &m, &at(t0 + 3_000_000)).unwrap_err().to_string();
+        assert!(error.contains("after the last commit") && error.contains("timeline 1"), "{error}");
+        check_target(&parts, &m, &at(t0 + 1_500_000)).unwrap();
+        check_target(&parts, &m, &RecoveryTarget::Lsn(Lsn(7 * seg as u64))).unwrap();
+        let error = check_target(&parts, &m, &RecoveryTarget::Lsn(Lsn(7 * seg as u64 + 1))).unwrap_err().to_string();
+        assert!(error.contains("past the end of the archived WAL"), "{error}");
+        // A backup whose WAL is not there.
+        let mut elsewhere = m.clone();
+        elsewhere.stop_lsn = Lsn(9 * seg as u64);
+        let error = check_target(&parts, &elsewhere, &RecoveryTarget::Latest).unwrap_err().to_string();
+        assert!(error.contains("not in the repository"), "{error}");
     }
 }
