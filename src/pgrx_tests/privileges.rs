@@ -48,6 +48,27 @@ mod tests {
     }
 
     #[pg_test]
+    fn table_history_is_refused_to_whoever_may_not_read_the_table() {
+        error_of(None, "SELECT 1");
+        create_roles();
+        Spi::run("CREATE TABLE public.history_secret (id int)").unwrap();
+        // backstop_admin may run the function, but not read this table: nothing of its history.
+        let error =
+            error_of(Some("backstop_test_operator"), "SELECT * FROM backstop.table_history('public.history_secret')")
+                .expect("refused");
+        assert!(error.starts_with("42501: you cannot read table public.history_secret"), "{error}");
+        // A dropped table's history (only the repository knows it) is for those who read everything.
+        let error =
+            error_of(Some("backstop_test_operator"), "SELECT * FROM backstop.table_history('public.gone_long_ago')")
+                .expect("refused");
+        assert!(error.starts_with("42P01: table public.gone_long_ago does not exist"), "{error}");
+        // Bad arguments are refused before any worker starts.
+        let error = error_of(None, "SELECT * FROM backstop.table_history('public.history_secret', max_rows => 0)")
+            .expect("refused");
+        assert!(error.contains("max_rows must be at least 1"), "{error}");
+    }
+
+    #[pg_test]
     fn plain_users_cannot_read_or_set_secret_settings() {
         error_of(None, "SELECT 1");
         create_roles();
