@@ -70,7 +70,7 @@ SELECT backstop.doctor_report() ->> 'verdict' AS verdict, backstop.doctor_report
 SELECT * FROM backstop.archive_status;
 \x off
 -- A table snapshot, an accident, and the guided recovery.
-DROP TABLE IF EXISTS demo_orders, demo_orders_recovered;
+DROP TABLE IF EXISTS demo_orders, demo_orders_recovered, demo_orders_before_delete;
 CREATE TABLE demo_orders (id int PRIMARY KEY, customer text NOT NULL, total numeric(10,2), placed timestamptz);
 INSERT INTO demo_orders SELECT g, 'customer ' || g % 100, g * 1.25, now() - g * interval '1 hour'
   FROM generate_series(1, 10000) g;
@@ -115,6 +115,13 @@ DO $$ DECLARE seg text := pg_walfile_name(pg_current_wal_lsn()); BEGIN
 END $$;
 SELECT job_id, state, round(seconds::numeric, 2) AS seconds, result -> 'tables' AS tables_read, result -> 'indexes' AS indexes_checked
   FROM backstop.run_job('pitr', '{"tables": ["public.demo_orders"], "indexes": ["public.demo_orders_pkey"]}');
+-- One table as it was just before the DELETE, from the base backup and the WAL (the target from
+-- table_history), loaded next to the original and validated, with its copy-back plans.
+SELECT target_lsn AS before_delete FROM backstop.table_history('demo_orders') WHERE deleted > 0
+ ORDER BY commit_time DESC LIMIT 1 \gset
+SELECT strategy, description FROM backstop.recover('demo_orders', target_lsn => :'before_delete',
+  target_inclusive => false, target_table => 'public.demo_orders_before_delete');
+SELECT count(*) AS rows_just_before_the_delete FROM demo_orders_before_delete;
 -- A logical backup (pg_dump, streamed into the repository and checked with pg_restore --list), a
 -- nightly one on a schedule, and its drill: restored into a scratch database and compared.
 SELECT state, backup_id, tables, rows, bytes FROM backstop.logical_backup();

@@ -28,7 +28,8 @@ if [[ $PG_MAJOR == 15 ]]; then
   exit 2
 fi
 CROSS_VERSION_SCENARIOS=(install_and_doctor wal_archive_then_fetch wal_store_outage pitr_file snapshot_recover_file
-  upgrade_0_2_0 schedule_week logical_backup_file incremental_summaries wal_records table_history_file)
+  upgrade_0_2_0 schedule_week logical_backup_file incremental_summaries wal_records table_history_file
+  recover_at_target)
 
 trap stage_times EXIT
 step "PostgreSQL $PG_MAJOR: installing it if missing"

@@ -44,6 +44,29 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'table_history_wrapper';
 
+-- recover() takes a recovery target too (src/recover/sql.rs): the table as it was at that point,
+-- read from a throwaway server. Its earlier arguments and their order are kept.
+DROP FUNCTION @extschema@.recover(text, text, text, text, boolean);
+CREATE FUNCTION "recover"(
+	"table_name" TEXT, /* &str */
+	"snapshot_id" TEXT DEFAULT NULL, /* Option < & str > */
+	"target_table" TEXT DEFAULT NULL, /* Option < & str > */
+	"replace_target" TEXT DEFAULT NULL, /* Option < & str > */
+	"trust_unauthenticated" bool DEFAULT false, /* bool */
+	"target_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"target_lsn" TEXT DEFAULT NULL, /* Option < & str > */
+	"target_xid" bigint DEFAULT NULL, /* Option < i64 > */
+	"target_name" TEXT DEFAULT NULL, /* Option < & str > */
+	"target_inclusive" bool DEFAULT true /* bool */
+) RETURNS TABLE (
+	"strategy" TEXT,  /* String */
+	"description" TEXT,  /* String */
+	"sql" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'recover_wrapper';
+
 CREATE FUNCTION "repository_key"() RETURNS TEXT /* alloc::string::String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -77,6 +100,8 @@ REVOKE ALL ON FUNCTION @extschema@.repository_key() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.adopt_repository() TO backstop_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.repository_key() TO backstop_admin;
 REVOKE ALL ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION @extschema@.recover(text, text, text, text, boolean, timestamptz, text, bigint, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.recover(text, text, text, text, boolean, timestamptz, text, bigint, text, boolean) TO backstop_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz, integer) TO backstop_admin;
 
 -- Job history a plain backstop_admin member may read: the runs she asked for, WAL drills, and

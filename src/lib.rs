@@ -64,6 +64,7 @@ pub static JOBS: &[&dyn jobs::Registered] = &[
     &logical::drill::LogicalRestoreDrill,
     &verify::job::VerifyJob,
     &recover::job::TableHistoryJob,
+    &recover::table::TableRecoverJob,
 ];
 
 /// Every doctor row, in the order doctor() shows them: server-wide rows first, then each

@@ -32,7 +32,7 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
        (SELECT count(*) FROM backstop.job_runs) AS job_runs_rows,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) AS schedules_md5,
        (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
-          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) AS function_acl_md5,
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname <> 'recover') AS function_acl_md5, -- recover() takes new arguments in 0.3.0: its grants are checked below
        (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) AS relation_acl_md5,
        (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'backstop') AS schema_acl
@@ -49,13 +49,13 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
 -- Every 0.1.0 privilege is intact; the new functions have backstop's: none for PUBLIC, EXECUTE for
 -- backstop_admin.
 SELECT (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
-          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository', 'table_history')) = :'function_acl_md5' AS function_grants_intact,
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository', 'table_history', 'recover')) = :'function_acl_md5' AS function_grants_intact,
        (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact,
        (SELECT nspacl::text FROM pg_namespace WHERE nspname = 'backstop') = :'schema_acl' AS schema_grants_intact;
 SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,
        EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS public_may
-  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository', 'table_history') ORDER BY 1;
+  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('logical_backup', 'logical_backups', 'repository_key', 'adopt_repository', 'table_history', 'recover') ORDER BY 1;
 -- The upgraded data still works: the validated restore still gates its copy-back plan, the
 -- schedule still fires at local time, and the new functions run.
 SELECT count(*) > 0 AS copyback_plan_available FROM backstop.copyback_plan('orders_recovered');

@@ -23,7 +23,7 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
        (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) AS job_runs_md5,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) AS schedules_md5,
        (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
-          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace) AS function_acl_md5,
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname <> 'recover') AS function_acl_md5, -- recover() takes new arguments in 0.3.0: its grants are checked below
        (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) AS relation_acl_md5
 \gset
@@ -34,12 +34,12 @@ SELECT (SELECT md5(string_agg(r::text, ',' ORDER BY r.restored_at)) FROM backsto
        (SELECT md5(string_agg(j::text, ',' ORDER BY j.job_id)) FROM backstop.job_runs j) = :'job_runs_md5' AS job_runs_intact,
        (SELECT md5(string_agg(s::text, ',' ORDER BY s.name)) FROM backstop.schedules s) = :'schedules_md5' AS schedules_intact,
        (SELECT md5(string_agg(p.oid::regprocedure::text || coalesce(p.proacl::text, '-'), ',' ORDER BY p.oid::regprocedure::text))
-          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('repository_key', 'adopt_repository', 'table_history')) = :'function_acl_md5' AS function_grants_intact,
+          FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname NOT IN ('repository_key', 'adopt_repository', 'table_history', 'recover')) = :'function_acl_md5' AS function_grants_intact,
        (SELECT md5(string_agg(c.relname || coalesce(c.relacl::text, '-'), ',' ORDER BY c.relname))
           FROM pg_class c WHERE c.relnamespace = 'backstop'::regnamespace) = :'relation_acl_md5' AS table_grants_intact;
 SELECT p.oid::regprocedure AS new_function, has_function_privilege('upgrade_operator', p.oid, 'EXECUTE') AS operator_may,
        EXISTS (SELECT 1 FROM aclexplode(p.proacl) a WHERE a.grantee = 0) AS public_may
-  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('repository_key', 'adopt_repository', 'table_history') ORDER BY 1;
+  FROM pg_proc p WHERE p.pronamespace = 'backstop'::regnamespace AND p.proname IN ('repository_key', 'adopt_repository', 'table_history', 'recover') ORDER BY 1;
 
 -- The upgraded extension works on what was there: the snapshot taken before the update restores,
 -- the repository needs no adoption (this server signed it), and doctor says so.

@@ -258,7 +258,7 @@ pub fn pitr(request: &JobRequest, args: &PitrArgs, status: &mut JobStatus) -> Re
 
 /// pg_ctl returns once the server is consistent, not when replay is done: polls `ready` for as
 /// long as the server lives (its death is reported with its log's reason).
-fn wait_for_server(
+pub(crate) fn wait_for_server(
     throwaway: &Throwaway,
     backup: &str,
     mut ready: impl FnMut() -> Result<bool, Error>,
@@ -285,7 +285,7 @@ fn wait_for_server(
 
 /// The throwaway server stopped or never became ready: the first FATAL/PANIC/ERROR lines of its
 /// log say why.
-fn did_not_recover(log: &std::path::Path, backup: &str) -> Error {
+pub(crate) fn did_not_recover(log: &std::path::Path, backup: &str) -> Error {
     let tail = crate::throwaway::log_errors(log);
     Error::Job {
         message: format!("the restored backup {backup} did not recover: {tail}"),
@@ -295,7 +295,7 @@ fn did_not_recover(log: &std::path::Path, backup: &str) -> Error {
 
 /// A table name from the drill's args or the recovered catalog, as SQL: parsed by the server
 /// (parse_ident) and re-quoted, never pasted.
-fn table_sql(name: &str) -> Result<String, Error> {
+pub(crate) fn table_sql(name: &str) -> Result<String, Error> {
     let parts = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[name.into()])
         .map_err(|e| Error::InvalidInput(format!("\"{name}\" is not a table name: {e}")))?;
     if parts.is_empty() || parts.len() > 2 {

@@ -49,7 +49,7 @@ impl Job for TableHistoryJob {
     const READ_ONLY: bool = true;
 
     fn authorize(&self, args: &Self::Args) {
-        super::sql::authorize(&args.table);
+        super::sql::authorize(&args.table, "read its history");
     }
 
     fn run(

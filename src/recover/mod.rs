@@ -4,6 +4,7 @@
 
 pub mod job;
 pub mod sql;
+pub mod table;
 
 use backstop_core::backups::manifest::RelationFile;
 

@@ -1,6 +1,11 @@
 //! `backstop.table_history(table, since, until, max_rows)`: "when did it happen?" Runs the
 //! `table_history` job in its own worker (reading WAL can take a while) and lists what it found,
 //! newest first, each row with the recovery target that undoes it.
+//!
+//! `backstop.recover(table, ...)`: the 3am path. Without a recovery target, from the newest
+//! snapshot that verifies (`crate::snapshots::restore`); with one (`target_time`, `target_lsn`,
+//! `target_xid`, `target_name`), the table as it was there, through the `table_recover` job
+//! ([`super::table`]). Either way it ends with the copy-back plans of the validated copy.
 
 use backstop_core::schedule::job::JobKind;
 use pgrx::datum::TimestampWithTimeZone;
@@ -21,9 +26,10 @@ fn qualified(table: &str) -> Option<String> {
     )
 }
 
-/// A caller reads the history of a table it may SELECT from; the history of a dropped table
-/// (only the repository knows it) is for those who may read every table.
-pub fn authorize(table: &str) {
+/// A caller reads the history of a table it may SELECT from, and recovers only such a table; a
+/// dropped table's (only the repository knows it) are for those who may read every table. `what`
+/// says which ("read its history", "recover it").
+pub fn authorize(table: &str, what: &str) {
     let readable = crate::spi::one::<bool>(
         "SELECT pg_catalog.has_table_privilege(pg_catalog.to_regclass($1), 'SELECT')",
         &[table.into()],
@@ -34,14 +40,14 @@ pub fn authorize(table: &str) {
         Some(true) => {}
         Some(false) => raise_with(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-            &format!("you cannot read table {table}, so you cannot read its history"),
+            &format!("you cannot read table {table}, so you cannot {what}"),
             "Ask for SELECT on the table.",
         ),
         None if jobs::caller_reads_everything() => {}
         None => raise_with(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
             &format!("table {table} does not exist"),
-            "The history of a dropped table is for superusers and members of backstop_operator; name a table that exists otherwise.",
+            "A dropped table's history and recovery are for superusers and members of backstop_operator; name a table that exists otherwise.",
         ),
     }
 }
@@ -75,7 +81,7 @@ fn table_history(
         name!(target_inclusive, bool),
     ),
 > {
-    authorize(tbl);
+    authorize(tbl, "read its history");
     if max_rows < 1 {
         raise_with(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -130,4 +136,97 @@ fn table_history(
         })
         .collect();
     TableIterator::new(rows)
+}
+
+/// The 3am path: a table brought back next to the original as `<table>_recovered`, validated, and
+/// the copy-back SQL to review and run. Without a recovery target: from the newest snapshot that
+/// verifies (or `snapshot_id`). With one (`target_time`, `target_lsn`, `target_xid` or
+/// `target_name`; `target_inclusive` as PostgreSQL's recovery_target_inclusive): the table as it
+/// was at that point, read from a throwaway server that a base backup and the archived WAL
+/// recovered there (`table_history` rows give `target_lsn` with `target_inclusive => false`).
+#[pg_extern(volatile, parallel_unsafe)]
+#[allow(clippy::too_many_arguments)]
+fn recover(
+    table_name: &str,
+    snapshot_id: default!(Option<&str>, "NULL"),
+    target_table: default!(Option<&str>, "NULL"),
+    replace_target: default!(Option<&str>, "NULL"),
+    trust_unauthenticated: default!(bool, false),
+    target_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+    target_lsn: default!(Option<&str>, "NULL"),
+    target_xid: default!(Option<i64>, "NULL"),
+    target_name: default!(Option<&str>, "NULL"),
+    target_inclusive: default!(bool, true),
+) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
+    let at_target = target_time.is_some() || target_lsn.is_some() || target_xid.is_some() || target_name.is_some();
+    if !at_target {
+        return crate::snapshots::restore::recover_from_snapshot(
+            table_name,
+            snapshot_id,
+            target_table,
+            replace_target,
+            trust_unauthenticated,
+        );
+    }
+    if snapshot_id.is_some() || replace_target.is_some() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "a recovery target and a snapshot (snapshot_id, replace_target) are two ways to recover; give one",
+            "Recover at a point in time with target_time, target_lsn, target_xid or target_name alone.",
+        );
+    }
+    authorize(table_name, "recover it");
+    let table = qualified(table_name).unwrap_or_else(|| table_name.to_string());
+    let (schema, name) = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[table.as_str().into()])
+        .ok()
+        .and_then(|parts| match parts.as_slice() {
+            [schema, name] => Some((schema.clone(), name.clone())),
+            [name] => Some(("public".to_string(), name.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| {
+            raise_with(
+                PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                &format!("\"{table_name}\" is not a table name"),
+                "Name the table as [schema.]table.",
+            )
+        });
+    let recovered = match target_table {
+        Some(target) => target.to_string(),
+        None => backstop_core::quote::qualified_name(&schema, &format!("{name}_recovered")),
+    };
+    let args = serde_json::json!({
+        "tables": [backstop_core::quote::qualified_name(&schema, &name)],
+        "recovered": [recovered],
+        "target_time": to_unix(target_time),
+        "target_lsn": target_lsn,
+        "target_xid": target_xid,
+        "target_name": target_name,
+        "inclusive": target_inclusive,
+    });
+    let (id, worker) = jobs::start(JobKind::TableRecover, args);
+    crate::errors::notice(&format!("recover job {id} started in a background worker"));
+    let status = jobs::wait(id, worker, |s| format!("recover job {}: {}", s.id, s.phase));
+    if status.state != JobState::Succeeded {
+        raise_with(
+            jobs::failure_code(&status),
+            &format!("recover job {id} {}: {}", status.state.as_str(), status.error.unwrap_or_default()),
+            &status.hint.unwrap_or_else(|| {
+                "Nothing was created in this database; see backstop.job_runs and the server log.".into()
+            }),
+        );
+    }
+    let result = status.result.unwrap_or_default();
+    let text = |k: &str| result.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    for table in result.get("tables").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
+        crate::errors::notice(&format!(
+            "{} holds the {} rows {} had at {} (backup {}, validated: rows and checksum equal to the recovered server's); review one of the plans below and run it to bring them back",
+            table.get("recovered").and_then(|v| v.as_str()).unwrap_or_default(),
+            table.get("rows").and_then(|v| v.as_i64()).unwrap_or_default(),
+            table.get("table").and_then(|v| v.as_str()).unwrap_or_default(),
+            text("target"),
+            text("backup"),
+        ));
+    }
+    TableIterator::new(crate::snapshots::restore::plans_of(&recovered))
 }

@@ -28,7 +28,7 @@ const LOAD_BATCH_ROWS: usize = 8192;
 
 extension_sql_file!("../../../sql/restores.sql", name = "restores_table");
 
-type PlanRow = (String, String, String);
+pub(crate) type PlanRow = (String, String, String);
 
 fn spi_failed(e: pgrx::spi::Error) -> ! {
     raise_with(PgSqlErrorCode::ERRCODE_INTERNAL_ERROR, &e.to_string(), "This is a bug in backstop.")
@@ -512,6 +512,13 @@ type CheckRow = (String, String, String, bool);
 
 /// Compares a restored table with its snapshot's manifest; records the verdict.
 fn validate(repository: &Repository, record: &RestoreRecord) -> Vec<CheckRow> {
+    if record.snapshot_id.starts_with(PITR_RECORD_PREFIX) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            &format!("{} was recovered from WAL, not restored from a snapshot", record.target),
+            "It was validated when it was loaded (its rows and their checksum equal to what the throwaway server held at the target); ask for its copy-back plans with backstop.copyback_plan().",
+        );
+    }
     // Nobody may change the rows while they are compared.
     unsafe { pg_sys::LockRelationOid(record.relid, pg_sys::ShareLock as pg_sys::LOCKMODE) };
     let snapshot = StoredSnapshot {
@@ -595,7 +602,14 @@ fn restore_validate(
     TableIterator::new(checks)
 }
 
+/// The prefix of `backstop.restores.snapshot_id` for tables recovered from WAL at a target
+/// (`recover(..., target_time => ...)`), validated when they were loaded.
+pub const PITR_RECORD_PREFIX: &str = "pitr:";
+
 fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPlan> {
+    if record.snapshot_id.starts_with(PITR_RECORD_PREFIX) && record.validation_passed == Some(true) {
+        return plans_from_original(record);
+    }
     if record.validation_passed != Some(true) {
         let quoted = record.target.replace('\'', "''");
         raise_with(
@@ -648,6 +662,43 @@ fn plans_for(repository: &Repository, record: &RestoreRecord) -> Vec<CopybackPla
     copyback::plans(&table, (&target.0, &target.1), original_exists)
 }
 
+/// Copy-back plans for a table recovered from WAL: built from the original table's definition as
+/// it is now (its primary key decides upsert and insert-missing); a dropped original is put back
+/// by renaming the recovered table into its place.
+fn plans_from_original(record: &RestoreRecord) -> Vec<CopybackPlan> {
+    let target = Spi::connect(|client| {
+        let row = client
+            .select(
+                "SELECT n.nspname::text, c.relname::text FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = $1",
+                Some(1),
+                &[record.relid.into()],
+            )?
+            .first();
+        Ok::<_, pgrx::spi::Error>((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+        ))
+    })
+    .unwrap_or_else(|e| spi_failed(e));
+    let original = qualified_name(&record.source.0, &record.source.1);
+    match regclass_of(&original) {
+        Some(relid) => {
+            let table = catalog::describe(relid).def;
+            copyback::plans(&table, (&target.0, &target.1), true)
+        }
+        None => vec![CopybackPlan {
+            strategy: "rename_into_place",
+            description: format!("{original} no longer exists: put the recovered table in its place"),
+            sql: format!(
+                "ALTER TABLE {} RENAME TO {};",
+                qualified_name(&target.0, &target.1),
+                quote_ident(&record.source.1)
+            ),
+        }],
+    }
+}
+
 fn plan_rows(plans: Vec<CopybackPlan>) -> TableIterator<'static, PlanRow> {
     TableIterator::new(plans.into_iter().map(|p| (p.strategy.to_string(), p.description, p.sql)))
 }
@@ -663,16 +714,23 @@ fn copyback_plan(
     plan_rows(plans_for(&repository, &record))
 }
 
-/// The 3am path: finds the newest snapshot of a table that verifies, restores it next to the
-/// original, validates it, and returns the copy-back SQL to review and run.
-#[pg_extern(volatile, parallel_unsafe)]
-fn recover(
+/// The copy-back plans of a table restore_table or recover() created (validated), as rows.
+pub(crate) fn plans_of(target_table: &str) -> Vec<PlanRow> {
+    let repository = repo::open_checked().or_raise();
+    let record = restore_record(target_table);
+    plans_for(&repository, &record).into_iter().map(|p| (p.strategy.to_string(), p.description, p.sql)).collect()
+}
+
+/// The 3am path from snapshots (`backstop.recover()` without a recovery target, in
+/// `crate::recover::sql`): finds the newest snapshot of a table that verifies, restores it next to
+/// the original, validates it, and returns the copy-back SQL to review and run.
+pub(crate) fn recover_from_snapshot(
     table_name: &str,
-    snapshot_id: default!(Option<&str>, "NULL"),
-    target_table: default!(Option<&str>, "NULL"),
-    replace_target: default!(Option<&str>, "NULL"),
-    trust_unauthenticated: default!(bool, false),
-) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
+    snapshot_id: Option<&str>,
+    target_table: Option<&str>,
+    replace_target: Option<&str>,
+    trust_unauthenticated: bool,
+) -> TableIterator<'static, PlanRow> {
     refuse_unauthenticated_opt_in(trust_unauthenticated);
     let repository = repo::open_checked().or_raise();
     let (schema, table) = resolve_table_name(&repository, table_name);

@@ -54,11 +54,28 @@ pub async fn prepare(
             hint: "Take a base backup (SELECT * FROM backstop.base_backup()) and run the drill again.".into(),
         })?;
     let segment_size = manifest.wal_segment_size as u64;
-    let first = manifest.start_lsn.segment(segment_size as u32);
     // At least up to where the backup's row counts were taken, so the counts can be compared.
     let counted_at = manifest.row_counts.as_ref().map(|c| c.lsn.segment(segment_size as u32)).unwrap_or(0);
     let last_allowed =
         (manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1)).max(counted_at);
+    prepare_backup(repository, dir, &manifest, last_allowed, progress, cancel).await
+}
+
+/// Prepares `dir` (empty or absent) for a recovery of `manifest`'s backup: its files restored into
+/// `dir/data`, the archived WAL from its start up to segment number `last_allowed` (of its
+/// timeline or later ones, with every history file) fetched through every checksum into
+/// `dir/wal`, and recovery settings that read only that spool. Refuses up front when the file
+/// system lacks room. The recovery target is the caller's to add (on the server's command line).
+pub async fn prepare_backup(
+    repository: &Repository,
+    dir: &Path,
+    manifest: &crate::backups::BackupManifest,
+    last_allowed: u64,
+    progress: Arc<RestoreProgress>,
+    cancel: &CancellationToken,
+) -> Result<Prepared> {
+    let segment_size = manifest.wal_segment_size as u64;
+    let first = manifest.start_lsn.segment(segment_size as u32);
     let archived = verify::archived_wal(repository).await?;
     let mut wal: Vec<verify::ArchivedWal> = archived
         .into_iter()
@@ -90,7 +107,7 @@ pub async fn prepare(
     let tablespace_map: HashMap<u32, PathBuf> =
         manifest.tablespaces.iter().map(|t| (t.oid, dir.join(format!("tablespace_{}", t.oid)))).collect();
     let options = RestoreOptions { target_dir: data_dir.clone(), tablespace_map, delta: false, parallel: 2 };
-    let restored = restore::restore(repository, &manifest, &options, progress, cancel).await?;
+    let restored = restore::restore(repository, manifest, &options, progress, cancel).await?;
 
     let spool = dir.join("wal");
     std::fs::create_dir_all(&spool).map_err(|e| Error::io("create", &spool, e))?;
@@ -116,7 +133,7 @@ pub async fn prepare(
         ("restore_command", format!("cp \"{spool_text}/%f\" \"%p\"")),
         ("recovery_target_timeline", "latest".to_string()),
     ];
-    restore::prepare_recovery(&data_dir, &manifest, &settings, false)?;
+    restore::prepare_recovery(&data_dir, manifest, &settings, false)?;
     Ok(Prepared {
         data_dir,
         backup: manifest.id.to_string(),

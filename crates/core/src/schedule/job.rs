@@ -59,6 +59,9 @@ job_kinds! {
     Verify = "verify",
     /// The transactions that changed one table, read from the archived WAL (`table_history`).
     TableHistory = "table_history",
+    /// Tables as they were at a recovery target, read from a throwaway server recovered there and
+    /// loaded next to the originals (`recover(..., target_time => ...)`).
+    TableRecover = "table_recover",
 }
 
 impl JobKind {
@@ -171,6 +174,56 @@ impl JobArgs for TableHistoryArgs {
         }
         if self.max_rows == Some(0) {
             return Err(Error::InvalidInput("\"max_rows\" must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableRecoverArgs {
+    /// The tables, schema-qualified (resolved by the caller), read at one target so that they
+    /// are consistent with each other.
+    pub tables: Vec<String>,
+    /// Where each one's rows go, schema-qualified; none of them may exist.
+    pub recovered: Vec<String>,
+    /// Unix seconds.
+    pub target_time: Option<f64>,
+    pub target_lsn: Option<String>,
+    pub target_xid: Option<u64>,
+    pub target_name: Option<String>,
+    /// Whether the target itself is included (PostgreSQL's recovery_target_inclusive).
+    #[serde(default = "yes")]
+    pub inclusive: bool,
+}
+
+impl JobArgs for TableRecoverArgs {
+    fn check(&self) -> Result<()> {
+        let given = [
+            self.target_time.is_some(),
+            self.target_lsn.is_some(),
+            self.target_xid.is_some(),
+            self.target_name.is_some(),
+        ];
+        if given.iter().filter(|t| **t).count() != 1 {
+            return Err(Error::InvalidInput(
+                "give exactly one recovery target: target_time, target_lsn, target_xid or target_name".into(),
+            ));
+        }
+        if self.tables.is_empty() || self.tables.len() != self.recovered.len() {
+            return Err(Error::InvalidInput("name the tables to recover, each with where it goes".into()));
+        }
+        if self.tables.iter().chain(&self.recovered).any(|t| t.is_empty() || t.contains('\0')) {
+            return Err(Error::InvalidInput("table names must not be empty".into()));
+        }
+        // Restore point names go on the throwaway server's command line: plain words only.
+        if let Some(name) = &self.target_name {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || " _-.:".contains(c)) {
+                return Err(Error::InvalidInput(format!(
+                    "restore point \"{}\": only letters, digits, spaces and _ - . : are accepted here",
+                    name.escape_debug()
+                )));
+            }
         }
         Ok(())
     }

@@ -1,0 +1,59 @@
+-- One table as it was at any second: backstop.recover('orders', target_time => ...) brings back
+-- exactly the rows it had then, next to the original, validated, with the copy-back plans; the
+-- target can come straight from table_history().
+CREATE EXTENSION backstop;
+\set ECHO none
+\o /dev/null
+\i pg_test/lib/helpers.sql
+\o
+\set ECHO all
+CREATE TABLE orders (id int PRIMARY KEY, note text, amount numeric(10,2), placed timestamptz, tags text[], doc jsonb);
+INSERT INTO orders SELECT g, 'order ' || g, g * 1.5, '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 hour',
+                          array['a', g::text], jsonb_build_object('n', g)
+  FROM generate_series(1, 200) g;
+SET client_min_messages = warning;
+SELECT state, kind FROM backstop.base_backup(kind => 'full');
+RESET client_min_messages;
+-- Step 1: more orders. What the table holds then is kept aside, and the time noted.
+INSERT INTO orders SELECT g, 'order ' || g, g * 1.5, now(), NULL, NULL FROM generate_series(201, 300) g;
+CREATE TABLE state_1 AS SELECT * FROM orders;
+SELECT pg_sleep(0.1);
+SELECT now() AS t1 \gset
+SELECT pg_sleep(0.1);
+-- Step 2: a bad UPDATE.
+UPDATE orders SET amount = 0 WHERE id % 2 = 0;
+CREATE TABLE state_2 AS SELECT * FROM orders;
+-- Step 3: a mass DELETE.
+DELETE FROM orders WHERE id > 100;
+SELECT next_segment() IS NOT NULL AS archived;
+SET client_min_messages = warning;
+-- At t1: the rows of step 1, before the UPDATE.
+SELECT strategy FROM backstop.recover('orders', target_time => :'t1') ORDER BY 1;
+SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM orders_recovered t)
+     = (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM state_1 t) AS same_rows_as_at_t1,
+       (SELECT count(*) FROM orders_recovered) AS rows_at_t1,
+       (SELECT tableowner FROM pg_tables WHERE tablename = 'orders_recovered') = current_user AS owned_by_the_caller;
+DROP TABLE orders_recovered;
+-- Just before the DELETE, found by table_history (its target_lsn, not inclusive).
+SELECT target_lsn AS before_delete FROM backstop.table_history('orders') WHERE deleted > 0 ORDER BY commit_time DESC LIMIT 1 \gset
+SELECT strategy FROM backstop.recover('orders', target_lsn => :'before_delete', target_inclusive => false) ORDER BY 1;
+SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM orders_recovered t)
+     = (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM state_2 t) AS same_rows_as_before_the_delete;
+-- The copy-back plan puts the deleted rows back.
+SELECT sql FROM backstop.copyback_plan('orders_recovered') WHERE strategy = 'insert_missing' \gexec
+SELECT count(*) AS orders_after_copy_back FROM orders;
+-- A target after the last commit archived is refused with the window, and nothing is created.
+DROP TABLE orders_recovered;
+DO $$
+BEGIN
+    PERFORM * FROM backstop.recover('orders', target_time => now() + interval '1 day');
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'refused: %', SQLERRM LIKE '%after the last commit the archive holds%';
+END $$;
+SELECT to_regclass('orders_recovered') IS NULL AS nothing_created;
+-- A caller who may not read the table gets nothing of it.
+CREATE ROLE nosy;
+GRANT backstop_admin TO nosy;
+SET ROLE nosy;
+SELECT * FROM backstop.recover('orders', target_time => :'t1');
+RESET ROLE;

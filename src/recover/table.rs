@@ -1,0 +1,351 @@
+//! The `table_recover` job: tables as they were at a recovery target. The newest base backup that
+//! ends before the target is restored into a private scratch directory, a throwaway server (the
+//! PITR drill's safe configuration) replays the WAL to the target and pauses there, read-only and
+//! never promoted; each table's rows are copied out in binary COPY with a count and checksum of
+//! their text, the server is stopped and removed, and the rows are loaded next to the originals as
+//! `<table>_recovered`, owned by the caller, and checked against that count and checksum before
+//! anything is kept.
+//!
+//! Invariants:
+//! - Nothing of the backup's configuration runs (Throwaway); the target is refused up front when
+//!   the archive cannot reach it (window::check_target); a restore point name is plain words.
+//! - The live server is written only as the `_recovered` tables (which must not exist) and their
+//!   `backstop.restores` rows, in one subtransaction: a table whose rows do not match what the
+//!   throwaway server held is not kept.
+//! - The scratch directory and server are removed however the job ends (Throwaway's Drop).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backstop_core::backups::restore::{self, RecoveryTarget};
+use backstop_core::backups::{verify, window, Lsn};
+use backstop_core::quote::{quote_ident, quote_literal};
+use backstop_core::schedule::job::{JobKind, TableRecoverArgs};
+use backstop_core::Error;
+use pgrx::bgworkers::BackgroundWorker;
+
+use crate::backups::drill::{did_not_recover, table_sql, wait_for_server};
+use crate::jobs::{phase, sql_step, Job, JobRequest, JobStatus};
+use crate::throwaway::Throwaway;
+use crate::{io, repo};
+
+/// The `table_recover` job (registered in [`crate::JOBS`]).
+pub struct TableRecoverJob;
+
+/// One table recovered.
+#[derive(Debug, serde::Serialize)]
+pub struct RecoveredTable {
+    pub table: String,
+    pub recovered: String,
+    pub rows: i64,
+    /// md5 of the rows' text, sorted: equal in the throwaway server and in the recovered table.
+    pub checksum: String,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct TableRecoverOutcome {
+    pub backup: String,
+    /// The recovery setting used, as PostgreSQL takes it.
+    pub target: String,
+    pub inclusive: bool,
+    pub wal_files: u64,
+    pub restored_bytes: u64,
+    pub tables: Vec<RecoveredTable>,
+}
+
+impl Job for TableRecoverJob {
+    type Args = TableRecoverArgs;
+    type Outcome = TableRecoverOutcome;
+    const KIND: JobKind = JobKind::TableRecover;
+    /// The caller's SELECT on each table is checked (a dropped table: operators only).
+    const NEEDS_OPERATOR: bool = false;
+    const READ_ONLY: bool = false;
+
+    fn authorize(&self, args: &Self::Args) {
+        for table in &args.tables {
+            super::sql::authorize(table, "recover it");
+        }
+    }
+
+    fn run(
+        &self,
+        request: &JobRequest,
+        args: TableRecoverArgs,
+        status: &mut JobStatus,
+    ) -> Result<Self::Outcome, Error> {
+        run(request, &args, status)
+    }
+}
+
+fn target_of(args: &TableRecoverArgs) -> Result<RecoveryTarget, Error> {
+    Ok(match (&args.target_time, &args.target_lsn, &args.target_xid, &args.target_name) {
+        (Some(time), _, _, _) => RecoveryTarget::Time(backstop_core::time::from_unix_seconds(*time)),
+        (_, Some(lsn), _, _) => RecoveryTarget::Lsn(Lsn::parse(lsn)?),
+        (_, _, Some(xid), _) => RecoveryTarget::Xid(*xid),
+        (_, _, _, Some(name)) => RecoveryTarget::Name(name.clone()),
+        _ => return Err(Error::InvalidInput("no recovery target given".into())),
+    })
+}
+
+fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) -> Result<TableRecoverOutcome, Error> {
+    args_check(args)?;
+    let target = target_of(args)?;
+    let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
+    // Names as SQL, parsed and re-quoted; the recovered ones must not exist yet.
+    let (tables, recovered) = BackgroundWorker::transaction(|| -> Result<(Vec<String>, Vec<String>), Error> {
+        let tables =
+            args.tables.iter().map(|t| sql_step(|| table_sql(t)).and_then(|r| r)).collect::<Result<Vec<_>, _>>()?;
+        let recovered =
+            args.recovered.iter().map(|t| sql_step(|| table_sql(t)).and_then(|r| r)).collect::<Result<Vec<_>, _>>()?;
+        for name in &recovered {
+            if crate::spi::text("SELECT pg_catalog.to_regclass($1)::text", &[name.as_str().into()]).is_some() {
+                return Err(Error::InvalidInput(format!(
+                    "{name} exists: drop it (or name another table for the recovered rows) and run this again"
+                )));
+            }
+        }
+        Ok((tables, recovered))
+    })?;
+
+    phase(status, "choosing the base backup and checking the target against the archive");
+    let repository = repo::open_checked()?;
+    let backups = io::block_on(verify::list_backups(&repository))?;
+    let manifest = restore::choose_backup(&backups, None, &target)?.clone();
+    let segment_size = manifest.wal_segment_size;
+    let wal_files = io::block_on(verify::archived_wal(&repository))?;
+    let parents = io::block_on(window::timeline_parents(&repository, &wal_files));
+    let mut parts = window::recovery_window(&backups, &wal_files, segment_size, None, &parents);
+    io::block_on(window::read_commit_times(&repository, &mut parts, segment_size))?;
+    window::check_target(&parts, &manifest, &target)?;
+    // The WAL to fetch: up to the target's segment (and one more) when it is known, else all.
+    let last_segment = match &target {
+        RecoveryTarget::Lsn(lsn) => lsn.segment(segment_size) + 1,
+        RecoveryTarget::Time(time) => {
+            let segments = backstop_core::recover::segments_along(&wal_files, manifest.timeline, &[], segment_size);
+            let from = segments
+                .iter()
+                .position(|s| {
+                    s.position(segment_size).is_some_and(|(_, n)| n >= manifest.start_lsn.segment(segment_size))
+                })
+                .unwrap_or(0);
+            let since = backstop_core::wal::events::PgTime::from_unix_seconds(backstop_core::time::unix_seconds(*time));
+            let index =
+                io::block_on(backstop_core::recover::start_index(&repository, &segments[from..], since, segment_size))?;
+            // The segment where the target falls, and the next few: the first commit after it may be
+            // in a later segment (a bulk load writes segments without one).
+            segments[from..].get(index).and_then(|s| s.position(segment_size)).map_or(u64::MAX, |(_, n)| n + 17)
+        }
+        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Latest | RecoveryTarget::Immediate => {
+            u64::MAX
+        }
+    };
+
+    phase(status, &format!("restoring base backup {} into a scratch directory", manifest.id));
+    let mut throwaway = Throwaway::create(request.id)?;
+    let progress = Arc::new(restore::RestoreProgress::default());
+    let cancel = backstop_core::repository::CancellationToken::new();
+    let task = {
+        let (repository, dir, progress, cancel, manifest) =
+            (repository.clone(), throwaway.dir.clone(), progress.clone(), cancel.clone(), manifest.clone());
+        // restore's future is not Send: a thread of its own blocks on the I/O runtime.
+        std::thread::spawn(move || {
+            io::runtime().block_on(backstop_core::drills::pitr::prepare_backup(
+                &repository,
+                &dir,
+                &manifest,
+                last_segment,
+                progress,
+                &cancel,
+            ))
+        })
+    };
+    while !task.is_finished() {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(250))) {
+            cancel.cancel();
+        }
+        status.bytes_total = progress.bytes_total.load(std::sync::atomic::Ordering::Relaxed);
+        status.bytes_done = progress.bytes_done.load(std::sync::atomic::Ordering::Relaxed);
+        crate::jobs::write_status(status);
+    }
+    let prepared = task
+        .join()
+        .map_err(|_| Error::Job { message: "the restore thread panicked".into(), hint: String::new() })??;
+
+    // The drill's throwaway server: private socket, nothing archived or preloaded, this server's
+    // limits (hot standby needs them), paused at the target and never promoted.
+    let (user, database, limits) = BackgroundWorker::transaction(|| {
+        let user = crate::spi::text("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10", &[])
+            .unwrap_or_else(|| "postgres".into());
+        let database = crate::spi::text("SELECT pg_catalog.current_database()::text", &[]).unwrap_or_default();
+        let limits = crate::spi::texts(
+            "SELECT format('-c %s=%s', name, setting) FROM pg_catalog.pg_settings WHERE name IN \
+             ('max_connections', 'max_worker_processes', 'max_wal_senders', 'max_prepared_transactions', 'max_locks_per_transaction') \
+             AND setting ~ '^[0-9]+$' ORDER BY name",
+            &[],
+        )
+        .unwrap_or_default()
+        .join(" ");
+        (user, database, limits)
+    });
+    let options = throwaway.configure(&[&user], &format!("-c shared_buffers=128MB -c wal_level=replica {limits}"))?;
+    phase(status, &format!("replaying WAL to {setting} = {value} in a throwaway server"));
+    throwaway.start(
+        &format!(
+            "{options} -c hot_standby=on -c {setting}='{value}' -c recovery_target_inclusive={} \
+             -c recovery_target_action=pause",
+            if args.inclusive { "on" } else { "off" }
+        ),
+        |log| did_not_recover(log, &prepared.backup),
+    )?;
+    wait_for_server(&throwaway, &prepared.backup, || {
+        Ok(throwaway
+            .query(&user, &database, "SELECT pg_catalog.pg_get_wal_replay_pause_state()")?
+            .first()
+            .map(String::as_str)
+            == Some("paused"))
+    })?;
+
+    phase(status, "reading the tables at the target");
+    struct Read {
+        columns: Vec<(String, String)>,
+        file: std::path::PathBuf,
+        rows: i64,
+        checksum: String,
+    }
+    let mut read = Vec::new();
+    for (index, table) in tables.iter().enumerate() {
+        let exists = throwaway.query(
+            &user,
+            &database,
+            &format!("SELECT pg_catalog.to_regclass({})::text", quote_literal(table)),
+        )?;
+        if exists.first().is_none_or(|t| t.is_empty()) {
+            return Err(Error::InvalidInput(format!(
+                "table {table} did not exist at {setting} = {value} (backup {}): pick a later target",
+                prepared.backup
+            )));
+        }
+        // Column names hex-encoded (any character survives the line-based reply); types as
+        // format_type prints them, each checked to be one type name before it is used.
+        let columns = throwaway.query(
+            &user,
+            &database,
+            &format!(
+                "SELECT pg_catalog.encode(pg_catalog.convert_to(attname::text, 'UTF8'), 'hex') || ' ' || \
+                 pg_catalog.format_type(atttypid, atttypmod) FROM pg_catalog.pg_attribute \
+                 WHERE attrelid = {}::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                quote_literal(table)
+            ),
+        )?;
+        let columns: Vec<(String, String)> = columns
+            .iter()
+            .map(|line| {
+                let (hex_name, kind) = line.split_once(' ').unwrap_or((line, ""));
+                let name = unhex(hex_name).and_then(|b| String::from_utf8(b).ok()).unwrap_or_default();
+                (name, kind.to_string())
+            })
+            .collect();
+        let file = throwaway.dir.join(format!("table_{index}.copy"));
+        let path = file.to_str().filter(|p| !p.contains(['\'', '\\'])).ok_or_else(|| {
+            Error::InvalidInput(format!(
+                "the scratch directory {} has characters COPY cannot take",
+                throwaway.dir.display()
+            ))
+        })?;
+        throwaway.query(&user, &database, &format!("COPY {table} TO {} WITH (FORMAT binary)", quote_literal(path)))?;
+        let check = throwaway.query(&user, &database, &checksum_sql(table))?;
+        let (rows, checksum) = check.first().and_then(|c| c.split_once(' ')).unwrap_or(("0", ""));
+        read.push(Read { columns, file, rows: rows.parse().unwrap_or(-1), checksum: checksum.to_string() });
+    }
+    phase(status, "stopping the throwaway server");
+    throwaway.stop();
+
+    phase(status, "loading the rows next to the originals");
+    let owner = request.requested_by.clone();
+    let snapshot_id = format!("{}{}:{setting}={value}", crate::snapshots::restore::PITR_RECORD_PREFIX, prepared.backup);
+    let recovered_tables = BackgroundWorker::transaction(|| {
+        sql_step(|| -> Result<Vec<RecoveredTable>, Error> {
+            let mut out = Vec::new();
+            for ((table, target), read) in tables.iter().zip(&recovered).zip(&read) {
+                let mut definitions = Vec::new();
+                for (name, kind) in &read.columns {
+                    crate::snapshots::restore::ddl::check_type_name(kind).map_err(|why| {
+                        Error::InvalidInput(format!("column {name} of {table} has type \"{kind}\", not one type name: {why}"))
+                    })?;
+                    definitions.push(format!("{} {kind}", quote_ident(name)));
+                }
+                spi_run(&format!("CREATE TABLE {target} ({})", definitions.join(", ")))?;
+                let path = read.file.to_str().unwrap_or_default();
+                spi_run(&format!("COPY {target} FROM {} WITH (FORMAT binary)", quote_literal(path)))?;
+                let check = crate::spi::text(&checksum_sql(target), &[]).unwrap_or_default();
+                let (rows, checksum) = check.split_once(' ').unwrap_or(("-1", ""));
+                let rows: i64 = rows.parse().unwrap_or(-1);
+                if rows != read.rows || checksum != read.checksum {
+                    pgrx::error!(
+                        "the rows loaded into {target} ({rows}, checksum {checksum}) are not those {table} held at the target ({}, checksum {}); nothing was kept",
+                        read.rows,
+                        read.checksum
+                    );
+                }
+                spi_run(&format!("ALTER TABLE {target} OWNER TO {}", quote_ident(&owner)))?;
+                let parts = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[table.as_str().into()])
+                    .map_err(|e| Error::InvalidInput(format!("{table}: {e}")))?;
+                let (schema, name) = match parts.as_slice() {
+                    [schema, name] => (schema.clone(), name.clone()),
+                    _ => ("public".to_string(), parts.last().cloned().unwrap_or_default()),
+                };
+                pgrx::Spi::run_with_args(
+                    "INSERT INTO backstop.restores (target_oid, target_table, source_table, snapshot_id, rows, restored_by, validated_at, validation_passed)
+                     VALUES (pg_catalog.to_regclass($1)::oid, $1, $2, $3, $4, $5, now(), true)",
+                    &[
+                        target.as_str().into(),
+                        backstop_core::quote::qualified_name(&schema, &name).into(),
+                        snapshot_id.as_str().into(),
+                        rows.into(),
+                        owner.as_str().into(),
+                    ],
+                )
+                .map_err(|e| Error::InvalidInput(format!("recording the restore of {target} failed: {e}")))?;
+                out.push(RecoveredTable {
+                    table: table.clone(),
+                    recovered: target.clone(),
+                    rows,
+                    checksum: checksum.to_string(),
+                });
+            }
+            Ok(out)
+        })
+        .and_then(|r| r)
+    })?;
+    Ok(TableRecoverOutcome {
+        backup: prepared.backup.clone(),
+        target: format!("{setting} = '{value}'"),
+        inclusive: args.inclusive,
+        wal_files: prepared.wal_files,
+        restored_bytes: prepared.restored.bytes,
+        tables: recovered_tables,
+    })
+}
+
+fn args_check(args: &TableRecoverArgs) -> Result<(), Error> {
+    backstop_core::schedule::job::JobArgs::check(args)
+}
+
+/// Rows and md5 of their text, sorted: the same in the throwaway server and the recovered copy.
+fn checksum_sql(table: &str) -> String {
+    format!(
+        "SELECT count(*) || ' ' || pg_catalog.md5(coalesce(pg_catalog.string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM {table} t"
+    )
+}
+
+fn spi_run(sql: &str) -> Result<(), Error> {
+    pgrx::Spi::run(sql).map_err(|e| Error::InvalidInput(format!("{sql}: {e}")))
+}
+
+/// Bytes from lowercase hex (what `encode(..., 'hex')` prints).
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
