@@ -228,5 +228,8 @@ fn recover(
             text("backup"),
         ));
     }
+    // The job's worker created the table after this statement began: take in the catalog
+    // changes other backends committed, or the name would not resolve here yet.
+    unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
     TableIterator::new(crate::snapshots::restore::plans_of(&recovered))
 }
