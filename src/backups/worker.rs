@@ -186,7 +186,7 @@ pub fn run(request: &JobRequest, args: BaseBackupArgs, status: &mut JobStatus) -
     })
     .map_err(spi_error)?;
     // Each table's relation file as the backup starts: where table_history starts following it.
-    let relations = BackgroundWorker::transaction(|| crate::recover::relation_files(None)).unwrap_or_else(|e| {
+    let relations = BackgroundWorker::transaction(|| super::relations::relation_files(None)).unwrap_or_else(|e| {
         pgrx::warning!(
             "backstop: base backup {id} records no relation files (table_history cannot start from it): {e}"
         );

@@ -79,7 +79,7 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
         let oid =
             crate::spi::one::<i64>("SELECT pg_catalog.to_regclass($1)::oid::bigint", &[args.table.as_str().into()])?;
         match oid {
-            Some(oid) => super::relation_files(Some(oid as u32)),
+            Some(oid) => crate::backups::relations::relation_files(Some(oid as u32)),
             None => Ok(Vec::new()),
         }
     })
