@@ -133,6 +133,9 @@ PY
             print at " tx " tx " FILE_CREATE " rel(substr(d, 8))
           } else if (rm == "Storage" && match(d, /^TRUNCATE [^ ]+ to [0-9]+ blocks/)) {
             split(d, w, " "); print at " tx " tx " FILE_TRUNCATE " rel(w[2]) " to " w[4] " blocks"
+          } else if (rm == "Standby" && d ~ /^LOCK /) {
+            n = split(d, w, " ")
+            for (i = 2; i + 5 <= n; i += 6) print at " LOCK xid " w[i + 1] " db " w[i + 3] " rel " w[i + 5]
           }
         }' > "$work/waldump"
     backstop wal records "${files[@]}" 2>/dev/null \
@@ -142,9 +145,10 @@ PY
         $4 == "INSERT" || $4 == "UPDATE" || $4 == "DELETE" { print $1 " tx " $3 " " $4 " " $5 " " $7; next }
         $4 == "FILE_CREATE" && $7 == 0 { print $1 " tx " $3 " FILE_CREATE " $5; next }
         $4 == "FILE_TRUNCATE" { print $1 " tx " $3 " FILE_TRUNCATE " $5 " to " $7 " blocks"; next }
+        $2 == "LOCK" { for (i = 3; i + 5 <= NF; i += 6) print $1 " LOCK xid " $(i + 1) " db " $(i + 3) " rel " $(i + 5); next }
       ' > "$work/backstop"
     echo "pg_waldump lines: $([[ $(wc -l < "$work/waldump") -ge ${4:-100} ]] && echo "at least ${4:-100}" || echo "only $(wc -l < "$work/waldump")")"
-    for kind in COMMIT ABORT RESTORE_POINT INSERT UPDATE DELETE FILE_CREATE FILE_TRUNCATE; do
+    for kind in COMMIT ABORT RESTORE_POINT INSERT UPDATE DELETE FILE_CREATE FILE_TRUNCATE LOCK; do
       echo "$kind in pg_waldump: $(grep -c " $kind " "$work/waldump" | awk '{ print ($1 > 0 ? "yes" : "none") }')"
     done
     if cmp -s "$work/waldump" "$work/backstop"; then

@@ -44,7 +44,8 @@ SELECT next_segment() IS NOT NULL AS archived;
 SET client_min_messages = warning;
 SELECT CASE xid WHEN :insert_xid THEN 'insert' WHEN :update_xid THEN 'update' WHEN :delete_xid THEN 'delete'
                 WHEN :truncate_xid THEN 'truncate' WHEN :refill_xid THEN 'refill' ELSE 'other' END AS step,
-       inserted, updated, deleted, file_change, target_lsn = commit_lsn AS stops_before_the_commit,
+       inserted, updated, deleted, file_change,
+       CASE WHEN target_lsn = commit_lsn THEN 'its commit' WHEN target_lsn::pg_lsn < commit_lsn::pg_lsn THEN 'its lock' END AS stops_before,
        target_inclusive, commit_time <= now() AS committed_before_now
   FROM backstop.table_history('orders');
 SELECT (result->'archived'->>'segments_read')::int > 0 AS read_from_the_repository
@@ -58,7 +59,8 @@ BEGIN;
 DROP TABLE audit;
 SELECT txid_current() AS drop_xid \gset
 COMMIT;
-SELECT xid = :drop_xid AS the_drop, file_change, inserted FROM backstop.table_history('public.audit');
+SELECT xid = :drop_xid AS the_drop, file_change, inserted,
+       target_lsn::pg_lsn < commit_lsn::pg_lsn AS stops_before_its_lock FROM backstop.table_history('public.audit');
 -- Someone who may not read the table gets nothing of its history.
 CREATE ROLE nosy;
 GRANT backstop_admin TO nosy;

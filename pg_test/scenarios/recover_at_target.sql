@@ -11,6 +11,9 @@ CREATE TABLE orders (id int PRIMARY KEY, note text, amount numeric(10,2), placed
 INSERT INTO orders SELECT g, 'order ' || g, g * 1.5, '2026-01-01 00:00:00+00'::timestamptz + g * interval '1 hour',
                           array['a', g::text], jsonb_build_object('n', g)
   FROM generate_series(1, 200) g;
+-- A second table, dropped later (the base backup records its file: how it is found by name).
+CREATE TABLE items (id int, label text);
+INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 50) g;
 SET client_min_messages = warning;
 SELECT state, kind FROM backstop.base_backup(kind => 'full');
 RESET client_min_messages;
@@ -51,6 +54,30 @@ EXCEPTION WHEN OTHERS THEN
     RAISE WARNING 'refused: %', SQLERRM LIKE '%after the last commit the archive holds%';
 END $$;
 SELECT to_regclass('orders_recovered') IS NULL AS nothing_created;
+-- A dropped table, recovered to just before the DROP that table_history finds: the target stops
+-- before the transaction's lock (a server paused between the lock and the commit could not read it).
+INSERT INTO items VALUES (51, 'the last item');
+CREATE TABLE items_before_drop AS SELECT * FROM items;
+BEGIN;
+DELETE FROM items WHERE id > 40;
+DROP TABLE items;
+COMMIT;
+SELECT next_segment() IS NOT NULL AS archived;
+SELECT target_lsn AS before_drop, commit_lsn AS drop_commit FROM backstop.table_history('public.items')
+ WHERE file_change = 'dropped' \gset
+SELECT strategy, sql FROM backstop.recover('public.items', target_lsn => :'before_drop', target_inclusive => false);
+SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items_recovered t)
+     = (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM items_before_drop t) AS same_rows_as_before_the_drop;
+-- Stopping between its lock and its commit is refused with what to do, not waited on forever.
+DROP TABLE items_recovered;
+SELECT set_config('scenario.drop_commit', :'drop_commit', false) IS NOT NULL AS noted;
+DO $$
+BEGIN
+    PERFORM * FROM backstop.recover('public.items', target_lsn => current_setting('scenario.drop_commit'), target_inclusive => false);
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'refused: %', SQLERRM LIKE '%is locked at recovery_target_lsn%';
+END $$;
+SELECT to_regclass('items_recovered') IS NULL AS nothing_created;
 -- A caller who may not read the table gets nothing of it.
 CREATE ROLE nosy;
 GRANT backstop_admin TO nosy;

@@ -131,9 +131,27 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
             let since = backstop_core::wal::events::PgTime::from_unix_seconds(backstop_core::time::unix_seconds(*time));
             let index =
                 io::block_on(backstop_core::recover::start_index(&repository, &segments[from..], since, segment_size))?;
-            // The segment where the target falls, and the next few: the first commit after it may be
-            // in a later segment (a bulk load writes segments without one).
-            segments[from..].get(index).and_then(|s| s.position(segment_size)).map_or(u64::MAX, |(_, n)| n + 17)
+            // Up to the segment of the first commit after the target (where replay stops; a bulk
+            // load may write many segments before it), and the next one (its record may end there).
+            let range = backstop_core::recover::WalRange {
+                segments: &segments,
+                from: from + index,
+                until: since,
+                segment_size,
+            };
+            let cancel = backstop_core::repository::CancellationToken::new();
+            let read = io::block_on(backstop_core::recover::read_events(
+                &repository,
+                range,
+                &cancel,
+                &mut |_, _| {},
+                &mut |_| {},
+            ))?;
+            read.last_segment
+                .filter(|_| read.reached_until)
+                .and_then(|name| segments.iter().find(|s| s.name == name))
+                .and_then(|segment| segment.position(segment_size))
+                .map_or(u64::MAX, |(_, n)| n + 1)
         }
         RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Latest | RecoveryTarget::Immediate => {
             u64::MAX
@@ -192,7 +210,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     throwaway.start(
         &format!(
             "{options} -c hot_standby=on -c {setting}='{value}' -c recovery_target_inclusive={} \
-             -c recovery_target_action=pause",
+             -c recovery_target_action=pause -c lock_timeout=5s",
             if args.inclusive { "on" } else { "off" }
         ),
         |log| did_not_recover(log, &prepared.backup),
@@ -252,7 +270,17 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 throwaway.dir.display()
             ))
         })?;
-        throwaway.query(&user, &database, &format!("COPY {table} TO {} WITH (FORMAT binary)", quote_literal(path)))?;
+        throwaway
+            .query(&user, &database, &format!("COPY {table} TO {} WITH (FORMAT binary)", quote_literal(path)))
+            .map_err(|e| match e.to_string().contains("lock timeout") {
+                true => Error::Job {
+                    message: format!(
+                        "{table} is locked at {setting} = {value}: a transaction in progress there holds an ACCESS EXCLUSIVE lock on it (a DROP, TRUNCATE or ALTER TABLE that commits later), and a server paused at the target cannot read it"
+                    ),
+                    hint: "Recover to before that transaction took its lock: backstop.table_history() gives that target_lsn (target_inclusive => false) for the change.".into(),
+                },
+                false => e,
+            })?;
         let check = throwaway.query(&user, &database, &checksum_sql(table))?;
         let (rows, checksum) = check.first().and_then(|c| c.split_once(' ')).unwrap_or(("0", ""));
         read.push(Read { columns, file, rows: rows.parse().unwrap_or(-1), checksum: checksum.to_string() });

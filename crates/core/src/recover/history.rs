@@ -9,8 +9,13 @@
 //! Invariants:
 //! - Memory is bounded: per transaction in flight only the counts of the table's files, and at
 //!   most `max_rows` changes kept (the newest).
-//! - Every change carries the recovery target that undoes it: stop just before its commit record
-//!   (`target_lsn` = the commit's LSN, `recovery_target_inclusive = false`).
+//! - Every change carries the recovery target that undoes it (`recovery_target_inclusive = false`):
+//!   just before its commit record, or, when the transaction took an ACCESS EXCLUSIVE lock in the
+//!   table's database (DROP, TRUNCATE, ALTER TABLE), just before that lock's record: a server paused
+//!   between the lock and the commit replays the lock and cannot read the table until the commit.
+//!   Which relation a lock is on is not known here (an OID, not a file), so the earliest lock the
+//!   transaction took in the database is used: the target may be earlier than needed by other
+//!   transactions' commits in between, never later.
 //! - A file that replaces the table's is, when one of the files known for the table is among the
 //!   files the transaction created, that one; otherwise the first main-fork file it created in
 //!   the table's database (PostgreSQL gives the heap its new file before its TOAST table and
@@ -63,6 +68,8 @@ struct InFlight {
     created: Vec<RelFile>,
     /// It wrote page images of a file it created (a rewrite copies pages; TRUNCATE does not).
     imaged: HashSet<RelFile>,
+    /// Where it first took an ACCESS EXCLUSIVE lock in the table's database.
+    first_lock: Option<Lsn>,
 }
 
 impl InFlight {
@@ -72,6 +79,10 @@ impl InFlight {
         self.deleted += other.deleted;
         self.created.extend(other.created);
         self.imaged.extend(other.imaged);
+        self.first_lock = match (self.first_lock, other.first_lock) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -120,6 +131,12 @@ impl TableScan {
             }
             Event::FileCreated { xid, rel, fork: 0 } if rel.database == self.database => {
                 self.in_flight.entry(*xid).or_default().created.push(*rel);
+            }
+            Event::Locks { locks } => {
+                for lock in locks.iter().filter(|l| l.database == self.database) {
+                    let entry = self.in_flight.entry(lock.xid).or_default();
+                    entry.first_lock = Some(entry.first_lock.map_or(found.lsn, |at| at.min(found.lsn)));
+                }
             }
             Event::PageImage { xid, rel } => {
                 if let Some(entry) = self.in_flight.get_mut(xid).filter(|e| e.created.contains(rel)) {
@@ -179,7 +196,7 @@ impl TableScan {
                     updated: work.updated,
                     deleted: work.deleted,
                     file_change,
-                    target_lsn: found.lsn,
+                    target_lsn: work.first_lock.map_or(found.lsn, |at| at.min(found.lsn)),
                 });
             }
             _ => {}
@@ -200,7 +217,7 @@ impl TableScan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wal::events::{XactEnd, XactKind};
+    use crate::wal::events::{StandbyLock, XactEnd, XactKind};
 
     const DB: u32 = 5;
 
@@ -251,7 +268,11 @@ mod tests {
         wal.end(XactKind::Commit, 16, 5_000, vec![], vec![200]);
         wal.rows(17, 300, RowChange::Delete, 1);
         wal.end(XactKind::Commit, 17, 6_000, vec![], vec![]);
-        wal.end(XactKind::Commit, 18, 7_000, vec![], vec![300]);
+        // DROP, its lock taken in a subtransaction (another database's lock is not its own).
+        wal.push(Event::Locks { locks: vec![StandbyLock { xid: 19, database: DB + 1, relation: 1 }] });
+        wal.push(Event::Locks { locks: vec![StandbyLock { xid: 19, database: DB, relation: 16384 }] });
+        let drop_lock = wal.events.last().map(|f| f.lsn);
+        wal.end(XactKind::Commit, 18, 7_000, vec![19], vec![300]);
         let mut scan = TableScan::new(&[rel(100)], DB, PgTime(0), 100);
         for found in &wal.events {
             scan.feed(found);
@@ -273,7 +294,9 @@ mod tests {
             ]
         );
         let drop = &changes[0];
-        assert_eq!(drop.target_lsn, drop.commit_lsn, "recover to just before the commit");
+        assert_eq!(Some(drop.target_lsn), drop_lock, "recover to just before the lock, which blocks reading");
+        let delete = &changes[1];
+        assert_eq!(delete.target_lsn, delete.commit_lsn, "recover to just before the commit");
         assert_eq!(drop.commit_time, PgTime(7_000));
     }
 

@@ -12,6 +12,7 @@ use crate::error::Error;
 
 pub const RM_XACT_ID: u8 = 1;
 pub const RM_SMGR_ID: u8 = 2;
+pub const RM_STANDBY_ID: u8 = 8;
 pub const RM_HEAP2_ID: u8 = 9;
 pub const RM_HEAP_ID: u8 = 10;
 
@@ -39,6 +40,7 @@ const XLOG_HEAP_HOT_UPDATE: u8 = 0x40;
 const XLOG_HEAP2_MULTI_INSERT: u8 = 0x50;
 const XLOG_SMGR_CREATE: u8 = 0x10;
 const XLOG_SMGR_TRUNCATE: u8 = 0x20;
+const XLOG_STANDBY_LOCK: u8 = 0x00;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 00:00:00 UTC).
 const POSTGRES_EPOCH_UNIX_MICROS: i64 = 946_684_800 * 1_000_000;
 
@@ -180,6 +182,21 @@ pub enum Event {
         rel: RelFile,
         blocks: u32,
     },
+    /// ACCESS EXCLUSIVE locks taken (DROP, TRUNCATE, ALTER TABLE, LOCK TABLE), as a hot standby
+    /// replays them: from the record on, the relation is unreadable on a standby until the
+    /// holding transaction ends. Also re-logged for transactions still running at a checkpoint.
+    Locks {
+        locks: Vec<StandbyLock>,
+    },
+}
+
+/// One `xl_standby_lock`: transaction `xid` holds an ACCESS EXCLUSIVE lock on `relation` (an OID,
+/// not a file) of `database`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct StandbyLock {
+    pub xid: u32,
+    pub database: u32,
+    pub relation: u32,
 }
 
 /// An event and where its record is.
@@ -232,6 +249,13 @@ impl std::fmt::Display for Found {
             Event::PageImage { xid, rel } => write!(f, "{lsn} tx {xid} PAGE_IMAGE {rel}"),
             Event::FileTruncated { xid, rel, blocks } => {
                 write!(f, "{lsn} tx {xid} FILE_TRUNCATE {rel} to {blocks} blocks")
+            }
+            Event::Locks { locks } => {
+                write!(f, "{lsn} LOCK")?;
+                for lock in locks {
+                    write!(f, " xid {} db {} rel {}", lock.xid, lock.database, lock.relation)?;
+                }
+                Ok(())
             }
         }
     }
@@ -393,6 +417,14 @@ pub fn event_of(record: &Record, major: u32) -> Result<Option<Event>, Error> {
         RM_SMGR_ID if info == XLOG_SMGR_TRUNCATE => {
             let blocks = data.u32()?;
             Some(Event::FileTruncated { xid: record.xid, rel: data.rel()?, blocks })
+        }
+        RM_STANDBY_ID if info == XLOG_STANDBY_LOCK => {
+            // xl_standby_locks: int nlocks, then nlocks of (xid, dbOid, relOid).
+            let n = data.count(12)?;
+            let locks = (0..n)
+                .map(|_| Ok(StandbyLock { xid: data.u32()?, database: data.u32()?, relation: data.u32()? }))
+                .collect::<Result<_, Error>>()?;
+            Some(Event::Locks { locks })
         }
         _ => None,
     })
