@@ -29,7 +29,7 @@ if [[ $PG_MAJOR == 15 ]]; then
 fi
 CROSS_VERSION_SCENARIOS=(install_and_doctor wal_archive_then_fetch wal_store_outage pitr_file snapshot_recover_file
   upgrade_0_2_0 schedule_week logical_backup_file incremental_summaries wal_records table_history_file
-  recover_at_target)
+  recover_at_target recover_partial)
 
 trap stage_times EXIT
 step "PostgreSQL $PG_MAJOR: installing it if missing"

@@ -50,6 +50,14 @@ pub struct TableRecoverOutcome {
     pub inclusive: bool,
     pub wal_files: u64,
     pub restored_bytes: u64,
+    /// Databases skipped (their relation files holes), and the bytes not fetched for them.
+    pub skipped_databases: usize,
+    pub skipped_bytes: u64,
+    /// What the skipped databases' files took on disk after replay (blocks allocated): the
+    /// pages replay wrote into the holes, not their length.
+    pub skipped_disk_bytes: u64,
+    /// Pages of skipped databases replay found zero (logged by the throwaway server, expected).
+    pub invalid_pages_tolerated: u64,
     pub tables: Vec<RecoveredTable>,
 }
 
@@ -158,13 +166,38 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
         }
     };
 
-    phase(status, &format!("restoring base backup {} into a scratch directory", manifest.id));
+    // Only this database's files (and what every database needs) are restored whole.
+    let database_oid = BackgroundWorker::transaction(|| {
+        crate::spi::one::<pgrx::pg_sys::Oid>(
+            "SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .map(u32::from)
+    })
+    .ok_or_else(|| Error::InvalidInput("this database's OID could not be read".into()))?;
+    let sparse = backstop_core::recover::partial::sparse_databases(&manifest, database_oid);
+    phase(
+        status,
+        &format!(
+            "restoring base backup {} into a scratch directory (this database whole, {} other database(s) as empty sparse files)",
+            manifest.id,
+            sparse.len()
+        ),
+    );
     let mut throwaway = Throwaway::create(request.id)?;
     let progress = Arc::new(restore::RestoreProgress::default());
     let cancel = backstop_core::repository::CancellationToken::new();
     let task = {
-        let (repository, dir, progress, cancel, manifest) =
-            (repository.clone(), throwaway.dir.clone(), progress.clone(), cancel.clone(), manifest.clone());
+        let (repository, dir, progress, cancel, manifest, sparse) = (
+            repository.clone(),
+            throwaway.dir.clone(),
+            progress.clone(),
+            cancel.clone(),
+            manifest.clone(),
+            sparse.clone(),
+        );
         // restore's future is not Send: a thread of its own blocks on the I/O runtime.
         std::thread::spawn(move || {
             io::runtime().block_on(backstop_core::drills::pitr::prepare_backup(
@@ -172,6 +205,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 &dir,
                 &manifest,
                 last_segment,
+                &sparse,
                 progress,
                 &cancel,
             ))
@@ -210,8 +244,11 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     throwaway.start(
         &format!(
             "{options} -c hot_standby=on -c {setting}='{value}' -c recovery_target_inclusive={} \
-             -c recovery_target_action=pause -c lock_timeout=5s",
-            if args.inclusive { "on" } else { "off" }
+             -c recovery_target_action=pause -c lock_timeout=5s{}",
+            if args.inclusive { "on" } else { "off" },
+            // Replay finds zero pages in the skipped databases' holes: tolerated there (the log
+            // is checked below), the server never promoted.
+            if sparse.is_empty() { "" } else { " -c ignore_invalid_pages=on" }
         ),
         |log| did_not_recover(log, &prepared.backup),
     )?;
@@ -287,6 +324,21 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     }
     phase(status, "stopping the throwaway server");
     throwaway.stop();
+    let skipped_disk_bytes = allocated_bytes(&throwaway.data(), &sparse);
+    let log = std::fs::read_to_string(throwaway.log()).unwrap_or_default();
+    let pages = backstop_core::recover::partial::check_log(&log, &sparse);
+    {
+        let problems = pages.problems;
+        if !problems.is_empty() {
+            return Err(Error::Job {
+                message: format!(
+                    "the partial restore replayed WAL onto missing pages of a database it restored whole: {}",
+                    problems.iter().take(3).cloned().collect::<Vec<_>>().join(" | ")
+                ),
+                hint: "Nothing was created in this database. The backup or its WAL is damaged where these pages are: run backstop verify and take a new base backup.".into(),
+            });
+        }
+    }
 
     phase(status, "loading the rows next to the originals");
     let owner = request.requested_by.clone();
@@ -350,7 +402,11 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
         target: format!("{setting} = '{value}'"),
         inclusive: args.inclusive,
         wal_files: prepared.wal_files,
-        restored_bytes: prepared.restored.bytes,
+        restored_bytes: prepared.restored.bytes - prepared.restored.sparse_bytes,
+        skipped_databases: sparse.len(),
+        skipped_bytes: prepared.restored.sparse_bytes,
+        skipped_disk_bytes,
+        invalid_pages_tolerated: pages.tolerated,
         tables: recovered_tables,
     })
 }
@@ -376,4 +432,22 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+/// Bytes allocated on disk (not the length) by the relation files of `databases` under the data
+/// directory `data` (`base/` only: a tablespace's files are outside it).
+fn allocated_bytes(data: &std::path::Path, databases: &std::collections::BTreeSet<u32>) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    for database in databases {
+        let Ok(entries) = std::fs::read_dir(data.join("base").join(database.to_string())) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let path = format!("base/{database}/{}", name.to_string_lossy());
+            if backstop_core::backups::restore::sparse_database(&path).is_some() {
+                total += entry.metadata().map_or(0, |m| m.blocks() * 512);
+            }
+        }
+    }
+    total
 }

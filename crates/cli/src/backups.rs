@@ -379,6 +379,7 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         tablespace_map: args.tablespace_map.iter().cloned().collect::<HashMap<_, _>>(),
         delta: args.delta,
         parallel: args.parallel,
+        sparse_databases: Default::default(),
     };
     let progress = Arc::new(RestoreProgress::default());
     let bar = bar(

@@ -130,6 +130,7 @@ fn restore_options(
         tablespace_map: map.iter().map(|(oid, p)| (*oid, p.to_path_buf())).collect(),
         delta,
         parallel: 2,
+        sparse_databases: Default::default(),
     }
 }
 

@@ -46,6 +46,26 @@ pub struct RestoreOptions {
     pub delta: bool,
     /// Packs downloading at once.
     pub parallel: usize,
+    /// Databases (OIDs) whose relation files are created as sparse files of their recorded
+    /// length and nothing fetched (a partial restore: see [`sparse_database`]). Empty: all whole.
+    pub sparse_databases: std::collections::BTreeSet<u32>,
+}
+
+/// The database whose relation file `path` (a manifest path) is, when it is one: a file named by
+/// digits (a relfilenode, its segments `.1` and forks `_fsm`, `_vm`, `_init`) under `base/<oid>/`
+/// or `pg_tblspc/<spc>/<version dir>/<oid>/`. `PG_VERSION`, `pg_filenode.map` and other files of
+/// a database directory are not relation files: a partial restore restores them whole (the
+/// server reads them at connection and at startup).
+pub fn sparse_database(path: &str) -> Option<u32> {
+    let parts: Vec<&str> = path.split('/').collect();
+    let (database, file) = match parts.as_slice() {
+        ["base", database, file] => (database, file),
+        ["pg_tblspc", _, _, database, file] => (database, file),
+        _ => return None,
+    };
+    let stem = file.split(['.', '_']).next().unwrap_or_default();
+    let is_relation = !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit());
+    is_relation.then(|| database.parse().ok()).flatten()
 }
 
 #[derive(Debug, Default)]
@@ -69,6 +89,9 @@ pub struct RestoreSummary {
     pub packs_fetched: u64,
     /// Files and directories a delta restore removed because the backup does not hold them.
     pub removed: u64,
+    /// Relation files of skipped databases created sparse (nothing fetched), and their length.
+    pub sparse_files: u64,
+    pub sparse_bytes: u64,
 }
 
 fn invalid(message: String) -> Error {
@@ -203,10 +226,17 @@ pub async fn restore(
     // 1. Every pack must be there before anything is written.
     check_packs_present(repository, manifest).await?;
     let total: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let sparse: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| f.kind == FileKind::File)
+        .filter(|f| sparse_database(&f.path).is_some_and(|db| options.sparse_databases.contains(&db)))
+        .map(|f| f.size)
+        .sum();
     create_private_dirs(target).map_err(|e| Error::io("create", target, e))?;
     // PostgreSQL refuses a data directory that others can read.
     fs::set_permissions(target, fs::Permissions::from_mode(0o700)).map_err(|e| Error::io("chmod", target, e))?;
-    crate::disk::check_room(target, if options.delta { 0 } else { total })?;
+    crate::disk::check_room(target, if options.delta { 0 } else { total - sparse })?;
     progress.bytes_total.store(total, Ordering::Relaxed);
 
     // 2-3. Layout, delta comparison, then the chunks still needed, grouped by pack.
@@ -217,9 +247,10 @@ pub async fn restore(
         let layout_target = layout.target.clone();
         let spaces = layout.spaces.clone();
         let cancel = cancel.clone();
+        let sparse = options.sparse_databases.clone();
         tokio::task::spawn_blocking(move || {
             let layout = Layout { target: layout_target, spaces };
-            prepare(&layout, &manifest, delta, &progress, &cancel)
+            prepare(&layout, &manifest, delta, &sparse, &progress, &cancel)
         })
         .await
         .map_err(|e| invalid(format!("the restore's file thread failed: {e}")))??
@@ -309,6 +340,7 @@ fn prepare(
     layout: &Layout,
     manifest: &BackupManifest,
     delta: bool,
+    sparse: &std::collections::BTreeSet<u32>,
     progress: &RestoreProgress,
     cancel: &CancellationToken,
 ) -> Result<(std::collections::BTreeMap<u32, PackPlan>, RestoreSummary)> {
@@ -356,6 +388,20 @@ fn prepare(
         let path = layout.resolve(&entry.path);
         if let Some(parent) = path.parent() {
             create_private_dirs(parent).map_err(|e| Error::io("create", parent, e))?;
+        }
+        if sparse_database(&entry.path).is_some_and(|db| sparse.contains(&db)) {
+            // A hole of the file's length: reads see zeros, no block is allocated.
+            let file = fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(|e| Error::io("create", &path, e))?;
+            file.set_len(entry.size).map_err(|e| Error::io("resize", &path, e))?;
+            summary.sparse_files += 1;
+            summary.sparse_bytes += entry.size;
+            progress.bytes_done.fetch_add(entry.size, Ordering::Relaxed);
+            continue;
         }
         let mut existing = if delta { fs::File::open(&path).ok() } else { None };
         let file = fs::OpenOptions::new()
@@ -1111,5 +1157,25 @@ mod writers_tests {
             [(0, plan(7)), (1, plan(7)), (2, plan(7)), (3, plan(8)), (4, plan(8)), (5, plan(9))].into_iter().collect();
         let order: Vec<u32> = interleave_by_file(needed).into_iter().map(|(pack, _)| pack).collect();
         assert_eq!(order, vec![0, 3, 5, 1, 4, 2]);
+    }
+}
+
+#[cfg(test)]
+mod sparse_tests {
+    use super::sparse_database;
+
+    #[test]
+    fn only_relation_files_of_a_database_directory_can_be_sparse() {
+        assert_eq!(sparse_database("base/16385/16386"), Some(16385));
+        assert_eq!(sparse_database("base/16385/16386.12"), Some(16385));
+        assert_eq!(sparse_database("base/16385/16386_vm"), Some(16385));
+        assert_eq!(sparse_database("pg_tblspc/16400/PG_15_202209061/16385/16401_fsm"), Some(16385));
+        // Read at startup and connection: always whole.
+        assert_eq!(sparse_database("base/16385/PG_VERSION"), None);
+        assert_eq!(sparse_database("base/16385/pg_filenode.map"), None);
+        assert_eq!(sparse_database("base/16385/pg_internal.init"), None);
+        assert_eq!(sparse_database("global/1262"), None);
+        assert_eq!(sparse_database("pg_xact/0000"), None);
+        assert_eq!(sparse_database("base/pgsql_tmp/x"), None);
     }
 }

@@ -58,7 +58,7 @@ pub async fn prepare(
     let counted_at = manifest.row_counts.as_ref().map(|c| c.lsn.segment(segment_size as u32)).unwrap_or(0);
     let last_allowed =
         (manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1)).max(counted_at);
-    prepare_backup(repository, dir, &manifest, last_allowed, progress, cancel).await
+    prepare_backup(repository, dir, &manifest, last_allowed, &Default::default(), progress, cancel).await
 }
 
 /// Prepares `dir` (empty or absent) for a recovery of `manifest`'s backup: its files restored into
@@ -66,11 +66,14 @@ pub async fn prepare(
 /// timeline or later ones, with every history file) fetched through every checksum into
 /// `dir/wal`, and recovery settings that read only that spool. Refuses up front when the file
 /// system lacks room. The recovery target is the caller's to add (on the server's command line).
+/// The relation files of `sparse_databases` are holes of their length (a partial restore: the
+/// server must then run with `ignore_invalid_pages` and never be promoted).
 pub async fn prepare_backup(
     repository: &Repository,
     dir: &Path,
     manifest: &crate::backups::BackupManifest,
     last_allowed: u64,
+    sparse_databases: &std::collections::BTreeSet<u32>,
     progress: Arc<RestoreProgress>,
     cancel: &CancellationToken,
 ) -> Result<Prepared> {
@@ -101,12 +104,24 @@ pub async fn prepare_backup(
     let segments = wal.iter().filter(|a| a.name.kind == WalFileKind::Segment).count() as u64;
 
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    crate::disk::check_room(dir, manifest.stats.bytes + segments * segment_size)?;
+    let sparse: u64 = manifest
+        .files
+        .iter()
+        .filter(|f| restore::sparse_database(&f.path).is_some_and(|db| sparse_databases.contains(&db)))
+        .map(|f| f.size)
+        .sum();
+    crate::disk::check_room(dir, manifest.stats.bytes.saturating_sub(sparse) + segments * segment_size)?;
 
     let data_dir = dir.join("data");
     let tablespace_map: HashMap<u32, PathBuf> =
         manifest.tablespaces.iter().map(|t| (t.oid, dir.join(format!("tablespace_{}", t.oid)))).collect();
-    let options = RestoreOptions { target_dir: data_dir.clone(), tablespace_map, delta: false, parallel: 2 };
+    let options = RestoreOptions {
+        target_dir: data_dir.clone(),
+        tablespace_map,
+        delta: false,
+        parallel: 2,
+        sparse_databases: sparse_databases.clone(),
+    };
     let restored = restore::restore(repository, manifest, &options, progress, cancel).await?;
 
     let spool = dir.join("wal");

@@ -7,6 +7,7 @@
 //! - One segment in memory at a time; the reading stops at cancel between segments.
 
 pub mod history;
+pub mod partial;
 
 use tokio_util::sync::CancellationToken;
 

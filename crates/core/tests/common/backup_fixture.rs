@@ -202,8 +202,13 @@ pub async fn restore_to(
     delta: bool,
 ) -> backstop_core::Result<restore::RestoreSummary> {
     let manifest = manifest::read(repository, id).await?;
-    let options =
-        RestoreOptions { target_dir: target.to_path_buf(), tablespace_map: Default::default(), delta, parallel: 3 };
+    let options = RestoreOptions {
+        target_dir: target.to_path_buf(),
+        tablespace_map: Default::default(),
+        delta,
+        parallel: 3,
+        sparse_databases: Default::default(),
+    };
     let summary = restore::restore(
         repository,
         &manifest,
