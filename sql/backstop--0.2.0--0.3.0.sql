@@ -67,6 +67,24 @@ VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'recover_wrapper';
 
+-- recover(array[...], target => ...): several tables at one recovery target (src/recover/sql.rs).
+CREATE FUNCTION "recover"(
+	"table_names" TEXT[], /* Vec < String > */
+	"target_time" timestamp with time zone DEFAULT NULL, /* Option < TimestampWithTimeZone > */
+	"target_lsn" TEXT DEFAULT NULL, /* Option < & str > */
+	"target_xid" bigint DEFAULT NULL, /* Option < i64 > */
+	"target_name" TEXT DEFAULT NULL, /* Option < & str > */
+	"target_inclusive" bool DEFAULT true /* bool */
+) RETURNS TABLE (
+	"table_name" TEXT,  /* String */
+	"strategy" TEXT,  /* String */
+	"description" TEXT,  /* String */
+	"sql" TEXT  /* String */
+)
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'recover_tables_wrapper';
+
 CREATE FUNCTION "repository_key"() RETURNS TEXT /* alloc::string::String */
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
@@ -103,6 +121,8 @@ REVOKE ALL ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz,
 REVOKE ALL ON FUNCTION @extschema@.recover(text, text, text, text, boolean, timestamptz, text, bigint, text, boolean) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION @extschema@.recover(text, text, text, text, boolean, timestamptz, text, bigint, text, boolean) TO backstop_admin;
 GRANT EXECUTE ON FUNCTION @extschema@.table_history(text, timestamptz, timestamptz, integer) TO backstop_admin;
+REVOKE ALL ON FUNCTION @extschema@.recover(text[], timestamptz, text, bigint, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION @extschema@.recover(text[], timestamptz, text, bigint, text, boolean) TO backstop_admin;
 
 -- Job history a plain backstop_admin member may read: the runs she asked for, WAL drills, and
 -- snapshot runs of tables she may SELECT. Everything else (base backups, drills that count every

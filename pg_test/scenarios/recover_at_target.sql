@@ -13,13 +13,16 @@ INSERT INTO orders SELECT g, 'order ' || g, g * 1.5, '2026-01-01 00:00:00+00'::t
   FROM generate_series(1, 200) g;
 -- A second table, dropped later (the base backup records its file: how it is found by name).
 CREATE TABLE items (id int, label text);
+CREATE TABLE order_items (order_id int, qty int);
 INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 50) g;
 SET client_min_messages = warning;
 SELECT state, kind FROM backstop.base_backup(kind => 'full');
 RESET client_min_messages;
 -- Step 1: more orders. What the table holds then is kept aside, and the time noted.
 INSERT INTO orders SELECT g, 'order ' || g, g * 1.5, now(), NULL, NULL FROM generate_series(201, 300) g;
+INSERT INTO order_items SELECT g, g % 3 + 1 FROM generate_series(150, 300) g;
 CREATE TABLE state_1 AS SELECT * FROM orders;
+CREATE TABLE items_state_1 AS SELECT * FROM order_items;
 SELECT pg_sleep(0.1);
 SELECT now() AS t1 \gset
 SELECT pg_sleep(0.1);
@@ -27,7 +30,10 @@ SELECT pg_sleep(0.1);
 UPDATE orders SET amount = 0 WHERE id % 2 = 0;
 CREATE TABLE state_2 AS SELECT * FROM orders;
 -- Step 3: a mass DELETE.
+BEGIN;
 DELETE FROM orders WHERE id > 100;
+DELETE FROM order_items WHERE order_id > 100;
+COMMIT;
 SELECT next_segment() IS NOT NULL AS archived;
 SET client_min_messages = warning;
 -- At t1: the rows of step 1, before the UPDATE.
@@ -37,6 +43,13 @@ SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM orders_recovered t
        (SELECT count(*) FROM orders_recovered) AS rows_at_t1,
        (SELECT tableowner FROM pg_tables WHERE tablename = 'orders_recovered') = current_user AS owned_by_the_caller;
 DROP TABLE orders_recovered;
+-- Two tables at once, consistent with each other (one server, one target).
+SELECT table_name, strategy FROM backstop.recover(array['orders', 'order_items'], target_time => :'t1') ORDER BY 1, 2;
+SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM orders_recovered t)
+     = (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM state_1 t) AS orders_as_at_t1,
+       (SELECT md5(string_agg(t::text, ',' ORDER BY order_id)) FROM order_items_recovered t)
+     = (SELECT md5(string_agg(t::text, ',' ORDER BY order_id)) FROM items_state_1 t) AS order_items_as_at_t1;
+DROP TABLE orders_recovered, order_items_recovered;
 -- Just before the DELETE, found by table_history (its target_lsn, not inclusive).
 SELECT target_lsn AS before_delete FROM backstop.table_history('orders') WHERE deleted > 0 ORDER BY commit_time DESC LIMIT 1 \gset
 SELECT strategy FROM backstop.recover('orders', target_lsn => :'before_delete', target_inclusive => false) ORDER BY 1;

@@ -158,8 +158,9 @@ fn recover(
     target_name: default!(Option<&str>, "NULL"),
     target_inclusive: default!(bool, true),
 ) -> TableIterator<'static, (name!(strategy, String), name!(description, String), name!(sql, String))> {
-    let at_target = target_time.is_some() || target_lsn.is_some() || target_xid.is_some() || target_name.is_some();
-    if !at_target {
+    let target =
+        Target { time: target_time, lsn: target_lsn, xid: target_xid, name: target_name, inclusive: target_inclusive };
+    if !target.given() {
         return crate::snapshots::restore::recover_from_snapshot(
             table_name,
             snapshot_id,
@@ -175,6 +176,82 @@ fn recover(
             "Recover at a point in time with target_time, target_lsn, target_xid or target_name alone.",
         );
     }
+    let (table, default_recovered) = table_and_recovered(table_name);
+    let recovered = target_table.map_or(default_recovered, str::to_string);
+    recover_at_target(&[(table, recovered.clone())], &target);
+    TableIterator::new(crate::snapshots::restore::plans_of(&recovered))
+}
+
+/// Several tables as they were at one recovery target, consistent with each other (one throwaway
+/// server, one target): each next to its original as `<table>_recovered`, validated, and the
+/// copy-back plans of each (the `table_name` column says whose).
+#[pg_extern(name = "recover", volatile, parallel_unsafe)]
+fn recover_tables(
+    table_names: Vec<String>,
+    target_time: default!(Option<TimestampWithTimeZone>, "NULL"),
+    target_lsn: default!(Option<&str>, "NULL"),
+    target_xid: default!(Option<i64>, "NULL"),
+    target_name: default!(Option<&str>, "NULL"),
+    target_inclusive: default!(bool, true),
+) -> TableIterator<
+    'static,
+    (name!(table_name, String), name!(strategy, String), name!(description, String), name!(sql, String)),
+> {
+    let target =
+        Target { time: target_time, lsn: target_lsn, xid: target_xid, name: target_name, inclusive: target_inclusive };
+    if !target.given() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "recovering several tables needs a recovery target",
+            "Give target_time, target_lsn, target_xid or target_name; recover one table at a time from snapshots.",
+        );
+    }
+    if table_names.is_empty() {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            "no table given",
+            "Name the tables as array['orders', 'order_items'].",
+        );
+    }
+    let pairs: Vec<(String, String)> = table_names.iter().map(|name| table_and_recovered(name)).collect();
+    let mut seen = std::collections::HashSet::new();
+    if let Some((duplicate, _)) = pairs.iter().find(|(table, _)| !seen.insert(table.clone())) {
+        raise_with(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            &format!("{duplicate} is named twice"),
+            "Name each table once.",
+        );
+    }
+    recover_at_target(&pairs, &target);
+    let rows: Vec<_> = pairs
+        .iter()
+        .flat_map(|(table, recovered)| {
+            crate::snapshots::restore::plans_of(recovered)
+                .into_iter()
+                .map(|(strategy, description, sql)| (table.clone(), strategy, description, sql))
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+/// A recovery target as `recover()` takes it.
+struct Target<'a> {
+    time: Option<TimestampWithTimeZone>,
+    lsn: Option<&'a str>,
+    xid: Option<i64>,
+    name: Option<&'a str>,
+    inclusive: bool,
+}
+
+impl Target<'_> {
+    fn given(&self) -> bool {
+        self.time.is_some() || self.lsn.is_some() || self.xid.is_some() || self.name.is_some()
+    }
+}
+
+/// A table name as the caller gave it: checked (the caller must read it), qualified, and the
+/// default name of its recovered copy (`schema.<table>_recovered`).
+fn table_and_recovered(table_name: &str) -> (String, String) {
     authorize(table_name, "recover it");
     let table = qualified(table_name).unwrap_or_else(|| table_name.to_string());
     let (schema, name) = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[table.as_str().into()])
@@ -191,18 +268,23 @@ fn recover(
                 "Name the table as [schema.]table.",
             )
         });
-    let recovered = match target_table {
-        Some(target) => target.to_string(),
-        None => backstop_core::quote::qualified_name(&schema, &format!("{name}_recovered")),
-    };
+    (
+        backstop_core::quote::qualified_name(&schema, &name),
+        backstop_core::quote::qualified_name(&schema, &format!("{name}_recovered")),
+    )
+}
+
+/// Runs the `table_recover` job for `tables` (each with the name of its recovered copy) and waits
+/// for it; NOTICEs say what each recovered table holds. Raises on failure (nothing created).
+fn recover_at_target(tables: &[(String, String)], target: &Target<'_>) {
     let args = serde_json::json!({
-        "tables": [backstop_core::quote::qualified_name(&schema, &name)],
-        "recovered": [recovered],
-        "target_time": to_unix(target_time),
-        "target_lsn": target_lsn,
-        "target_xid": target_xid,
-        "target_name": target_name,
-        "inclusive": target_inclusive,
+        "tables": tables.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        "recovered": tables.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        "target_time": to_unix(target.time),
+        "target_lsn": target.lsn,
+        "target_xid": target.xid,
+        "target_name": target.name,
+        "inclusive": target.inclusive,
     });
     let (id, worker) = jobs::start(JobKind::TableRecover, args);
     crate::errors::notice(&format!("recover job {id} started in a background worker"));
@@ -231,5 +313,4 @@ fn recover(
     // The job's worker created the table after this statement began: take in the catalog
     // changes other backends committed, or the name would not resolve here yet.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
-    TableIterator::new(crate::snapshots::restore::plans_of(&recovered))
 }
