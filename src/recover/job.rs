@@ -35,6 +35,10 @@ pub struct TableHistoryOutcome {
     pub archived: ReadSummary,
     /// Segments of the server's own pg_wal read after the archived ones.
     pub local_segments_read: u64,
+    /// Committed transactions in the range that took an ACCESS EXCLUSIVE lock on the table (the
+    /// newest `max_rows`; `locks_omitted` the others).
+    pub lock_xids: Vec<u32>,
+    pub locks_omitted: u64,
     /// Unix seconds of the range asked for.
     pub since: f64,
     pub until: f64,
@@ -100,6 +104,11 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
             })?,
     };
     let mut known: Vec<RelFile> = current.iter().map(|r| r.file()).collect();
+    for file in &args.files {
+        if !known.contains(file) {
+            known.push(*file);
+        }
+    }
     for relation in manifests.iter().flat_map(|m| m.relations.iter()).filter(|r| r.oid == oid) {
         if !known.contains(&relation.file()) {
             known.push(relation.file());
@@ -136,6 +145,8 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
     };
     let segments = recover::segments_along(&wal_files, timeline, &ancestors, segment_size);
     let (since_pg, until_pg) = (PgTime::from_unix_seconds(since), PgTime::from_unix_seconds(until));
+    let until_lsn = args.until_lsn.as_deref().map(backstop_core::wal::Lsn::parse).transpose()?;
+    let end = recover::Until { time: until_pg, lsn: until_lsn };
 
     jobs::phase(status, "finding where the range starts in the WAL");
     let max_rows = args.max_rows.unwrap_or(100);
@@ -150,8 +161,10 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
         io::runtime().spawn(async move {
             let start = recover::start_index(&repository, &segments, since_pg, segment_size).await?;
             let mut scan = TableScan::new(&known, database, since_pg, max_rows);
+            scan.table_oid = Some(oid);
             let mut report = |done: usize, total: usize| progress.set(done, total);
-            let range = recover::WalRange { segments: &segments, from: start, until: until_pg, segment_size };
+            let range =
+                recover::WalRange { segments: &segments, from: start, until: until_pg, until_lsn, segment_size };
             let read =
                 recover::read_events(&repository, range, &cancel, &mut report, &mut |found| scan.feed(found)).await?;
             Ok::<_, Error>((scan, read))
@@ -179,9 +192,10 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
     if !archived.reached_until && archived.gap_at.is_none() {
         jobs::phase(status, "reading this server's pg_wal after the archived WAL");
         let after = segments.last().and_then(|s| s.position(segment_size)).map(|(_, n)| n);
-        local_segments_read = read_local_tail(timeline, after, segment_size, until_pg, &mut scan)?;
+        local_segments_read = read_local_tail(timeline, after, segment_size, end, &mut scan)?;
     }
-    let omitted = scan.omitted;
+    let (omitted, locks_omitted) = (scan.omitted, scan.locks_omitted);
+    let lock_xids: Vec<u32> = scan.lock_xids.iter().copied().collect();
     Ok(TableHistoryOutcome {
         table,
         changes: scan.finish(),
@@ -189,6 +203,8 @@ fn run(args: &TableHistoryArgs, status: &mut JobStatus) -> Result<TableHistoryOu
         files_known: known,
         archived,
         local_segments_read,
+        lock_xids,
+        locks_omitted,
         since,
         until,
     })
@@ -209,13 +225,13 @@ impl StatusProgress {
 }
 
 /// Reads the segments of `timeline` in this server's pg_wal after segment `after` (all of them
-/// when nothing is archived), up to the first commit after `until`. These are the server's own
+/// when nothing is archived), up to `until`. These are the server's own
 /// files, read in place; a segment still being written ends where its written records end.
 fn read_local_tail(
     timeline: u32,
     after: Option<u64>,
     segment_size: u32,
-    until: PgTime,
+    until: recover::Until,
     scan: &mut TableScan,
 ) -> Result<u64, Error> {
     let data_dir =
@@ -251,11 +267,9 @@ fn read_local_tail(
             if stop {
                 return Ok(());
             }
-            if let backstop_core::wal::events::Event::Xact(end) = &found.event {
-                if end.time > until {
-                    stop = true;
-                    return Ok(());
-                }
+            if until.past(&found) {
+                stop = true;
+                return Ok(());
             }
             scan.feed(&found);
             Ok(())

@@ -52,6 +52,20 @@ pub fn authorize(table: &str, what: &str) {
     }
 }
 
+/// Runs the `table_history` job with `args` and waits for it: its result, or raises.
+fn run_table_history(args: serde_json::Value) -> serde_json::Value {
+    let (id, worker) = jobs::start(JobKind::TableHistory, args);
+    let status = jobs::wait(id, worker, |s| format!("table_history job {}: {}", s.id, s.phase));
+    if status.state != JobState::Succeeded {
+        raise_with(
+            jobs::failure_code(&status),
+            &format!("table_history job {id} {}: {}", status.state.as_str(), status.error.unwrap_or_default()),
+            &status.hint.unwrap_or_else(|| "See backstop.job_runs and the server log.".into()),
+        );
+    }
+    status.result.unwrap_or_default()
+}
+
 fn to_unix(time: Option<TimestampWithTimeZone>) -> Option<f64> {
     time.map(crate::timestamps::to_unix_seconds)
 }
@@ -96,16 +110,7 @@ fn table_history(
         "until": to_unix(until),
         "max_rows": max_rows,
     });
-    let (id, worker) = jobs::start(JobKind::TableHistory, args);
-    let status = jobs::wait(id, worker, |s| format!("table_history job {}: {}", s.id, s.phase));
-    if status.state != JobState::Succeeded {
-        raise_with(
-            jobs::failure_code(&status),
-            &format!("table_history job {id} {}: {}", status.state.as_str(), status.error.unwrap_or_default()),
-            &status.hint.unwrap_or_else(|| "See backstop.job_runs and the server log.".into()),
-        );
-    }
-    let result = status.result.unwrap_or_default();
+    let result = run_table_history(args);
     let int = |v: &serde_json::Value, k: &str| v.get(k).and_then(|v| v.as_i64()).unwrap_or_default();
     let text = |v: &serde_json::Value, k: &str| v.get(k).and_then(|v| v.as_str()).map(str::to_string);
     if let Some(omitted) = result.get("omitted").and_then(|v| v.as_u64()).filter(|n| *n > 0) {
@@ -177,6 +182,15 @@ fn recover(
         );
     }
     let (table, default_recovered) = table_and_recovered(table_name);
+    if let Some(snapshot) = snapshot_fast_path(&table, &target) {
+        return crate::snapshots::restore::recover_from_snapshot(
+            &table,
+            Some(&snapshot),
+            Some(target_table.unwrap_or(&default_recovered)),
+            None,
+            false,
+        );
+    }
     let recovered = target_table.map_or(default_recovered, str::to_string);
     recover_at_target(&[(table, recovered.clone())], &target);
     TableIterator::new(crate::snapshots::restore::plans_of(&recovered))
@@ -313,4 +327,103 @@ fn recover_at_target(tables: &[(String, String)], target: &Target<'_>) {
     // The job's worker created the table after this statement began: take in the catalog
     // changes other backends committed, or the name would not resolve here yet.
     unsafe { pgrx::pg_sys::AcceptInvalidationMessages() };
+}
+
+/// Seconds before a snapshot's time from which the WAL is read for changes the snapshot may not
+/// hold: a transaction is visible to snapshots only once it left the process array, a moment
+/// after its commit record (longer while it waits for a synchronous standby).
+const SNAPSHOT_VISIBILITY_MARGIN_S: f64 = 300.0;
+
+/// The fastest path to a table at a time or LSN target: the newest snapshot taken at or before the
+/// target, when every transaction the WAL shows changing the table from a little before the
+/// snapshot to the target (rows, a new file, an ACCESS EXCLUSIVE lock such as an ALTER TABLE) is
+/// one the snapshot holds (core `recover::fast_path`). Needs a snapshot from 0.3.0 on (it records
+/// the table's relation file and its MVCC snapshot); an xid or restore-point target always
+/// replays. Says which path it takes and why.
+fn snapshot_fast_path(table: &str, target: &Target<'_>) -> Option<String> {
+    use backstop_core::recover::fast_path::{stands_for_target, Found, MvccSnapshot};
+    let now = backstop_core::time::unix_seconds(std::time::SystemTime::now());
+    let target_unix = to_unix(target.time);
+    let target_lsn = match target.lsn {
+        Some(text) => Some(backstop_core::wal::Lsn::parse(text).ok()?),
+        None => None,
+    };
+    // A target in the future is the replay path's to refuse (with the window).
+    if (target_unix.is_none() && target_lsn.is_none()) || target_unix.is_some_and(|t| t > now) {
+        return None;
+    }
+    let repository = crate::repo::open_checked().ok()?;
+    let (schema, name) = crate::spi::texts("SELECT unnest(pg_catalog.parse_ident($1))", &[table.into()])
+        .ok()
+        .and_then(|parts| match parts.as_slice() {
+            [schema, name] => Some((schema.clone(), name.clone())),
+            _ => None,
+        })?;
+    let listed = crate::snapshots::list_with_manifests(&repository, Some((&schema, &name)));
+    let chosen = listed.iter().find_map(|listed| {
+        let manifest = listed.manifest.as_ref().ok()?;
+        let file = manifest.relation_file?;
+        let mvcc = MvccSnapshot::parse(manifest.mvcc_snapshot.as_deref()?).ok()?;
+        let taken = manifest.taken_at_unix_ms as f64 / 1000.0;
+        let before_time = target_unix.is_none_or(|t| taken <= t);
+        let before_lsn = target_lsn.is_none_or(|l| backstop_core::wal::Lsn::parse(&manifest.lsn).is_ok_and(|s| s <= l));
+        (before_time && before_lsn).then(|| (listed.snapshot.id.to_string(), file, mvcc, taken))
+    });
+    let Some((snapshot, file, mvcc, taken)) = chosen else {
+        crate::errors::notice(
+            "no snapshot of the table from before the target can stand for it (snapshots from 0.3.0 on record what that needs): replaying WAL from a base backup",
+        );
+        return None;
+    };
+    // Inclusive: the record at the target LSN is part of the state asked for.
+    let until_lsn = target_lsn.map(|l| if target.inclusive { backstop_core::wal::Lsn(l.0 + 1) } else { l });
+    crate::errors::notice(&format!(
+        "snapshot {snapshot} was taken before the target: reading the WAL from then to the target for changes to {table}"
+    ));
+    let result = run_table_history(serde_json::json!({
+        "table": table,
+        "since": taken - SNAPSHOT_VISIBILITY_MARGIN_S,
+        "until": target_unix.unwrap_or(now).max(taken),
+        "until_lsn": until_lsn.map(|l| l.to_string()),
+        "max_rows": 1000,
+        "files": [file],
+    }));
+    let xids = |key: &str, each: &str| -> Vec<u32> {
+        result
+            .get(key)
+            .and_then(|v| v.as_array())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|item| match each {
+                        "" => item.as_u64(),
+                        field => item.get(field).and_then(|v| v.as_u64()),
+                    })
+                    .map(|x| x as u32)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let count = |k: &str| result.get(k).and_then(|v| v.as_u64()).unwrap_or_default();
+    let found = Found {
+        change_xids: xids("changes", "xid"),
+        changes_omitted: count("omitted"),
+        lock_xids: xids("lock_xids", ""),
+        locks_omitted: count("locks_omitted"),
+        gap_at: result.get("archived").and_then(|a| a.get("gap_at")).and_then(|g| g.as_str()).map(str::to_string),
+    };
+    match stands_for_target(&mvcc, &found) {
+        Ok(()) => {
+            crate::errors::notice(&format!(
+                "fast path: every change to {table} the WAL shows up to the target is in snapshot {snapshot}, so the snapshot is the table at the target: restoring it, no WAL replayed"
+            ));
+            Some(snapshot)
+        }
+        Err(why) => {
+            crate::errors::notice(&format!(
+                "snapshot {snapshot} cannot stand for the target: {why}; replaying WAL from a base backup"
+            ));
+            None
+        }
+    }
 }

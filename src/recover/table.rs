@@ -145,6 +145,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 segments: &segments,
                 from: from + index,
                 until: since,
+                until_lsn: None,
                 segment_size,
             };
             let cancel = backstop_core::repository::CancellationToken::new();

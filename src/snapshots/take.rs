@@ -35,7 +35,10 @@ pub fn take(relid: pg_sys::Oid) -> Taken {
     let repository = repo::open_checked().or_raise();
     let id = SnapshotId::random();
     let started = Instant::now();
-    let context = current_context();
+    let mut context = current_context();
+    context.relation_file = crate::backups::relations::relation_files(Some(u32::from(relid)))
+        .ok()
+        .and_then(|files| files.first().map(|f| f.file()));
     notice(&format!("snapshot {id} of {}: reading rows into {}", def.qualified_name(), repository.describe()));
 
     let data_path = backstop_core::layout::snapshot_data(&def.schema, &def.name, &id);
@@ -110,6 +113,8 @@ pub fn take(relid: pg_sys::Oid) -> Taken {
         system_identifier: repo::system_identifier().to_string(),
         server_encoding: context.server_encoding,
         backstop_version: env!("CARGO_PKG_VERSION").to_string(),
+        relation_file: context.relation_file,
+        mvcc_snapshot: context.mvcc_snapshot,
         // The object's signature (the cluster's Ed25519 key) authenticates it; the HMAC of
         // backstop 0.2 is checked only when adopt_repository vouches for an older manifest.
         authentication: None,
@@ -219,6 +224,8 @@ struct SnapshotContext {
     database: String,
     version: String,
     server_encoding: String,
+    relation_file: Option<backstop_core::wal::records::RelFile>,
+    mvcc_snapshot: Option<String>,
 }
 
 fn current_context() -> SnapshotContext {
@@ -232,7 +239,8 @@ fn current_context() -> SnapshotContext {
                         (extract(epoch FROM at) * 1000)::int8,
                         pg_catalog.current_database()::text,
                         pg_catalog.version(),
-                        pg_catalog.current_setting('server_encoding')
+                        pg_catalog.current_setting('server_encoding'),
+                        pg_catalog.pg_current_snapshot()::text
                    FROM now",
                 Some(1),
                 &[],
@@ -245,6 +253,8 @@ fn current_context() -> SnapshotContext {
             database: row.get(4)?.unwrap_or_default(),
             version: row.get(5)?.unwrap_or_default(),
             server_encoding: row.get(6)?.unwrap_or_default(),
+            relation_file: None,
+            mvcc_snapshot: row.get(7)?,
         })
     })
     .unwrap_or_else(|e| {

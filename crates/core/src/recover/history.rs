@@ -70,6 +70,8 @@ struct InFlight {
     imaged: HashSet<RelFile>,
     /// Where it first took an ACCESS EXCLUSIVE lock in the table's database.
     first_lock: Option<Lsn>,
+    /// It took one on the table itself.
+    locked_table: bool,
 }
 
 impl InFlight {
@@ -79,6 +81,7 @@ impl InFlight {
         self.deleted += other.deleted;
         self.created.extend(other.created);
         self.imaged.extend(other.imaged);
+        self.locked_table |= other.locked_table;
         self.first_lock = match (self.first_lock, other.first_lock) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -99,6 +102,13 @@ pub struct TableScan {
     since: PgTime,
     /// Changes not listed because more than `max_rows` were found.
     pub omitted: u64,
+    /// The table's OID, when known: ACCESS EXCLUSIVE locks on it are counted.
+    pub table_oid: Option<u32>,
+    /// Transactions committed since `since` that took an ACCESS EXCLUSIVE lock on the table
+    /// (ALTER TABLE, DROP, TRUNCATE, LOCK TABLE), whatever else they did: a definition may have
+    /// changed without a row or file changing. The newest `max_rows` (`locks_omitted` the rest).
+    pub lock_xids: VecDeque<u32>,
+    pub locks_omitted: u64,
 }
 
 impl TableScan {
@@ -115,6 +125,9 @@ impl TableScan {
             max_rows: max_rows.max(1),
             since,
             omitted: 0,
+            table_oid: None,
+            lock_xids: VecDeque::new(),
+            locks_omitted: 0,
         }
     }
 
@@ -136,6 +149,7 @@ impl TableScan {
                 for lock in locks.iter().filter(|l| l.database == self.database) {
                     let entry = self.in_flight.entry(lock.xid).or_default();
                     entry.first_lock = Some(entry.first_lock.map_or(found.lsn, |at| at.min(found.lsn)));
+                    entry.locked_table |= Some(lock.relation) == self.table_oid;
                 }
             }
             Event::PageImage { xid, rel } => {
@@ -178,8 +192,18 @@ impl TableScan {
                         }
                     }
                 };
+                if end.time < self.since {
+                    return;
+                }
+                if work.locked_table {
+                    if self.lock_xids.len() == self.max_rows {
+                        self.lock_xids.pop_front();
+                        self.locks_omitted += 1;
+                    }
+                    self.lock_xids.push_back(end.xid);
+                }
                 let rows = work.inserted + work.updated + work.deleted;
-                if (rows == 0 && file_change.is_none()) || end.time < self.since {
+                if rows == 0 && file_change.is_none() {
                     return;
                 }
                 if self.changes.len() == self.max_rows {

@@ -6,6 +6,7 @@
 //!   read is an error (a history with a silent hole would point the DBA at the wrong time).
 //! - One segment in memory at a time; the reading stops at cancel between segments.
 
+pub mod fast_path;
 pub mod history;
 pub mod partial;
 
@@ -108,13 +109,33 @@ pub struct ReadSummary {
     pub gap_at: Option<String>,
 }
 
-/// Which WAL [`read_events`] reads: `segments[from..]`, up to the first commit after `until`.
+/// Which WAL [`read_events`] reads: `segments[from..]`, up to the first commit after `until`
+/// (and, when `until_lsn` is given, the first record at or past it).
 #[derive(Debug, Clone, Copy)]
 pub struct WalRange<'a> {
     pub segments: &'a [WalFileName],
     pub from: usize,
     pub until: PgTime,
+    pub until_lsn: Option<crate::wal::Lsn>,
     pub segment_size: u32,
+}
+
+/// Where a read of WAL up to `until` (a commit time) and `until_lsn` stops: at the first event
+/// past either, which is not handed out.
+#[derive(Debug, Clone, Copy)]
+pub struct Until {
+    pub time: PgTime,
+    pub lsn: Option<crate::wal::Lsn>,
+}
+
+impl Until {
+    /// Whether `found` is past the end.
+    pub fn past(&self, found: &Found) -> bool {
+        if self.lsn.is_some_and(|lsn| found.lsn >= lsn) {
+            return true;
+        }
+        matches!(&found.event, Event::Xact(end) if end.time > self.time)
+    }
 }
 
 /// Reads the range's segments in order, handing every event to `each`, until the first commit
@@ -126,7 +147,8 @@ pub async fn read_events(
     progress: &mut (dyn FnMut(usize, usize) + Send),
     each: &mut (dyn FnMut(&Found) + Send),
 ) -> Result<ReadSummary> {
-    let WalRange { segments, from, until, segment_size } = range;
+    let WalRange { segments, from, until, until_lsn, segment_size } = range;
+    let until = Until { time: until, lsn: until_lsn };
     let mut decoder = Decoder::new(segment_size);
     let mut summary = ReadSummary::default();
     let mut previous: Option<u64> = None;
@@ -165,11 +187,9 @@ pub async fn read_events(
             if stop {
                 return Ok(());
             }
-            if let Event::Xact(end) = &found.event {
-                if end.time > until {
-                    stop = true;
-                    return Ok(());
-                }
+            if until.past(&found) {
+                stop = true;
+                return Ok(());
             }
             each(&found);
             Ok(())
@@ -232,7 +252,7 @@ mod tests {
         assert_eq!(start_index(&repository, &names, PgTime(1000), seg).await.unwrap(), 7);
         // Reading from there to 70 sees the commits 20 and 70 and stops before 80.
         let mut commits = Vec::new();
-        let range = WalRange { segments: &names, from: 1, until: PgTime(70), segment_size: seg };
+        let range = WalRange { segments: &names, from: 1, until: PgTime(70), until_lsn: None, segment_size: seg };
         let read = read_events(&repository, range, &CancellationToken::new(), &mut |_, _| {}, &mut |found| {
             if let Event::Xact(end) = &found.event {
                 commits.push(end.time.0);

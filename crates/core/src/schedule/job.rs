@@ -160,6 +160,13 @@ pub struct TableHistoryArgs {
     pub until: Option<f64>,
     /// The newest this many changes (100 by default).
     pub max_rows: Option<usize>,
+    /// Up to this LSN too (exclusive): `recover()`'s fast path asks whether anything changed the
+    /// table between a snapshot and an LSN target.
+    #[serde(default)]
+    pub until_lsn: Option<String>,
+    /// More relation files the table is known to have had (a snapshot's).
+    #[serde(default)]
+    pub files: Vec<crate::wal::records::RelFile>,
 }
 
 impl JobArgs for TableHistoryArgs {
@@ -174,6 +181,9 @@ impl JobArgs for TableHistoryArgs {
         }
         if self.max_rows == Some(0) {
             return Err(Error::InvalidInput("\"max_rows\" must be at least 1".into()));
+        }
+        if let Some(lsn) = &self.until_lsn {
+            crate::wal::Lsn::parse(lsn)?;
         }
         Ok(())
     }

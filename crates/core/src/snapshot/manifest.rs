@@ -177,6 +177,15 @@ pub struct SnapshotManifest {
     pub system_identifier: String,
     pub server_encoding: String,
     pub backstop_version: String,
+    /// The table's relation file when its rows were read (0.3.0 on): where `table_history` starts
+    /// following the table from this snapshot, and how `recover()` knows no change came between
+    /// the snapshot and a recovery target (its fast path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation_file: Option<crate::wal::records::RelFile>,
+    /// `pg_current_snapshot()` just before the rows were read (0.3.0 on; the rows' own snapshot
+    /// is the same or later): which committed transactions the snapshot surely holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mvcc_snapshot: Option<String>,
     /// HMAC-SHA256 of the manifest (this field left out) under the writing cluster's manifest key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<Authentication>,
@@ -510,6 +519,8 @@ pub(crate) mod tests {
             system_identifier: "1".into(),
             server_encoding: "UTF8".into(),
             backstop_version: "0.1.0".into(),
+            relation_file: None,
+            mvcc_snapshot: None,
             authentication: None,
         };
         let bytes = manifest.to_json();

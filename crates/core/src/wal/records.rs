@@ -58,7 +58,7 @@ fn maxalign(value: u64) -> u64 {
 }
 
 /// A relation file's identity in WAL (`RelFileLocator`, `RelFileNode` before 16).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct RelFile {
     pub tablespace: u32,
     pub database: u32,
