@@ -52,6 +52,8 @@ static LOGICAL_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>
 static TEST_CLOCK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 #[cfg(feature = "test-hooks")]
 static TEST_BACKUP_PAUSE: GucSetting<i32> = GucSetting::<i32>::new(described::TEST_BACKUP_PAUSE.default);
+#[cfg(feature = "test-hooks")]
+static TEST_RECOVER_PAUSE: GucSetting<i32> = GucSetting::<i32>::new(described::TEST_RECOVER_PAUSE.default);
 static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -101,6 +103,8 @@ pub fn init() {
     text(&described::TEST_CLOCK, &TEST_CLOCK, None, None);
     #[cfg(feature = "test-hooks")]
     int(&described::TEST_BACKUP_PAUSE, &TEST_BACKUP_PAUSE);
+    #[cfg(feature = "test-hooks")]
+    int(&described::TEST_RECOVER_PAUSE, &TEST_RECOVER_PAUSE);
     int(&described::S3_MAX_ATTEMPTS, &S3_MAX_ATTEMPTS);
     for (setting, value, show) in [
         (&described::S3_ACCESS_KEY_ID, &S3_ACCESS_KEY_ID, show_access_key_id as ShowHook),
@@ -244,6 +248,14 @@ pub fn max_snapshot_age() -> std::time::Duration {
 pub fn test_backup_pause() -> std::time::Duration {
     #[cfg(feature = "test-hooks")]
     return std::time::Duration::from_millis(TEST_BACKUP_PAUSE.get().max(0) as u64);
+    #[cfg(not(feature = "test-hooks"))]
+    std::time::Duration::ZERO
+}
+
+/// How long a recover job pauses once its throwaway server runs: always 0 outside test builds.
+pub fn test_recover_pause() -> std::time::Duration {
+    #[cfg(feature = "test-hooks")]
+    return std::time::Duration::from_millis(TEST_RECOVER_PAUSE.get().max(0) as u64);
     #[cfg(not(feature = "test-hooks"))]
     std::time::Duration::ZERO
 }

@@ -262,6 +262,11 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     })?;
 
     phase(status, "reading the tables at the target");
+    // Test builds: a pause a scenario sets to cancel the job while its server runs.
+    let pause = crate::gucs::test_recover_pause();
+    if !pause.is_zero() && !BackgroundWorker::wait_latch(Some(pause)) {
+        return Err(Error::Cancelled);
+    }
     struct Read {
         columns: Vec<(String, String)>,
         file: std::path::PathBuf,

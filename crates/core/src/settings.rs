@@ -506,6 +506,21 @@ pub const TEST_BACKUP_PAUSE: IntSetting = IntSetting {
     seconds: false,
 };
 
+/// Test builds only (the extension's feature `test-hooks`), so not in [`INTS`].
+pub const TEST_RECOVER_PAUSE: IntSetting = IntSetting {
+    about: About {
+        name: c"backstop.test_recover_pause",
+        description: c"For tests only: milliseconds a recover job pauses once its throwaway server runs.",
+        hint: c"Lets a test cancel a recovery while its throwaway server runs. Leave 0 in production.",
+        reload: true,
+        hidden: true,
+    },
+    min: 0,
+    max: 600_000,
+    default: 0,
+    seconds: false,
+};
+
 pub const S3_MAX_ATTEMPTS: IntSetting = IntSetting {
     about: About {
         name: c"backstop.s3_max_attempts",
