@@ -61,41 +61,10 @@ pub fn release_backup_lock() {
     });
 }
 
-use crate::jobs::phase;
+use crate::jobs::PhaseTimes;
 
 pub fn spi_error(e: pgrx::spi::Error) -> Error {
     Error::InvalidInput(format!("PostgreSQL refused: {e}"))
-}
-
-/// How long each phase of a backup took, in order: where the time of a slow one went.
-#[derive(Default, serde::Serialize)]
-#[serde(transparent)]
-pub struct PhaseTimes {
-    phases: Vec<PhaseTime>,
-    #[serde(skip)]
-    started: Option<Instant>,
-}
-
-#[derive(serde::Serialize)]
-pub struct PhaseTime {
-    pub phase: &'static str,
-    pub seconds: f64,
-}
-
-impl PhaseTimes {
-    /// Ends the phase running (if any) and starts `name`, shown in job_progress.
-    fn enter(&mut self, status: &mut JobStatus, name: &'static str) {
-        self.end();
-        self.started = Some(Instant::now());
-        self.phases.push(PhaseTime { phase: name, seconds: 0.0 });
-        phase(status, name);
-    }
-
-    fn end(&mut self) {
-        if let (Some(started), Some(last)) = (self.started.take(), self.phases.last_mut()) {
-            last.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
-        }
-    }
 }
 
 /// What a base backup stored, and how long it took.

@@ -76,6 +76,38 @@ pub fn phase(status: &mut JobStatus, phase: &str) {
     write_status(status);
 }
 
+/// How long each phase of a job took, in order (in its result as `phases`): where the time of a
+/// slow one went.
+#[derive(Default, serde::Serialize, Debug)]
+#[serde(transparent)]
+pub struct PhaseTimes {
+    phases: Vec<PhaseTime>,
+    #[serde(skip)]
+    started: Option<std::time::Instant>,
+}
+
+#[derive(serde::Serialize, Debug)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub seconds: f64,
+}
+
+impl PhaseTimes {
+    /// Ends the phase running (if any) and starts `name`, shown in job_progress.
+    pub fn enter(&mut self, status: &mut JobStatus, name: &str) {
+        self.end();
+        self.started = Some(std::time::Instant::now());
+        self.phases.push(PhaseTime { phase: name.to_string(), seconds: 0.0 });
+        phase(status, name);
+    }
+
+    pub fn end(&mut self) {
+        if let (Some(started), Some(last)) = (self.started.take(), self.phases.last_mut()) {
+            last.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        }
+    }
+}
+
 /// Whether the caller is a superuser or a member of backstop_operator (who reads every table):
 /// who may see row counts and names of any table in what backstop reports.
 pub fn caller_reads_everything() -> bool {

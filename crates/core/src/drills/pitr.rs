@@ -122,20 +122,38 @@ pub async fn prepare_backup(
         parallel: 2,
         sparse_databases: sparse_databases.clone(),
     };
-    let restored = restore::restore(repository, manifest, &options, progress, cancel).await?;
-
     let spool = dir.join("wal");
     std::fs::create_dir_all(&spool).map_err(|e| Error::io("create", &spool, e))?;
-    let mut wal_bytes = 0;
-    for file in &wal {
-        if cancel.is_cancelled() {
-            return Err(Error::Cancelled);
+    // The WAL is fetched (read, authenticated, decompressed) while the files are restored, a few
+    // segments at a time: at most WAL_FETCHES segments in memory.
+    const WAL_FETCHES: usize = 3;
+    let fetch_wal = async {
+        use futures::{StreamExt, TryStreamExt};
+        let mut fetched = futures::stream::iter(wal.iter().map(|file| {
+            let path = spool.join(&file.name.name);
+            async move {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let plain = repository.get_bytes(&crate::layout::wal(&file.name)).await?;
+                let len = plain.len() as u64;
+                tokio::task::spawn_blocking(move || {
+                    std::fs::write(&path, plain).map_err(|e| Error::io("write", &path, e))
+                })
+                .await
+                .map_err(|e| Error::InvalidInput(format!("a WAL writer thread failed: {e}")))??;
+                Ok::<u64, Error>(len)
+            }
+        }))
+        .buffer_unordered(WAL_FETCHES);
+        let mut total = 0;
+        while let Some(len) = fetched.try_next().await? {
+            total += len;
         }
-        let plain = repository.get_bytes(&crate::layout::wal(&file.name)).await?;
-        wal_bytes += plain.len() as u64;
-        let path = spool.join(&file.name.name);
-        std::fs::write(&path, plain).map_err(|e| Error::io("write", &path, e))?;
-    }
+        Ok::<u64, Error>(total)
+    };
+    let (restored, wal_bytes) =
+        futures::try_join!(restore::restore(repository, manifest, &options, progress, cancel), fetch_wal)?;
     let spool_text = spool.to_str().filter(|s| !s.contains(['\'', '"', '\\', '\n'])).ok_or_else(|| {
         Error::InvalidInput(format!("the drill directory {} has characters a shell command cannot hold", dir.display()))
     })?;
