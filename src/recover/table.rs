@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backstop_core::backups::restore::{self, RecoveryTarget};
-use backstop_core::backups::{verify, window, Lsn};
+use backstop_core::backups::Lsn;
 use backstop_core::quote::{quote_ident, quote_literal};
 use backstop_core::schedule::job::{JobKind, TableRecoverArgs};
 use backstop_core::Error;
@@ -119,59 +119,12 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     })?;
 
     let mut timed = PhaseTimes::default();
-    timed.enter(status, "choosing the base backup");
+    timed.enter(status, "choosing the base backup and checking the target against the archive");
     let repository = repo::open_checked()?;
-    let backups = io::block_on(verify::list_backups(&repository))?;
-    let manifest = restore::choose_backup(&backups, None, &target)?.clone();
-    let segment_size = manifest.wal_segment_size;
-    let wal_files = io::block_on(verify::archived_wal(&repository))?;
-    let parents = io::block_on(window::timeline_parents(&repository, &wal_files));
-    timed.enter(status, "checking the target against the archive's commit times");
-    let mut parts = window::recovery_window(&backups, &wal_files, segment_size, None, &parents);
-    io::block_on(window::read_commit_times(&repository, &mut parts, segment_size))?;
-    window::check_target(&parts, &manifest, &target)?;
+    let plan = io::block_on(backstop_core::recover::plan::plan(&repository, None, &target))?;
+    let manifest = plan.manifest.clone();
     timed.enter(status, "finding the WAL up to the target");
-    // The WAL to fetch: up to the target's segment (and one more) when it is known, else all.
-    let last_segment = match &target {
-        RecoveryTarget::Lsn(lsn) => lsn.segment(segment_size) + 1,
-        RecoveryTarget::Time(time) => {
-            let segments = backstop_core::recover::segments_along(&wal_files, manifest.timeline, &[], segment_size);
-            let from = segments
-                .iter()
-                .position(|s| {
-                    s.position(segment_size).is_some_and(|(_, n)| n >= manifest.start_lsn.segment(segment_size))
-                })
-                .unwrap_or(0);
-            let since = backstop_core::wal::events::PgTime::from_unix_seconds(backstop_core::time::unix_seconds(*time));
-            let index =
-                io::block_on(backstop_core::recover::start_index(&repository, &segments[from..], since, segment_size))?;
-            // Up to the segment of the first commit after the target (where replay stops; a bulk
-            // load may write many segments before it), and the next one (its record may end there).
-            let range = backstop_core::recover::WalRange {
-                segments: &segments,
-                from: from + index,
-                until: since,
-                until_lsn: None,
-                segment_size,
-            };
-            let cancel = backstop_core::repository::CancellationToken::new();
-            let read = io::block_on(backstop_core::recover::read_events(
-                &repository,
-                range,
-                &cancel,
-                &mut |_, _| {},
-                &mut |_| {},
-            ))?;
-            read.last_segment
-                .filter(|_| read.reached_until)
-                .and_then(|name| segments.iter().find(|s| s.name == name))
-                .and_then(|segment| segment.position(segment_size))
-                .map_or(u64::MAX, |(_, n)| n + 1)
-        }
-        RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Latest | RecoveryTarget::Immediate => {
-            u64::MAX
-        }
-    };
+    let last_segment = io::block_on(plan.last_segment(&repository, &target))?;
 
     // Only this database's files (and what every database needs) are restored whole.
     let database_oid = BackgroundWorker::transaction(|| {

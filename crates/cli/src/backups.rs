@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use backstop_core::backups::restore::{self, RecoveryTarget, RestoreOptions, RestoreProgress};
 use backstop_core::backups::verify::{self, VerifyProgress};
-use backstop_core::backups::{format_utc, from_unix_seconds, parse_time, window, BackupId, Lsn};
+use backstop_core::backups::{format_utc, from_unix_seconds, parse_time, BackupId, Lsn};
 use backstop_core::codec::CodecSettings;
 use backstop_core::repository::CancellationToken;
 use backstop_core::Error;
@@ -333,18 +333,10 @@ pub fn restore(args: RestoreArgs) -> Result<ExitCode, Error> {
         None | Some("latest") => None,
         Some(id) => Some(BackupId::parse(id)?),
     };
-    let backups = runtime.block_on(verify::list_backups(&repository))?;
-    let manifest = restore::choose_backup(&backups, requested.as_ref(), &target)?.clone();
-    // A time or LSN the archive cannot reach is refused now, with the window, not after the
-    // restore when PostgreSQL would refuse to start.
-    if matches!(target, RecoveryTarget::Time(_) | RecoveryTarget::Lsn(_)) {
-        let segment_size = manifest.wal_segment_size;
-        let wal_files = runtime.block_on(verify::archived_wal(&repository))?;
-        let parents = runtime.block_on(window::timeline_parents(&repository, &wal_files));
-        let mut parts = window::recovery_window(&backups, &wal_files, segment_size, None, &parents);
-        runtime.block_on(window::read_commit_times(&repository, &mut parts, segment_size))?;
-        window::check_target(&parts, &manifest, &target)?;
-    }
+    // The newest backup before the target; a time or LSN the archive cannot reach is refused now,
+    // with the window, not after the restore when PostgreSQL would refuse to start.
+    let manifest =
+        runtime.block_on(backstop_core::recover::plan::plan(&repository, requested.as_ref(), &target))?.manifest;
     // The programs that will start it: checked when given; otherwise looked for where they
     // usually are, and a warning (not a refusal: it may be started on another host) when only
     // another major's are there.

@@ -9,6 +9,7 @@
 pub mod fast_path;
 pub mod history;
 pub mod partial;
+pub mod plan;
 
 use tokio_util::sync::CancellationToken;
 
