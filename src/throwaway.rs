@@ -64,22 +64,8 @@ impl Throwaway {
     /// Writes the server's own configuration files (peer authentication for this OS user as
     /// each of `roles`) and returns the `-o` options that make the server use only them.
     pub fn configure(&self, roles: &[&str], extra: &str) -> Result<String, Error> {
-        let (hba, ident) = scratch::auth_files(&os_user(), roles);
-        for (name, text) in [("postgresql.conf", String::new()), ("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
-            let path = self.dir.join(name);
-            std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
-        }
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(self.data(), std::fs::Permissions::from_mode(0o700));
-        }
-        Ok(format!(
-            "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c ident_file={dir}/pg_ident.conf -c port={port} -c listen_addresses='' \
-             -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' -c session_preload_libraries='' \
-             -c local_preload_libraries='' -c logging_collector=off -c log_destination=stderr {extra}",
-            dir = self.dir.display(),
-            port = self.port,
-        ))
+        scratch::write_config_files(&self.dir, &os_user(), roles)?;
+        Ok(scratch::server_options(&self.dir, self.port, extra))
     }
 
     /// Starts the server; `pg_ctl -w` returns once it accepts connections or has failed, and

@@ -50,6 +50,22 @@ SELECT (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM orders_recovered t
        (SELECT md5(string_agg(t::text, ',' ORDER BY order_id)) FROM order_items_recovered t)
      = (SELECT md5(string_agg(t::text, ',' ORDER BY order_id)) FROM items_state_1 t) AS order_items_as_at_t1;
 DROP TABLE orders_recovered, order_items_recovered;
+-- The same from the command line, as when the server is down: one dump file per table, written
+-- from a throwaway server paused at t1; restored into another database, the rows are those of t1.
+\setenv T1 :t1
+\setenv SCENARIO_DB :DBNAME
+\set home :DBNAME
+\! rm -rf /tmp/backstop-scenario-recovered
+\! backstop recover-table --table public.orders --table public.order_items --database "$SCENARIO_DB" --target-time "$T1" --to /tmp/backstop-scenario-recovered --json > /tmp/backstop-scenario-recovered.json 2> /tmp/backstop-scenario-recovered.err && echo 'recover-table: written' || cat /tmp/backstop-scenario-recovered.err
+\! ls /tmp/backstop-scenario-recovered
+\! python3 -c 'import json; r = json.load(open("/tmp/backstop-scenario-recovered.json")); print("rows:", [(t["table"], t["rows"]) for t in r["tables"]])'
+CREATE DATABASE from_the_cli;
+\! pg_restore -d from_the_cli /tmp/backstop-scenario-recovered/public.orders.dump && echo 'pg_restore: done'
+\c from_the_cli
+SELECT md5(string_agg(t::text, ',' ORDER BY id)) AS from_cli FROM orders t \gset
+\c :home
+SET client_min_messages = warning;
+SELECT :'from_cli' = (SELECT md5(string_agg(t::text, ',' ORDER BY id)) FROM state_1 t) AS cli_rows_as_at_t1;
 -- Just before the DELETE, found by table_history (its target_lsn, not inclusive).
 SELECT target_lsn AS before_delete FROM backstop.table_history('orders') WHERE deleted > 0 ORDER BY commit_time DESC LIMIT 1 \gset
 SELECT strategy FROM backstop.recover('orders', target_lsn => :'before_delete', target_inclusive => false) ORDER BY 1;

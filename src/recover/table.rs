@@ -201,13 +201,11 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     let options = throwaway.configure(&[&user], &format!("-c shared_buffers=128MB -c wal_level=replica {limits}"))?;
     timed.enter(status, &format!("replaying WAL to {setting} = {value} in a throwaway server"));
     throwaway.start(
+        // Replay finds zero pages in the skipped databases' holes: tolerated there (the log is
+        // checked below), the server never promoted.
         &format!(
-            "{options} -c hot_standby=on -c {setting}='{value}' -c recovery_target_inclusive={} \
-             -c recovery_target_action=pause -c lock_timeout=5s{}",
-            if args.inclusive { "on" } else { "off" },
-            // Replay finds zero pages in the skipped databases' holes: tolerated there (the log
-            // is checked below), the server never promoted.
-            if sparse.is_empty() { "" } else { " -c ignore_invalid_pages=on" }
+            "{options} {}",
+            backstop_core::recover::plan::paused_at_target(setting, &value, args.inclusive, !sparse.is_empty())
         ),
         |log| did_not_recover(log, &prepared.backup),
     )?;
@@ -282,7 +280,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 },
                 false => e,
             })?;
-        let check = throwaway.query(&user, &database, &checksum_sql(table))?;
+        let check = throwaway.query(&user, &database, &backstop_core::recover::plan::checksum_sql(table))?;
         let (rows, checksum) = check.first().and_then(|c| c.split_once(' ')).unwrap_or(("0", ""));
         read.push(Read { columns, file, rows: rows.parse().unwrap_or(-1), checksum: checksum.to_string() });
     }
@@ -321,7 +319,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 spi_run(&format!("CREATE TABLE {target} ({})", definitions.join(", ")))?;
                 let path = read.file.to_str().unwrap_or_default();
                 spi_run(&format!("COPY {target} FROM {} WITH (FORMAT binary)", quote_literal(path)))?;
-                let check = crate::spi::text(&checksum_sql(target), &[]).unwrap_or_default();
+                let check = crate::spi::text(&backstop_core::recover::plan::checksum_sql(target), &[]).unwrap_or_default();
                 let (rows, checksum) = check.split_once(' ').unwrap_or(("-1", ""));
                 let rows: i64 = rows.parse().unwrap_or(-1);
                 if rows != read.rows || checksum != read.checksum {
@@ -379,15 +377,6 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
 
 fn args_check(args: &TableRecoverArgs) -> Result<(), Error> {
     backstop_core::schedule::job::JobArgs::check(args)
-}
-
-/// Rows and a checksum of their text, the same in the throwaway server and the recovered copy:
-/// the sum of the first 60 bits of each row's md5 (exact, in numeric), so no sort of the rows is
-/// needed (a sorted string_agg took as long as the copy).
-fn checksum_sql(table: &str) -> String {
-    format!(
-        "SELECT count(*) || ' ' || coalesce(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {table} t"
-    )
 }
 
 fn spi_run(sql: &str) -> Result<(), Error> {

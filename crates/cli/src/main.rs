@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 mod backups;
 mod config;
 mod logical;
+mod recover;
 mod snapshots;
 mod wal;
 
@@ -35,6 +36,9 @@ enum Command {
     Verify(backups::VerifyArgs),
     /// Rebuild a data directory from a base backup, ready for point-in-time recovery (server stopped).
     Restore(Box<backups::RestoreArgs>),
+    /// One table (or several) as it was at a recovery target, written with pg_dump while the server
+    /// is down: the table's database restored into a scratch directory, replayed there and read.
+    RecoverTable(Box<recover::RecoverTableArgs>),
     /// Table snapshots: list (and verify) what the repository holds.
     #[command(subcommand)]
     Snapshots(snapshots::SnapshotsCommand),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Backups(backups::BackupsCommand::List(args)) => backups::list(args),
         Command::Verify(args) => backups::verify(args),
         Command::Restore(args) => backups::restore(*args),
+        Command::RecoverTable(args) => recover::recover_table(*args),
     };
     match result {
         Ok(code) => code,

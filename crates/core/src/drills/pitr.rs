@@ -110,7 +110,8 @@ pub async fn prepare_backup(
         .filter(|f| restore::sparse_database(&f.path).is_some_and(|db| sparse_databases.contains(&db)))
         .map(|f| f.size)
         .sum();
-    crate::disk::check_room(dir, manifest.stats.bytes.saturating_sub(sparse) + segments * segment_size)?;
+    // The WAL twice: fetched into the spool, then copied into pg_wal as it replays.
+    crate::disk::check_room(dir, manifest.stats.bytes.saturating_sub(sparse) + 2 * segments * segment_size)?;
 
     let data_dir = dir.join("data");
     let tablespace_map: HashMap<u32, PathBuf> =

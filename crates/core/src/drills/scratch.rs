@@ -74,6 +74,33 @@ pub fn auth_files(os_user: &str, roles: &[&str]) -> (String, String) {
     (hba, ident)
 }
 
+/// Writes a throwaway server's own `postgresql.conf` (empty: everything is on its command
+/// line), `pg_hba.conf` and `pg_ident.conf` ([`auth_files`]) into its directory `dir`, and makes
+/// its data directory `dir/data` private.
+pub fn write_config_files(dir: &Path, os_user: &str, roles: &[&str]) -> Result<()> {
+    let (hba, ident) = auth_files(os_user, roles);
+    for (name, text) in [("postgresql.conf", String::new()), ("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(dir.join("data"), std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
+/// The command-line options of a throwaway server in `dir` (written by [`write_config_files`]):
+/// only its own configuration files, a socket in `dir` and no TCP listener, nothing archived and
+/// nothing preloaded; `extra` last. Options on the command line win over the backup's
+/// `postgresql.auto.conf`.
+pub fn server_options(dir: &Path, port: u16, extra: &str) -> String {
+    format!(
+        "-c config_file={dir}/postgresql.conf -c hba_file={dir}/pg_hba.conf -c ident_file={dir}/pg_ident.conf -c port={port} -c listen_addresses='' \
+         -c unix_socket_directories={dir} -c archive_mode=off -c shared_preload_libraries='' -c session_preload_libraries='' \
+         -c local_preload_libraries='' -c logging_collector=off -c log_destination=stderr {extra}",
+        dir = dir.display(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

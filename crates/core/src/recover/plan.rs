@@ -71,3 +71,80 @@ impl Plan {
         })
     }
 }
+
+/// The command-line options that make a throwaway server replay to `setting = value` and pause
+/// there: a hot standby, read-only and never promoted (`recovery_target_action = pause`), whose
+/// queries give up on a lock after 5 s (a transaction in progress at the target may hold one
+/// until its commit, which never comes). `partial`: other databases are holes
+/// (`recover::partial`), so invalid pages are tolerated and the log must be checked afterwards.
+/// `value` is a time, LSN, xid or restore point name (plain words: `TableRecoverArgs` checks it).
+///
+/// The server is thrown away after: nothing it writes needs to survive a crash (`fsync = off`),
+/// and no restartpoint needs to flush its buffers while it replays (a large `max_wal_size`, a
+/// long `checkpoint_timeout`); the replayed WAL stays in its pg_wal until it stops.
+pub fn paused_at_target(setting: &str, value: &str, inclusive: bool, partial: bool) -> String {
+    format!(
+        "-c hot_standby=on -c {setting}='{value}' -c recovery_target_inclusive={} -c recovery_target_action=pause \
+         -c lock_timeout=5s -c fsync=off -c max_wal_size=1TB -c checkpoint_timeout=1d{}",
+        if inclusive { "on" } else { "off" },
+        if partial { " -c ignore_invalid_pages=on" } else { "" }
+    )
+}
+
+/// Rows and a checksum of their text for `table` (SQL, quoted), the same wherever the rows are:
+/// the sum of the first 60 bits of each row's md5 (exact, in numeric), so no sort of the rows is
+/// needed (a sorted string_agg took as long as the copy). Prints `<rows> <checksum>`.
+pub fn checksum_sql(table: &str) -> String {
+    format!(
+        "SELECT count(*) || ' ' || coalesce(pg_catalog.sum(('x' || pg_catalog.substr(pg_catalog.md5(t::text), 1, 15))::bit(60)::bigint), 0) FROM {table} t"
+    )
+}
+
+/// The `-c` options a hot standby of a cluster needs at least (PostgreSQL refuses to replay with
+/// lower ones), from `pg_controldata`'s output for it (run with `LC_ALL=C`).
+pub fn hot_standby_limits(controldata: &str) -> String {
+    let settings = [
+        ("max_connections setting:", "max_connections"),
+        ("max_worker_processes setting:", "max_worker_processes"),
+        ("max_wal_senders setting:", "max_wal_senders"),
+        ("max_prepared_xacts setting:", "max_prepared_transactions"),
+        ("max_locks_per_xact setting:", "max_locks_per_transaction"),
+    ];
+    let mut options = Vec::new();
+    for (label, name) in settings {
+        let value = controldata.lines().find_map(|line| line.strip_prefix(label)).map(str::trim);
+        if let Some(value) = value.filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit())) {
+            options.push(format!("-c {name}={value}"));
+        }
+    }
+    options.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hot_standby_gets_the_limits_its_primary_had_and_nothing_else() {
+        let controldata = "pg_control version number:            1300\n\
+max_connections setting:              250\n\
+max_worker_processes setting:         8\n\
+max_wal_senders setting:              10\n\
+max_prepared_xacts setting:           0\n\
+max_locks_per_xact setting:           64\n\
+max_wal_size setting:                 x; rm -rf /\n";
+        assert_eq!(
+            hot_standby_limits(controldata),
+            "-c max_connections=250 -c max_worker_processes=8 -c max_wal_senders=10 -c max_prepared_transactions=0 -c max_locks_per_transaction=64"
+        );
+        assert_eq!(hot_standby_limits("max_connections setting: 1; DROP\n"), "");
+    }
+
+    #[test]
+    fn a_paused_server_is_a_hot_standby_never_promoted() {
+        let options = paused_at_target("recovery_target_lsn", "0/3000000", false, true);
+        assert!(options.contains("recovery_target_action=pause") && options.contains("hot_standby=on"), "{options}");
+        assert!(options.contains("recovery_target_inclusive=off") && options.contains("ignore_invalid_pages=on"));
+        assert!(!paused_at_target("recovery_target_xid", "7", true, false).contains("ignore_invalid_pages"));
+    }
+}

@@ -226,17 +226,22 @@ impl JobArgs for TableRecoverArgs {
         if self.tables.iter().chain(&self.recovered).any(|t| t.is_empty() || t.contains('\0')) {
             return Err(Error::InvalidInput("table names must not be empty".into()));
         }
-        // Restore point names go on the throwaway server's command line: plain words only.
         if let Some(name) = &self.target_name {
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || " _-.:".contains(c)) {
-                return Err(Error::InvalidInput(format!(
-                    "restore point \"{}\": only letters, digits, spaces and _ - . : are accepted here",
-                    name.escape_debug()
-                )));
-            }
+            check_restore_point_name(name)?;
         }
         Ok(())
     }
+}
+
+/// Restore point names go on a throwaway server's command line: plain words only.
+pub fn check_restore_point_name(name: &str) -> Result<()> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || " _-.:".contains(c)) {
+        return Err(Error::InvalidInput(format!(
+            "restore point \"{}\": only letters, digits, spaces and _ - . : are accepted here",
+            name.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// A GFS policy as written in a schedule's args.
