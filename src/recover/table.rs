@@ -148,6 +148,8 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     let mut throwaway = Throwaway::create(request.id)?;
     let progress = Arc::new(restore::RestoreProgress::default());
     let cancel = backstop_core::repository::CancellationToken::new();
+    // However the job ends, the WAL still being fetched in the background stops.
+    let _stop_fetching = cancel.clone().drop_guard();
     let task = {
         let (repository, dir, progress, cancel, manifest, sparse) = (
             repository.clone(),
@@ -163,8 +165,11 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
                 &repository,
                 &dir,
                 &manifest,
-                last_segment,
-                &sparse,
+                &backstop_core::drills::pitr::Scope {
+                    last_segment,
+                    sparse_databases: sparse,
+                    wal_while_replaying: true,
+                },
                 progress,
                 &cancel,
             ))
@@ -207,7 +212,8 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
             "{options} {}",
             backstop_core::recover::plan::paused_at_target(setting, &value, args.inclusive, !sparse.is_empty())
         ),
-        |log| did_not_recover(log, &prepared.backup),
+        // A segment that could not be fetched ends the replay early: that is the reason.
+        |log| fetch_failed(&prepared).unwrap_or_else(|| did_not_recover(log, &prepared.backup)),
     )?;
     wait_for_server(&throwaway, &prepared.backup, || {
         Ok(throwaway
@@ -215,7 +221,8 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
             .first()
             .map(String::as_str)
             == Some("paused"))
-    })?;
+    })
+    .map_err(|e| fetch_failed(&prepared).unwrap_or(e))?;
 
     timed.enter(status, "reading the tables at the target");
     // Test builds: a pause a scenario sets to cancel the job while its server runs.
@@ -407,4 +414,14 @@ fn allocated_bytes(data: &std::path::Path, databases: &std::collections::BTreeSe
         }
     }
     total
+}
+
+/// Why the background fetching of the WAL stopped short, if it did (a damaged or missing segment).
+fn fetch_failed(prepared: &backstop_core::drills::pitr::Prepared) -> Option<Error> {
+    let state = prepared.wal_fetch.as_ref()?;
+    let error = state.error.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+    Some(Error::Job {
+        message: format!("fetching the WAL of backup {} failed: {error}", prepared.backup),
+        hint: "Nothing was created in this database. Run backstop verify: the archive is damaged where it says.".into(),
+    })
 }

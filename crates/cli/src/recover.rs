@@ -195,14 +195,19 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
         bin: bin.clone(),
         started: false,
     };
+    let cancel = CancellationToken::new();
+    let _stop_fetching = cancel.clone().drop_guard();
     let prepared = runtime.block_on(backstop_core::drills::pitr::prepare_backup(
         &repository,
         &scratch.dir,
         &manifest,
-        last_segment,
-        &sparse,
+        &backstop_core::drills::pitr::Scope {
+            last_segment,
+            sparse_databases: sparse.clone(),
+            wal_while_replaying: true,
+        },
         Arc::new(RestoreProgress::default()),
-        &CancellationToken::new(),
+        &cancel,
     ))?;
 
     say(&format!("replaying WAL to {setting} = {value} in a throwaway server"));
@@ -223,13 +228,21 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
         .pg_ctl(&["-w", "-t", "86400", "-l", &log.to_string_lossy(), "-o", &options, "start"])
         .status()
         .map_err(|e| Error::io("run", bin.join("pg_ctl"), e))?;
-    let server_failed = |scratch: &Scratch| Error::Job {
-        message: format!(
-            "the restored backup {} did not recover: {}",
-            prepared.backup,
-            first_errors(&std::fs::read_to_string(scratch.dir.join("server.log")).unwrap_or_default())
-        ),
-        hint: "The backup or its WAL cannot be recovered to this target: run backstop verify.".into(),
+    let fetch_error =
+        || prepared.wal_fetch.as_ref().and_then(|f| f.error.lock().unwrap_or_else(|p| p.into_inner()).clone());
+    let server_failed = |scratch: &Scratch| match fetch_error() {
+        Some(error) => Error::Job {
+            message: format!("fetching the WAL of backup {} failed: {error}", prepared.backup),
+            hint: "Run backstop verify: the archive is damaged where it says.".into(),
+        },
+        None => Error::Job {
+            message: format!(
+                "the restored backup {} did not recover: {}",
+                prepared.backup,
+                first_errors(&std::fs::read_to_string(scratch.dir.join("server.log")).unwrap_or_default())
+            ),
+            hint: "The backup or its WAL cannot be recovered to this target: run backstop verify.".into(),
+        },
     };
     if !status.success() {
         return Err(server_failed(&scratch));

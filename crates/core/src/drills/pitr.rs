@@ -35,7 +35,34 @@ pub struct Prepared {
     /// The rows counted right after the backup, and the WAL position they match.
     #[serde(skip)]
     pub row_counts: Option<RowCounts>,
+    /// With [`Scope::wal_while_replaying`]: the segments still being fetched.
+    #[serde(skip)]
+    pub wal_fetch: Option<Arc<WalFetch>>,
 }
+
+/// What to restore for a recovery and how (see [`prepare_backup`]).
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// The last WAL segment number to fetch (`u64::MAX`: all there is).
+    pub last_segment: u64,
+    /// Databases whose relation files are holes (a partial restore).
+    pub sparse_databases: std::collections::BTreeSet<u32>,
+    /// Fetch the WAL segments in the background while the server replays them (its
+    /// restore_command waits for each one) instead of before it starts.
+    pub wal_while_replaying: bool,
+}
+
+/// The WAL segments a recovery fetches while it replays.
+#[derive(Debug, Default)]
+pub struct WalFetch {
+    pub done: std::sync::atomic::AtomicBool,
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Why the fetching stopped short, if it did.
+    pub error: std::sync::Mutex<Option<String>>,
+}
+
+/// Marks the spool complete: the restore_command stops waiting for a segment not there.
+const SPOOL_COMPLETE: &str = ".complete";
 
 /// Prepares `dir` (which must be empty or absent) for a recovery of the newest valid backup,
 /// replaying at most `max_replay` bytes of WAL past its end. Refuses up front, with the reason,
@@ -58,7 +85,8 @@ pub async fn prepare(
     let counted_at = manifest.row_counts.as_ref().map(|c| c.lsn.segment(segment_size as u32)).unwrap_or(0);
     let last_allowed =
         (manifest.stop_lsn.segment(segment_size as u32) + (max_replay / segment_size).max(1)).max(counted_at);
-    prepare_backup(repository, dir, &manifest, last_allowed, &Default::default(), progress, cancel).await
+    let scope = Scope { last_segment: last_allowed, ..Scope::default() };
+    prepare_backup(repository, dir, &manifest, &scope, progress, cancel).await
 }
 
 /// Prepares `dir` (empty or absent) for a recovery of `manifest`'s backup: its files restored into
@@ -72,11 +100,11 @@ pub async fn prepare_backup(
     repository: &Repository,
     dir: &Path,
     manifest: &crate::backups::BackupManifest,
-    last_allowed: u64,
-    sparse_databases: &std::collections::BTreeSet<u32>,
+    scope: &Scope,
     progress: Arc<RestoreProgress>,
     cancel: &CancellationToken,
 ) -> Result<Prepared> {
+    let (last_allowed, sparse_databases) = (scope.last_segment, &scope.sparse_databases);
     let segment_size = manifest.wal_segment_size as u64;
     let first = manifest.start_lsn.segment(segment_size as u32);
     let archived = verify::archived_wal(repository).await?;
@@ -126,35 +154,32 @@ pub async fn prepare_backup(
     let spool = dir.join("wal");
     std::fs::create_dir_all(&spool).map_err(|e| Error::io("create", &spool, e))?;
     // The WAL is fetched (read, authenticated, decompressed) while the files are restored, a few
-    // segments at a time: at most WAL_FETCHES segments in memory.
-    const WAL_FETCHES: usize = 3;
-    let fetch_wal = async {
-        use futures::{StreamExt, TryStreamExt};
-        let mut fetched = futures::stream::iter(wal.iter().map(|file| {
-            let path = spool.join(&file.name.name);
-            async move {
-                if cancel.is_cancelled() {
-                    return Err(Error::Cancelled);
-                }
-                let plain = repository.get_bytes(&crate::layout::wal(&file.name)).await?;
-                let len = plain.len() as u64;
-                tokio::task::spawn_blocking(move || {
-                    std::fs::write(&path, plain).map_err(|e| Error::io("write", &path, e))
-                })
-                .await
-                .map_err(|e| Error::InvalidInput(format!("a WAL writer thread failed: {e}")))??;
-                Ok::<u64, Error>(len)
-            }
-        }))
-        .buffer_unordered(WAL_FETCHES);
-        let mut total = 0;
-        while let Some(len) = fetched.try_next().await? {
-            total += len;
-        }
-        Ok::<u64, Error>(total)
+    // segments at a time (at most WAL_FETCHES in memory), each written under a temporary name and
+    // renamed: the restore_command never copies half a segment. With `wal_while_replaying` the
+    // timeline history files are fetched now and the segments go on in the background.
+    let (now, later): (Vec<_>, Vec<_>) = match scope.wal_while_replaying {
+        false => (wal.iter().map(|a| a.name.clone()).collect(), Vec::new()),
+        true => wal.iter().map(|a| a.name.clone()).partition(|n| n.kind == WalFileKind::History),
     };
-    let (restored, wal_bytes) =
-        futures::try_join!(restore::restore(repository, manifest, &options, progress, cancel), fetch_wal)?;
+    let (restored, wal_bytes) = futures::try_join!(
+        restore::restore(repository, manifest, &options, progress, cancel),
+        fetch_into(repository.clone(), now, spool.clone(), cancel.clone())
+    )?;
+    let wal_fetch = scope.wal_while_replaying.then(|| {
+        let state = Arc::new(WalFetch::default());
+        let (repository, spool, cancel, task_state) =
+            (repository.clone(), spool.clone(), cancel.clone(), state.clone());
+        tokio::spawn(async move {
+            let result = fetch_into(repository, later, spool.clone(), cancel).await;
+            match result {
+                Ok(bytes) => task_state.bytes.store(bytes, std::sync::atomic::Ordering::Relaxed),
+                Err(e) => *task_state.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string()),
+            }
+            let _ = std::fs::write(spool.join(SPOOL_COMPLETE), b"");
+            task_state.done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        state
+    });
     let spool_text = spool.to_str().filter(|s| !s.contains(['\'', '"', '\\', '\n'])).ok_or_else(|| {
         Error::InvalidInput(format!("the drill directory {} has characters a shell command cannot hold", dir.display()))
     })?;
@@ -163,10 +188,15 @@ pub async fn prepare_backup(
     // the extension gives it its own postgresql.conf and pg_hba.conf.
     let auto_conf = data_dir.join("postgresql.auto.conf");
     crate::store::file::write_file_atomically(&auto_conf, b"# written by the backstop pitr drill\n")?;
-    let settings = [
-        ("restore_command", format!("cp \"{spool_text}/%f\" \"%p\"")),
-        ("recovery_target_timeline", "latest".to_string()),
-    ];
+    // In the background mode a segment not in the spool yet is waited for until the fetching is
+    // complete (history files are all there before the server starts: never waited for).
+    let restore_command = match scope.wal_while_replaying {
+        false => format!("cp \"{spool_text}/%f\" \"%p\""),
+        true => format!(
+            "case \"%f\" in *.history) ;; *) while [ ! -e \"{spool_text}/%f\" ] && [ ! -e \"{spool_text}/{SPOOL_COMPLETE}\" ]; do sleep 0.05; done ;; esac; cp \"{spool_text}/%f\" \"%p\""
+        ),
+    };
+    let settings = [("restore_command", restore_command), ("recovery_target_timeline", "latest".to_string())];
     restore::prepare_recovery(&data_dir, manifest, &settings, false)?;
     Ok(Prepared {
         data_dir,
@@ -177,7 +207,44 @@ pub async fn prepare_backup(
         wal_bytes,
         replay_to,
         row_counts: manifest.row_counts.clone(),
+        wal_fetch,
     })
+}
+
+/// Fetches `names` from the archive into `spool`, a few at a time, each under a temporary name
+/// then renamed; the plain bytes fetched.
+async fn fetch_into(
+    repository: Repository,
+    names: Vec<crate::wal::WalFileName>,
+    spool: PathBuf,
+    cancel: CancellationToken,
+) -> Result<u64> {
+    use futures::{StreamExt, TryStreamExt};
+    const WAL_FETCHES: usize = 3;
+    let mut fetched = futures::stream::iter(names.into_iter().map(|name| {
+        let (repository, spool, cancel) = (repository.clone(), spool.clone(), cancel.clone());
+        async move {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let plain = repository.get_bytes(&crate::layout::wal(&name)).await?;
+            let len = plain.len() as u64;
+            tokio::task::spawn_blocking(move || {
+                let (part, path) = (spool.join(format!(".{}.part", name.name)), spool.join(&name.name));
+                std::fs::write(&part, plain).map_err(|e| Error::io("write", &part, e))?;
+                std::fs::rename(&part, &path).map_err(|e| Error::io("rename", &path, e))
+            })
+            .await
+            .map_err(|e| Error::InvalidInput(format!("a WAL writer thread failed: {e}")))??;
+            Ok::<u64, Error>(len)
+        }
+    }))
+    .buffer_unordered(WAL_FETCHES);
+    let mut total = 0;
+    while let Some(len) = fetched.try_next().await? {
+        total += len;
+    }
+    Ok(total)
 }
 
 /// One table's rows at backup time and after recovery to the same point.
