@@ -175,6 +175,12 @@ runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PITR_DIR" -w -m fast stop > /dev/nu
 echo "demo_orders had $BEFORE rows at $TARGET; the cluster recovered to that time has $AFTER"
 [[ $BEFORE == "$AFTER" ]] || { echo "point-in-time recovery did not bring demo_orders back" >&2; exit 1; }
 
+step "one table at that time from the command line (as when the server is down): backstop recover-table"
+rm -rf "$DEMO_DIR/recovered"
+runuser -u postgres -- backstop recover-table --repository "$DEMO_REPOSITORY" --cluster "$CLUSTER" \
+  --identity-file "$IDENTITY_FILE" --trusted-key "$TRUSTED_KEY" --scratch "$DEMO_DIR" \
+  --table public.demo_orders --database postgres --target-time "$TARGET" --to "$DEMO_DIR/recovered"
+
 cat <<EOF
 
 backstop is running. Connect with:
