@@ -314,6 +314,11 @@ fn recover_at_target(tables: &[(String, String)], target: &Target<'_>) {
     }
     let result = status.result.unwrap_or_default();
     let text = |k: &str| result.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+    if let Some(lock) = result.get("moved_before_lock").and_then(|v| v.as_str()) {
+        crate::errors::notice(&format!(
+            "at the target asked for, a transaction that commits later (a DROP, TRUNCATE or ALTER TABLE) held an exclusive lock on the table, which a server paused there cannot read: recovered just before that lock ({lock}) instead, which no change to the table separates from the target"
+        ));
+    }
     for table in result.get("tables").and_then(|t| t.as_array()).cloned().unwrap_or_default() {
         crate::errors::notice(&format!(
             "{} holds the {} rows {} had at {} (backup {}, validated: rows and checksum equal to the recovered server's); review one of the plans below and run it to bring them back",

@@ -49,6 +49,10 @@ pub struct TableRecoverOutcome {
     /// The recovery setting used, as PostgreSQL takes it.
     pub target: String,
     pub inclusive: bool,
+    /// The target asked for stopped replay while a transaction that commits later held an
+    /// exclusive lock on a table (a DROP or TRUNCATE in progress): the recovery stopped just
+    /// before that lock, at this LSN, which gives the same rows of the tables.
+    pub moved_before_lock: Option<String>,
     pub wal_files: u64,
     pub restored_bytes: u64,
     /// Databases skipped (their relation files holes), and the bytes not fetched for them.
@@ -101,7 +105,6 @@ fn target_of(args: &TableRecoverArgs) -> Result<RecoveryTarget, Error> {
 fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) -> Result<TableRecoverOutcome, Error> {
     args_check(args)?;
     let target = target_of(args)?;
-    let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
     // Names as SQL, parsed and re-quoted; the recovered ones must not exist yet.
     let (tables, recovered) = BackgroundWorker::transaction(|| -> Result<(Vec<String>, Vec<String>), Error> {
         let tables =
@@ -125,6 +128,14 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     let manifest = plan.manifest.clone();
     timed.enter(status, "finding the WAL up to the target");
     let last_segment = io::block_on(plan.last_segment(&repository, &target))?;
+    // A DROP, TRUNCATE or ALTER TABLE in progress at the target holds a lock the paused server
+    // replays: stop just before it instead when that gives the same rows.
+    let ids = table_ids(&tables, &manifest)?;
+    let (target, inclusive, moved) = match io::block_on(plan.before_pending_locks(&repository, &target, &ids))? {
+        Some(lock) => (RecoveryTarget::Lsn(lock), false, Some(lock.to_string())),
+        None => (target, args.inclusive, None),
+    };
+    let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
 
     // Only this database's files (and what every database needs) are restored whole.
     let database_oid = BackgroundWorker::transaction(|| {
@@ -210,7 +221,7 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
         // checked below), the server never promoted.
         &format!(
             "{options} {}",
-            backstop_core::recover::plan::paused_at_target(setting, &value, args.inclusive, !sparse.is_empty())
+            backstop_core::recover::plan::paused_at_target(setting, &value, inclusive, !sparse.is_empty())
         ),
         // A segment that could not be fetched ends the replay early: that is the reason.
         |log| fetch_failed(&prepared).unwrap_or_else(|| did_not_recover(log, &prepared.backup)),
@@ -370,7 +381,8 @@ fn run(request: &JobRequest, args: &TableRecoverArgs, status: &mut JobStatus) ->
     Ok(TableRecoverOutcome {
         backup: prepared.backup.clone(),
         target: format!("{setting} = '{value}'"),
-        inclusive: args.inclusive,
+        inclusive,
+        moved_before_lock: moved,
         wal_files: prepared.wal_files,
         restored_bytes: prepared.restored.bytes - prepared.restored.sparse_bytes,
         skipped_databases: sparse.len(),
@@ -424,4 +436,39 @@ fn fetch_failed(prepared: &backstop_core::drills::pitr::Prepared) -> Option<Erro
         message: format!("fetching the WAL of backup {} failed: {error}", prepared.backup),
         hint: "Nothing was created in this database. Run backstop verify: the archive is damaged where it says.".into(),
     })
+}
+
+/// Each table's OID, database and relation files (the current ones, and those base backups
+/// recorded for it): what the WAL names it by. A dropped table by the name the backup recorded.
+fn table_ids(
+    tables: &[String],
+    manifest: &backstop_core::backups::BackupManifest,
+) -> Result<Vec<backstop_core::recover::plan::TableIds>, Error> {
+    let unquoted = |name: &str| name.replace('"', "");
+    let mut ids = Vec::new();
+    for table in tables {
+        let current = BackgroundWorker::transaction(|| {
+            let oid =
+                crate::spi::one::<i64>("SELECT pg_catalog.to_regclass($1)::oid::bigint", &[table.as_str().into()])?;
+            match oid {
+                Some(oid) => crate::backups::relations::relation_files(Some(oid as u32)),
+                None => Ok(Vec::new()),
+            }
+        })
+        .map_err(|e| Error::InvalidInput(format!("reading the catalog failed: {e}")))?;
+        let recorded: Vec<_> = manifest.relations.iter().filter(|r| unquoted(&r.table) == unquoted(table)).collect();
+        let Some((oid, database)) =
+            current.first().map(|r| (r.oid, r.database)).or_else(|| recorded.first().map(|r| (r.oid, r.database)))
+        else {
+            continue;
+        };
+        let mut files: Vec<_> = current.iter().map(|r| r.file()).collect();
+        for relation in manifest.relations.iter().filter(|r| r.oid == oid) {
+            if !files.contains(&relation.file()) {
+                files.push(relation.file());
+            }
+        }
+        ids.push(backstop_core::recover::plan::TableIds { oid, database, files });
+    }
+    Ok(ids)
 }

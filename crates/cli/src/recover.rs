@@ -149,7 +149,6 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
     let started = Instant::now();
     let runtime = backstop_core::runtime::build(4, "backstop-io").map_err(|e| Error::io("start", "runtime", e))?;
     let target = target(&args)?;
-    let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
     let tables: Vec<String> = args.tables.iter().map(|t| qualified(t)).collect::<Result<_, _>>()?;
     if std::fs::symlink_metadata(&args.to).is_ok() {
         return Err(Error::InvalidInput(format!("{} exists: name a directory to create", args.to.display())));
@@ -178,6 +177,27 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
     };
     say("finding the WAL up to the target");
     let last_segment = runtime.block_on(plan.last_segment(&repository, &target))?;
+    // A DROP, TRUNCATE or ALTER TABLE in progress at the target holds a lock the paused server
+    // replays: stop just before it instead when that gives the same rows.
+    let ids: Vec<plan::TableIds> = tables
+        .iter()
+        .filter_map(|table| manifest.relations.iter().find(|r| r.table == *table))
+        .map(|found| plan::TableIds {
+            oid: found.oid,
+            database: found.database,
+            files: manifest.relations.iter().filter(|r| r.oid == found.oid).map(|r| r.file()).collect(),
+        })
+        .collect();
+    let (target, inclusive) = match runtime.block_on(plan.before_pending_locks(&repository, &target, &ids))? {
+        Some(lock) => {
+            say(&format!(
+                "at the target a transaction that commits later (a DROP, TRUNCATE or ALTER TABLE) holds an exclusive lock on a table: recovering just before that lock, {lock}, which gives the same rows"
+            ));
+            (RecoveryTarget::Lsn(lock), false)
+        }
+        None => (target, !args.exclusive),
+    };
+    let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
     // The tables' database, from the relation files the backup recorded: the others are holes.
     let database_oid = manifest.relations.iter().find(|r| tables.iter().any(|t| *t == r.table)).map(|r| r.database);
     let sparse = database_oid.map(|db| partial::sparse_databases(&manifest, db)).unwrap_or_default();
@@ -220,7 +240,7 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
             PORT,
             &format!("-c shared_buffers=128MB -c wal_level=replica {}", limits(&bin, &scratch.data())?)
         ),
-        plan::paused_at_target(setting, &value, !args.exclusive, !sparse.is_empty())
+        plan::paused_at_target(setting, &value, inclusive, !sparse.is_empty())
     );
     let log = scratch.dir.join("server.log");
     scratch.started = true;
@@ -319,7 +339,7 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
     let result = serde_json::json!({
         "backup": prepared.backup,
         "target": format!("{setting} = '{value}'"),
-        "inclusive": !args.exclusive,
+        "inclusive": inclusive,
         "skipped_databases": sparse.len(),
         "tables": written,
         "seconds": seconds,

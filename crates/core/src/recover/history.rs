@@ -227,6 +227,13 @@ impl TableScan {
         }
     }
 
+    /// Where the earliest ACCESS EXCLUSIVE lock on the table is that a transaction still in
+    /// flight (not committed or aborted in what was read) took: a server paused here replays it
+    /// and cannot read the table.
+    pub fn pending_lock(&self) -> Option<Lsn> {
+        self.in_flight.values().filter(|w| w.locked_table).filter_map(|w| w.first_lock).min()
+    }
+
     /// Whether the table still has a file (it was not dropped in what was read).
     pub fn table_exists(&self) -> bool {
         !self.files.is_empty()

@@ -72,6 +72,80 @@ impl Plan {
     }
 }
 
+/// A table a recovery reads: its OID (locks name relations by OID), database and files.
+#[derive(Debug, Clone)]
+pub struct TableIds {
+    pub oid: u32,
+    pub database: u32,
+    pub files: Vec<crate::wal::records::RelFile>,
+}
+
+impl Plan {
+    /// A target that stops replay while a transaction that commits later holds an ACCESS
+    /// EXCLUSIVE lock on one of `tables` (a DROP, TRUNCATE or ALTER TABLE in progress at the
+    /// target) leaves the hot standby paused there unable to read the table. Returns the LSN just
+    /// before the earliest such lock when stopping there gives the same rows (no change to the
+    /// tables commits in between); None when the target is fine as it is. Time and LSN targets
+    /// only; an error when the lock cannot be stepped around.
+    pub async fn before_pending_locks(
+        &self,
+        repository: &Repository,
+        target: &RecoveryTarget,
+        tables: &[TableIds],
+    ) -> Result<Option<crate::wal::Lsn>> {
+        let segment_size = self.manifest.wal_segment_size;
+        let (until, until_lsn) = match target {
+            RecoveryTarget::Time(time) => (PgTime::from_unix_seconds(crate::time::unix_seconds(*time)), None),
+            RecoveryTarget::Lsn(lsn) => (PgTime(i64::MAX), Some(*lsn)),
+            RecoveryTarget::Xid(_) | RecoveryTarget::Name(_) | RecoveryTarget::Latest | RecoveryTarget::Immediate => {
+                return Ok(None)
+            }
+        };
+        let segments = super::segments_along(&self.wal_files, self.manifest.timeline, &[], segment_size);
+        let backup_start = self.manifest.start_lsn.segment(segment_size);
+        let from =
+            segments.iter().position(|s| s.position(segment_size).is_some_and(|(_, n)| n >= backup_start)).unwrap_or(0);
+        // From the segment before the target's: a lock taken long before it is not seen (the
+        // query's lock_timeout then says so).
+        let start = match target {
+            RecoveryTarget::Time(_) => super::start_index(repository, &segments[from..], until, segment_size).await?,
+            _ => segments[from..]
+                .iter()
+                .position(|s| {
+                    s.position(segment_size)
+                        .is_some_and(|(_, n)| until_lsn.is_some_and(|l| n + 1 >= l.segment(segment_size)))
+                })
+                .unwrap_or(0),
+        };
+        let mut earliest: Option<(crate::wal::Lsn, Vec<super::history::TableChange>)> = None;
+        for table in tables {
+            let mut scan = super::history::TableScan::new(&table.files, table.database, PgTime(i64::MIN), 10_000);
+            scan.table_oid = Some(table.oid);
+            let range = super::WalRange { segments: &segments, from: from + start, until, until_lsn, segment_size };
+            super::read_events(repository, range, &CancellationToken::new(), &mut |_, _| {}, &mut |f| scan.feed(f))
+                .await?;
+            if let Some(lock) = scan.pending_lock() {
+                let changes = scan.finish();
+                match &mut earliest {
+                    Some((at, all)) => {
+                        *at = (*at).min(lock);
+                        all.extend(changes);
+                    }
+                    None => earliest = Some((lock, changes)),
+                }
+            }
+        }
+        let Some((lock, changes)) = earliest else { return Ok(None) };
+        if let Some(change) = changes.iter().find(|c| c.commit_lsn > lock) {
+            return Err(crate::error::Error::InvalidInput(format!(
+                "at this target a transaction still in progress holds an ACCESS EXCLUSIVE lock on the table (taken at {lock}), and transaction {} changed the table after that lock and before the target: no point reads the table as the target asks",
+                change.xid
+            )));
+        }
+        Ok(Some(lock))
+    }
+}
+
 /// The command-line options that make a throwaway server replay to `setting = value` and pause
 /// there: a hot standby, read-only and never promoted (`recovery_target_action = pause`), whose
 /// queries give up on a lock after 5 s (a transaction in progress at the target may hold one
