@@ -199,7 +199,7 @@ pub fn recover_table(args: RecoverTableArgs) -> Result<ExitCode, Error> {
     };
     let (setting, value) = target.setting().ok_or_else(|| Error::InvalidInput("no recovery target given".into()))?;
     // The tables' database, from the relation files the backup recorded: the others are holes.
-    let database_oid = manifest.relations.iter().find(|r| tables.iter().any(|t| *t == r.table)).map(|r| r.database);
+    let database_oid = manifest.relations.iter().find(|r| tables.contains(&r.table)).map(|r| r.database);
     let sparse = database_oid.map(|db| partial::sparse_databases(&manifest, db)).unwrap_or_default();
     if database_oid.is_none() {
         say("the backup recorded none of these tables (it records those of the database it ran in): restoring every database");
