@@ -17,6 +17,11 @@ INSERT INTO big SELECT g, repeat('x', 200) FROM generate_series(1, 60000) g;
 CREATE INDEX big_hash ON big USING hash (id);
 CREATE TABLE gone (id int);
 INSERT INTO gone SELECT generate_series(1, 1000);
+-- Over 1 GB (four rows a page, stored plain): its file has a second segment, `.1`, a hole too.
+CREATE TABLE huge (id int, pad char(1900));
+ALTER TABLE huge ALTER pad SET STORAGE PLAIN;
+INSERT INTO huge SELECT g, 'x' FROM generate_series(1, 560000) g;
+SELECT pg_relation_size('huge') > 1024 * 1024 * 1024 AS huge_over_1_gb;
 \c :home
 CREATE TABLE orders (id int PRIMARY KEY, note text, amount numeric(10,2));
 INSERT INTO orders SELECT g, 'order ' || g, g * 1.5 FROM generate_series(1, 1000) g;
@@ -26,7 +31,7 @@ SELECT state, kind FROM backstop.base_backup(kind => 'full');
 RESET client_min_messages;
 -- After the backup, in the skipped database: a mass delete, VACUUM (pruning, the hash index,
 -- the visibility map), TRUNCATE; a database created with each strategy and one dropped; a
--- checkpoint, then more of the same.
+-- checkpoint, then more of the same, and rows changed across the 1 GB table's two segments.
 \c skipped_a
 DELETE FROM big WHERE id > 54000;
 VACUUM big;
@@ -39,6 +44,7 @@ CHECKPOINT;
 \c skipped_a
 UPDATE big SET v = 'y' WHERE id <= 3000;
 VACUUM big;
+UPDATE huge SET id = -id WHERE id % 100000 = 0;
 \c :home
 -- The table changes; what it holds at t1 is kept aside.
 UPDATE orders SET note = 'paid', amount = 0 WHERE id <= 100;
