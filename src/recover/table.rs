@@ -444,7 +444,6 @@ fn table_ids(
     tables: &[String],
     manifest: &backstop_core::backups::BackupManifest,
 ) -> Result<Vec<backstop_core::recover::plan::TableIds>, Error> {
-    let unquoted = |name: &str| name.replace('"', "");
     let mut ids = Vec::new();
     for table in tables {
         let current = BackgroundWorker::transaction(|| {
@@ -456,7 +455,14 @@ fn table_ids(
             }
         })
         .map_err(|e| Error::InvalidInput(format!("reading the catalog failed: {e}")))?;
-        let recorded: Vec<_> = manifest.relations.iter().filter(|r| unquoted(&r.table) == unquoted(table)).collect();
+        // A dropped table: the backup's record of that name, both names parsed and quoted the
+        // same way (the record is as regclass prints it, `table` always quoted).
+        let recorded: Vec<_> = match current.is_empty() {
+            false => Vec::new(),
+            true => BackgroundWorker::transaction(|| {
+                manifest.relations.iter().filter(|r| table_sql(&r.table).is_ok_and(|t| t == *table)).collect()
+            }),
+        };
         let Some((oid, database)) =
             current.first().map(|r| (r.oid, r.database)).or_else(|| recorded.first().map(|r| (r.oid, r.database)))
         else {
